@@ -38,5 +38,28 @@ def main(argv: list[str] | None = None) -> None:
 # Each command group lives in its own section below, in the order of the pipeline.
 
 
+# ---- demo data ----
+
+
+@cli.command("demo-data")
+@click.option("-o", "--out", default="demo-data", show_default=True, help="Output folder.")
+@click.option("--videos-per-class", type=int, default=None, help="Videos per class (default 24).")
+@click.option("--frames", type=int, default=None, help="Frames per video (default 16).")
+@click.option("--size", type=int, default=None, help="Frame side in pixels (default 112).")
+@click.option("--seed", type=int, default=None, help="Random seed (default 0).")
+@click.option("--digits", default=None, help="Path to digits.png (default: $STPIPE_ASSETS/images/digits.png, else shapes).")
+@click.option("--config", "config_file", type=click.Path(dir_okay=False), help="YAML config file.")
+def demo_data_cmd(out, videos_per_class, frames, size, seed, digits, config_file):
+    """Write a small labelled video set whose classes depend on temporal order."""
+    from pipeline.config import build_config, save_config
+    from pipeline.demo_data import DemoDataConfig, generate
+
+    overrides = dict(out=out, videos_per_class=videos_per_class, frames=frames, size=size, seed=seed, digits=digits)
+    cfg = build_config(DemoDataConfig, config_file, overrides)
+    result = generate(cfg)
+    save_config(cfg, f"{cfg.out}/demo-data.yaml")
+    click.echo(f"wrote {result.num_videos} videos ({result.glyphs}) and {result.manifest}")
+
+
 if __name__ == "__main__":
     main()
