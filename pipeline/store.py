@@ -1,0 +1,392 @@
+"""The feature store: a Zarr v3 group with a fixed layout and provenance attrs.
+
+    <store>/                 attrs["stpipe"]: version, created, config, config_hash, manifest_sha256,
+                             classes, backbone, flow, views
+      videos/<key>/          one group per video, written by exactly one worker;
+                             attrs: video_id, path, label, label_index, split, fps, num_frames,
+                             frame_index, complete=true (written LAST)
+         rgb                 (view, time, channel[, y, x]) float16
+         flow                (time, 2, y, x) uint8 (quantised, bound in attrs) or float16
+         flow_feat           (view, time, channel[, y, x]) float16
+      failures/<key>/        attrs: video_id, path, stage, error, attempts (one group per failed video,
+                             so concurrent workers never rewrite a shared list)
+      index/                 columnar arrays written at the end: video_id, key, label, split,
+                             num_frames, status; attrs: failures (list), complete=true (written last)
+
+`key` is a reversible, filesystem-safe encoding of the video id (see `video_key`), so no id can
+escape the store. Works on any fsspec URL (`file://`, `memory://`, `s3://...`) and local paths.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import json
+import re
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from pipeline.errors import StoreError
+
+FORMAT_VERSION = 1
+CHUNK_BYTES = 8 * 2**20  # ~8 MiB: a typical video is one chunk per view, one or two reads
+_SAFE = re.compile(r"[A-Za-z0-9_-]")
+_MAX_KEY = 160  # well under the 255-byte file-name limit of common filesystems
+
+
+def video_key(video_id: str) -> str:
+    """Filesystem- and URL-safe key: `[A-Za-z0-9_-]` kept, every other byte as `~hh`.
+
+    No key contains `/`, `.` or starts with `__`, so `../x` or `a/b` stay inside `videos/`.
+    Ids whose encoding is too long keep a prefix plus a sha256 suffix (the id lives in attrs).
+    """
+    if not video_id:
+        raise StoreError("empty video id")
+    out = []
+    for char in video_id:
+        if _SAFE.fullmatch(char):
+            out.append(char)
+        else:
+            out.extend(f"~{b:02x}" for b in char.encode("utf-8"))
+    key = "".join(out)
+    if key.startswith("__"):
+        key = "~5f" + key[1:]
+    if len(key) > _MAX_KEY:
+        digest = hashlib.sha256(video_id.encode("utf-8")).hexdigest()[:32]
+        key = f"{key[: _MAX_KEY - 36]}~~~{digest}"
+    return key
+
+
+def key_to_id(key: str) -> str | None:
+    """Inverse of `video_key` (None for hashed long keys; read the id from attrs then)."""
+    if "~~~" in key:
+        return None
+    return re.sub(rb"~([0-9a-f]{2})", lambda m: bytes([int(m.group(1), 16)]), key.encode()).decode("utf-8")
+
+
+def time_chunk(frame_shape: tuple[int, ...], itemsize: int, num_frames: int) -> int:
+    """Frames per chunk so one chunk holds a whole typical video but stays near CHUNK_BYTES."""
+    per_frame = max(1, int(np.prod(frame_shape)) * itemsize)
+    return int(max(1, min(num_frames, CHUNK_BYTES // per_frame)))
+
+
+def _compressor():
+    from zarr.codecs import BloscCodec
+
+    return BloscCodec(cname="zstd", clevel=3, shuffle="shuffle")
+
+
+@dataclass(frozen=True)
+class Failure:
+    video_id: str
+    path: str
+    stage: str
+    error: str
+    attempts: int
+
+
+class FeatureStore:
+    """Read/write access to one store. Create with `FeatureStore.create` or `FeatureStore.open`."""
+
+    def __init__(self, group, url: str):
+        self.root = group
+        self.url = url
+
+    # ---- opening ----------------------------------------------------------------------------
+
+    @classmethod
+    def open(cls, url: str, *, mode: str = "r", storage_options: Mapping[str, Any] | None = None) -> FeatureStore:
+        import zarr
+
+        try:
+            group = zarr.open_group(store=url, mode=mode, storage_options=_opts(url, storage_options))
+        except FileNotFoundError:
+            raise StoreError(f"{url}: no feature store here") from None
+        except Exception as exc:  # noqa: BLE001 - fsspec/zarr raise many types
+            raise StoreError(f"{url}: cannot open store ({_reason(exc)})") from None
+        if "stpipe" not in group.attrs:
+            raise StoreError(f"{url}: not an stpipe feature store (no 'stpipe' attrs)")
+        return cls(group, url)
+
+    @classmethod
+    def create(
+        cls,
+        url: str,
+        *,
+        provenance: Mapping[str, Any],
+        overwrite: bool = False,
+        storage_options: Mapping[str, Any] | None = None,
+    ) -> FeatureStore:
+        """Create a store, or reopen one made by the same config (`provenance['config_hash']`).
+
+        A store made by a different config is refused unless `overwrite`, which deletes it.
+        """
+        import zarr
+
+        opts = _opts(url, storage_options)
+        try:
+            existing = zarr.open_group(store=url, mode="r", storage_options=opts)
+        except (FileNotFoundError, KeyError, ValueError):
+            existing = None
+        except Exception as exc:  # noqa: BLE001
+            raise StoreError(f"{url}: cannot open store ({_reason(exc)})") from None
+        if existing is not None and not overwrite:
+            meta = existing.attrs.get("stpipe")
+            if meta is None:
+                if list(existing.keys()):
+                    raise StoreError(f"{url}: exists and is not an stpipe store; pick another -o or --overwrite")
+            else:
+                _check_same(url, meta, provenance)
+                return cls(zarr.open_group(store=url, mode="r+", storage_options=opts), url)
+        try:
+            group = zarr.open_group(store=url, mode="w" if overwrite else "a", storage_options=opts)
+        except Exception as exc:  # noqa: BLE001
+            raise StoreError(f"{url}: cannot create store ({_reason(exc)})") from None
+        meta = dict(provenance)
+        meta.setdefault("version", FORMAT_VERSION)
+        meta.setdefault("created", _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"))
+        group.require_group("videos")
+        group.require_group("failures")
+        group.attrs["stpipe"] = _jsonable(meta)
+        return cls(group, url)
+
+    # ---- provenance -------------------------------------------------------------------------
+
+    @property
+    def meta(self) -> dict[str, Any]:
+        return dict(self.root.attrs["stpipe"])
+
+    @property
+    def classes(self) -> list[str]:
+        return list(self.meta.get("classes", []))
+
+    # ---- videos -----------------------------------------------------------------------------
+
+    def video_keys(self) -> list[str]:
+        return sorted(self.root["videos"].group_keys()) if "videos" in self.root else []
+
+    def video_group(self, video_id: str):
+        return self.root["videos"][video_key(video_id)]
+
+    def is_complete(self, video_id: str) -> bool:
+        try:
+            return bool(self.video_group(video_id).attrs.get("complete", False))
+        except KeyError:
+            return False
+
+    def complete_ids(self) -> set[str]:
+        done = set()
+        videos = self.root["videos"]
+        for key, group in videos.groups():
+            attrs = group.attrs
+            if attrs.get("complete"):
+                done.add(attrs.get("video_id") or key_to_id(key))
+        return done
+
+    def begin_video(self, video_id: str, attrs: Mapping[str, Any]) -> VideoWriter:
+        """Start (or restart) a video's group; nothing is complete until `VideoWriter.finish`."""
+        key = video_key(video_id)
+        videos = self.root["videos"]
+        if key in videos:
+            del videos[key]  # a half-written group from a crash: redo it
+        group = videos.create_group(key)
+        group.attrs.update(_jsonable({**attrs, "video_id": video_id, "complete": False}))
+        return VideoWriter(group)
+
+    def read(self, video_id: str, name: str, view: int | slice | None = None) -> np.ndarray:
+        array = self.video_group(video_id)[name]
+        return array[view] if view is not None else array[...]
+
+    def video_attrs(self, video_id: str) -> dict[str, Any]:
+        return dict(self.video_group(video_id).attrs)
+
+    # ---- failures ---------------------------------------------------------------------------
+
+    def record_failure(self, failure: Failure) -> None:
+        failures = self.root.require_group("failures")
+        key = video_key(failure.video_id)
+        group = failures[key] if key in failures else failures.create_group(key)
+        group.attrs.update(_jsonable(failure.__dict__))
+
+    def clear_failure(self, video_id: str) -> None:
+        failures = self.root.require_group("failures")
+        key = video_key(video_id)
+        if key in failures:
+            del failures[key]
+
+    def failures(self) -> list[Failure]:
+        if "failures" not in self.root:
+            return []
+        out = [Failure(**{k: g.attrs[k] for k in Failure.__dataclass_fields__}) for _, g in self.root["failures"].groups()]
+        return sorted(out, key=lambda f: f.video_id)
+
+    # ---- index ------------------------------------------------------------------------------
+
+    def write_index(self) -> dict[str, np.ndarray]:
+        """Consolidate per-video attrs into columnar arrays (`complete` set last)."""
+        rows = []
+        for key, group in self.root["videos"].groups():
+            a = group.attrs
+            status = "complete" if a.get("complete") else "incomplete"
+            rows.append((a.get("video_id", key), key, int(a.get("label_index", -1)), a.get("split", ""),
+                         int(a.get("num_frames", 0)), status))
+        failed = self.failures()
+        present = {r[0] for r in rows if r[5] == "complete"}
+        for f in failed:
+            if f.video_id not in present:
+                rows.append((f.video_id, video_key(f.video_id), -1, "", 0, "failed"))
+        rows.sort(key=lambda r: r[0])
+        columns = {
+            "video_id": np.array([r[0] for r in rows], dtype=str),
+            "key": np.array([r[1] for r in rows], dtype=str),
+            "label": np.array([r[2] for r in rows], dtype=np.int64),
+            "split": np.array([r[3] for r in rows], dtype=str),
+            "num_frames": np.array([r[4] for r in rows], dtype=np.int64),
+            "status": np.array([r[5] for r in rows], dtype=str),
+        }
+        if "index" in self.root:
+            del self.root["index"]
+        index = self.root.create_group("index")
+        for name, values in columns.items():
+            dtype = str if values.dtype.kind == "U" else values.dtype
+            array = index.create_array(name, shape=values.shape, dtype=dtype, dimension_names=("video",),
+                                       chunks=(max(1, len(values)),))
+            if len(values):
+                array[:] = values
+        index.attrs["failures"] = [_jsonable(f.__dict__) for f in failed]
+        index.attrs["complete"] = True
+        return columns
+
+    def index(self) -> dict[str, np.ndarray]:
+        """The consolidated index, or an on-the-fly one when it is missing or stale."""
+        if "index" in self.root and self.root["index"].attrs.get("complete"):
+            group = self.root["index"]
+            return {name: np.asarray(group[name][...]) for name in group.array_keys()}
+        return self.write_index() if not self.read_only else self._scan_index()
+
+    @property
+    def read_only(self) -> bool:
+        return bool(getattr(self.root, "read_only", False))
+
+    def _scan_index(self) -> dict[str, np.ndarray]:
+        keys, ids, labels, splits, frames, status = [], [], [], [], [], []
+        for key, group in self.root["videos"].groups():
+            a = group.attrs
+            keys.append(key)
+            ids.append(a.get("video_id", key))
+            labels.append(int(a.get("label_index", -1)))
+            splits.append(a.get("split", ""))
+            frames.append(int(a.get("num_frames", 0)))
+            status.append("complete" if a.get("complete") else "incomplete")
+        return {"video_id": np.array(ids, dtype=str), "key": np.array(keys, dtype=str),
+                "label": np.array(labels, dtype=np.int64), "split": np.array(splits, dtype=str),
+                "num_frames": np.array(frames, dtype=np.int64), "status": np.array(status, dtype=str)}
+
+    def iter_complete(self, split: str | None = None) -> Iterator[tuple[str, dict[str, Any]]]:
+        index = self.index()
+        for vid, key, sp, st in zip(index["video_id"], index["key"], index["split"], index["status"]):
+            if st == "complete" and (split is None or sp == split):
+                yield str(vid), dict(self.root["videos"][str(key)].attrs)
+
+
+class VideoWriter:
+    """Writes one video's arrays (optionally in time slices, for long videos), then marks it complete."""
+
+    def __init__(self, group):
+        self.group = group
+
+    def create(self, name: str, *, shape: tuple[int, ...], dtype, dims: tuple[str, ...],
+               time_axis: int, attrs: Mapping[str, Any] | None = None):
+        frame_shape = tuple(s for i, s in enumerate(shape) if i != time_axis and dims[i] != "view")
+        chunks = list(shape)
+        if "view" in dims:
+            chunks[dims.index("view")] = 1
+        chunks[time_axis] = time_chunk(frame_shape, np.dtype(dtype).itemsize, max(1, shape[time_axis]))
+        chunks = tuple(max(1, c) for c in chunks)
+        array = self.group.create_array(name, shape=shape, dtype=dtype, chunks=chunks,
+                                        compressors=_compressor(), dimension_names=dims, fill_value=0)
+        if attrs:
+            array.attrs.update(_jsonable(attrs))
+        return array
+
+    def write(self, name: str, values: np.ndarray, **create_kwargs) -> None:
+        """Create array `name` holding `values` in one go."""
+        array = self.create(name, shape=values.shape, dtype=values.dtype, **create_kwargs)
+        if values.size:
+            array[...] = values
+
+    def finish(self, **attrs: Any) -> None:
+        self.group.attrs.update(_jsonable(attrs))
+        self.group.attrs["complete"] = True  # last: a crash before this line means "redo"
+
+
+def config_hash(content: Mapping[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(_jsonable(content), sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _check_same(url: str, meta: Mapping[str, Any], provenance: Mapping[str, Any]) -> None:
+    want = provenance.get("config_hash")
+    have = meta.get("config_hash")
+    if want == have and provenance.get("manifest_sha256") == meta.get("manifest_sha256"):
+        return
+    if want != have:
+        old, new = meta.get("config", {}), provenance.get("config", {})
+        keys = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
+        raise StoreError(
+            f"{url}: store was made by a different extract config (differs in: {', '.join(keys) or 'content'}); "
+            "use another output or --overwrite"
+        )
+    raise StoreError(f"{url}: store was made from a different manifest; use another output or --overwrite")
+
+
+def _opts(url: str, storage_options: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    if "://" not in url or url.startswith("file://"):
+        return None  # local paths take no storage options
+    return dict(storage_options or {})
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, float) and not np.isfinite(value):
+        return None
+    return value
+
+
+def _reason(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return (text[0] if text else type(exc).__name__)[:200]
+
+
+def summarize(store: FeatureStore) -> dict[str, Any]:
+    """Counts, shapes, dtypes and bytes for `stpipe inspect`."""
+    index = store.index()
+    status = index["status"]
+    shapes: dict[str, Any] = {}
+    for vid, _ in store.iter_complete():
+        group = store.video_group(vid)
+        for name, array in group.arrays():
+            shapes[name] = {"shape_example": list(array.shape), "dtype": str(array.dtype),
+                            "dims": list(array.metadata.dimension_names or [])}
+        break
+    return {
+        "url": store.url,
+        "videos": int(len(status)),
+        "complete": int((status == "complete").sum()),
+        "incomplete": int((status == "incomplete").sum()),
+        "failed": int((status == "failed").sum()),
+        "splits": {str(s): int(((index["split"] == s) & (status == "complete")).sum()) for s in np.unique(index["split"]) if s},
+        "arrays": shapes,
+        "meta": store.meta,
+        "failures": [f.__dict__ for f in store.failures()],
+    }
+
