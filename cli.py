@@ -61,5 +61,57 @@ def demo_data_cmd(out, videos_per_class, frames, size, seed, digits, config_file
     click.echo(f"wrote {result.num_videos} videos ({result.glyphs}) and {result.manifest}")
 
 
+# ---- heads ----
+
+
+def _feature_shape(ctx, param, value: str) -> tuple[int, ...]:
+    try:
+        shape = tuple(int(v) for v in value.lower().split("x"))
+    except ValueError:
+        shape = ()
+    if len(shape) not in (1, 3) or min(shape) < 1:
+        raise click.BadParameter(f"expected D (pooled) or CxHxW (spatial), e.g. 1280 or 1280x7x7; got {value!r}")
+    return shape
+
+
+@cli.command("heads")
+@click.option("--classes", "num_classes", type=click.IntRange(min=1), default=27, show_default=True,
+              help="Number of classes.")
+@click.option("--segments", "num_segments", type=click.IntRange(min=1), default=8, show_default=True,
+              help="Segments (T) per clip.")
+@click.option("--feature-shape", default="1280", show_default=True, callback=_feature_shape,
+              help="Backbone features per segment: D (pooled) or CxHxW (spatial maps).")
+@click.option("--proj-dim", type=click.IntRange(min=1), default=256, show_default=True,
+              help="Width after the input projection (seed 000 uses 256).")
+def heads_cmd(num_classes, num_segments, feature_shape, proj_dim):
+    """List the temporal heads with parameters and multiply-adds per clip.
+
+    Projection (dropout + Linear / 1x1 conv to --proj-dim) and head body are counted apart; MACs
+    come from torch's flop counter (matmuls and convolutions). Example, seed 000's Table 3 setting:
+
+      stpipe heads --classes 27 --segments 8 --feature-shape 1024x7x7
+    """
+    from pipeline.heads import complexity_table
+
+    rows = complexity_table(num_classes=num_classes, num_segments=num_segments,
+                            feature_shape=feature_shape, proj_dim=proj_dim)
+    shape = "x".join(map(str, feature_shape))
+    click.echo(f"classes {num_classes}, segments {num_segments}, features {shape} per segment, "
+               f"projection to {proj_dim}; MACs per clip")
+    header = ("head", "input", "proj params", "proj MACs", "head params", "head MACs", "note")
+    table = [header]
+    for r in rows:
+        if r["applicable"]:
+            table.append((r["name"], r["input_kind"], f"{r['projection_params']:,}",
+                          f"{r['projection_macs'] / 1e6:,.2f}M", f"{r['head_params']:,}",
+                          f"{r['head_macs'] / 1e6:,.2f}M", r["note"]))
+        else:
+            table.append((r["name"], r["input_kind"], "-", "-", "-", "-", f"n/a: {r['note']}"))
+    widths = [max(len(row[i]) for row in table) for i in range(len(header) - 1)]
+    for row in table:
+        cells = [c.ljust(w) if i < 2 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths))]
+        click.echo("  ".join(cells + [row[-1]]).rstrip())
+
+
 if __name__ == "__main__":
     main()
