@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 import click
 
@@ -36,6 +37,106 @@ def main(argv: list[str] | None = None) -> None:
 
 # ---- commands -------------------------------------------------------------------------------
 # Each command group lives in its own section below, in the order of the pipeline.
+
+
+# ---- manifests ----
+
+
+@cli.group("manifest")
+def manifest_group() -> None:
+    """Build and check manifests: the table of videos (video_id, path, label, split[, start, end])."""
+
+
+def _echo_written(manifest, output) -> None:
+    from manifests import classes_path
+
+    counts = {split: sum(c.values()) for split, c in manifest.counts().items()}
+    splits = ", ".join(f"{split} {n}" for split, n in counts.items() if n)
+    click.echo(
+        f"wrote {len(manifest)} entries ({splits}), {len(manifest.classes)} classes -> {output} "
+        f"(+ {classes_path(output).name})"
+    )
+
+
+@manifest_group.command("convert")
+@click.argument("format_name", metavar="FORMAT")
+@click.option("-a", "--annotations", multiple=True, required=True, type=click.Path(path_type=Path),
+              help="Official annotation file, or a folder holding them under their official names (repeatable).")
+@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False, path_type=Path),
+              help="Manifest to write (.csv or .jsonl); the class list goes beside it as <stem>.classes.txt.")
+@click.option("--fold", type=int, help="ucf101, hmdb51: official split number (default 1).")
+@click.option("--path-template", help="Where each video lives under the root, e.g. '{id}' or '{class}/{stem}'.")
+@click.option("--class-order", type=click.Choice(["sorted", "file"]),
+              help="jester: class index by sorted name (TRN/TSM, default) or labels-file order (mmaction2).")
+@click.option("--underscore-dirs", is_flag=True, help="kinetics: class folders with '_' for spaces.")
+@click.option("--trim", is_flag=True, help="kinetics: keep time_start/time_end as start/end (full-length videos).")
+@click.option("--split", help="folder: split of a tree without split folders (default train).")
+@click.option("--classes", "classes_file", type=click.Path(dir_okay=False, path_type=Path),
+              help="Use this class list (one name per line) instead of the dataset's.")
+def manifest_convert(format_name, annotations, output, fold, path_template, class_order, underscore_dirs, trim,
+                     split, classes_file):
+    """Convert official annotation files of FORMAT to a manifest.
+
+    FORMAT is one of jester, ssv2, ucf101, hmdb51, kinetics, folder. Examples:
+
+      stpipe manifest convert jester -a jester/annotations -o jester.csv
+
+      stpipe manifest convert ucf101 -a ucfTrainTestlist --fold 1 -o ucf101-1.csv
+
+      stpipe manifest convert kinetics -a kinetics-400_train.csv -a kinetics-400_val.csv -o k400.csv
+    """
+    from manifests import convert, read_class_list, write_manifest
+
+    given = dict(fold=fold, path_template=path_template, class_order=class_order, split=split,
+                 underscore_dirs=underscore_dirs or None, trim=trim or None)
+    manifest = convert(format_name, annotations, **{k: v for k, v in given.items() if v is not None})
+    if classes_file is not None:
+        manifest = manifest.with_classes(read_class_list(classes_file))
+    write_manifest(manifest, output)
+    _echo_written(manifest, output)
+
+
+@manifest_group.command("from-folder")
+@click.argument("directory", type=click.Path(file_okay=False, path_type=Path))
+@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False, path_type=Path),
+              help="Manifest to write (.csv or .jsonl).")
+@click.option("--split", default="train", show_default=True,
+              help="Split of every entry when DIRECTORY has no train/val/test folders.")
+def manifest_from_folder(directory, output, split):
+    """Manifest of a DIRECTORY/<class>/<video> (or DIRECTORY/<split>/<class>/<video>) tree.
+
+    A video is a video file or a folder of frame images. Paths are written relative to the
+    manifest's folder, so the manifest works without --root.
+    """
+    from manifests import convert, write_manifest
+
+    manifest = convert("folder", [directory], split=split).rebased(output.absolute().parent)
+    write_manifest(manifest, output)
+    _echo_written(manifest, output)
+
+
+@manifest_group.command("check")
+@click.argument("manifest_file", metavar="MANIFEST", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--root", type=click.Path(file_okay=False, path_type=Path),
+              help="Folder that relative paths start from (default: the manifest's folder).")
+@click.option("--exists", "check_exists", is_flag=True, help="Also require every video file / frame folder to exist.")
+@click.option("--classes", "classes_file", type=click.Path(dir_okay=False, path_type=Path),
+              help="Class list to use when the manifest has no <stem>.classes.txt beside it.")
+def manifest_check(manifest_file, root, check_exists, classes_file):
+    """Validate MANIFEST and print how many videos each split and class has."""
+    from manifests import SPLITS, read_manifest
+
+    manifest = read_manifest(manifest_file, root=root, classes=classes_file, check_exists=check_exists)
+    counts = manifest.counts()
+    names = [*manifest.classes, *([None] if any(counts[s][None] for s in SPLITS) else [])]
+    width = max([len("class"), len("(no label)"), *(len(n) for n in manifest.classes)])
+    click.echo(f"{manifest_file}: {len(manifest)} entries, {len(manifest.classes)} classes, "
+               f"sha256 {manifest.sha256()[:16]}" + (", all paths exist" if check_exists else ""))
+    click.echo(f"{'class':<{width}}  " + "  ".join(f"{s:>6}" for s in SPLITS))
+    for name in names:
+        row = "  ".join(f"{counts[s][name]:>6}" for s in SPLITS)
+        click.echo(f"{name if name is not None else '(no label)':<{width}}  {row}")
+    click.echo(f"{'total':<{width}}  " + "  ".join(f"{sum(counts[s].values()):>6}" for s in SPLITS))
 
 
 # ---- demo data ----
