@@ -139,6 +139,129 @@ def manifest_check(manifest_file, root, check_exists, classes_file):
     click.echo(f"{'total':<{width}}  " + "  ".join(f"{sum(counts[s].values()):>6}" for s in SPLITS))
 
 
+# ---- stage one: extract, inspect ----
+
+
+def _json_option(value, name):
+    import json
+
+    if not value:
+        return None
+    try:
+        data = json.loads(value)
+    except json.JSONDecodeError as exc:
+        raise click.BadParameter(f"not valid JSON ({exc.msg})", param_hint=name) from None
+    if not isinstance(data, dict):
+        raise click.BadParameter("must be a JSON object", param_hint=name)
+    return data
+
+
+@cli.command("extract")
+@click.option("-m", "--manifest", help="Manifest (.csv or .jsonl).")
+@click.option("--root", help="Folder the manifest's video paths are relative to (default: its folder).")
+@click.option("-o", "--output", help="Store path or URL (file://, memory://, s3://...).")
+@click.option("--backbone", help="Backbone name (see `stpipe backbones`; default mobilenet_v2).")
+@click.option("--weights", help="DEFAULT, an enum member name, none, or a local .pth file.")
+@click.option("--features", type=click.Choice(["pooled", "spatial"]), help="Global-pooled vectors or spatial maps.")
+@click.option("--views", help="center, flip, multi3, multi5 or multi10.")
+@click.option("--frames", type=click.Choice(["all", "step", "fps", "uniform"]), help="Frame selection (default all).")
+@click.option("--frame-step", type=int, help="With --frames step: keep every k-th frame.")
+@click.option("--frame-fps", type=float, help="With --frames fps: resample to this rate.")
+@click.option("--frame-num", type=int, help="With --frames uniform: this many frames.")
+@click.option("--max-frames", type=int, help="Cap per video (0 = none).")
+@click.option("--flow/--no-flow", default=None, help="Also compute and store TV-L1 optical flow.")
+@click.option("--flow-method", help="Flow method (see `stpipe flows`; default tvl1).")
+@click.option("--flow-short-side", type=int, help="Shorter side of frames for flow (default 256).")
+@click.option("--flow-features/--no-flow-features", default=None, help="Also cache flow-stream backbone features.")
+@click.option("--backbone-checkpoint", help="Fine-tuned backbone.pt from `stpipe finetune`.")
+@click.option("--batch-size", type=int, help="Frames per backbone forward (default 64).")
+@click.option("--decode-threads", type=int, help="Decoder threads (default 2).")
+@click.option("--device", help="auto, cpu, cuda or cuda:N.")
+@click.option("--max-retries", type=int, help="Retries per video for transient errors (default 1).")
+@click.option("--overwrite", is_flag=True, default=None, help="Replace a store made by another config.")
+@click.option("--executor", type=click.Choice(["ray", "local"]), help="ray (embedded or cluster) or local (in-process).")
+@click.option("--ray-address", help="auto or HOST:PORT to join a Ray cluster (default: embedded local Ray).")
+@click.option("--workers", type=int, help="Ray workers (default: one per GPU, or 1).")
+@click.option("--gpus-per-worker", type=float, help="GPUs per Ray worker (fractions allowed).")
+@click.option("--cpus-per-task", type=float, help="CPUs per Ray decode/flow task.")
+@click.option("--storage-options", help="JSON object passed to fsspec for the store URL.")
+@click.option("--config", "config_file", type=click.Path(dir_okay=False), help="YAML config file.")
+def extract_cmd(config_file, storage_options, **options):
+    """Stage one: decode videos, run the backbone (and TV-L1 flow), cache features in a Zarr store."""
+    from tqdm import tqdm
+
+    from pipeline.config import build_config
+    from pipeline.errors import PartialFailure
+    from pipeline.extraction import ExtractConfig
+    from stages import extract
+
+    options["storage_options"] = _json_option(storage_options, "--storage-options")
+    cfg = build_config(ExtractConfig, config_file, options)
+    bar = None
+    frames = 0
+
+    def on_plan(plan):
+        nonlocal bar
+        skipped = plan.total - len(plan.jobs)
+        if skipped:
+            click.echo(f"resuming: {skipped}/{plan.total} videos already complete in {cfg.output}", err=True)
+        bar = tqdm(total=len(plan.jobs), unit="video", dynamic_ncols=True, desc="extract")
+
+    def progress(event):
+        nonlocal frames
+        frames += event.frames
+        if bar is not None:
+            bar.update(1)
+            rate = frames / max(bar.format_dict["elapsed"], 1e-9)
+            bar.set_postfix_str(f"{rate:.1f} frames/s" + (f", failed: {event.video_id}" if event.kind == "failed" else ""))
+
+    try:
+        result = extract.run(cfg, progress=progress, on_plan=on_plan)
+    finally:
+        if bar is not None:
+            bar.close()
+    rate = result.frames / result.seconds if result.seconds else 0.0
+    click.echo(
+        f"{result.store}: {result.done} extracted, {result.skipped} already complete, {result.failed} failed "
+        f"of {result.total} videos; {result.frames} frames in {result.seconds:.1f} s ({rate:.1f} frames/s)"
+    )
+    if result.failed:
+        for failure in result.failures[:10]:
+            click.echo(f"  failed: {failure.video_id}: {failure.error}", err=True)
+        raise PartialFailure(f"{result.failed} videos failed; see `stpipe inspect {result.store}`")
+
+
+@cli.command("inspect")
+@click.argument("store")
+@click.option("--storage-options", help="JSON object passed to fsspec for the store URL.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def inspect_cmd(store, storage_options, as_json):
+    """Summarise a feature store: counts, shapes, dtypes, bytes, config, failures."""
+    import json
+
+    from pipeline.store import FeatureStore, summarize
+
+    summary = summarize(FeatureStore.open(store, storage_options=_json_option(storage_options, "--storage-options")))
+    if as_json:
+        click.echo(json.dumps(summary, indent=2, default=str))
+        return
+    meta = summary["meta"]
+    backbone = meta.get("backbone") or {}
+    click.echo(f"store     {summary['url']}  (created {meta.get('created')}, stpipe format {meta.get('version')})")
+    click.echo(f"videos    {summary['complete']} complete, {summary['incomplete']} incomplete, "
+               f"{summary['failed']} failed; by split: {summary['splits']}")
+    click.echo(f"backbone  {backbone.get('name')} weights={backbone.get('weights')} features={backbone.get('features')}")
+    flow = meta.get("flow")
+    click.echo(f"flow      {flow['method'] + ' bound=' + str(flow['bound']) + ' ' + flow['quantisation'] if flow else 'none'}")
+    click.echo(f"classes   {len(meta.get('classes', []))}")
+    for name, info in summary["arrays"].items():
+        click.echo(f"array     {name}: {info['dtype']} dims={info['dims']} e.g. {info['shape_example']}")
+    if summary.get("bytes"):
+        click.echo(f"bytes     {summary['bytes']}")
+    for f in summary["failures"]:
+        click.echo(f"failed    {f['video_id']}: {f['error']} (attempts: {f['attempts']})")
+
+
 # ---- demo data ----
 
 

@@ -196,6 +196,13 @@ class FeatureStore:
         group.attrs.update(_jsonable({**attrs, "video_id": video_id, "complete": False}))
         return VideoWriter(group)
 
+    def discard_video(self, video_id: str) -> None:
+        """Remove a video's (incomplete) group, e.g. after it failed for good."""
+        key = video_key(video_id)
+        videos = self.root["videos"]
+        if key in videos:
+            del videos[key]
+
     def read(self, video_id: str, name: str, view: int | slice | None = None) -> np.ndarray:
         array = self.video_group(video_id)[name]
         return array[view] if view is not None else array[...]

@@ -1,0 +1,73 @@
+"""The extract stage's config. `content_fields` decide what a store *is*; the rest is how it runs."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from pipeline.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class ExtractConfig:
+    manifest: str = ""
+    root: str = ""  # video paths are relative to this (default: the manifest's folder)
+    output: str = ""  # store path or fsspec URL
+    storage_options: dict[str, Any] = field(default_factory=dict)
+    # what is cached (content: changing any of these makes a different store)
+    backbone: str = "mobilenet_v2"
+    weights: str = "DEFAULT"  # DEFAULT, an enum member name, none, or a local file
+    features: Literal["pooled", "spatial"] = "pooled"
+    views: str = "center"  # center, flip, multi3, multi5, multi10
+    frames: Literal["all", "step", "fps", "uniform"] = "all"
+    frame_step: int = 1
+    frame_fps: float = 0.0
+    frame_num: int = 0
+    max_frames: int = 0  # cap per video (0 = none)
+    folder_fps: float = 12.0  # frame rate assumed for frame folders
+    flow: bool = False
+    flow_method: str = "tvl1"
+    flow_short_side: int = 256
+    flow_bound: float = 20.0
+    flow_dtype: Literal["uint8", "float16"] = "uint8"
+    flow_features: bool = False  # also run a flow-stream backbone on stacked flow
+    flow_stack: int = 5
+    backbone_checkpoint: str = ""  # fine-tuned backbone weights (stage three) replacing `weights`
+    # how it runs (free to change between resumed runs)
+    batch_size: int = 64  # frames per backbone forward, across videos
+    flow_batch: int = 16  # frame pairs per TV-L1 call
+    decode_threads: int = 2
+    chunk_frames: int = 64  # decoded frames per chunk (bounds memory on long videos)
+    device: str = "auto"
+    max_retries: int = 1
+    overwrite: bool = False
+    executor: Literal["ray", "local"] = "local"
+    ray_address: str = ""  # "" = embedded local Ray; auto or HOST:PORT joins a cluster
+    workers: int = 0  # Ray actors (0 = one per GPU, or 1 on CPU-only machines)
+    gpus_per_worker: float = 0.0
+    cpus_per_task: float = 1.0
+    videos_in_flight: int = 4  # per worker: bounds pending Ray tasks on huge manifests
+
+    content_fields = (
+        "backbone", "weights", "features", "views", "frames", "frame_step", "frame_fps", "frame_num",
+        "max_frames", "folder_fps", "flow", "flow_method", "flow_short_side", "flow_bound", "flow_dtype",
+        "flow_features", "flow_stack", "backbone_checkpoint",
+    )
+
+    def __post_init__(self) -> None:
+        if not self.manifest:
+            raise ConfigError("extract needs a manifest (-m/--manifest)")
+        if not self.output:
+            raise ConfigError("extract needs an output store (-o/--output)")
+        for name in ("batch_size", "flow_batch", "decode_threads", "chunk_frames", "flow_stack", "flow_short_side"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.max_retries < 0:
+            raise ConfigError(f"max_retries must be >= 0, got {self.max_retries}")
+        if self.flow_features and not self.flow:
+            raise ConfigError("flow_features needs flow (--flow)")
+        if self.flow_bound <= 0:
+            raise ConfigError(f"flow_bound must be > 0, got {self.flow_bound}")
+
+    def content(self) -> dict[str, Any]:
+        return {name: getattr(self, name) for name in self.content_fields}

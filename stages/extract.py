@@ -1,0 +1,117 @@
+"""`stpipe extract`: manifest -> resumable Zarr feature store (backbone features, TV-L1 flow)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from pipeline.config import config_to_dict
+from pipeline.device import pick_device
+from pipeline.extraction import ExtractConfig, Extractor, VideoJob
+from pipeline.extraction.extractor import Event, describe
+from pipeline.store import Failure, FeatureStore, config_hash
+
+
+@dataclass
+class ExtractResult:
+    store: str
+    total: int
+    skipped: int  # already complete before this run
+    done: int
+    failed: int
+    frames: int
+    seconds: float
+    failures: list[Failure] = field(default_factory=list)
+
+
+@dataclass
+class Plan:
+    """What a run will do: the store (created or reopened) and the videos still to extract."""
+
+    store: FeatureStore
+    jobs: list[VideoJob]
+    total: int
+
+
+def load_models(cfg: ExtractConfig, device=None):
+    """Backbone, flow method and optional flow-stream backbone as the config asks, on `device`."""
+    from pipeline.backbones import build_backbone
+
+    device = device or pick_device(cfg.device)
+    weights = cfg.backbone_checkpoint or cfg.weights
+    backbone = build_backbone(cfg.backbone, weights=weights, features=cfg.features, device=device)
+    flow_method = flow_backbone = None
+    if cfg.flow:
+        from pipeline.flow import build_flow
+
+        flow_method = build_flow(cfg.flow_method, device=device)
+    if cfg.flow_features:
+        from pipeline.backbones import build_flow_backbone
+
+        flow_backbone = build_flow_backbone(cfg.backbone, stack=cfg.flow_stack, weights=cfg.weights,
+                                            features=cfg.features, device=device)
+    return device, backbone, flow_method, flow_backbone
+
+
+def plan(cfg: ExtractConfig, models) -> Plan:
+    """Read the manifest, create or reopen the store, and list the videos not yet complete."""
+    from manifests.table import read_manifest
+
+    manifest = read_manifest(cfg.manifest, root=cfg.root or None)
+    _, backbone, flow_method, flow_backbone = models
+    provenance = {
+        "config": config_to_dict(cfg),
+        "content": cfg.content(),
+        "config_hash": config_hash(cfg.content()),
+        "manifest_sha256": manifest.sha256(),
+        "manifest": str(Path(cfg.manifest).absolute()),
+        "classes": list(manifest.classes),
+        **describe(cfg, backbone, flow_method, flow_backbone),
+    }
+    provenance["config"] = {k: v for k, v in provenance["config"].items() if k in cfg.content_fields}
+    store = FeatureStore.create(cfg.output, provenance=provenance, overwrite=cfg.overwrite,
+                                storage_options=cfg.storage_options)
+    done = store.complete_ids()
+    jobs = [
+        VideoJob(
+            video_id=e.video_id,
+            path=str(manifest.resolve(e)),
+            label=e.label,
+            label_index=manifest.label_index(e.label) if e.label is not None else -1,
+            split=e.split,
+            start=e.start,
+            end=e.end,
+        )
+        for e in manifest.entries
+        if e.video_id not in done
+    ]
+    return Plan(store, jobs, len(manifest.entries))
+
+
+def run(cfg: ExtractConfig, progress: Callable[[Event], None] | None = None,
+        on_plan: Callable[[Plan], None] | None = None) -> ExtractResult:
+    models = load_models(cfg)
+    work = plan(cfg, models)
+    if on_plan is not None:
+        on_plan(work)
+    device, backbone, flow_method, flow_backbone = models
+    if cfg.executor == "ray":
+        from pipeline.distributed import run_extraction
+
+        stats = run_extraction(cfg, work.jobs, progress=progress)
+    else:
+        extractor = Extractor(cfg, work.store, device=device, backbone=backbone, flow_method=flow_method,
+                              flow_backbone=flow_backbone)
+        stats = extractor.process(work.jobs, progress=progress)
+    work.store.write_index()
+    return ExtractResult(
+        store=cfg.output,
+        total=work.total,
+        skipped=work.total - len(work.jobs),
+        done=stats.done,
+        failed=stats.failed,
+        frames=stats.frames,
+        seconds=stats.seconds,
+        failures=stats.failures,
+    )
