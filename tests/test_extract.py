@@ -1,0 +1,160 @@
+"""Stage one end to end on the tiny backbone: layout, correctness, resume, failures, safety."""
+
+import csv
+import shutil
+
+import numpy as np
+import pytest
+import torch
+
+from pipeline.backbones import build_backbone
+from pipeline.demo_data import DemoDataConfig, generate
+from pipeline.errors import StoreError
+from pipeline.extraction import ExtractConfig
+from pipeline.store import FeatureStore, video_key
+from pipeline.video import read_frames
+from stages import extract
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory):
+    out = tmp_path_factory.mktemp("demo")
+    generate(DemoDataConfig(out=str(out), videos_per_class=2, frames=6, size=32))
+    return out
+
+
+def config(demo, store, **kw):
+    base = dict(manifest=str(demo / "manifest.csv"), output=str(store), backbone="tiny", weights="none",
+                executor="local", batch_size=8, chunk_frames=4)
+    return ExtractConfig(**{**base, **kw})
+
+
+def rows(manifest):
+    return list(csv.DictReader(open(manifest)))
+
+
+def test_layout_provenance_and_index(demo, tmp_path):
+    result = extract.run(config(demo, tmp_path / "s.zarr"))
+    assert (result.done, result.failed, result.total, result.frames) == (20, 0, 20, 120)
+    store = FeatureStore.open(str(tmp_path / "s.zarr"))
+    meta = store.meta
+    assert meta["classes"][0] == "moving left" and meta["backbone"]["name"] == "tiny"
+    assert meta["config_hash"] and len(meta["manifest_sha256"]) == 64
+    index = store.index()
+    assert sorted(index["video_id"]) == sorted(r["video_id"] for r in rows(demo / "manifest.csv"))
+    assert set(index["status"]) == {"complete"}
+    attrs = store.video_attrs("moving_right_001")
+    assert attrs["label_index"] == 1 and attrs["split"] == "train" and attrs["frame_index"] == list(range(6))
+    rgb = store.video_group("moving_right_001")["rgb"]
+    assert rgb.shape == (1, 6, meta["backbone"]["dim"]) and rgb.dtype == np.float16
+    assert tuple(rgb.metadata.dimension_names) == ("view", "time", "channel")
+
+
+def test_features_equal_a_direct_forward(demo, tmp_path):
+    """Cross-video batching and scattering put every frame's features in its own place."""
+    extract.run(config(demo, tmp_path / "s.zarr", batch_size=5))
+    store = FeatureStore.open(str(tmp_path / "s.zarr"))
+    backbone = build_backbone("tiny", weights="none")
+    for video_id in ("moving_left_000", "zooming_out_001", "disappearing_001"):
+        frames = torch.from_numpy(read_frames(demo / "videos" / f"{video_id}.mp4", short_side=72))
+        want = backbone.forward_features(backbone.preprocess(frames)).numpy()
+        np.testing.assert_allclose(store.read(video_id, "rgb")[0].astype(np.float32), want, rtol=2e-3, atol=2e-3)
+
+
+def test_resume_redoes_only_unfinished_videos_bit_identically(demo, tmp_path):
+    full = tmp_path / "full.zarr"
+    extract.run(config(demo, full))
+    part = tmp_path / "part.zarr"
+    shutil.copytree(full, part)
+    store = FeatureStore.open(str(part), mode="r+")
+    store.video_group("moving_up_000").attrs["complete"] = False  # killed before its last write
+    del store.root["videos"][video_key("rotating_clockwise_001")]  # killed before it started
+    result = extract.run(config(demo, part, batch_size=8))
+    assert (result.done, result.skipped) == (2, 18)
+    a, b = FeatureStore.open(str(full)), FeatureStore.open(str(part))
+    for video_id in a.index()["video_id"]:
+        assert np.array_equal(a.read(video_id, "rgb"), b.read(video_id, "rgb")), video_id
+
+
+def test_different_config_is_refused_and_overwrite_replaces(demo, tmp_path):
+    store = tmp_path / "s.zarr"
+    extract.run(config(demo, store))
+    with pytest.raises(StoreError, match="different extract config \\(differs in: features\\)"):
+        extract.run(config(demo, store, features="spatial"))
+    result = extract.run(config(demo, store, features="spatial", overwrite=True))
+    assert result.done == 20
+    assert FeatureStore.open(str(store)).video_group("moving_left_000")["rgb"].ndim == 5
+
+
+def test_views_and_spatial_maps(demo, tmp_path):
+    extract.run(config(demo, tmp_path / "s.zarr", views="flip", features="spatial"))
+    store = FeatureStore.open(str(tmp_path / "s.zarr"))
+    rgb = store.read("moving_left_000", "rgb")
+    assert rgb.shape[:2] == (2, 6) and rgb.ndim == 5
+    assert tuple(store.video_group("moving_left_000")["rgb"].metadata.dimension_names) == (
+        "view", "time", "channel", "y", "x")
+    assert not np.array_equal(rgb[0], rgb[1])  # the flipped view is a different input
+
+
+def test_video_backbone_clips(demo, tmp_path):
+    extract.run(config(demo, tmp_path / "s.zarr", backbone="tiny_video"))
+    store = FeatureStore.open(str(tmp_path / "s.zarr"))
+    attrs = store.video_attrs("moving_left_000")
+    rgb = store.read("moving_left_000", "rgb")
+    assert rgb.shape[1] == len(attrs["feature_frame_index"]) >= 1
+
+
+def test_bad_inputs_are_recorded_and_good_videos_complete(demo, tmp_path):
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / "empty.mp4").write_bytes(b"")
+    (bad / "text.mp4").write_text("this is not a video\n")
+    good = demo / "videos" / "moving_left_000.mp4"
+    data = good.read_bytes()
+    (bad / "truncated.mp4").write_bytes(data[: len(data) // 3])
+    folder = bad / "frames"
+    folder.mkdir()
+    for i, frame in enumerate(read_frames(good)):
+        from PIL import Image
+
+        Image.fromarray(frame).save(folder / f"{i + 1:05d}.jpg")
+    (folder / "00003.jpg").write_bytes(b"garbage")
+    manifest = tmp_path / "m.csv"
+    hostile = ["../escape", "a/b", "ünï cödé", "x" * 300, "__init__"]
+    lines = ["video_id,path,label,split"]
+    lines += [f"{name},bad/{name}.mp4,moving left,train" for name in ("empty", "text", "truncated")]
+    lines += ["missing,bad/missing.mp4,moving left,train", "folder,bad/frames,moving left,train"]
+    lines += [f"\"{vid}\",{good},moving right,val" for vid in hostile]
+    manifest.write_text("\n".join(lines) + "\n")
+    shutil.copy(demo / "manifest.classes.txt", tmp_path / "m.classes.txt")
+    store_path = tmp_path / "s.zarr"
+    result = extract.run(config(demo, store_path, manifest=str(manifest)))
+    store = FeatureStore.open(str(store_path))
+    failed = {f.video_id: f.error for f in store.failures()}
+    assert set(failed) == {"empty", "text", "missing", "folder"} | ({"truncated"} & set(failed))
+    assert "file is empty" in failed["empty"] and "00003.jpg" in failed["folder"]
+    assert all("\n" not in e for e in failed.values())
+    assert result.failed == len(failed) and result.done == 10 - len(failed)
+    for vid in hostile:
+        assert store.is_complete(vid) and store.video_attrs(vid)["video_id"] == vid
+    keys = {p.name for p in (store_path / "videos").iterdir()}
+    assert all("/" not in k and not k.startswith(".") for k in keys)
+    assert not (tmp_path / "escape").exists() and sorted(p.name for p in store_path.iterdir()) == [
+        "failures", "index", "videos", "zarr.json"]
+    index = store.index()
+    assert sorted(index["video_id"][index["status"] == "failed"]) == sorted(failed)
+
+
+def test_cli_exit_code_and_summary(demo, tmp_path, capsys):
+    from cli import main
+
+    manifest = tmp_path / "m.csv"
+    manifest.write_text(f"video_id,path,label,split\nok,{demo}/videos/moving_left_000.mp4,moving left,train\n"
+                        "gone,nowhere.mp4,moving left,train\n")
+    shutil.copy(demo / "manifest.classes.txt", tmp_path / "m.classes.txt")
+    with pytest.raises(SystemExit) as exc:
+        main(["extract", "-m", str(manifest), "-o", str(tmp_path / "s.zarr"), "--backbone", "tiny",
+              "--weights", "none", "--executor", "local"])
+    assert exc.value.code == 3
+    err = capsys.readouterr().err
+    assert "failed: gone:" in err and "1 videos failed" in err
