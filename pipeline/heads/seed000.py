@@ -6,6 +6,8 @@ silent we follow the code bases it builds on (TSN/TRN) and PyTorch defaults:
 - initialisation: PyTorch defaults for every layer here (those code bases do not re-initialise
   their consensus modules); the projection has its own init (see projection.py);
 - conv layers keep their bias even when BatchNorm follows (the paper's parameter counts include it);
+- the MLP's hidden Dropout (as the issue defines it; the MFF code has it commented out) uses the
+  head's `dropout` rate;
 - ConvLSTM has no peephole terms (the 4.73M parameters leave no room for them) and starts from zero
   state; RNN heads read the last step, B-LSTM the forward state at t=T joined with the backward
   state at t=1;
