@@ -21,6 +21,7 @@ import hashlib
 import json
 import math
 import os
+import re
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, replace
@@ -38,7 +39,7 @@ SPLIT_ALIASES = {
 }
 COLUMNS = ("video_id", "path", "label", "split", "start", "end")
 REQUIRED_COLUMNS = ("video_id", "path", "label", "split")
-_LINE_BREAKS = ("\n", "\r", "\x00")
+_LINE_BREAK_OR_NUL = re.compile("[\n\r\x00]")
 
 
 def canonical_split(name: str) -> str:
@@ -55,7 +56,7 @@ def _check_text(what: str, value: object) -> None:
         raise ManifestError(f"{what} must be a string, got {type(value).__name__}")
     if not value:
         raise ManifestError(f"empty {what}")
-    if any(ch in value for ch in _LINE_BREAKS):
+    if _LINE_BREAK_OR_NUL.search(value):
         raise ManifestError(f"{what} {value!r} contains a line break or NUL")
 
 

@@ -53,6 +53,18 @@ def _line_of(text: str, index: int) -> int:
     return text.count("\n", 0, index) + 1
 
 
+class _LineCounter:
+    """Line numbers for increasing offsets in linear total time (large lists have 10^5+ items)."""
+
+    def __init__(self, text: str):
+        self.text, self.offset, self.line = text, 0, 1
+
+    def __call__(self, index: int) -> int:
+        self.line += self.text.count("\n", self.offset, index)
+        self.offset = index
+        return self.line
+
+
 def _skip(text: str, index: int) -> int:
     while index < len(text) and text[index] in _WHITESPACE:
         index += 1
@@ -86,10 +98,11 @@ def iter_json_array(path: Path, text: str) -> Iterator[tuple[int, Any]]:
     if text[_skip(text, index) : _skip(text, index) + 1] == "]":
         _check_end(path, text, _skip(text, index) + 1)
         return
+    line_of = _LineCounter(text)
     while True:
         start = _skip(text, index)
         value, index = _decode_at(path, text, start)
-        yield _line_of(text, start), value
+        yield line_of(start), value
         index = _expect(path, text, index, ",]", "',' or ']'")
         if text[index] == "]":
             _check_end(path, text, index + 1)
@@ -104,10 +117,11 @@ def iter_json_members(path: Path, text: str) -> Iterator[tuple[int, str, Any]]:
         _check_end(path, text, _skip(text, index) + 1)
         return
     seen: dict[str, int] = {}
+    line_of = _LineCounter(text)
     while True:
         start = _expect(path, text, index, '"', "a quoted key")
         key, index = _decode_at(path, text, start)
-        line = _line_of(text, start)
+        line = line_of(start)
         if key in seen:
             raise ManifestError(f"{path}:{line}: duplicate key {key!r} (first on line {seen[key]})")
         seen[key] = line
