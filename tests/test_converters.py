@@ -313,8 +313,10 @@ def test_kinetics_json(annotations_dir):
     assert m.entries[0].label == first["annotations"]["label"] == "washing dishes"
     assert m.entries[0].path == "washing dishes/-0TvmZ9L0ho_000033_000043.mp4"
     assert m.classes == sorted({v["annotations"]["label"] for v in data.values()})
-    trimmed = convert("kinetics", [path], trim=True)
+    trimmed = convert("kinetics", [path], trim=True, path_template="{youtube_id}.mp4")
     assert (trimmed.entries[0].start, trimmed.entries[0].end) == (33.0, 43.0)
+    with pytest.raises(ConfigError, match="--trim is for full-length videos and needs --path-template"):
+        convert("kinetics", [path], trim=True)
 
 
 def test_kinetics_errors(tmp_path):

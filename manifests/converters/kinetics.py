@@ -11,7 +11,7 @@ Videos: the official crawler (ActivityNet `Crawler/Kinetics/download.py`) writes
 to `<label>/<youtube_id>_<start:%06d>_<end:%06d>.mp4`, and clips of files without labels to
 `test/`. That clip name (without `.mp4`) is the video id, so two segments of one YouTube video
 stay distinct. Because the clips are already cut, entries carry no start/end; `trim=True` adds
-them for full-length downloads (pair it with e.g. `--path-template {youtube_id}.mp4`).
+them for full-length downloads and requires a path template (e.g. `--path-template {youtube_id}.mp4`).
 `underscore_dirs=True` replaces spaces with `_` in the class folder (Showmax-style downloaders).
 
 Kinetics ships no class index: classes are the sorted labels found in the given files, so convert
@@ -31,7 +31,7 @@ from manifests.converters import CONVERTERS
 from manifests.converters._common import EntryCollector, PathTemplate, gather
 from manifests.schema import canonical_split
 from manifests.textio import iter_json_members, read_text
-from pipeline.errors import ManifestError
+from pipeline.errors import ConfigError, ManifestError
 
 _REQUIRED = ("youtube_id", "time_start", "time_end", "split")
 _FIELDS = ("label", "class_dir", "youtube_id", "start", "end", "split")
@@ -131,6 +131,11 @@ def convert_kinetics(
 ):
     """Kinetics CSV/JSON -> Manifest. Path template fields: {label}, {class_dir}, {youtube_id},
     {start}, {end}, {split}."""
+    if trim and path_template is None:
+        raise ConfigError(
+            "--trim is for full-length videos and needs --path-template (e.g. '{youtube_id}.mp4'): "
+            "the crawler's clips are already cut"
+        )
     found = gather(sources, _role, dataset="Kinetics", expected="a .csv or .json annotation file")
     files = [(p, _csv_rows) for p in found.get("csv", [])] + [(p, _json_rows) for p in found.get("json", [])]
     if not files:
