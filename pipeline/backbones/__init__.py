@@ -1,0 +1,43 @@
+"""Backbones for stage one: torchvision image and video networks split into trunk/pool/head.
+
+    from pipeline.backbones import build_backbone
+    backbone = build_backbone("mobilenet_v2", weights="IMAGENET1K_V1", features="spatial")
+    x = backbone.preprocess(frames_uint8)          # (N, 3, 224, 224), on the frames' device
+    feats = backbone.forward_features(x.to(backbone.device))   # (N, 1280, 7, 7)
+    backbone.meta                                   # provenance for the store
+
+Modules: `zoo` (the registry and torchvision entries), `tiny` (test backbones), `build` (builders,
+flow stream), `weights` (resolution, offline cache check, files), `preprocess` (batched input
+pipelines), `clips` (sliding windows of video backbones), `backbone` (the module).
+"""
+
+from pipeline.backbones import tiny as _tiny  # noqa: F401  (registers the tiny test backbones)
+from pipeline.backbones.backbone import Backbone, Parts
+from pipeline.backbones.build import (
+    FEATURE_KINDS,
+    build_backbone,
+    build_backbone_from_meta,
+    build_flow_backbone,
+    cross_modality_weight,
+)
+from pipeline.backbones.clips import clip_index
+from pipeline.backbones.preprocess import FlowPreprocess, ImagePreprocess, stack_flow
+from pipeline.backbones.weights import cache_path, resolve_weights
+from pipeline.backbones.zoo import BACKBONES
+
+__all__ = [
+    "BACKBONES",
+    "FEATURE_KINDS",
+    "Backbone",
+    "FlowPreprocess",
+    "ImagePreprocess",
+    "Parts",
+    "build_backbone",
+    "build_backbone_from_meta",
+    "build_flow_backbone",
+    "cache_path",
+    "clip_index",
+    "cross_modality_weight",
+    "resolve_weights",
+    "stack_flow",
+]
