@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 
 from pipeline.errors import StoreError
+from pipeline.store_urls import explain, resolve_url
 
 FORMAT_VERSION = 1
 CHUNK_BYTES = 8 * 2**20  # ~8 MiB: a typical video is one chunk per view, one or two reads
@@ -101,8 +102,9 @@ class FeatureStore:
     def open(cls, url: str, *, mode: str = "r", storage_options: Mapping[str, Any] | None = None) -> FeatureStore:
         import zarr
 
+        target, opts = resolve_url(url, storage_options, creating=False)
         try:
-            group = zarr.open_group(store=url, mode=mode, storage_options=_opts(url, storage_options))
+            group = zarr.open_group(store=target, mode=mode, storage_options=opts)
         except FileNotFoundError:
             raise StoreError(f"{url}: no feature store here") from None
         except Exception as exc:  # noqa: BLE001 - fsspec/zarr raise many types
@@ -126,9 +128,9 @@ class FeatureStore:
         """
         import zarr
 
-        opts = _opts(url, storage_options)
+        target, opts = resolve_url(url, storage_options, creating=True)
         try:
-            existing = zarr.open_group(store=url, mode="r", storage_options=opts)
+            existing = zarr.open_group(store=target, mode="r", storage_options=opts)
         except (FileNotFoundError, KeyError, ValueError):
             existing = None
         except Exception as exc:  # noqa: BLE001
@@ -140,9 +142,9 @@ class FeatureStore:
                     raise StoreError(f"{url}: exists and is not an stpipe store; pick another -o or --overwrite")
             else:
                 _check_same(url, meta, provenance)
-                return cls(zarr.open_group(store=url, mode="r+", storage_options=opts), url)
+                return cls(zarr.open_group(store=target, mode="r+", storage_options=opts), url)
         try:
-            group = zarr.open_group(store=url, mode="w" if overwrite else "a", storage_options=opts)
+            group = zarr.open_group(store=target, mode="w" if overwrite else "a", storage_options=opts)
         except Exception as exc:  # noqa: BLE001
             raise StoreError(f"{url}: cannot create store ({_reason(exc)})") from None
         meta = dict(provenance)
@@ -349,12 +351,6 @@ def _check_same(url: str, meta: Mapping[str, Any], provenance: Mapping[str, Any]
     raise StoreError(f"{url}: store was made from a different manifest; use another output or --overwrite")
 
 
-def _opts(url: str, storage_options: Mapping[str, Any] | None) -> dict[str, Any] | None:
-    if "://" not in url or url.startswith("file://"):
-        return None  # local paths take no storage options
-    return dict(storage_options or {})
-
-
 def _jsonable(value: Any) -> Any:
     if isinstance(value, Mapping):
         return {str(k): _jsonable(v) for k, v in value.items()}
@@ -370,8 +366,7 @@ def _jsonable(value: Any) -> Any:
 
 
 def _reason(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return (text[0] if text else type(exc).__name__)[:200]
+    return explain(exc)
 
 
 def summarize(store: FeatureStore) -> dict[str, Any]:

@@ -1,0 +1,153 @@
+"""Store URLs: local paths and any fsspec URL (`file://`, `memory://`, `s3://`, `gs://` ...).
+
+`FeatureStore.create/open` call `resolve_url` first. It decides what zarr is handed (local paths,
+and `file://` URLs as plain paths: zarr's fsspec store cannot create folders on a local
+filesystem), names the optional package a protocol needs, and makes one cheap request with short
+timeouts before zarr starts. Zarr fans out many concurrent requests whose failures arrive late,
+after minutes of retries, and as tracebacks; the probe turns a missing credential, an unreachable
+endpoint or a missing bucket into one line within seconds. The run itself keeps the filesystem's
+own (patient) retry settings.
+
+Credentials follow each filesystem's standard chain. For s3 that is storage options
+(`{"key": ..., "secret": ..., "endpoint_url": ...}`) or botocore's environment and config files
+(AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN, AWS_PROFILE, AWS_ENDPOINT_URL,
+AWS_ENDPOINT_URL_S3), read by botocore itself: nothing here parses them.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from typing import Any
+
+from pipeline.errors import MissingDependencyError, StoreError
+
+# protocol -> (package implementing it, how to install it)
+OPTIONAL_FILESYSTEMS = {
+    "s3": ("s3fs", "pip install 'stpipe-video[s3]'"),
+    "s3a": ("s3fs", "pip install 'stpipe-video[s3]'"),
+    "gs": ("gcsfs", "pip install gcsfs"),
+    "gcs": ("gcsfs", "pip install gcsfs"),
+    "az": ("adlfs", "pip install adlfs"),
+    "abfs": ("adlfs", "pip install adlfs"),
+    "abfss": ("adlfs", "pip install adlfs"),
+}
+# Object stores: the first path component is a bucket (container) that must exist beforehand.
+BUCKET_PROTOCOLS = frozenset(OPTIONAL_FILESYSTEMS)
+# For the probe only (options merged over the user's, then attributes set on its private filesystem
+# instance): fail in seconds instead of retrying for minutes. s3fs retries on its own (`retries`
+# attribute, default 5) on top of botocore's retries.
+PROBE_OPTIONS: dict[str, dict[str, Any]] = {
+    "s3": {"config_kwargs": {"connect_timeout": 3, "read_timeout": 10,
+                             "retries": {"mode": "standard", "total_max_attempts": 1}}},
+}
+PROBE_ATTRIBUTES: dict[str, dict[str, Any]] = {"s3": {"retries": 1}}
+for _table in (PROBE_OPTIONS, PROBE_ATTRIBUTES):
+    _table["s3a"] = _table["s3"]
+
+_S3_CREDENTIALS = ("pass --storage-options '{\"key\": ..., \"secret\": ...}' "
+                   "or set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY")
+# exception class name -> what to tell the user ({0} is the original message)
+_HINTS = {
+    "NoCredentialsError": "no credentials found: " + _S3_CREDENTIALS,
+    "PartialCredentialsError": "incomplete credentials ({0}): " + _S3_CREDENTIALS,
+    "EndpointConnectionError": "cannot connect ({0}); check endpoint_url / AWS_ENDPOINT_URL",
+    "ConnectTimeoutError": "connection timed out ({0}); check endpoint_url / AWS_ENDPOINT_URL",
+    "ReadTimeoutError": "the endpoint did not answer in time ({0})",
+    "PermissionError": "access denied ({0}); check the credentials and the bucket's permissions",
+}
+_PROTOCOL = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
+
+
+def protocol_of(url: str) -> str:
+    """`s3` for `s3://b/x.zarr`; `file` for local paths (the last link of a `a::b::c` chain counts)."""
+    match = _PROTOCOL.match(url.split("::")[-1])
+    return match.group(1).lower() if match else "file"
+
+
+def is_local(url: str) -> bool:
+    return protocol_of(url) in ("file", "local") and "::" not in url
+
+
+def local_path(url: str) -> str:
+    """`file:///a/b.zarr` -> `/a/b.zarr`; a plain path is returned unchanged."""
+    match = _PROTOCOL.match(url)
+    return url[match.end():] if match else url
+
+
+def resolve_url(url: str, storage_options: Mapping[str, Any] | None, *, creating: bool
+                ) -> tuple[str, dict[str, Any] | None]:
+    """What to hand `zarr.open_group(store=..., storage_options=...)` for `url`, after a reachability probe.
+
+    Raises MissingDependencyError when the protocol's package is not installed, and StoreError
+    (one line) for bad options, missing credentials, an unreachable endpoint, a missing bucket, or
+    (when not `creating`) a store that does not exist.
+    """
+    if is_local(url):
+        return local_path(url), None  # local paths take no storage options
+    options = dict(storage_options or {})
+    protocol = protocol_of(url)
+    fs, path = _filesystem(url, _merge(options, PROBE_OPTIONS.get(protocol, {})))
+    for name, value in PROBE_ATTRIBUTES.get(protocol, {}).items():
+        setattr(fs, name, value)  # a private instance (skip_instance_cache): the run's filesystem keeps its own
+    _probe(url, fs, path, protocol, creating=creating)
+    return url, options
+
+
+def _filesystem(url: str, options: dict[str, Any]):
+    import fsspec
+
+    protocol = protocol_of(url)
+    try:
+        return fsspec.url_to_fs(url, skip_instance_cache=True, **options)
+    except ImportError:
+        package, install = OPTIONAL_FILESYSTEMS.get(protocol, (f"an fsspec implementation of {protocol}://", ""))
+        raise MissingDependencyError(
+            f"{url}: {protocol}:// store URLs need the optional package {package}"
+            + (f" ({install})" if install else "")) from None
+    except ValueError as exc:  # fsspec: unknown protocol
+        raise StoreError(f"{url}: {explain(exc)}") from None
+    except TypeError as exc:  # an option the filesystem does not take
+        raise StoreError(f"{url}: bad --storage-options for {protocol}:// ({explain(exc)})") from None
+
+
+def _probe(url: str, fs, path: str, protocol: str, *, creating: bool) -> None:
+    try:
+        fs.info(path)
+        return
+    except FileNotFoundError:
+        pass
+    except TypeError as exc:  # s3fs hands unknown options to the session, which rejects them here
+        raise StoreError(f"{url}: bad --storage-options for {protocol}:// ({explain(exc)})") from None
+    except Exception as exc:  # noqa: BLE001 - botocore, aiohttp, gcsfs ... raise their own types
+        raise StoreError(f"{url}: cannot reach store: {explain(exc)}") from None
+    if not creating:
+        raise StoreError(f"{url}: no feature store here")
+    if protocol in BUCKET_PROTOCOLS:
+        bucket = path.strip("/").split("/")[0]
+        try:
+            fs.info(bucket)
+        except FileNotFoundError:
+            raise StoreError(f"{url}: bucket {bucket!r} does not exist; create it first") from None
+        except Exception as exc:  # noqa: BLE001
+            raise StoreError(f"{url}: cannot reach bucket {bucket!r}: {explain(exc)}") from None
+
+
+def explain(exc: BaseException) -> str:
+    """One line for a filesystem error, with a hint for the common credential/endpoint mistakes."""
+    text = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+    for cls in type(exc).__mro__:
+        if cls.__name__ in _HINTS:
+            return _HINTS[cls.__name__].replace("{0}", text)
+    return text
+
+
+def _merge(options: dict[str, Any], overrides: Mapping[str, Any]) -> dict[str, Any]:
+    """`overrides` over `options`, merging nested dicts one level (e.g. s3fs `config_kwargs`)."""
+    out = dict(options)
+    for key, value in overrides.items():
+        if isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
+            out[key] = {**out[key], **value}
+        else:
+            out[key] = value
+    return out
