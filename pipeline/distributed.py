@@ -1,0 +1,194 @@
+"""The Ray layer: the only module that imports Ray.
+
+Extraction runs the same `Extractor` work unit as the in-process executor, inside long-lived
+actors that load the backbone once. Each actor decodes what it computes (decoded frames never
+cross the object store); the driver hands out small batches of videos, keeps a bounded number
+in flight per actor (a 200k-video manifest never becomes 200k pending objects), and re-submits the
+videos of a lost actor or node elsewhere before recording them as failures.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import time
+from collections import deque
+from collections.abc import Callable, Iterator
+from dataclasses import replace
+from typing import Any
+
+from pipeline.errors import ConfigError, StpipeError
+from pipeline.extraction import ExtractConfig, VideoJob
+from pipeline.extraction.extractor import Event, Stats
+from pipeline.store import Failure
+
+VIDEOS_PER_CALL = 4
+
+
+def _ray():
+    try:
+        import ray
+    except ImportError:  # pragma: no cover - ray is a core dependency
+        raise StpipeError("ray is not installed; pip install 'ray[default]'") from None
+    return ray
+
+
+@contextlib.contextmanager
+def ray_session(address: str = "", *, num_cpus: int | None = None, num_gpus: int | None = None,
+                dashboard: bool = False) -> Iterator[Any]:
+    """Join `address` (auto or HOST:PORT), or start an embedded local Ray on 127.0.0.1 for this run.
+
+    An already initialised Ray (e.g. a test's cluster) is used as it is and left running.
+    """
+    ray = _ray()
+    if ray.is_initialized():
+        yield ray
+        return
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    kwargs: dict[str, Any] = {"include_dashboard": dashboard, "logging_level": "WARNING",
+                              "configure_logging": True, "log_to_driver": True}
+    if address:
+        _check_reachable(address)
+        kwargs["address"] = address
+    else:  # embedded: loopback only, sized to this machine
+        kwargs.update(num_cpus=num_cpus or os.cpu_count(), _node_ip_address="127.0.0.1")
+        if num_gpus is not None:
+            kwargs["num_gpus"] = num_gpus
+    try:
+        ray.init(**kwargs)
+    except (ConnectionError, TimeoutError, RuntimeError, ValueError) as exc:
+        where = f"Ray cluster at {address}" if address else "an embedded local Ray"
+        raise StpipeError(f"cannot start or join {where}: {str(exc).strip().splitlines()[0][:200]}") from None
+    try:
+        yield ray
+    finally:
+        ray.shutdown()
+
+
+def _check_reachable(address: str, timeout: float = 5.0) -> None:
+    """Fail in seconds, not minutes, when a HOST:PORT Ray address does not answer."""
+    import socket
+
+    if address in ("auto", "local") or address.startswith("ray://"):
+        return
+    host, _, port = address.rpartition(":")
+    if not host or not port.isdigit():
+        raise ConfigError(f"--ray-address {address!r}: expected auto or HOST:PORT")
+    try:
+        with socket.create_connection((host, int(port)), timeout=timeout):
+            pass
+    except OSError as exc:
+        raise StpipeError(f"cannot reach the Ray cluster at {address} ({exc.strerror or exc}); "
+                          "is `ray start --head` running there?") from None
+
+
+def _worker_class(ray):
+    @ray.remote
+    class ExtractWorker:
+        """Loads the models once; `process` runs the shared work unit on a batch of videos."""
+
+        def __init__(self, cfg: ExtractConfig):
+            from pipeline.store import FeatureStore
+            from stages.extract import load_models
+
+            self.cfg = cfg
+            device, backbone, flow_method, flow_backbone = load_models(cfg)
+            store = FeatureStore.open(cfg.output, mode="r+", storage_options=cfg.storage_options)
+            from pipeline.extraction import Extractor
+
+            self.extractor = Extractor(cfg, store, device=device, backbone=backbone, flow_method=flow_method,
+                                       flow_backbone=flow_backbone)
+
+        def process(self, jobs: list[VideoJob]) -> tuple[Stats, list[Event]]:
+            events: list[Event] = []
+            stats = self.extractor.process(jobs, progress=events.append)
+            return stats, events
+
+        def node(self) -> str:
+            return ray.get_runtime_context().get_node_id()
+
+    return ExtractWorker
+
+
+def run_extraction(cfg: ExtractConfig, jobs: list[VideoJob],
+                   progress: Callable[[Event], None] | None = None) -> Stats:
+    """Extract `jobs` on Ray actors; returns the same Stats as `Extractor.process`."""
+    if cfg.output.startswith("memory://"):
+        raise ConfigError("a memory:// store lives in one process; use --executor local or a shared store URL")
+    progress = progress or (lambda event: None)
+    total = Stats()
+    if not jobs:
+        return total
+    started = time.perf_counter()
+    with ray_session(cfg.ray_address) as ray:
+        gpus = ray.cluster_resources().get("GPU", 0)
+        per_worker_gpu = cfg.gpus_per_worker if cfg.gpus_per_worker else (1.0 if gpus else 0.0)
+        workers = cfg.workers or (max(1, int(gpus / per_worker_gpu)) if per_worker_gpu else 1)
+        # Workers pick CUDA when the actor got a GPU; the driver's own device choice does not travel.
+        worker_cfg = replace(cfg, device="auto" if per_worker_gpu else "cpu", executor="local")
+        actor = _worker_class(ray).options(num_cpus=cfg.cpus_per_task, num_gpus=per_worker_gpu,
+                                           max_restarts=0, max_task_retries=0)
+        pool = [actor.remote(worker_cfg) for _ in range(workers)]
+        queue: deque[VideoJob] = deque(jobs)
+        in_flight: dict[Any, tuple[Any, list[VideoJob]]] = {}
+        per_call = max(1, min(VIDEOS_PER_CALL, cfg.videos_in_flight))
+        replaced: dict[Any, Any] = {}  # lost actor -> the one started in its place
+
+        def submit(worker) -> None:
+            batch = [queue.popleft() for _ in range(min(per_call, len(queue)))]
+            if batch:
+                in_flight[worker.process.remote(batch)] = (worker, batch)
+
+        for worker in pool:  # two calls per actor: the next batch is queued while one runs
+            submit(worker)
+            submit(worker)
+        while in_flight:
+            ready, _ = ray.wait(list(in_flight), num_returns=1)
+            ref = ready[0]
+            worker, batch = in_flight.pop(ref)
+            try:
+                stats, events = ray.get(ref)
+            except ray.exceptions.RayActorError as exc:
+                _requeue_or_fail(cfg, batch, queue, total, progress, f"worker lost: {_first_line(exc)}")
+                if worker not in replaced:  # its other in-flight call fails too: replace it once
+                    replaced[worker] = actor.remote(worker_cfg)
+                    submit(replaced[worker])
+                worker = replaced[worker]
+            except ray.exceptions.RayError as exc:
+                _requeue_or_fail(cfg, batch, queue, total, progress, _first_line(exc))
+            else:
+                for event in events:
+                    progress(event)
+                total.done += stats.done
+                total.failed += stats.failed
+                total.frames += stats.frames
+                total.failures.extend(stats.failures)
+            submit(worker)
+        for failure in total.failures:
+            if failure.stage == "ray":
+                _record(cfg, failure)
+    total.seconds = time.perf_counter() - started
+    return total
+
+
+def _requeue_or_fail(cfg, batch, queue, total, progress, reason: str) -> None:
+    for job in batch:
+        job.attempts += 1
+        if job.attempts <= cfg.max_retries + 1:
+            queue.append(job)  # redone on a live worker; its half-written group is replaced
+        else:
+            total.failed += 1
+            total.failures.append(Failure(job.video_id, job.path, "ray", reason, job.attempts))
+            progress(Event("failed", job.video_id, error=reason))
+
+
+def _record(cfg: ExtractConfig, failure: Failure) -> None:
+    from pipeline.store import FeatureStore
+
+    store = FeatureStore.open(cfg.output, mode="r+", storage_options=cfg.storage_options)
+    store.record_failure(failure)
+    store.discard_video(failure.video_id)
+
+
+def _first_line(exc: BaseException) -> str:
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
