@@ -23,6 +23,7 @@ from pipeline.extraction.extractor import Event, Stats
 from pipeline.store import Failure
 
 VIDEOS_PER_CALL = 4
+WORKER_START_TIMEOUT = 600.0  # seconds to wait for a worker when none is running
 
 
 def _ray():
@@ -128,42 +129,63 @@ def run_extraction(cfg: ExtractConfig, jobs: list[VideoJob],
         worker_cfg = replace(cfg, device="auto" if per_worker_gpu else "cpu", executor="local")
         actor = _worker_class(ray).options(num_cpus=cfg.cpus_per_task, num_gpus=per_worker_gpu,
                                            max_restarts=0, max_task_retries=0)
-        pool = [actor.remote(worker_cfg) for _ in range(workers)]
         queue: deque[VideoJob] = deque(jobs)
-        in_flight: dict[Any, tuple[Any, list[VideoJob]]] = {}
         per_call = max(1, min(VIDEOS_PER_CALL, cfg.videos_in_flight))
-        replaced: dict[Any, Any] = {}  # lost actor -> the one started in its place
+        # ref -> (worker, batch); batch None marks a readiness ping of a newly started worker
+        in_flight: dict[Any, tuple[Any, list[VideoJob] | None]] = {}
+        lost: set[Any] = set()
+        spare_starts = 2 * workers  # replacements allowed for lost workers before giving up on them
+
+        def start_worker() -> None:
+            worker = actor.remote(worker_cfg)
+            in_flight[worker.node.remote()] = (worker, None)
 
         def submit(worker) -> None:
             batch = [queue.popleft() for _ in range(min(per_call, len(queue)))]
             if batch:
                 in_flight[worker.process.remote(batch)] = (worker, batch)
 
-        for worker in pool:  # two calls per actor: the next batch is queued while one runs
-            submit(worker)
-            submit(worker)
+        for _ in range(workers):
+            start_worker()
         while in_flight:
-            ready, _ = ray.wait(list(in_flight), num_returns=1)
-            ref = ready[0]
-            worker, batch = in_flight.pop(ref)
+            if not queue and all(batch is None for _, batch in in_flight.values()):
+                break  # only workers still starting (maybe never: a shrunken cluster) and nothing to give them
+            starting_only = all(batch is None for _, batch in in_flight.values())
+            ready, _ = ray.wait(list(in_flight), num_returns=1, timeout=WORKER_START_TIMEOUT if starting_only else None)
+            if not ready:
+                break  # no worker could be placed in time: the rest is recorded as failed below
+            worker, batch = in_flight.pop(ready[0])
             try:
-                stats, events = ray.get(ref)
-            except ray.exceptions.RayActorError as exc:
-                _requeue_or_fail(cfg, batch, queue, total, progress, f"worker lost: {_first_line(exc)}")
-                if worker not in replaced:  # its other in-flight call fails too: replace it once
-                    replaced[worker] = actor.remote(worker_cfg)
-                    submit(replaced[worker])
-                worker = replaced[worker]
+                result = ray.get(ready[0])
+            except ray.exceptions.RayActorError as exc:  # the actor or its node died
+                if batch is not None:
+                    _requeue_or_fail(cfg, batch, queue, total, progress, f"worker lost: {_first_line(exc)}")
+                if worker not in lost:  # its other in-flight call fails too: replace it once
+                    lost.add(worker)
+                    if spare_starts > 0:
+                        spare_starts -= 1
+                        start_worker()  # wherever the scheduler finds room; gets work once it is up
+                continue
             except ray.exceptions.RayError as exc:
-                _requeue_or_fail(cfg, batch, queue, total, progress, _first_line(exc))
-            else:
-                for event in events:
-                    progress(event)
-                total.done += stats.done
-                total.failed += stats.failed
-                total.frames += stats.frames
-                total.failures.extend(stats.failures)
+                if batch is not None:
+                    _requeue_or_fail(cfg, batch, queue, total, progress, _first_line(exc))
+                submit(worker)
+                continue
+            if batch is None:  # a worker is up: two calls, so the next batch waits while one runs
+                submit(worker)
+                submit(worker)
+                continue
+            stats, events = result
+            for event in events:
+                progress(event)
+            total.done += stats.done
+            total.failed += stats.failed
+            total.frames += stats.frames
+            total.failures.extend(stats.failures)
             submit(worker)
+        for job in queue:  # no worker left to take them
+            total.failed += 1
+            total.failures.append(Failure(job.video_id, job.path, "ray", "no live Ray worker left", job.attempts))
         for failure in total.failures:
             if failure.stage == "ray":
                 _record(cfg, failure)

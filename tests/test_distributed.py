@@ -120,3 +120,27 @@ def test_unreachable_address_is_one_clear_line(demo, tmp_path):
 def test_memory_store_needs_the_local_executor(demo):
     with pytest.raises(StpipeError, match="memory:// store lives in one process"):
         extract.run(config(demo, "memory://x.zarr", executor="ray"))
+
+
+def test_node_removed_mid_run_its_videos_are_redone_elsewhere(demo, tmp_path, local_store):
+    from ray.cluster_utils import Cluster
+
+    # one CPU per node: the two workers must sit on different nodes, and no replacement fits anywhere
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False})
+    events = []
+    try:
+        doomed = cluster.add_node(num_cpus=1)
+        ray.init(address=cluster.address, logging_level="WARNING")
+
+        def progress(event):
+            events.append(event)
+            if len(events) == 4:  # first results are in: take a node away with its worker
+                cluster.remove_node(doomed, allow_graceful=False)
+
+        result = extract.run(config(demo, tmp_path / "s.zarr", executor="ray", workers=2), progress=progress)
+    finally:
+        ray.shutdown()
+        cluster.shutdown()
+    assert (result.done, result.failed) == (20, 0)
+    assert sorted(e.video_id for e in events) == sorted(set(e.video_id for e in events))  # each once
+    assert_same_store(local_store, FeatureStore.open(str(tmp_path / "s.zarr")))

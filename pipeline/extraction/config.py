@@ -41,7 +41,7 @@ class ExtractConfig:
     device: str = "auto"
     max_retries: int = 1
     overwrite: bool = False
-    executor: Literal["ray", "local"] = "local"
+    executor: Literal["ray", "local"] = "ray"
     ray_address: str = ""  # "" = embedded local Ray; auto or HOST:PORT joins a cluster
     workers: int = 0  # Ray actors (0 = one per GPU, or 1 on CPU-only machines)
     gpus_per_worker: float = 0.0
