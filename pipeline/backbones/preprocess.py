@@ -1,9 +1,11 @@
 """Batched preprocessing: decoded frames (or flow fields) -> the network's input, on any device.
 
-RGB follows the weights' own transforms exactly (torchvision's `ImageClassification` /
+RGB follows the weights' own transforms (torchvision's `ImageClassification` /
 `VideoClassification`): resize (shorter side, or an exact (h, w) for the video weights), centre
-crop, scale to [0, 1], normalise by mean/std. The resize runs on the uint8 batch like torchvision
-does, so a centre-cropped `preprocess` equals `weights.transforms()(frames)`.
+crop, scale to [0, 1], normalise by mean/std. The resize uses torchvision's v2 kernel, which works
+on the uint8 batch directly (channels-last, the decoders' layout): ~25x faster on CPU than the v1
+path the weights' transforms take (which resizes in float32 and rounds back), and equal to it
+within one uint8 level (about an eighth of the pixels differ by 1/255 through rounding).
 
 Flow (the motion stream's input) is documented in `FlowPreprocess`.
 """
@@ -15,7 +17,7 @@ from typing import Any
 import numpy as np
 import torch
 from torchvision.transforms import InterpolationMode
-from torchvision.transforms import functional as TF
+from torchvision.transforms.v2 import functional as TF
 
 from pipeline.errors import BackboneError, FlowError
 from pipeline.views import make_views, view_flips

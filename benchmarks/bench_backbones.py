@@ -1,0 +1,102 @@
+"""The backbone's pure forward speed on pre-decoded tensors: the limit stage one is measured against.
+
+`forward_limit(backbone, batch, n_batches)` times `forward_features` on an already preprocessed
+batch that sits on the backbone's device (no decoding, resizing or writing) and returns frames/s
+from the median batch time. The stage-one benchmark imports it and prints its end-to-end rate
+beside this one.
+
+Run: `.venv/bin/python benchmarks/bench_backbones.py [--batches 5] [--device auto]`. Prints, for
+mobilenet_v2 pooled and spatial at batch 32 and 64, frames/s in the default memory format and in
+channels_last, and the batched preprocessing rate (uint8 frames -> normalised 224 crops) at two
+video sizes, so one can see that preprocessing is cheap next to the forward it feeds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from pipeline.backbones import Backbone, build_backbone  # noqa: E402
+
+
+def _synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def batch_seconds(fn, n_batches: int, *, warmup: int, device: torch.device) -> list[float]:
+    for _ in range(warmup):
+        fn()
+    _synchronize(device)
+    times = []
+    for _ in range(n_batches):
+        start = time.perf_counter()
+        fn()
+        _synchronize(device)
+        times.append(time.perf_counter() - start)
+    return times
+
+
+def forward_limit(backbone: Backbone, batch: int, n_batches: int, *, warmup: int = 2) -> float:
+    """Frames/s of `backbone.forward_features` alone on a preprocessed batch (median batch time).
+
+    Video backbones count the frames a clip advances (`clip_stride`) per clip, i.e. the rate at
+    which a video's frames are consumed by overlapping windows.
+    """
+    meta, device = backbone.meta, backbone.device
+    crop = meta["input_size"]
+    if meta["kind"] == "video":
+        shape = (batch, meta["in_channels"], meta["clip_window"], *crop)
+        frames_per_item = meta["clip_stride"]
+    else:
+        shape, frames_per_item = (batch, meta["in_channels"], *crop), 1
+    generator = torch.Generator().manual_seed(0)
+    x = torch.randn(shape, generator=generator).to(device)
+    times = batch_seconds(lambda: backbone.forward_features(x), n_batches, warmup=warmup, device=device)
+    return batch * frames_per_item / statistics.median(times)
+
+
+def preprocess_rate(backbone: Backbone, height: int, width: int, batch: int, n_batches: int) -> float:
+    """Frames/s of `backbone.preprocess` on decoded uint8 frames (N, H, W, 3)."""
+    frames = torch.randint(0, 256, (batch, height, width, 3), dtype=torch.uint8).to(backbone.device)
+    times = batch_seconds(lambda: backbone.preprocess(frames), n_batches, warmup=1, device=backbone.device)
+    return batch / statistics.median(times)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--batches", type=int, default=5, help="timed batches per setting (median)")
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--backbone", default="mobilenet_v2")
+    args = parser.parse_args()
+
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, device {args.device}")
+    print(f"{args.backbone} pure forward_features (weights do not change the speed; random init)")
+    print(f"{'features':>9} {'batch':>6} {'default fr/s':>13} {'channels_last fr/s':>19} {'ratio':>6}")
+    for features in ("pooled", "spatial"):
+        plain = build_backbone(args.backbone, weights="none", features=features, device=args.device,
+                               channels_last=False)  # fmt: skip
+        nhwc = build_backbone(args.backbone, weights="none", features=features, device=args.device,
+                              channels_last=True)  # fmt: skip
+        for batch in (32, 64):
+            a = forward_limit(plain, batch, args.batches)
+            b = forward_limit(nhwc, batch, args.batches)
+            print(f"{features:>9} {batch:>6} {a:>13.1f} {b:>19.1f} {b / a:>6.2f}")
+
+    backbone = build_backbone(args.backbone, weights="none", device=args.device)
+    print(f"preprocess (uint8 -> resize {backbone.meta['resize_size']} -> crop {backbone.meta['input_size']}"
+          " -> normalise), batch 64")  # fmt: skip
+    for height, width in ((240, 320), (576, 768)):
+        rate = preprocess_rate(backbone, height, width, 64, args.batches)
+        print(f"  {height}x{width}: {rate:.1f} frames/s")
+
+
+if __name__ == "__main__":
+    main()
