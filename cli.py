@@ -254,12 +254,103 @@ def inspect_cmd(store, storage_options, as_json):
     flow = meta.get("flow")
     click.echo(f"flow      {flow['method'] + ' bound=' + str(flow['bound']) + ' ' + flow['quantisation'] if flow else 'none'}")
     click.echo(f"classes   {len(meta.get('classes', []))}")
+    if meta.get("origin"):
+        click.echo(f"origin    {meta['origin']}")
     for name, info in summary["arrays"].items():
         click.echo(f"array     {name}: {info['dtype']} dims={info['dims']} e.g. {info['shape_example']}")
     if summary.get("bytes"):
         click.echo(f"bytes     {summary['bytes']}")
     for f in summary["failures"]:
         click.echo(f"failed    {f['video_id']}: {f['error']} (attempts: {f['attempts']})")
+
+
+# ---- interop: export, import ----
+
+
+class _LazyBar:
+    """A progress bar that appears with the first finished video, so an early error stays one clean line."""
+
+    def __init__(self, desc: str):
+        self.desc, self.bar = desc, None
+
+    def update(self, _video_id=None) -> None:
+        if self.bar is None:
+            from tqdm import tqdm
+
+            self.bar = tqdm(unit="video", dynamic_ncols=True, desc=self.desc)
+        self.bar.update(1)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+@cli.command("export")
+@click.argument("store")
+@click.argument("output", type=click.Path(dir_okay=False))
+@click.option("--arrays", help="Comma-separated arrays to write, e.g. rgb,flow_feat (default: all).")
+@click.option("--compression", type=click.IntRange(0, 9), help="gzip level, 0 = none (default 4).")
+@click.option("--overwrite", is_flag=True, default=None, help="Replace an existing OUTPUT.")
+@click.option("--storage-options", help="JSON object passed to fsspec for the store URL.")
+def export_cmd(store, output, arrays, compression, overwrite, storage_options):
+    """Write a feature STORE's complete videos to one HDF5 file OUTPUT.
+
+    One group per video (/videos/<key>: rgb, flow, flow_feat, frame_index; attrs: label, split,
+    ...), /index and /classes datasets, and the store's provenance as JSON in the root attrs.
+    """
+    from pipeline.config import build_config
+    from stages.export import ExportConfig, run
+
+    cfg = build_config(ExportConfig, None, dict(
+        store=store, output=output, arrays=arrays, compression=compression, overwrite=overwrite,
+        storage_options=_json_option(storage_options, "--storage-options")))
+    bar = _LazyBar("export")
+    try:
+        result = run(cfg, progress=bar.update)
+    finally:
+        bar.close()
+    click.echo(f"{result.target}: {result.done} videos from {result.source}"
+               + (f" (+ {result.failed} failed ones listed in /index)" if result.failed else ""))
+
+
+@cli.command("import")
+@click.argument("source", required=False)
+@click.option("-o", "--output", required=True, help="Store path or URL to build (file://, memory://, s3://...).")
+@click.option("-m", "--manifest", help=".npy imports: manifest with labels and splits (its paths may be the .npy files).")
+@click.option("--root", help="Folder the manifest's relative paths start from (default: its folder).")
+@click.option("--flow-dir", help=".npy imports: folder of flow-stream features, named like the rgb ones.")
+@click.option("--name-template", help="File name of a video's features in SOURCE (default '{video_id}.npy').")
+@click.option("--backbone", help="Backbone name to record for imported .npy features (default 'imported').")
+@click.option("--overwrite", is_flag=True, default=None, help="Replace a store made from other features.")
+@click.option("--storage-options", help="JSON object passed to fsspec for the store URL.")
+def import_cmd(source, **options):
+    """Build a feature store from features made elsewhere, for stage two.
+
+    SOURCE is an HDF5 file from `stpipe export`, or a folder of per-video .npy files of shape
+    (T, D) or (T, C, H, W) named <video_id>.npy (then --manifest gives labels and splits; without
+    SOURCE the manifest's paths are the .npy files). Examples:
+
+      stpipe import features.h5 -o features.zarr
+
+      stpipe import i3d_rgb/ -m ucf101.csv --flow-dir i3d_flow/ --backbone i3d -o ucf101-i3d.zarr
+    """
+    from pipeline.config import build_config
+    from pipeline.errors import PartialFailure
+    from stages.import_features import ImportConfig, run
+
+    options["storage_options"] = _json_option(options["storage_options"], "--storage-options")
+    cfg = build_config(ImportConfig, None, {**options, "source": source})
+    bar = _LazyBar("import")
+    try:
+        result = run(cfg, progress=bar.update)
+    finally:
+        bar.close()
+    click.echo(f"{result.target}: {result.done} imported, {result.skipped} already complete, "
+               f"{result.failed} failed of {result.total} videos from {result.source}")
+    if result.failed:
+        for failure in result.failures[:10]:
+            click.echo(f"  failed: {failure.video_id}: {failure.error}", err=True)
+        raise PartialFailure(f"{result.failed} videos failed; see `stpipe inspect {result.target}`")
 
 
 # ---- demo data ----

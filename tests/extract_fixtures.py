@@ -41,7 +41,7 @@ def assert_same_features(a: FeatureStore, b: FeatureStore, names=("rgb",)) -> No
     assert list(ia["video_id"]) == list(ib["video_id"])
     assert list(ia["label"]) == list(ib["label"]) and list(ia["split"]) == list(ib["split"])
     assert list(ia["num_frames"]) == list(ib["num_frames"]) and list(ia["status"]) == list(ib["status"])
-    for video_id in ia["video_id"]:
+    for video_id in ia["video_id"][ia["status"] == "complete"]:
         for name in names:
             x, y = a.read(str(video_id), name), b.read(str(video_id), name)
             assert x.dtype == y.dtype and x.shape == y.shape

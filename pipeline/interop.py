@@ -1,0 +1,350 @@
+"""HDF5 export/import of feature stores, and import of per-video `.npy` features from other extractors.
+
+HDF5 layout written by `export_hdf5` (and read back by `import_hdf5`):
+
+    /                       attrs: format="stpipe-hdf5", format_version, stpipe=<root provenance as JSON>,
+                            source=<store URL>, exported=<UTC time>, failures=<JSON list>
+    /classes                (classes,) strings; position = label index
+    /index/<column>         (videos,) video_id, key, label, split, num_frames, status: the exported
+                            videos plus the store's failed ones (status "failed")
+    /videos/<key>/          one group per complete video, keyed by the store's safe key;
+                            attrs: video_id, label, label_index, split, num_frames, fps (plain values)
+                            and stpipe=<every video attr as JSON>
+       frame_index          (time,) int64 source frame numbers
+       rgb, flow, flow_feat the store's arrays unchanged (dtype and shape); each dimension carries
+                            its name as an HDF5 dimension label ("view", "time", "channel", ...);
+                            attrs: stpipe=<the array's attrs as JSON> (e.g. the flow bound)
+
+Imports build a store with the extract layout (`pipeline/store.py`), so stage two reads it like an
+extracted one; the root provenance records where it came from (`origin`). Imports resume: videos
+already complete in the output store are skipped.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import os
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from pipeline.errors import StoreError
+from pipeline.store import Failure, FeatureStore, config_hash, video_key
+
+HDF5_FORMAT = "stpipe-hdf5"
+HDF5_VERSION = 1
+PLAIN_VIDEO_ATTRS = ("video_id", "label", "label_index", "split", "num_frames", "fps")
+INDEX_COLUMNS = ("video_id", "key", "label", "split", "num_frames", "status")
+FLOAT16_MAX = float(np.finfo(np.float16).max)
+
+Progress = Callable[[str], None]  # called with each video id once it is written (or failed)
+
+
+@dataclass
+class InteropResult:
+    source: str
+    target: str
+    total: int  # videos in the source
+    skipped: int  # already complete in the target (resumed import)
+    done: int
+    failed: int
+    failures: list[Failure] = field(default_factory=list)
+
+
+# ---- HDF5 export ------------------------------------------------------------------------------
+
+
+def export_hdf5(store: FeatureStore, path: str | Path, *, arrays: Iterable[str] = (), overwrite: bool = False,
+                compression: int = 4, progress: Progress | None = None) -> InteropResult:
+    """Write the store's complete videos to `path` (written to `path.partial`, renamed at the end).
+
+    `arrays` limits which arrays are written (default all); `compression` is the gzip level (0 = none).
+    """
+    import h5py
+
+    path = Path(path)
+    if "://" in str(path):
+        raise StoreError(f"{path}: export writes a local .h5 file; give a path")
+    if path.exists() and not overwrite:
+        raise StoreError(f"{path}: exists; pick another output or --overwrite")
+    wanted = set(arrays)
+    partial = path.with_name(path.name + ".partial")
+    index = store.index()
+    exported = []
+    try:
+        with h5py.File(partial, "w") as h5:
+            h5.attrs.update({"format": HDF5_FORMAT, "format_version": HDF5_VERSION, "source": store.url,
+                             "stpipe": _dumps(store.meta), "failures": _dumps([f.__dict__ for f in store.failures()]),
+                             "exported": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")})
+            h5.create_dataset("classes", data=np.array(store.classes, dtype=object), dtype=h5py.string_dtype())
+            videos = h5.create_group("videos")
+            for video_id, attrs in store.iter_complete():
+                group = videos.create_group(video_key(video_id))
+                group.attrs["stpipe"] = _dumps(attrs)
+                group.attrs.update({k: attrs[k] for k in PLAIN_VIDEO_ATTRS if attrs.get(k) is not None})
+                group.create_dataset("frame_index", data=np.asarray(attrs.get("frame_index", []), dtype=np.int64))
+                for name, array in store.video_group(video_id).arrays():
+                    if not wanted or name in wanted:
+                        _write_dataset(group, name, array, compression)
+                exported.append(video_id)
+                if progress is not None:
+                    progress(video_id)
+            written = set(exported)
+            keep = np.array([s == "failed" or v in written for v, s in zip(index["video_id"].tolist(),
+                                                                           index["status"].tolist())], dtype=bool)
+            columns = h5.create_group("index")
+            for name in INDEX_COLUMNS:
+                values = index[name][keep]
+                if values.dtype.kind in "UTO":
+                    columns.create_dataset(name, data=np.array([str(v) for v in values], dtype=object),
+                                           dtype=h5py.string_dtype())
+                else:
+                    columns.create_dataset(name, data=values)
+        os.replace(partial, path)
+    except OSError as exc:
+        raise StoreError(f"{path}: cannot write HDF5 ({exc})") from None
+    finally:
+        partial.unlink(missing_ok=True)
+    failed = int((index["status"] == "failed").sum())
+    return InteropResult(store.url, str(path), len(index["status"]), 0, len(exported), failed, store.failures())
+
+
+def _write_dataset(group, name: str, array, compression: int) -> None:
+    data = array[...]
+    options = {"compression": "gzip", "compression_opts": compression, "shuffle": True} if compression and data.size else {}
+    dataset = group.create_dataset(name, data=data, **options)
+    for axis, dim in enumerate(array.metadata.dimension_names or ()):
+        dataset.dims[axis].label = dim or ""
+    dataset.attrs["stpipe"] = _dumps(dict(array.attrs))
+
+
+# ---- HDF5 import ------------------------------------------------------------------------------
+
+
+def import_hdf5(path: str | Path, url: str, *, storage_options: dict[str, Any] | None = None,
+                overwrite: bool = False, progress: Progress | None = None) -> InteropResult:
+    """Build the store at `url` from an `export_hdf5` file."""
+    import h5py
+
+    path = Path(path)
+    try:
+        h5 = h5py.File(path, "r")
+    except (OSError, ValueError) as exc:
+        raise StoreError(f"{path}: cannot read HDF5 ({_first_line(exc)})") from None
+    with h5:
+        if h5.attrs.get("format") != HDF5_FORMAT or "videos" not in h5:
+            raise StoreError(f"{path}: not an stpipe HDF5 export (root attr format={HDF5_FORMAT!r} and "
+                             "/videos expected); per-video .npy features import from a folder instead")
+        meta = json.loads(h5.attrs["stpipe"])
+        for stale in ("created", "version"):  # the new store gets its own
+            meta.pop(stale, None)
+        meta["origin"] = f"imported from {path.absolute()} (stpipe HDF5 export of {h5.attrs.get('source', '?')})"
+        groups = h5["videos"]
+        checker = _ShapeCheck(path)
+        for key, group in groups.items():
+            for name, dataset in group.items():
+                if name != "frame_index":
+                    checker.check(f"{path}:/videos/{key}/{name}", name, dataset.shape, _dims(path, key, name, dataset))
+        store = FeatureStore.create(url, provenance=meta, overwrite=overwrite, storage_options=storage_options)
+        done = store.complete_ids()
+        result = InteropResult(str(path), url, len(groups), 0, 0, 0)
+        for key, group in groups.items():
+            attrs = json.loads(group.attrs["stpipe"])
+            video_id = attrs.get("video_id")
+            if not video_id or video_key(video_id) != key:
+                raise StoreError(f"{path}:/videos/{key}: video_id attr {video_id!r} does not match the group key")
+            if video_id in done:
+                result.skipped += 1
+                continue
+            writer = store.begin_video(video_id, {k: v for k, v in attrs.items() if k not in ("video_id", "complete")})
+            for name, dataset in group.items():
+                if name != "frame_index":
+                    dims = _dims(path, key, name, dataset)
+                    writer.write(name, dataset[...], dims=dims, time_axis=dims.index("time"),
+                                 attrs=json.loads(dataset.attrs.get("stpipe", "{}")))
+            writer.finish()
+            store.clear_failure(video_id)
+            result.done += 1
+            if progress is not None:
+                progress(video_id)
+        present = store.complete_ids()
+        for failure in json.loads(h5.attrs.get("failures", "[]")):
+            if failure["video_id"] not in present:
+                store.record_failure(Failure(**failure))
+                result.failed += 1
+    store.write_index()
+    result.failures = store.failures()
+    return result
+
+
+def _dims(path: Path, key: str, name: str, dataset) -> tuple[str, ...]:
+    dims = tuple(d.label for d in dataset.dims)
+    if "time" not in dims or not all(dims):
+        raise StoreError(f"{path}:/videos/{key}/{name}: dimension labels {list(dims)} must name every axis "
+                         "and include 'time'")
+    return dims
+
+
+# ---- .npy import ------------------------------------------------------------------------------
+
+
+def import_npy(manifest_path: str | Path, url: str, *, features_dir: str | Path | None = None,
+               flow_dir: str | Path | None = None, name_template: str = "{video_id}.npy", root: str | None = None,
+               backbone: str = "imported", storage_options: dict[str, Any] | None = None,
+               overwrite: bool = False, progress: Progress | None = None) -> InteropResult:
+    """Build a store from one `.npy` per video: (T, D) vectors or (T, C, H, W) maps.
+
+    Files are `features_dir / name_template.format(video_id=...)`, or the manifest's own paths when
+    no folder is given; `flow_dir` adds flow-stream features (`flow_feat`) named the same way.
+    Labels and splits come from the manifest. Every present file is checked (shape, dtype) before
+    anything is written; a manifest entry without a file is recorded as a failure.
+    """
+    from manifests.table import read_manifest
+
+    manifest = read_manifest(manifest_path, root=root)
+    streams = {"rgb": features_dir, **({"flow_feat": flow_dir} if flow_dir else {})}
+
+    def file_of(entry, folder) -> Path:
+        if folder is None:
+            return manifest.resolve(entry)
+        return Path(folder) / name_template.format(video_id=entry.video_id)
+
+    checker = _ShapeCheck(Path(manifest_path))
+    files: dict[str, dict[str, Path]] = {}
+    missing: dict[str, Path] = {}
+    for entry in manifest.entries:
+        found = {name: file_of(entry, folder) for name, folder in streams.items()}
+        absent = [f for f in found.values() if not f.is_file()]
+        if absent:
+            missing[entry.video_id] = absent[0]
+            continue
+        for name, file in found.items():
+            checker.check(str(file), name, *_npy_header(file))
+        files[entry.video_id] = found
+    if not files:
+        where = next(iter(missing.values()), Path(str(features_dir)))
+        raise StoreError(f"no feature files found for any of the {len(manifest)} manifest entries "
+                         f"(first looked for {where})")
+    shapes = {name: list(shape) for name, shape in checker.frame_shapes.items()}
+    content = {"source": "npy", "backbone": backbone, "frame_shapes": shapes, "dtype": "float16"}
+    origin = Path(features_dir).absolute() if features_dir else Path(manifest_path).absolute()
+    provenance = {
+        "config": {**content, "features_dir": str(features_dir or ""), "flow_dir": str(flow_dir or ""),
+                   "name_template": name_template},
+        "content": content,
+        "config_hash": config_hash(content),
+        "manifest_sha256": manifest.sha256(),
+        "manifest": str(Path(manifest_path).absolute()),
+        "classes": list(manifest.classes),
+        "backbone": _imported_meta(backbone, shapes["rgb"], "rgb"),
+        # no optical flow, only flow-stream features (keys as an extraction's flow meta)
+        "flow": {"method": "imported", "params": {}, "bound": None, "quantisation": "none",
+                 "backbone": _imported_meta(backbone, shapes["flow_feat"], "flow")} if "flow_feat" in shapes else None,
+        "views": "center",
+        "origin": f"imported from {origin} (per-video .npy)",
+    }
+    store = FeatureStore.create(url, provenance=provenance, overwrite=overwrite, storage_options=storage_options)
+    done = store.complete_ids()
+    result = InteropResult(str(origin), url, len(manifest), 0, 0, 0)
+    for entry in manifest.entries:
+        if entry.video_id in done:
+            result.skipped += 1
+            continue
+        if entry.video_id in missing:
+            _fail(store, result, entry.video_id, missing[entry.video_id], f"missing features file {missing[entry.video_id]}")
+        else:
+            _import_video(store, result, manifest, entry, files[entry.video_id])
+        if progress is not None:
+            progress(entry.video_id)
+    store.write_index()
+    result.failures = store.failures()
+    return result
+
+
+def _import_video(store: FeatureStore, result: InteropResult, manifest, entry, files: dict[str, Path]) -> None:
+    arrays = {}
+    for name, file in files.items():
+        values = np.load(file, allow_pickle=False)
+        if values.dtype.kind == "f" and not np.isfinite(values).all():
+            return _fail(store, result, entry.video_id, file, f"{file}: NaN or infinite values")
+        if np.abs(values).max(initial=0) > FLOAT16_MAX:
+            return _fail(store, result, entry.video_id, file, f"{file}: values beyond the float16 range (+-{FLOAT16_MAX:g})")
+        arrays[name] = values.astype(np.float16)[None]  # one view
+    length = arrays["rgb"].shape[1]
+    writer = store.begin_video(entry.video_id, {
+        "path": str(manifest.resolve(entry)), "label": entry.label,
+        "label_index": manifest.label_index(entry.label) if entry.label is not None else -1,
+        "split": entry.split, "start": entry.start, "end": entry.end, "fps": None,
+        "features_files": {name: str(file) for name, file in files.items()}})
+    for name, values in arrays.items():
+        dims = ("view", "time", "channel", "y", "x")[: values.ndim]
+        writer.write(name, values, dims=dims, time_axis=1)
+    # source frame numbers are unknown: time steps of the imported sequence
+    writer.finish(num_frames=length, frame_index=list(range(length)))
+    store.clear_failure(entry.video_id)
+    result.done += 1
+
+
+def _fail(store: FeatureStore, result: InteropResult, video_id: str, file: Path, error: str) -> None:
+    store.discard_video(video_id)
+    store.record_failure(Failure(video_id, str(file), "import", error, 1))
+    result.failed += 1
+
+
+def _npy_header(file: Path) -> tuple[tuple[int, ...], tuple[str, ...]]:
+    """Shape and dims of a `.npy` file from its header alone (memory-mapped, nothing read)."""
+    try:
+        values = np.load(file, mmap_mode="r", allow_pickle=False)
+    except (OSError, ValueError) as exc:
+        raise StoreError(f"{file}: cannot read as .npy ({_first_line(exc)})") from None
+    if values.ndim not in (2, 4):
+        raise StoreError(f"{file}: features of shape {values.shape}; expected (T, D) vectors or (T, C, H, W) maps")
+    if values.dtype.kind not in "fiu" or values.shape[0] < 1:
+        raise StoreError(f"{file}: need at least one time step of numbers, got {values.dtype} {values.shape}")
+    return (1, *values.shape), ("view", "time", "channel", "y", "x")[: values.ndim + 1]
+
+
+def _imported_meta(name: str, frame_shape: list[int], modality: str) -> dict[str, Any]:
+    spatial = len(frame_shape) == 3
+    return {"name": name, "source": "imported", "modality": modality, "features": "spatial" if spatial else "pooled",
+            "dim": frame_shape[0], "pooled_dim": frame_shape[0], "feature_shape": frame_shape,
+            "spatial_size": frame_shape[1:] if spatial else None}
+
+
+class _ShapeCheck:
+    """Every video's array of one name must share dims and per-frame shape (all but view and time)."""
+
+    def __init__(self, source: Path):
+        self.source = source
+        self.first: dict[str, tuple[str, tuple[str, ...], tuple[int, ...]]] = {}
+
+    def check(self, where: str, name: str, shape: tuple[int, ...], dims: tuple[str, ...]) -> None:
+        if len(dims) != len(shape):
+            raise StoreError(f"{where}: {len(shape)} axes but {len(dims)} dimension names")
+        frame = tuple(s for s, d in zip(shape, dims) if d not in ("view", "time"))
+        if name not in self.first:
+            self.first[name] = (where, dims, frame)
+            return
+        first, first_dims, first_frame = self.first[name]
+        if dims != first_dims:
+            raise StoreError(f"{where}: {name} has dims {list(dims)}, but {first} has {list(first_dims)}; "
+                             "every video needs the same")
+        if frame != first_frame:
+            raise StoreError(f"{where}: {name} has per-frame shape {frame}, but {first} has {first_frame}; "
+                             "every video needs the same")
+
+    @property
+    def frame_shapes(self) -> dict[str, tuple[int, ...]]:
+        return {name: frame for name, (_, _, frame) in self.first.items()}
+
+
+def _dumps(value: Any) -> str:
+    return json.dumps(value, default=lambda v: v.tolist() if hasattr(v, "tolist") else str(v))
+
+
+def _first_line(exc: BaseException) -> str:
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]

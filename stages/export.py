@@ -1,0 +1,34 @@
+"""`stpipe export`: a feature store -> one HDF5 file (layout in `pipeline/interop.py`)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from pipeline.errors import ConfigError
+from pipeline.interop import InteropResult, export_hdf5
+from pipeline.store import FeatureStore
+
+
+@dataclass(frozen=True)
+class ExportConfig:
+    store: str = ""  # store path or fsspec URL
+    output: str = ""  # local .h5 file
+    storage_options: dict[str, Any] = field(default_factory=dict)
+    arrays: str = ""  # comma-separated array names to write (default: all)
+    compression: int = 4  # gzip level, 0 = none
+    overwrite: bool = False
+
+    def __post_init__(self) -> None:
+        if not self.store or not self.output:
+            raise ConfigError("export needs a STORE and an OUTPUT .h5 file")
+        if not 0 <= self.compression <= 9:
+            raise ConfigError(f"compression must be a gzip level 0-9, got {self.compression}")
+
+
+def run(cfg: ExportConfig, progress: Callable[[str], None] | None = None) -> InteropResult:
+    store = FeatureStore.open(cfg.store, storage_options=cfg.storage_options)
+    arrays = [name.strip() for name in cfg.arrays.split(",") if name.strip()]
+    return export_hdf5(store, cfg.output, arrays=arrays, overwrite=cfg.overwrite, compression=cfg.compression,
+                       progress=progress)
