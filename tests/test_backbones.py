@@ -4,6 +4,7 @@ preprocessing equals the weights' transforms; the flow stream starts from averag
 
 from __future__ import annotations
 
+import json
 import shutil
 import time
 from pathlib import Path
@@ -331,6 +332,13 @@ def test_channels_last_amp_and_meta_round_trip(tmp_path):
     torch.testing.assert_close(out, base.forward_features(x), rtol=0.05, atol=0.05)
     rebuilt = build_backbone_from_meta(base.meta)
     assert rebuilt.meta == base.meta and torch.equal(rebuilt.forward_features(x), base.forward_features(x))
+    flow_file = tmp_path / "flow.pt"
+    torch.save(build_flow_backbone("tiny", stack=3, device="cpu").state_dict(), flow_file)
+    flow = build_flow_backbone("tiny", stack=3, weights=flow_file, features="spatial", device="cpu")
+    assert build_backbone_from_meta(json.loads(json.dumps(flow.meta))).meta == flow.meta  # JSON-able
+    torch.save({"other": torch.zeros(1)}, flow_file)
+    with pytest.raises(BackboneError, match="missing or changed since the store was made"):
+        build_backbone_from_meta(flow.meta)
     grey = build_backbone("tiny", in_channels=1, device="cpu")
     assert grey.preprocess(torch.zeros(2, 64, 64, 1, dtype=torch.uint8)).shape == (2, 1, 64, 64)
     assert np.isclose(grey.meta["mean"][0], np.mean(base.meta["mean"]))

@@ -11,6 +11,7 @@ from __future__ import annotations
 import itertools
 import os
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -22,6 +23,7 @@ from pipeline.backbones.preprocess import FlowPreprocess, ImagePreprocess
 from pipeline.backbones.weights import (
     ResolvedWeights,
     ensure_cached,
+    file_sha256,
     load_into,
     read_state_dict,
     resolve_weights,
@@ -122,6 +124,13 @@ def build_flow_backbone(
 
 def build_backbone_from_meta(meta: dict[str, Any], *, device: str | torch.device | None = None) -> Backbone:
     """Rebuild exactly the backbone a store recorded (same weights, features and preprocessing)."""
+    recorded = meta.get("weights_sha256")
+    if recorded is not None:  # a local file: it must still be the very same file
+        path = Path(meta["weights"])
+        if not path.is_file() or file_sha256(path) != recorded:
+            raise BackboneError(
+                f"weights file {path} is missing or changed since the store was made (sha256 {recorded})"
+            )
     common = {
         "weights": meta["weights"],
         "features": meta["features"],
@@ -131,19 +140,11 @@ def build_backbone_from_meta(meta: dict[str, Any], *, device: str | torch.device
         "amp": meta.get("amp"),
     }
     if meta.get("modality") == "flow":
-        backbone = build_flow_backbone(
-            meta["name"], stack=meta["flow_stack"], bound=meta["flow_bound"], **common
-        )
-    else:
-        backbone = build_backbone(
-            meta["name"], in_channels=meta["in_channels"],
-            clip_window=meta.get("clip_window"), clip_stride=meta.get("clip_stride"), **common,
-        )  # fmt: skip
-    if backbone.meta.get("weights_sha256") != meta.get("weights_sha256"):
-        raise BackboneError(
-            f"weights file {meta['weights']} changed since the store was made (sha256 differs)"
-        )
-    return backbone
+        return build_flow_backbone(meta["name"], stack=meta["flow_stack"], bound=meta["flow_bound"], **common)
+    return build_backbone(
+        meta["name"], in_channels=meta["in_channels"],
+        clip_window=meta.get("clip_window"), clip_stride=meta.get("clip_stride"), **common,
+    )  # fmt: skip
 
 
 # -- assembly ---------------------------------------------------------------------------------------
