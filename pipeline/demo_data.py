@@ -10,7 +10,6 @@ finding, reproducible in minutes. The moving object is a handwritten digit from 
 
 from __future__ import annotations
 
-import csv
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +17,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from manifests import Manifest, VideoEntry, classes_path, write_manifest
 from pipeline.errors import ConfigError
 
 CLASSES = (
@@ -70,7 +70,7 @@ def generate(cfg: DemoDataConfig) -> DemoData:
     (out / "videos").mkdir(parents=True, exist_ok=True)
     glyphs, kind = _load_glyphs(cfg.digits)
     rng = np.random.default_rng(cfg.seed)
-    rows = []
+    entries = []
     n_val = max(1, round(cfg.videos_per_class * cfg.val_fraction))
     for label_index, label in enumerate(CLASSES):
         for k in range(cfg.videos_per_class):
@@ -79,12 +79,10 @@ def generate(cfg: DemoDataConfig) -> DemoData:
             frames = render_clip(label_index, glyphs[rng.integers(len(glyphs))], rng, cfg.frames, cfg.size)
             _write_mp4(path, frames, cfg.fps)
             split = "val" if k < n_val else "train"
-            rows.append((video_id, f"videos/{video_id}.mp4", label, split))
+            entries.append(VideoEntry(video_id, f"videos/{video_id}.mp4", label, split))
     manifest = out / "manifest.csv"
-    _atomic_write(manifest, _csv_text(rows))
-    classes = out / "manifest.classes.txt"
-    _atomic_write(classes, "".join(f"{c}\n" for c in CLASSES))
-    return DemoData(manifest, classes, len(rows), kind)
+    write_manifest(Manifest(entries=entries, classes=list(CLASSES)), manifest)
+    return DemoData(manifest, classes_path(manifest), len(entries), kind)
 
 
 def render_clip(label_index: int, glyph: np.ndarray, rng: np.random.Generator, frames: int, size: int) -> np.ndarray:
@@ -190,18 +188,3 @@ def _write_mp4(path: Path, frames: np.ndarray, fps: int) -> None:
             container.mux(packet)
     tmp.replace(path)
 
-
-def _csv_text(rows) -> str:
-    import io
-
-    buf = io.StringIO()
-    writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow(("video_id", "path", "label", "split"))
-    writer.writerows(rows)
-    return buf.getvalue()
-
-
-def _atomic_write(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    tmp.replace(path)
