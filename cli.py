@@ -231,6 +231,26 @@ def extract_cmd(config_file, storage_options, **options):
         raise PartialFailure(f"{result.failed} videos failed; see `stpipe inspect {result.store}`")
 
 
+@cli.command("backbones")
+def backbones_cmd():
+    """List the registered backbones, their kind, weights and whether the default weights are cached."""
+    from pipeline.backbones import BACKBONES, cache_path
+
+    click.echo(f"{'name':<20} {'kind':<6} {'default weights':<34} cached  other weights")
+    for name in BACKBONES.names():
+        meta = BACKBONES.meta(name)
+        enum_cls = meta.get("weights_enum")
+        if enum_cls is None:
+            click.echo(f"{name:<20} {meta['kind']:<6} {'(own init; tests)':<34} -")
+            continue
+        default = enum_cls.DEFAULT
+        mark = {m.name: m.name + ("*" if cache_path(m).is_file() else "") for m in enum_cls}
+        cached = "yes" if cache_path(default).is_file() else "no"
+        others = ", ".join(mark[m.name] for m in enum_cls if m is not default)
+        click.echo(f"{name:<20} {meta['kind']:<6} {default.name:<34} {cached:<7} {others}")
+    click.echo("* = weight file present in the torch cache ($TORCH_HOME/hub/checkpoints)")
+
+
 @cli.command("inspect")
 @click.argument("store")
 @click.option("--storage-options", help="JSON object passed to fsspec for the store URL.")
@@ -426,6 +446,139 @@ def heads_cmd(num_classes, num_segments, feature_shape, proj_dim):
     for row in table:
         cells = [c.ljust(w) if i < 2 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths))]
         click.echo("  ".join(cells + [row[-1]]).rstrip())
+
+
+# ---- stage two: train-head, evaluate, stats ----
+
+
+@cli.command("train-head")
+@click.option("-s", "--store", help="Feature store path or URL (from `stpipe extract`).")
+@click.option("--head", help="Head name (see `stpipe heads`; default mlp).")
+@click.option("--segments", type=int, help="Segments N sampled per video (default 8).")
+@click.option("-o", "--out", help="Run directory, e.g. runs/NAME.")
+@click.option("--modality", type=click.Choice(["rgb", "flow", "rgb+flow"]), help="Feature streams (default rgb).")
+@click.option("--fusion", type=click.Choice(["late", "joint"]),
+              help="rgb+flow: late = one head per stream, logits averaged; joint = one two-stream head (st_resnet).")
+@click.option("--epochs", type=int, help="Maximum epochs (default 60; the plateau schedule stops earlier).")
+@click.option("--batch-size", type=int, help="Training batch size (default 64).")
+@click.option("--optimizer", type=click.Choice(["sgd", "adamw"]), help="Optimizer (default sgd, momentum 0.9).")
+@click.option("--lr", type=float, help="Initial learning rate (default 0.001).")
+@click.option("--momentum", type=float, help="SGD momentum (default 0.9).")
+@click.option("--weight-decay", type=float, help="Weight decay on all parameters (default 5e-4).")
+@click.option("--dropout", type=float, help="Dropout on the backbone features (default 0.5).")
+@click.option("--proj-dim", type=int, help="Width of the input projection (default 256).")
+@click.option("--schedule", type=click.Choice(["plateau", "cosine"]), help="lr schedule (default plateau).")
+@click.option("--patience", "plateau_patience", type=int, help="Epochs without val-loss improvement = plateau (default 3).")
+@click.option("--lr-drops", type=int, help="10x lr reductions before a plateau stops training (default 2).")
+@click.option("--standardize/--no-standardize", default=None, help="Per-channel standardisation (training-split stats).")
+@click.option("--val-split", help="Split used for validation (default val).")
+@click.option("--seed", type=int, help="Random seed (default 0).")
+@click.option("--device", help="auto, cpu, cuda or cuda:N.")
+@click.option("--amp/--no-amp", default=None, help="Mixed precision on CUDA (default on).")
+@click.option("--memory-budget-gb", type=float, help="Features above this stream from Zarr (default 4).")
+@click.option("--head-options", help='JSON object of head options, e.g. \'{"hidden": 512}\'.')
+@click.option("--storage-options", help="JSON object passed to fsspec for the store URL.")
+@click.option("--resume", is_flag=True, default=None, help="Continue the run in -o (re-running the same command does too).")
+@click.option("--overwrite", is_flag=True, default=None, help="Replace a run with a different config in -o.")
+@click.option("--config", "config_file", type=click.Path(dir_okay=False), help="YAML config file.")
+def train_head_cmd(config_file, storage_options, head_options, **options):
+    """Stage two: train a temporal head on cached features (seed 000's protocol).
+
+    Example: stpipe train-head -s jester.zarr --head trn_multiscale --segments 8 -o runs/trn
+    """
+    from tqdm import tqdm
+
+    from pipeline.config import build_config
+    from pipeline.training.config import TrainHeadConfig
+    from stages import train_head
+
+    options["storage_options"] = _json_option(storage_options, "--storage-options")
+    options["head_options"] = _json_option(head_options, "--head-options")
+    cfg = build_config(TrainHeadConfig, config_file, options)
+    bar = None
+
+    def progress(event, **info):
+        nonlocal bar
+        if event == "note":
+            if bar is not None:
+                tqdm.write(f"note: {info['message']}", file=sys.stderr)
+            else:
+                click.echo(f"note: {info['message']}", err=True)
+        elif event == "epoch_start":
+            bar = tqdm(total=info["batches"], unit="batch", dynamic_ncols=True, leave=False,
+                       desc=f"epoch {info['epoch']}/{info['epochs']}")
+        elif event == "batch" and bar is not None:
+            bar.update(1)
+        elif event == "epoch_end" and bar is not None:
+            bar.close()
+            bar = None
+            r = info["record"]
+            click.echo(f"epoch {r['epoch']:3d}  lr {r['lr']:.2e}  train loss {r['train_loss']:.4f}  "
+                       f"val loss {r['val_loss']:.4f}  val top-1 {r['val_top1']:.2%}  top-5 {r['val_top5']:.2%}  "
+                       f"{r['samples_per_second']:.0f} samples/s" + (f"  ({info['stopped']})" if info["stopped"] else ""))
+
+    try:
+        result = train_head.run(cfg, callback=progress)
+    finally:
+        if bar is not None:
+            bar.close()
+    m = result.metrics
+    click.echo(f"{result.run_dir}: val top-1 {m['val_top1']:.2%}, top-5 {m['val_top5']:.2%}, mean class "
+               f"{m['val_mean_class_acc']:.2%} (best epoch {m['best_epoch']} of {m['epochs']}; {m['stopped']}); "
+               f"{m['params']:,} params, {m['macs'] / 1e6:,.2f}M MACs/clip; {m['samples_per_second']:,.0f} samples/s, "
+               f"{m['train_seconds']:.1f} s training + {m['load_seconds']:.1f} s loading")
+
+
+@cli.command("evaluate")
+@click.option("--run", "run_dir", required=True, help="Run directory from `stpipe train-head`.")
+@click.option("--split", default="val", show_default=True, help="Split to evaluate (val, test, train).")
+@click.option("-s", "--store", help="Another store made by the same extract config (default: the run's).")
+@click.option("--checkpoint", default="checkpoint.pt", show_default=True, help="checkpoint.pt (best) or last.pt.")
+@click.option("--device", help="auto, cpu, cuda or cuda:N.")
+@click.option("--batch-size", type=int, help="Videos per forward (default 256).")
+@click.option("--storage-options", help="JSON object passed to fsspec for the store URL.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def evaluate_cmd(run_dir, split, store, checkpoint, device, batch_size, storage_options, as_json):
+    """Top-1/top-5/mean-class accuracy of a run on a split (all cached views averaged)."""
+    import json
+
+    from pipeline.config import build_config
+    from stages import evaluate
+
+    cfg = build_config(evaluate.EvaluateConfig, None, dict(
+        run=run_dir, split=split, store=store, checkpoint=checkpoint, device=device, batch_size=batch_size,
+        storage_options=_json_option(storage_options, "--storage-options")))
+    result = evaluate.run(cfg)
+    if as_json:
+        click.echo(json.dumps({k: v for k, v in result.__dict__.items() if k != "report"} | {"report": str(result.report)}))
+        return
+    for note in result.notes:
+        click.echo(f"note: {note}", err=True)
+    click.echo(f"{cfg.run} on {result.split} ({result.videos} videos): top-1 {result.top1:.2%}, top-5 "
+               f"{result.top5:.2%}, mean class {result.mean_class_acc:.2%}, loss {result.loss:.4f}; "
+               f"per-class accuracy in {result.report}")
+
+
+@cli.command("stats")
+@click.argument("store")
+@click.option("--split", default="train", show_default=True, help="Split the statistics describe.")
+@click.option("--modality", type=click.Choice(["rgb", "flow", "rgb+flow"]), default="rgb", show_default=True)
+@click.option("--pooled", is_flag=True, help="Spatial stores: stats of (y, x)-averaged maps, as pooled heads see them.")
+@click.option("--storage-options", help="JSON object passed to fsspec for the store URL.")
+def stats_cmd(store, split, modality, pooled, storage_options):
+    """Per-channel mean/std of a split's features (dask, out of core), cached in the store."""
+    from pipeline.store import FeatureStore
+    from pipeline.training.config import MODALITY_STREAMS
+    from pipeline.training.stats import compute_stats, save_to_store
+
+    opened = FeatureStore.open(store, mode="r+", storage_options=_json_option(storage_options, "--storage-options"))
+    for stream in MODALITY_STREAMS[modality]:
+        stats = compute_stats(opened, split=split, stream=stream, pooled=pooled)
+        save_to_store(opened, stats)
+        mean, std = stats.mean, stats.std
+        click.echo(f"{store} {stream} ({split}, {stats.videos} videos, {stats.values:,} values per channel, "
+                   f"{len(mean)} channels): mean in [{min(mean):.4g}, {max(mean):.4g}], std in "
+                   f"[{min(std):.4g}, {max(std):.4g}]; cached as stats/{stats.name}")
 
 
 if __name__ == "__main__":

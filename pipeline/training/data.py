@@ -1,0 +1,183 @@
+"""Features of one split, read once from the store into plain arrays (the fast path's input).
+
+`load_split` returns a `SplitData` of numpy arrays: each stream's frames of every video back to back
+in one contiguous (views, total_frames, C[, H, W]) float16 array plus per-video offsets and lengths.
+Plain arrays go into Ray's object store as they are (zero-copy), so an ablation reads the store
+once and hands the same `SplitData` to every trial. Splits whose features exceed the memory budget
+keep only their video list and are read from Zarr batch by batch (`pipeline.training.streaming`).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from pipeline.errors import StoreError
+from pipeline.store import FeatureStore
+from pipeline.training.config import STREAM_ARRAYS
+
+log = logging.getLogger(__name__)
+READ_THREADS = 4  # zarr reads are mostly per-call overhead; a few threads overlap it
+
+
+@dataclass
+class StreamData:
+    """One stream (rgb or flow) of one split."""
+
+    array: str  # array name in each video group (rgb, flow_feat)
+    frame_shape: tuple[int, ...]  # (C,) pooled or (C, H, W) spatial, as the head sees it
+    views: int
+    offsets: np.ndarray  # (videos,) int64: first frame of each video in `frames`
+    lengths: np.ndarray  # (videos,) int64
+    frames: np.ndarray | None  # (views, total_frames, *frame_shape) float16; None when streamed
+    pool: bool = False  # the store holds maps but the head wants vectors: average over (y, x)
+
+    @property
+    def nbytes(self) -> int:
+        return int(self.views * self.lengths.sum() * np.prod(self.frame_shape) * 2)
+
+
+@dataclass
+class SplitData:
+    """A split's labels and streams; `store_url` lets a streamed split reopen the store anywhere."""
+
+    split: str
+    video_ids: np.ndarray
+    keys: np.ndarray
+    labels: np.ndarray  # (videos,) int64 class indices
+    streams: dict[str, StreamData]
+    store_url: str
+    storage_options: dict[str, Any] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)  # warnings for the user (skipped videos, ...)
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    @property
+    def streamed(self) -> bool:
+        return any(s.frames is None for s in self.streams.values())
+
+    @property
+    def nbytes(self) -> int:
+        return sum(s.nbytes for s in self.streams.values())
+
+
+def select_videos(store: FeatureStore, split: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[str]]:
+    """(video_ids, keys, labels, notes) of the split's complete, labelled videos; errors when none."""
+    index = store.index()
+    in_split = index["split"] == split
+    complete = index["status"] == "complete"
+    labelled = index["label"] >= 0
+    notes = []
+    failed = int((index["status"] == "failed").sum())
+    incomplete = int((in_split & ~complete).sum())
+    unlabelled = int((in_split & complete & ~labelled).sum())
+    if failed:
+        notes.append(f"{store.url}: skipping {failed} failed video(s) recorded in the store's failures")
+    if incomplete:
+        notes.append(f"{store.url}: skipping {incomplete} incomplete video(s) in split {split!r}")
+    keep = in_split & complete & labelled
+    if not keep.any():
+        if (in_split & complete).any():
+            raise StoreError(f"{store.url}: split {split!r} has no labelled videos ({unlabelled} without labels)")
+        known = sorted({str(s) for s in index["split"][complete]})
+        raise StoreError(f"{store.url}: split {split!r} has no complete videos (splits present: {', '.join(known) or 'none'})")
+    if unlabelled:
+        notes.append(f"{store.url}: skipping {unlabelled} unlabelled video(s) in split {split!r}")
+    return _strings(index["video_id"][keep]), _strings(index["key"][keep]), index["label"][keep].astype(np.int64), notes
+
+
+def _strings(values: np.ndarray) -> np.ndarray:
+    """Fixed-width str array (the index may hold numpy's variable-width StringDType)."""
+    return np.array([str(v) for v in values.tolist()], dtype=str)
+
+
+def load_split(
+    store: FeatureStore,
+    split: str,
+    *,
+    streams: Sequence[str] = ("rgb",),
+    pooled: bool = True,
+    memory_budget_bytes: float | None = None,
+    storage_options: dict[str, Any] | None = None,
+) -> SplitData:
+    """Read a split's features into contiguous arrays (or, above the budget, only their layout).
+
+    pooled: the head wants (B, T, D) vectors; spatial maps in the store are averaged over (y, x)
+    once, at load time, instead of in every batch.
+    """
+    video_ids, keys, labels, notes = select_videos(store, split)
+    videos = store.root["videos"]
+    with ThreadPoolExecutor(READ_THREADS) as pool:
+        layout = {s: _layout(store, videos, keys, s, pooled, pool) for s in streams}
+        total = sum(d.nbytes for d in layout.values())
+        stream_it = memory_budget_bytes is not None and total > memory_budget_bytes
+        if stream_it:
+            notes.append(f"split {split!r}: {total / 2**30:.2f} GiB of features exceeds the memory budget "
+                         f"({memory_budget_bytes / 2**30:.2f} GiB); streaming from Zarr with prefetch")
+        else:
+            for data in layout.values():
+                _read_frames(videos, keys, data, pool)
+    log.info("split %s: %d videos, %.1f MiB %s", split, len(keys), total / 2**20,
+             "streamed" if stream_it else "in memory")
+    return SplitData(split=split, video_ids=video_ids, keys=keys, labels=labels, streams=layout,
+                     store_url=store.url, storage_options=dict(storage_options or {}), notes=notes)
+
+
+def _layout(store: FeatureStore, videos, keys: np.ndarray, stream: str, pooled: bool, pool) -> StreamData:
+    name = STREAM_ARRAYS[stream]
+
+    def shape_of(key: str) -> tuple[int, ...]:
+        try:
+            return tuple(videos[f"{key}/{name}"].shape)
+        except KeyError:
+            hint = " (extract with --flow-features to cache flow-stream features)" if stream == "flow" else ""
+            raise StoreError(f"{store.url}: video {key!r} has no {name!r} array, needed for the {stream} "
+                             f"stream{hint}") from None
+
+    shapes = list(pool.map(shape_of, keys))
+    first = shapes[0]
+    if len(first) not in (3, 5):
+        raise StoreError(f"{store.url}: {name!r} of video {keys[0]!r} has shape {first}; expected "
+                         "(view, time, channel) or (view, time, channel, y, x)")
+    for key, shape in zip(keys, shapes):
+        if len(shape) != len(first) or shape[0] != first[0] or shape[2:] != first[2:]:
+            raise StoreError(f"{store.url}: {name!r} of video {key!r} has shape {shape}, unlike {first} "
+                             f"of {keys[0]!r} (views and per-frame shape must match across videos)")
+    lengths = np.array([s[1] for s in shapes], dtype=np.int64)
+    if (lengths < 1).any():
+        bad = keys[int(np.argmax(lengths < 1))]
+        raise StoreError(f"{store.url}: video {bad!r} has no frames in {name!r}")
+    offsets = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
+    spatial_in_store = len(first) == 5
+    frame_shape = first[2:3] if pooled else first[2:]
+    if not pooled and not spatial_in_store:
+        raise StoreError(f"{store.url}: the head needs spatial feature maps but {name!r} holds pooled vectors "
+                         f"{first}; extract with --features spatial or choose a pooled head")
+    return StreamData(array=name, frame_shape=tuple(frame_shape), views=int(first[0]), offsets=offsets,
+                      lengths=lengths, frames=None, pool=pooled and spatial_in_store)
+
+
+def _read_frames(videos, keys: np.ndarray, data: StreamData, pool) -> None:
+    frames = np.empty((data.views, int(data.lengths.sum()), *data.frame_shape), dtype=np.float16)
+
+    def read_one(i: int) -> None:
+        values = read_video(videos, str(keys[i]), data)
+        frames[:, data.offsets[i]: data.offsets[i] + data.lengths[i]] = values
+
+    list(pool.map(read_one, range(len(keys))))
+    data.frames = frames
+
+
+def read_video(videos, key: str, data: StreamData, view: int | slice = slice(None),
+               time: slice = slice(None)) -> np.ndarray:
+    """One video's ([views,] time, *frame_shape) float16 features, pooled over (y, x) when asked."""
+    values = videos[f"{key}/{data.array}"][view, time]
+    if data.pool:
+        values = values.astype(np.float32).mean(axis=(-2, -1))
+    return np.asarray(values, dtype=np.float16)

@@ -1,0 +1,324 @@
+"""The training loop: seed 000's recipe on cached features, resumable, reproducible on CPU.
+
+SGD (momentum 0.9, weight decay 5e-4 on all parameters) with cross-entropy; the learning rate drops
+10x when the validation loss stops improving, twice, and the next plateau ends training (seed 000
+sec. 4.1). Cosine decay and AdamW are options. Multi-stream models train one loss per stream (the
+two-stream papers train each stream on its own labels; a joint softmax overfits to appearance)
+and predict with the average of the streams' non-softmaxed scores. Mixed precision on CUDA.
+
+`train(cfg, data)` takes already-loaded `TrainData`, so an ablation loads a store once and trains
+many heads from it. With `run_dir` it writes last.pt every epoch (everything needed to continue,
+including every RNG state, so a resumed CPU run ends bit-identical to an uninterrupted one),
+checkpoint.pt whenever val top-1 improves, and metrics.jsonl.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from pipeline.device import pick_device
+from pipeline.errors import RunError
+from pipeline.training.batches import MemoryFeatures, Standardizer, eval_plans, train_plans
+from pipeline.training.config import TrainHeadConfig
+from pipeline.training.data import SplitData
+from pipeline.training.metrics import classification_metrics
+from pipeline.training.model import (
+    CHECKPOINT_FORMAT,
+    build_model,
+    load_checkpoint,
+    model_complexity,
+    model_spec,
+    save_checkpoint,
+)
+from pipeline.training.streaming import ZarrFeatures, iterate_batches
+
+Callback = Callable[..., None]  # callback(event, **info): "note", "epoch_start", "batch", "epoch_end"
+
+
+@dataclass
+class TrainData:
+    train: SplitData
+    val: SplitData
+    classes: list[str]
+    stats: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)  # {stream: (mean, std)}
+
+
+@dataclass
+class TrainResult:
+    model: nn.Module
+    spec: dict[str, Any]
+    history: list[dict[str, Any]]
+    best_epoch: int
+    val: dict[str, Any]  # metrics of the best checkpoint on val (with confusion, per_class)
+    complexity: dict[str, int]
+    epochs: int
+    stopped: str  # why training ended
+    train_seconds: float
+    samples_per_second: float
+    notes: list[str]
+
+
+# ---- optimisers and schedules (chosen by name from the config) ----------------------------------
+
+OPTIMIZERS = {
+    "sgd": lambda params, cfg: torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay),
+    "adamw": lambda params, cfg: torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay),
+}
+
+
+class PlateauSchedule:
+    """lr /= 10 when val loss has not improved (relatively, by `threshold`) for `patience` epochs;
+    after `drops` reductions the next plateau stops training."""
+
+    def __init__(self, optimizer: torch.optim.Optimizer, cfg: TrainHeadConfig):
+        self.optimizer, self.patience, self.threshold, self.max_drops = optimizer, cfg.plateau_patience, cfg.plateau_threshold, cfg.lr_drops
+        self.state = {"best": math.inf, "bad_epochs": 0, "drops": 0}
+
+    def start_epoch(self, epoch: int) -> None:
+        pass
+
+    def end_epoch(self, val_loss: float) -> str:
+        """'' to continue, else why to stop."""
+        s = self.state
+        if val_loss < s["best"] * (1 - self.threshold):
+            s["best"], s["bad_epochs"] = val_loss, 0
+            return ""
+        s["bad_epochs"] += 1
+        if s["bad_epochs"] < self.patience:
+            return ""
+        if s["drops"] >= self.max_drops:
+            return f"val loss plateaued after {s['drops']} lr reductions"
+        s["drops"] += 1
+        s["bad_epochs"] = 0
+        for group in self.optimizer.param_groups:
+            group["lr"] /= 10
+        return ""
+
+
+class CosineSchedule:
+    """lr follows half a cosine from cfg.lr to 0 over cfg.epochs."""
+
+    def __init__(self, optimizer: torch.optim.Optimizer, cfg: TrainHeadConfig):
+        self.optimizer, self.base, self.epochs = optimizer, cfg.lr, cfg.epochs
+        self.state: dict[str, Any] = {}
+
+    def start_epoch(self, epoch: int) -> None:
+        for group in self.optimizer.param_groups:
+            group["lr"] = self.base * 0.5 * (1 + math.cos(math.pi * epoch / self.epochs))
+
+    def end_epoch(self, val_loss: float) -> str:
+        return ""
+
+
+SCHEDULES = {"plateau": PlateauSchedule, "cosine": CosineSchedule}
+
+
+# ---- data sources -------------------------------------------------------------------------------
+
+
+def make_source(split: SplitData, *, device: torch.device, num_segments: int,
+                stats: dict[str, tuple[np.ndarray, np.ndarray]] | None, max_batch: int):
+    standardizers = {s: Standardizer(*stats[s], device=device, spatial=len(d.frame_shape) == 3)
+                     for s, d in split.streams.items() if stats and s in stats}
+    if split.streamed:
+        return ZarrFeatures(split, device=device, num_segments=num_segments, standardizers=standardizers)
+    return MemoryFeatures(split, device=device, num_segments=num_segments, standardizers=standardizers,
+                          max_batch=max_batch)
+
+
+def num_views(split: SplitData) -> int:
+    return max(d.views for d in split.streams.values())
+
+
+@torch.no_grad()
+def predict(model: nn.Module, source, *, views: int, batch_size: int, amp: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """Logits (averaged over all cached views, before softmax) and labels for a whole split."""
+    model.eval()
+    device_type = source.device.type
+    logits, labels = [], []
+    total, count = None, 0
+    for x, y in iterate_batches(source, eval_plans(len(source), batch_size), views=range(views)):
+        with torch.autocast(device_type=device_type, dtype=torch.float16, enabled=amp):
+            out = model(x).float()
+        total = out if total is None else total + out
+        count += 1
+        if count == views:
+            logits.append(total / views)
+            labels.append(y.clone())
+            total, count = None, 0
+    return torch.cat(logits), torch.cat(labels)
+
+
+def evaluate(model: nn.Module, source, *, views: int, batch_size: int, amp: bool = False) -> dict[str, Any]:
+    logits, labels = predict(model, source, views=views, batch_size=batch_size, amp=amp)
+    metrics = classification_metrics(logits, labels)
+    metrics["loss"] = float(F.cross_entropy(logits, labels))
+    return metrics
+
+
+def data_notes(data: TrainData) -> list[str]:
+    notes = list(data.train.notes) + [n for n in data.val.notes if n not in data.train.notes]
+    missing = sorted(set(range(len(data.classes))) - set(np.unique(data.train.labels).tolist()))
+    if missing:
+        names = ", ".join(repr(data.classes[c]) for c in missing[:5]) + (" ..." if len(missing) > 5 else "")
+        notes.append(f"{len(missing)} class(es) have no training videos and cannot be learned: {names}")
+    return notes
+
+
+# ---- the loop -----------------------------------------------------------------------------------
+
+
+def train(cfg: TrainHeadConfig, data: TrainData, *, run_dir: str | Path | None = None, resume: bool = False,
+          callback: Callback | None = None, checkpoint_extra: dict[str, Any] | None = None) -> TrainResult:
+    """Train on loaded data; with `run_dir`, write checkpoints and metrics.jsonl there, and with
+    `resume` continue from its last.pt."""
+    emit = callback or (lambda event, **info: None)
+    notes = data_notes(data)
+    for note in notes:
+        emit("note", message=note)
+    device = pick_device(cfg.device)
+    amp = cfg.amp and device.type == "cuda"
+    frame_shapes = {s: d.frame_shape for s, d in data.train.streams.items()}
+    spec = model_spec(cfg, num_classes=len(data.classes), frame_shapes=frame_shapes)
+
+    torch.manual_seed(cfg.seed)
+    model = build_model(spec).to(device)
+    complexity = model_complexity(model, spec)
+    optimizer = OPTIMIZERS[cfg.optimizer](model.parameters(), cfg)
+    schedule = SCHEDULES[cfg.schedule](optimizer, cfg)
+    scaler = torch.amp.GradScaler("cuda", enabled=amp)
+    generator = torch.Generator().manual_seed(cfg.seed)
+    train_src = make_source(data.train, device=device, num_segments=cfg.segments, stats=data.stats,
+                            max_batch=cfg.batch_size)
+    val_src = make_source(data.val, device=device, num_segments=cfg.segments, stats=data.stats,
+                          max_batch=cfg.eval_batch_size)
+    views = num_views(data.val)
+
+    state = {"epoch": 0, "history": [], "best_top1": -1.0, "best_epoch": 0, "train_seconds": 0.0,
+             "step_seconds": 0.0, "samples": 0, "stopped": ""}
+    run_dir = Path(run_dir) if run_dir is not None else None
+    if run_dir is not None and resume and (run_dir / "last.pt").is_file():
+        state = _restore(run_dir / "last.pt", cfg, model, optimizer, schedule, scaler, generator)
+        emit("note", message=f"resuming {run_dir} after epoch {state['epoch']}")
+    extra = dict(checkpoint_extra or {})
+    stats_tensors = {s: {"mean": torch.as_tensor(m), "std": torch.as_tensor(v)} for s, (m, v) in data.stats.items()}
+
+    while state["epoch"] < cfg.epochs and not state["stopped"]:
+        epoch = state["epoch"] + 1
+        started = time.perf_counter()
+        schedule.start_epoch(epoch - 1)
+        lr = optimizer.param_groups[0]["lr"]
+        plans = train_plans(len(train_src), cfg.batch_size, cfg.segments, generator)
+        emit("epoch_start", epoch=epoch, epochs=cfg.epochs, batches=len(plans))
+        model.train()
+        loss_sum = torch.zeros((), device=device)
+        hits = torch.zeros((), device=device)
+        seen = 0
+        for x, y in iterate_batches(train_src, plans):
+            with torch.autocast(device_type=device.type, dtype=torch.float16, enabled=amp):
+                per_stream = model.stream_logits(x)
+                loss = sum(F.cross_entropy(out.float(), y) for out in per_stream.values()) / len(per_stream)
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+            with torch.no_grad():
+                fused = torch.stack([o.float() for o in per_stream.values()]).mean(0)
+                hits += (fused.argmax(1) == y).sum()
+                loss_sum += loss.detach() * len(y)
+            seen += len(y)
+            emit("batch", size=len(y))
+        step_seconds = time.perf_counter() - started
+        val = evaluate(model, val_src, views=views, batch_size=cfg.eval_batch_size, amp=amp)
+        state["stopped"] = schedule.end_epoch(val["loss"])
+        seconds = time.perf_counter() - started
+        record = {"epoch": epoch, "lr": lr, "train_loss": float(loss_sum) / max(seen, 1),
+                  "train_top1": float(hits) / max(seen, 1), "val_loss": val["loss"], "val_top1": val["top1"],
+                  "val_top5": val["top5"], "val_mean_class_acc": val["mean_class_acc"], "seconds": seconds,
+                  "samples_per_second": seen / step_seconds if step_seconds > 0 else 0.0}
+        state["epoch"] = epoch
+        state["history"].append(record)
+        state["train_seconds"] += seconds
+        state["step_seconds"] += step_seconds
+        state["samples"] += seen
+        improved = val["top1"] > state["best_top1"]
+        if improved:
+            state["best_top1"], state["best_epoch"] = val["top1"], epoch
+        if run_dir is not None:
+            if improved:
+                save_checkpoint({"format": CHECKPOINT_FORMAT, "kind": "best", "spec": spec, "model": model.state_dict(),
+                                 "classes": list(data.classes), "epoch": epoch, "val_top1": val["top1"],
+                                 "segments": cfg.segments, "stats": stats_tensors, **extra}, run_dir / "checkpoint.pt")
+            _save_last(run_dir / "last.pt", cfg, state, model, optimizer, schedule, scaler, generator)
+            _write_jsonl(run_dir / "metrics.jsonl", state["history"])
+        emit("epoch_end", record=record, stopped=state["stopped"])
+
+    if run_dir is not None and (run_dir / "checkpoint.pt").is_file():
+        model.load_state_dict(load_checkpoint(run_dir / "checkpoint.pt", map_location=device)["model"])
+    best = evaluate(model, val_src, views=views, batch_size=cfg.eval_batch_size, amp=amp)
+    if hasattr(train_src, "close"):
+        train_src.close()
+    if hasattr(val_src, "close"):
+        val_src.close()
+    return TrainResult(
+        model=model, spec=spec, history=state["history"], best_epoch=state["best_epoch"], val=best,
+        complexity=complexity, epochs=state["epoch"], stopped=state["stopped"] or f"reached {cfg.epochs} epochs",
+        train_seconds=state["train_seconds"],
+        samples_per_second=state["samples"] / state["step_seconds"] if state["step_seconds"] else 0.0,
+        notes=notes,
+    )
+
+
+# ---- last.pt: everything needed to continue ------------------------------------------------------
+
+
+def _save_last(path: Path, cfg, state, model, optimizer, schedule, scaler, generator) -> None:
+    rng = {"torch": torch.get_rng_state(), "data": generator.get_state()}
+    if torch.cuda.is_available():
+        rng["cuda"] = torch.cuda.get_rng_state_all()
+    save_checkpoint({
+        "format": CHECKPOINT_FORMAT, "kind": "last", "identity": _plain(cfg.identity()), "state": state,
+        "model": model.state_dict(), "optimizer": optimizer.state_dict(), "schedule": dict(schedule.state),
+        "scaler": scaler.state_dict(), "rng": rng,
+    }, path)
+
+
+def _restore(path: Path, cfg, model, optimizer, schedule, scaler, generator) -> dict[str, Any]:
+    saved = load_checkpoint(path)
+    if saved.get("kind") != "last":
+        raise RunError(f"{path}: not a last.pt checkpoint")
+    if saved["identity"] != _plain(cfg.identity()):
+        diff = sorted(k for k, v in _plain(cfg.identity()).items() if saved["identity"].get(k) != v)
+        raise RunError(f"{path}: was written by a different config (differs in: {', '.join(diff)}); cannot resume")
+    model.load_state_dict(saved["model"])
+    optimizer.load_state_dict(saved["optimizer"])
+    schedule.state.update(saved["schedule"])
+    if saved["scaler"]:
+        scaler.load_state_dict(saved["scaler"])
+    torch.set_rng_state(saved["rng"]["torch"])
+    generator.set_state(saved["rng"]["data"])
+    if "cuda" in saved["rng"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(saved["rng"]["cuda"])
+    return dict(saved["state"])
+
+
+def _plain(value: Any) -> Any:
+    """Identity values as torch.load(weights_only=True) returns them (tuples become lists)."""
+    return json.loads(json.dumps(value))
+
+
+def _write_jsonl(path: Path, history: list[dict[str, Any]]) -> None:
+    tmp = path.with_suffix(".jsonl.tmp")
+    tmp.write_text("".join(json.dumps(r) + "\n" for r in history))
+    tmp.replace(path)

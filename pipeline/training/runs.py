@@ -1,0 +1,107 @@
+"""Run directories and the store a run was trained on.
+
+A run dir holds config.yaml, checkpoint.pt (best val top-1), last.pt, metrics.jsonl, metrics.json,
+curves.png and confusion.png. A run records its store's signature (classes, extract config hash,
+per-stream frame shape and views); evaluation, prediction and resuming refuse a store that differs.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from pipeline.config import config_to_dict, from_dict, read_yaml
+from pipeline.errors import RunError, StoreError
+from pipeline.store import FeatureStore
+from pipeline.training.config import STREAM_ARRAYS, TrainHeadConfig
+
+RUN_FILES = ("config.yaml", "checkpoint.pt", "last.pt", "metrics.jsonl", "metrics.json", "curves.png",
+             "confusion.png", "stats.json")
+
+
+def store_signature(store: FeatureStore, streams: tuple[str, ...], *, pooled: bool, split: str = "train") -> dict[str, Any]:
+    """What a head depends on: classes, extract config hash, and each stream's views and frame shape
+    (as the head sees it), read from the split's first complete video."""
+    index = store.index()
+    ok = (index["status"] == "complete") & (index["split"] == split)
+    if not ok.any():
+        ok = index["status"] == "complete"
+    if not ok.any():
+        raise StoreError(f"{store.url}: the store holds no complete videos")
+    key = str(index["key"][int(np.argmax(ok))])
+    group = store.root["videos"][key]
+    shapes = {}
+    for stream in streams:
+        name = STREAM_ARRAYS[stream]
+        if name not in group:
+            hint = " (it was extracted without --flow-features; use --modality rgb)" if stream == "flow" else ""
+            raise StoreError(f"{store.url}: the {stream} stream needs {name!r} arrays but the store has none{hint}")
+        shape = tuple(int(v) for v in group[name].shape)
+        if not pooled and len(shape) != 5:
+            raise StoreError(f"{store.url}: this head needs spatial feature maps but {name!r} holds pooled "
+                             f"vectors {shape}; extract with --features spatial or choose a pooled head")
+        shapes[stream] = {"views": shape[0], "frame_shape": list(shape[2:3] if pooled else shape[2:])}
+    return {"classes": store.classes, "config_hash": store.meta.get("config_hash", ""), "streams": shapes}
+
+
+def check_signature(saved: dict[str, Any], current: dict[str, Any], *, store_url: str, run: str | Path) -> None:
+    if saved["classes"] != current["classes"]:
+        a, b = saved["classes"], current["classes"]
+        detail = f"{len(a)} vs {len(b)} classes" if len(a) != len(b) else \
+            f"class {next(i for i, (x, y) in enumerate(zip(a, b)) if x != y)} differs"
+        raise StoreError(f"{store_url}: classes differ from those run {run} was trained on ({detail})")
+    for stream, want in saved["streams"].items():
+        have = current["streams"].get(stream)
+        if have is None or have["frame_shape"] != want["frame_shape"]:
+            got = have["frame_shape"] if have else "none"
+            raise StoreError(f"{store_url}: {stream} features have shape {got}; run {run} was trained on "
+                             f"{want['frame_shape']}")
+    if saved.get("config_hash") and current.get("config_hash") and saved["config_hash"] != current["config_hash"]:
+        raise StoreError(f"{store_url}: made by a different extract config (hash {current['config_hash']}) than "
+                         f"the store run {run} was trained on ({saved['config_hash']})")
+
+
+def read_run_config(run_dir: str | Path) -> TrainHeadConfig:
+    path = Path(run_dir) / "config.yaml"
+    if not path.is_file():
+        raise RunError(f"{run_dir}: not a train-head run (no config.yaml)")
+    return from_dict(TrainHeadConfig, read_yaml(path), source=str(path))
+
+
+def prepare_run_dir(cfg: TrainHeadConfig) -> bool:
+    """Check or clear the run dir; True when an earlier run of the same config should be continued.
+
+    Same config: continue (re-running a command resumes). Different config: refused unless
+    --overwrite, which deletes the run's files (only those). --resume insists there is a run.
+    """
+    run_dir = Path(cfg.out)
+    existing = run_dir / "config.yaml"
+    if cfg.overwrite:
+        for name in RUN_FILES:
+            (run_dir / name).unlink(missing_ok=True)
+        for path in run_dir.glob("eval_*"):
+            path.unlink()
+        return False
+    if not existing.is_file():
+        if cfg.resume:
+            raise RunError(f"{run_dir}: nothing to resume (no config.yaml); drop --resume to start a run")
+        if run_dir.is_dir() and any(run_dir.iterdir()):
+            raise RunError(f"{run_dir}: exists and is not a train-head run; pick another -o")
+        return False
+    old = read_run_config(run_dir)
+    mine, theirs = _plain(cfg.identity()), _plain(old.identity())
+    if mine != theirs:
+        diff = sorted(k for k in mine if mine[k] != theirs.get(k))
+        raise RunError(f"{run_dir}: holds a run with a different config (differs in: {', '.join(diff)}); "
+                       "use another -o or --overwrite")
+    resumable = (run_dir / "last.pt").is_file()
+    if cfg.resume and not resumable:
+        raise RunError(f"{run_dir}: nothing to resume (no last.pt); drop --resume to start the run")
+    return resumable
+
+
+def _plain(value: Any) -> Any:
+    return json.loads(json.dumps(config_to_dict(value)))

@@ -1,0 +1,90 @@
+"""Evaluate a trained run on a split: `run(cfg) -> EvaluateResult`.
+
+Loads checkpoint.pt (weights_only), checks the store against the run's signature, averages the
+logits of all cached views, and writes eval_<split>.json (top-1, top-5, mean class accuracy and
+per-class accuracy with support) and eval_<split>_confusion.png into the run dir.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pipeline.device import pick_device
+from pipeline.errors import ConfigError
+from pipeline.store import FeatureStore
+from pipeline.training.data import load_split
+from pipeline.training.loop import evaluate, make_source, num_views
+from pipeline.training.model import build_model, head_input_kind, load_checkpoint
+from pipeline.training.reports import plot_confusion
+from pipeline.training.runs import check_signature, read_run_config, store_signature
+
+
+@dataclass(frozen=True)
+class EvaluateConfig:
+    run: str = ""
+    split: str = "val"
+    store: str = ""  # default: the store the run was trained on
+    storage_options: dict[str, Any] = field(default_factory=dict)
+    checkpoint: str = "checkpoint.pt"  # or last.pt
+    device: str = "auto"
+    batch_size: int = 256
+
+    def __post_init__(self) -> None:
+        if not self.run:
+            raise ConfigError("evaluate needs a run dir (--run)")
+        if self.batch_size < 1:
+            raise ConfigError(f"batch_size must be >= 1, got {self.batch_size}")
+
+
+@dataclass
+class EvaluateResult:
+    split: str
+    videos: int
+    top1: float
+    top5: float
+    mean_class_acc: float
+    loss: float
+    per_class: list[dict[str, Any]]
+    report: Path
+    notes: list[str]
+
+
+def run(cfg: EvaluateConfig) -> EvaluateResult:
+    run_dir = Path(cfg.run)
+    train_cfg = read_run_config(run_dir)
+    checkpoint = load_checkpoint(run_dir / cfg.checkpoint)
+    store_url = cfg.store or train_cfg.store
+    store = FeatureStore.open(store_url, storage_options=(cfg.storage_options or train_cfg.storage_options) or None)
+    pooled = head_input_kind(train_cfg.head) == "pooled"
+    check_signature(checkpoint["store"], store_signature(store, train_cfg.streams, pooled=pooled, split=cfg.split),
+                    store_url=store_url, run=run_dir)
+    device = pick_device(cfg.device)
+    split = load_split(store, cfg.split, streams=train_cfg.streams, pooled=pooled,
+                       memory_budget_bytes=train_cfg.memory_budget_gb * 2**30,
+                       storage_options=cfg.storage_options or train_cfg.storage_options)
+    model = build_model(checkpoint["spec"]).to(device)
+    model.load_state_dict(checkpoint["model"])
+    stats = {s: (v["mean"].numpy(), v["std"].numpy()) for s, v in checkpoint.get("stats", {}).items()}
+    source = make_source(split, device=device, num_segments=checkpoint["segments"], stats=stats,
+                         max_batch=cfg.batch_size)
+    metrics = evaluate(model, source, views=num_views(split), batch_size=cfg.batch_size,
+                       amp=train_cfg.amp and device.type == "cuda")
+    if hasattr(source, "close"):
+        source.close()
+    classes = checkpoint["classes"]
+    support = metrics["confusion"].sum(axis=1)
+    per_class = [{"class": name, "accuracy": None if acc != acc else float(acc), "support": int(n)}
+                 for name, acc, n in zip(classes, metrics["per_class"], support)]
+    report = run_dir / f"eval_{cfg.split}.json"
+    summary = {"split": cfg.split, "store": store_url, "checkpoint": cfg.checkpoint, "videos": len(split),
+               "top1": metrics["top1"], "top5": metrics["top5"], "mean_class_acc": metrics["mean_class_acc"],
+               "loss": metrics["loss"], "per_class": per_class, "notes": split.notes}
+    report.write_text(json.dumps(summary, indent=1))
+    plot_confusion(metrics["confusion"], classes, run_dir / f"eval_{cfg.split}_confusion.png",
+                   title=f"{train_cfg.head}: {cfg.split}")
+    return EvaluateResult(split=cfg.split, videos=len(split), top1=metrics["top1"], top5=metrics["top5"],
+                          mean_class_acc=metrics["mean_class_acc"], loss=metrics["loss"], per_class=per_class,
+                          report=report, notes=list(split.notes))

@@ -1,0 +1,361 @@
+"""Stage two: sampling, the fast data path, learning, resume, checkpoints, stats, bad input, CLI."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from store_fixtures import make_store
+
+from cli import main
+from pipeline.errors import ConfigError, RunError, StoreError
+from pipeline.store import FeatureStore
+from pipeline.training.batches import MemoryFeatures, eval_plans, segment_indices, train_plans
+from pipeline.training.config import TrainHeadConfig
+from pipeline.training.data import load_split
+from pipeline.training.loop import TrainData, make_source, predict, train
+from pipeline.training.model import build_model, load_checkpoint
+from pipeline.training.stats import compute_stats
+from pipeline.training.streaming import ZarrFeatures, iterate_batches
+from stages import evaluate, train_head
+
+
+@pytest.fixture(scope="module")
+def store_url(tmp_path_factory):
+    url = str(tmp_path_factory.mktemp("stores") / "order.zarr")
+    make_store(url, flow_features=True, flow_dim=8, failed=["train/class_0/001"], incomplete=["train/class_1/002"])
+    return url
+
+
+@pytest.fixture(scope="module")
+def store(store_url):
+    return FeatureStore.open(store_url)
+
+
+@pytest.fixture(scope="module")
+def spatial_url(tmp_path_factory):
+    url = str(tmp_path_factory.mktemp("stores") / "maps.zarr")
+    make_store(url, spatial=(2, 3), dim=6, per_class={"train": 4, "val": 2})
+    return url
+
+
+def config(store_url, out="", **kw):
+    base = dict(store=store_url, out=out, head="mlp", segments=4, epochs=3, lr=0.05, batch_size=16, proj_dim=32)
+    return TrainHeadConfig(**{**base, **kw})
+
+
+# ---- sampling ----------------------------------------------------------------------------------
+
+
+def test_train_indices_fall_inside_their_segments():
+    gen = torch.Generator().manual_seed(0)
+    lengths = torch.randint(8, 200, (500,), generator=gen)
+    n = 8
+    idx = segment_indices(lengths, n, torch.rand(500, n, generator=gen))
+    for length, row in zip(lengths.tolist(), idx.tolist()):
+        for t, i in enumerate(row):
+            start, end = t * length // n, (t + 1) * length // n
+            assert start <= i < end
+    assert (idx[:, 1:] > idx[:, :-1]).all()  # one frame per segment, in order
+
+
+def test_train_positions_cover_the_whole_segment():
+    lengths = torch.full((4000,), 80)  # 10 frames per segment
+    idx = segment_indices(lengths, 8, torch.rand(4000, 8, generator=torch.Generator().manual_seed(1)))
+    assert set(idx[:, 3].tolist()) == set(range(30, 40))
+
+
+def test_eval_takes_segment_middles():
+    idx = segment_indices(torch.tensor([16, 17, 8]), 4)
+    assert idx.tolist() == [[2, 6, 10, 14], [2, 6, 10, 14], [1, 3, 5, 7]]
+
+
+def test_short_videos_repeat_frames_in_order():
+    for positions in (None, torch.rand(1, 8)):
+        idx = segment_indices(torch.tensor([3]), 8, positions)[0]
+        assert idx.tolist() == [0, 0, 0, 1, 1, 1, 2, 2]
+    assert segment_indices(torch.tensor([1]), 4).tolist() == [[0, 0, 0, 0]]
+
+
+def test_plans_visit_every_video_once_and_drop_a_lone_last_sample():
+    plans = train_plans(33, 16, 4, torch.Generator().manual_seed(0))
+    seen = torch.cat([p.videos for p in plans])
+    assert [len(p.videos) for p in plans] == [16, 16] and len(set(seen.tolist())) == 32
+    assert [len(p.videos) for p in train_plans(34, 16, 4, torch.Generator())] == [16, 16, 2]
+
+
+# ---- the data path -----------------------------------------------------------------------------
+
+
+def naive_sample(split, video, positions, view_draw, n, view=0):
+    """Per-sample Python reference: straight from the numpy split."""
+    out = {}
+    for name, s in split.streams.items():
+        length, offset = int(s.lengths[video]), int(s.offsets[video])
+        frames = []
+        for t in range(n):
+            start, end = t * length // n, (t + 1) * length // n
+            size = max(end - start, 1)
+            pick = size // 2 if positions is None else min(int(float(positions[t]) * size), size - 1)
+            frames.append(start + pick)
+        v = view if view_draw is None else min(int(float(view_draw) * s.views), s.views - 1)
+        out[name] = s.frames[v, offset + np.array(frames)].astype(np.float32)
+    return out
+
+
+def test_gather_equals_the_naive_per_sample_reference(store):
+    split = load_split(store, "train", streams=("rgb", "flow"))
+    source = MemoryFeatures(split, device=torch.device("cpu"), num_segments=5, max_batch=8)
+    plans = train_plans(len(split), 8, 5, torch.Generator().manual_seed(3))
+    views_used = set()
+    for plan in plans[:6]:
+        x, y = source.gather(plan)
+        for b, video in enumerate(plan.videos.tolist()):
+            ref = naive_sample(split, video, plan.positions[b], plan.view_draw[b], 5)
+            for name in ("rgb", "flow"):
+                np.testing.assert_array_equal(x[name][b].numpy(), ref[name])
+            assert y[b] == split.labels[video]
+            views_used.add(min(int(float(plan.view_draw[b]) * 2), 1))
+    assert views_used == {0, 1}  # a random cached view per sample
+    plan = eval_plans(len(split), 8)[1]
+    for view in (0, 1):
+        x, _ = source.gather(plan, view)
+        for b, video in enumerate(plan.videos.tolist()):
+            np.testing.assert_array_equal(x["rgb"][b].numpy(), naive_sample(split, video, None, None, 5, view)["rgb"])
+
+
+def test_streamed_features_equal_in_memory_ones(store):
+    memory = load_split(store, "train", streams=("rgb", "flow"))
+    streamed = load_split(store, "train", streams=("rgb", "flow"), memory_budget_bytes=1000)
+    assert streamed.streamed and not memory.streamed
+    assert any("streaming from Zarr" in n for n in streamed.notes)
+    cpu = torch.device("cpu")
+    a = MemoryFeatures(memory, device=cpu, num_segments=4, max_batch=16)
+    b = ZarrFeatures(streamed, device=cpu, num_segments=4)
+    plans = train_plans(len(memory), 16, 4, torch.Generator().manual_seed(0))
+    for (xa, ya), (xb, yb) in zip(iterate_batches(a, plans), iterate_batches(b, plans)):
+        assert torch.equal(ya, yb)
+        for name in xa:
+            assert torch.equal(xa[name], xb[name])
+    b.close()
+
+
+def test_evaluation_averages_the_logits_of_all_views(store):
+    split = load_split(store, "val")
+    torch.manual_seed(0)
+    model = build_model({"fusion": "single", "heads": {"rgb": dict(name="lstm", num_classes=4, num_segments=4, in_dim=16,
+                                                                     spatial=None, streams=["rgb"], proj_dim=8)}})
+    source = make_source(split, device=torch.device("cpu"), num_segments=4, stats=None, max_batch=8)
+    logits, labels = predict(model, source, views=2, batch_size=8)
+    model.eval()
+    with torch.no_grad():
+        per_view = [torch.stack([model({"rgb": torch.from_numpy(naive_sample(split, v, None, None, 4, view)["rgb"])[None]})[0]
+                                 for v in range(len(split))]) for view in (0, 1)]
+    torch.testing.assert_close(logits, (per_view[0] + per_view[1]) / 2, rtol=1e-5, atol=1e-5)
+    assert labels.tolist() == split.labels.tolist()
+
+
+def test_pooled_heads_get_maps_averaged_once_at_load(spatial_url):
+    store = FeatureStore.open(spatial_url)
+    pooled = load_split(store, "train", pooled=True)
+    maps = load_split(store, "train", pooled=False)
+    assert pooled.streams["rgb"].frames.shape[2:] == (6,) and maps.streams["rgb"].frames.shape[2:] == (6, 2, 3)
+    expected = maps.streams["rgb"].frames.astype(np.float32).mean(axis=(-2, -1))
+    np.testing.assert_allclose(pooled.streams["rgb"].frames, expected, atol=2e-3)
+
+
+# ---- training ----------------------------------------------------------------------------------
+
+
+def test_order_aware_head_learns_what_tsn_cannot(store):
+    data = TrainData(load_split(store, "train"), load_split(store, "val"), store.classes)
+    mlp = train(config("x", head="mlp", epochs=8), data)
+    tsn = train(config("x", head="tsn", epochs=8), data)
+    assert mlp.val["top1"] >= 0.9
+    assert tsn.val["top1"] <= 0.75  # within a time-reversed pair an average of frames is at chance
+    assert mlp.history[0]["samples_per_second"] > 0 and mlp.complexity["params"] > 0
+
+
+def test_two_stream_late_and_joint_fusion(store):
+    streams = ("rgb", "flow")
+    data = TrainData(load_split(store, "train", streams=streams), load_split(store, "val", streams=streams), store.classes)
+    late = train(config("x", head="mlp", modality="rgb+flow", epochs=6), data)
+    assert set(late.spec["heads"]) == {"rgb", "flow"} and late.val["top1"] >= 0.9
+    joint = train(config("x", head="st_resnet", modality="rgb+flow", fusion="joint", epochs=2), data)
+    assert list(joint.spec["heads"]) == ["joint"] and joint.model.streams == ("rgb", "flow")
+    with pytest.raises(ConfigError, match="two-stream head"):
+        train(config("x", head="mlp", modality="rgb+flow", fusion="joint"), data)
+
+
+def test_spatial_head_trains_on_maps(spatial_url, tmp_path):
+    result = train_head.run(config(spatial_url, str(tmp_path / "run"), head="fcn3d", epochs=1))
+    assert result.metrics["macs"] > 0 and 0 <= result.metrics["val_top1"] <= 1
+
+
+def test_run_dir_files_and_weights_only_checkpoints(store_url, tmp_path):
+    out = tmp_path / "run"
+    result = train_head.run(config(store_url, str(out), head="trn_multiscale", standardize=True))
+    for name in ("config.yaml", "checkpoint.pt", "last.pt", "metrics.jsonl", "metrics.json", "curves.png",
+                 "confusion.png", "stats.json"):
+        assert (out / name).is_file(), name
+    metrics = json.loads((out / "metrics.json").read_text())
+    for key in ("val_top1", "val_top5", "val_mean_class_acc", "params", "macs", "epochs", "train_seconds",
+                "samples_per_second"):
+        assert key in metrics
+    assert len((out / "metrics.jsonl").read_text().splitlines()) == metrics["epochs"] == 3
+    best = torch.load(out / "checkpoint.pt", weights_only=True)
+    torch.load(out / "last.pt", weights_only=True)
+    model = build_model(best["spec"])
+    model.load_state_dict(best["model"])
+    assert set(best["stats"]) == {"rgb"}
+    assert best["val_top1"] == max(r["val_top1"] for r in result.train.history)
+    again = evaluate.run(evaluate.EvaluateConfig(run=str(out), split="val"))
+    assert again.top1 == pytest.approx(metrics["val_top1"])
+    test = evaluate.run(evaluate.EvaluateConfig(run=str(out), split="test"))
+    assert test.videos == 16 and (out / "eval_test.json").is_file()
+    assert len(json.loads((out / "eval_test.json").read_text())["per_class"]) == 4
+
+
+class Interrupt(Exception):
+    pass
+
+
+def test_resume_ends_identical_to_an_uninterrupted_run(store_url, tmp_path):
+    kw = dict(head="trn_multiscale", epochs=4, plateau_patience=1, lr=0.5)
+    whole = train_head.run(config(store_url, str(tmp_path / "whole"), **kw))
+
+    def stop_after_two(event, **info):
+        if event == "epoch_end" and info["record"]["epoch"] == 2:
+            raise Interrupt
+
+    with pytest.raises(Interrupt):
+        train_head.run(config(store_url, str(tmp_path / "cut"), **kw), callback=stop_after_two)
+    assert len((tmp_path / "cut" / "metrics.jsonl").read_text().splitlines()) == 2
+    resumed = train_head.run(config(store_url, str(tmp_path / "cut"), resume=True, **kw))
+    assert resumed.resumed
+    a = load_checkpoint(tmp_path / "whole" / "last.pt")
+    b = load_checkpoint(tmp_path / "cut" / "last.pt")
+    for name in a["model"]:
+        assert torch.equal(a["model"][name], b["model"][name]), name
+    drop = ("seconds", "samples_per_second")
+    assert [{k: v for k, v in r.items() if k not in drop} for r in whole.train.history] == \
+           [{k: v for k, v in r.items() if k not in drop} for r in resumed.train.history]
+
+
+# ---- statistics --------------------------------------------------------------------------------
+
+
+def test_dask_stats_equal_numpy(store, spatial_url):
+    split = load_split(store, "train")
+    frames = split.streams["rgb"].frames.astype(np.float64).reshape(-1, 16)
+    stats = compute_stats(store, split="train", stream="rgb")
+    np.testing.assert_allclose(stats.mean, frames.mean(axis=0), rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(stats.std, frames.std(axis=0), rtol=1e-8)
+    maps = FeatureStore.open(spatial_url)
+    raw = load_split(maps, "train", pooled=False).streams["rgb"].frames.astype(np.float64)
+    per_channel = np.moveaxis(raw, 2, -1).reshape(-1, 6)
+    stats = compute_stats(maps, split="train", stream="rgb")
+    np.testing.assert_allclose(stats.std, per_channel.std(axis=0), rtol=1e-8)
+    assert stats.values == per_channel.shape[0]
+
+
+# ---- bad input ---------------------------------------------------------------------------------
+
+
+def test_failed_and_incomplete_videos_are_skipped_with_counts(store):
+    split = load_split(store, "train")
+    assert len(split) == 4 * 12 - 2
+    assert any("1 failed" in n for n in split.notes) and any("1 incomplete" in n for n in split.notes)
+
+
+def test_empty_or_unlabelled_splits_are_one_line_errors(store, tmp_path):
+    with pytest.raises(StoreError, match="split 'holdout' has no complete videos"):
+        load_split(store, "holdout")
+    url = str(tmp_path / "unlabelled.zarr")
+    make_store(url, per_class={"train": 2, "test": 1}, unlabelled_split="test")
+    with pytest.raises(StoreError, match="split 'test' has no labelled videos"):
+        load_split(FeatureStore.open(url), "test")
+
+
+def test_missing_class_in_train_is_a_warning(tmp_path):
+    url = str(tmp_path / "gap.zarr")
+    make_store(url, num_classes=4, per_class={"train": 3, "val": 2})
+    store = FeatureStore.open(url)
+    train_split = load_split(store, "train")
+    keep = train_split.labels != 3  # drop class 3 from training
+    for s in train_split.streams.values():
+        s.offsets, s.lengths = s.offsets[keep], s.lengths[keep]
+    train_split.labels, train_split.keys = train_split.labels[keep], train_split.keys[keep]
+    notes = []
+    train(config(url, epochs=1), TrainData(train_split, load_split(store, "val"), store.classes),
+          callback=lambda event, **info: notes.append(info.get("message", "")))
+    assert any("1 class(es) have no training videos" in n and "class_3" in n for n in notes)
+
+
+def test_mismatched_modality_and_feature_kind_are_clear_errors(spatial_url, tmp_path):
+    with pytest.raises(StoreError, match="flow stream needs 'flow_feat' arrays"):
+        train_head.run(config(spatial_url, str(tmp_path / "a"), modality="flow"))
+    pooled_url = str(tmp_path / "pooled.zarr")
+    make_store(pooled_url, per_class={"train": 2, "val": 1})
+    with pytest.raises(StoreError, match="needs spatial feature maps"):
+        train_head.run(config(pooled_url, str(tmp_path / "b"), head="convlstm"))
+
+
+def test_run_dir_with_another_config_is_refused(store_url, tmp_path):
+    out = str(tmp_path / "run")
+    train_head.run(config(store_url, out, epochs=1))
+    with pytest.raises(RunError, match=r"different config \(differs in: head\)"):
+        train_head.run(config(store_url, out, epochs=1, head="lstm"))
+    assert train_head.run(config(store_url, out, epochs=1, head="lstm", overwrite=True)).metrics["head"] == "lstm"
+    with pytest.raises(RunError, match="nothing to resume"):
+        train_head.run(config(store_url, str(tmp_path / "new"), resume=True))
+
+
+def test_evaluate_refuses_a_store_with_other_classes_or_shapes(store_url, tmp_path):
+    out = str(tmp_path / "run")
+    train_head.run(config(store_url, out, epochs=1))
+    other = str(tmp_path / "other.zarr")
+    make_store(other, num_classes=6, per_class={"train": 1, "val": 1})
+    with pytest.raises(StoreError, match="classes differ"):
+        evaluate.run(evaluate.EvaluateConfig(run=out, store=other))
+    wider = str(tmp_path / "wider.zarr")
+    make_store(wider, dim=24, per_class={"train": 1, "val": 1})
+    with pytest.raises(StoreError, match=r"rgb features have shape \[24\]"):
+        evaluate.run(evaluate.EvaluateConfig(run=out, store=wider))
+
+
+# ---- CLI ---------------------------------------------------------------------------------------
+
+
+def cli(args, capsys):
+    try:
+        main(args)
+        code = 0
+    except SystemExit as exc:
+        code = exc.code
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def test_cli_train_evaluate_stats(store_url, tmp_path, capsys):
+    out = str(tmp_path / "run")
+    code, stdout, err = cli(["train-head", "-s", store_url, "--head", "gru", "--segments", "4", "-o", out,
+                             "--epochs", "2", "--lr", "0.05"], capsys)
+    assert code == 0, err
+    assert "val top-1" in stdout.splitlines()[-1] and "samples/s" in stdout
+    assert "skipping 1 failed" in err
+    code, stdout, _ = cli(["evaluate", "--run", out, "--split", "test"], capsys)
+    assert code == 0 and "top-1" in stdout and "eval_test.json" in stdout
+    code, _, err = cli(["train-head", "-s", store_url, "--head", "mlp", "--segments", "4", "-o", out], capsys)
+    assert code == 2 and err.startswith("stpipe: error:") and len(err.strip().splitlines()) == 1
+
+
+def test_cli_stats_caches_in_the_store(tmp_path, capsys):
+    url = str(tmp_path / "s.zarr")
+    make_store(url, per_class={"train": 2, "val": 1})
+    code, stdout, err = cli(["stats", url], capsys)
+    assert code == 0, err
+    assert "16 channels" in stdout
+    assert "train_rgb" in FeatureStore.open(url).root["stats"].attrs
