@@ -19,6 +19,7 @@ import time
 import urllib.request
 from pathlib import Path
 
+import numpy as np
 import pytest
 from extract_fixtures import assert_same_features, extract_args, extract_config, small_demo
 
@@ -178,6 +179,10 @@ def test_s3_with_storage_options_json(demo, local_store, s3_endpoint, capsys):
     assert_same_features(remote, local_store)
     main([*extract_args(demo, url), "--storage-options", options])  # resume: nothing redone
     assert "0 extracted, 4 already complete" in capsys.readouterr().out
+    data = pytest.importorskip("pipeline.training.data")  # stage two reads it like a local store
+    ours, theirs = data.load_split(remote, "train"), data.load_split(local_store, "train")
+    assert list(ours.video_ids) == list(theirs.video_ids)
+    np.testing.assert_array_equal(ours.streams["rgb"].frames, theirs.streams["rgb"].frames)
 
 
 def test_s3_with_environment_in_a_separate_process(demo, local_store, s3_endpoint, monkeypatch, capsys):
