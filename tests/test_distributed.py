@@ -77,10 +77,13 @@ def free_port() -> int:
 def test_real_cluster_started_with_ray_start(demo, tmp_path, local_store):
     ray_bin = Path(sys.executable).with_name("ray")
     port = free_port()
+    # A HOME of its own: Ray keeps the cluster's auth token in ~/.ray/auth_token, and other Ray
+    # sessions on this machine must not swap it under this test.
+    env = {**os.environ, "HOME": str(tmp_path / "home"), "RAY_USAGE_STATS_ENABLED": "0"}
     head = subprocess.Popen(
         [str(ray_bin), "start", "--head", "--port", str(port), "--num-cpus", "2", "--node-ip-address", "127.0.0.1",
          "--include-dashboard=false", "--disable-usage-stats", "--block"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True, env=env,
     )
     try:
         deadline = time.time() + 60
@@ -96,7 +99,7 @@ def test_real_cluster_started_with_ray_start(demo, tmp_path, local_store):
         run = subprocess.run(
             [sys.executable, "-m", "cli", "extract", "-m", str(demo / "manifest.csv"), "-o", str(store),
              "--backbone", "tiny", "--weights", "none", "--batch-size", "8", "--ray-address", f"127.0.0.1:{port}"],
-            capture_output=True, text=True, timeout=300, cwd=Path(__file__).parents[1],
+            capture_output=True, text=True, timeout=300, cwd=Path(__file__).parents[1], env=env,
         )
         assert run.returncode == 0, run.stderr[-2000:]
         assert "20 extracted" in run.stdout
