@@ -8,6 +8,7 @@ types from the annotations, and `save_config` writes the result next to every ou
 from __future__ import annotations
 
 import dataclasses
+import re
 import types
 import typing
 from collections.abc import Mapping
@@ -89,11 +90,25 @@ def from_dict(cls: type[C], data: Mapping[str, Any], *, source: str = "config") 
         raise ConfigError(f"{source}: {exc}") from None
 
 
+_SECRET = re.compile(r"(key|secret|token|password|passwd|credential)", re.IGNORECASE)
+
+
+def redact_secrets(value: Any) -> Any:
+    """Credentials (e.g. in storage_options) never reach a file on disk; pass them again on resume."""
+    if isinstance(value, dict):
+        return {k: ("***" if _SECRET.search(str(k)) and isinstance(v, str) else redact_secrets(v))
+                for k, v in value.items()}
+    if isinstance(value, list):
+        return [redact_secrets(v) for v in value]
+    return value
+
+
 def save_config(cfg: Any, path: str | Path) -> Path:
+    """Write `cfg` as YAML (secrets redacted), atomically."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(yaml.safe_dump(config_to_dict(cfg), sort_keys=False), encoding="utf-8")
+    tmp.write_text(yaml.safe_dump(redact_secrets(config_to_dict(cfg)), sort_keys=False), encoding="utf-8")
     tmp.replace(path)
     return path
 

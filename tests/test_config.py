@@ -71,3 +71,18 @@ def test_bad_yaml_names_file_and_line(tmp_path):
     file.write_text("- 1\n- 2\n")
     with pytest.raises(ConfigError, match="must be a mapping"):
         read_yaml(file)
+
+
+def test_saved_configs_never_hold_credentials(tmp_path):
+    from dataclasses import field
+
+    @dataclass(frozen=True)
+    class WithOptions:
+        output: str = "s3://b/x.zarr"
+        storage_options: dict = field(default_factory=dict)
+
+    cfg = WithOptions(storage_options={"key": "AKIA123", "secret": "s3cr3t", "endpoint_url": "http://127.0.0.1:9",
+                                       "client_kwargs": {"aws_session_token": "T0KEN-VALUE"}})
+    text = save_config(cfg, tmp_path / "config.yaml").read_text()
+    assert "AKIA123" not in text and "s3cr3t" not in text and "T0KEN-VALUE" not in text
+    assert "http://127.0.0.1:9" in text
