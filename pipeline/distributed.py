@@ -51,6 +51,10 @@ def ray_session(address: str = "", *, num_cpus: int | None = None, num_gpus: int
     if address:
         _check_reachable(address)
         kwargs["address"] = address
+        # Object-store credentials of the driver travel with the job, so workers reach the same store.
+        env = {k: v for k, v in os.environ.items() if k.startswith(("AWS_", "GOOGLE_APPLICATION_CREDENTIALS"))}
+        if env:
+            kwargs["runtime_env"] = {"env_vars": env}
     else:  # embedded: loopback only, sized to this machine
         kwargs.update(num_cpus=num_cpus or os.cpu_count(), _node_ip_address="127.0.0.1")
         if num_gpus is not None:
