@@ -581,5 +581,40 @@ def stats_cmd(store, split, modality, pooled, storage_options):
                    f"[{min(std):.4g}, {max(std):.4g}]; cached as stats/{stats.name}")
 
 
+@cli.command("predict")
+@click.option("--run", "run_dir", required=True, help="Run directory from `stpipe train-head`.")
+@click.argument("videos", nargs=-1, required=True)
+@click.option("--top-k", type=int, default=5, show_default=True, help="Classes to show per video.")
+@click.option("--checkpoint", default="checkpoint.pt", show_default=True, help="checkpoint.pt (best) or last.pt.")
+@click.option("-s", "--store", help="Store whose extract config makes the features (default: the run's).")
+@click.option("--device", help="auto, cpu, cuda or cuda:N.")
+@click.option("--storage-options", help="JSON object passed to fsspec for the store URL.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def predict_cmd(run_dir, videos, top_k, checkpoint, store, device, storage_options, as_json):
+    """Classify videos: extract features as the run's store did, print the top classes."""
+    import json
+
+    from pipeline.config import build_config
+    from pipeline.errors import PartialFailure
+    from stages import predict
+
+    cfg = build_config(predict.PredictConfig, None, dict(
+        run=run_dir, videos=tuple(videos), top_k=top_k, checkpoint=checkpoint, store=store, device=device,
+        storage_options=_json_option(storage_options, "--storage-options")))
+    result = predict.run(cfg)
+    if as_json:
+        click.echo(json.dumps([p.__dict__ for p in result.predictions], indent=1))
+    else:
+        for p in result.predictions:
+            if p.error:
+                click.echo(f"{p.video}: error: {p.error}", err=True)
+                continue
+            click.echo(p.video)
+            for item in p.top:
+                click.echo(f"  {item['probability']:7.2%}  {item['class']}")
+    if result.failed:
+        raise PartialFailure(f"{result.failed} of {len(result.predictions)} videos could not be classified")
+
+
 if __name__ == "__main__":
     main()

@@ -67,21 +67,22 @@ class SplitData:
         return sum(s.nbytes for s in self.streams.values())
 
 
-def select_videos(store: FeatureStore, split: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[str]]:
-    """(video_ids, keys, labels, notes) of the split's complete, labelled videos; errors when none."""
+def select_videos(store: FeatureStore, split: str, *, labelled: bool = True
+                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[str]]:
+    """(video_ids, keys, labels, notes) of the split's complete (and labelled) videos; errors when none."""
     index = store.index()
     in_split = index["split"] == split
     complete = index["status"] == "complete"
-    labelled = index["label"] >= 0
+    has_label = (index["label"] >= 0) if labelled else np.ones(len(index["label"]), dtype=bool)
     notes = []
     failed = int((index["status"] == "failed").sum())
     incomplete = int((in_split & ~complete).sum())
-    unlabelled = int((in_split & complete & ~labelled).sum())
+    unlabelled = int((in_split & complete & ~has_label).sum())
     if failed:
         notes.append(f"{store.url}: skipping {failed} failed video(s) recorded in the store's failures")
     if incomplete:
         notes.append(f"{store.url}: skipping {incomplete} incomplete video(s) in split {split!r}")
-    keep = in_split & complete & labelled
+    keep = in_split & complete & has_label
     if not keep.any():
         if (in_split & complete).any():
             raise StoreError(f"{store.url}: split {split!r} has no labelled videos ({unlabelled} without labels)")
@@ -105,13 +106,14 @@ def load_split(
     pooled: bool = True,
     memory_budget_bytes: float | None = None,
     storage_options: dict[str, Any] | None = None,
+    labelled: bool = True,
 ) -> SplitData:
     """Read a split's features into contiguous arrays (or, above the budget, only their layout).
 
     pooled: the head wants (B, T, D) vectors; spatial maps in the store are averaged over (y, x)
-    once, at load time, instead of in every batch.
+    once, at load time, instead of in every batch. labelled=False keeps videos without a label (-1).
     """
-    video_ids, keys, labels, notes = select_videos(store, split)
+    video_ids, keys, labels, notes = select_videos(store, split, labelled=labelled)
     videos = store.root["videos"]
     with ThreadPoolExecutor(READ_THREADS) as pool:
         layout = {s: _layout(store, videos, keys, s, pooled, pool) for s in streams}

@@ -1,0 +1,122 @@
+"""Classify videos with a trained run: `run(cfg) -> PredictResult`.
+
+The videos go through stage one's own work unit (`Extractor`) with the extract config recorded in
+the run's store, into a temporary store, so their features are made exactly as the training
+features were (same backbone and weights, frame selection, views, flow); then the run's head
+scores them, averaging all views' logits, and the top-k classes come back with softmax
+probabilities. A video that cannot be decoded gets its one-line error instead of a prediction.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from pipeline.config import from_dict
+from pipeline.errors import ConfigError, StoreError
+from pipeline.extraction import ExtractConfig, Extractor, VideoJob
+from pipeline.store import FeatureStore
+from pipeline.training.data import load_split
+from pipeline.training.loop import make_source, num_views, predict
+from pipeline.training.model import build_model, head_input_kind, load_checkpoint
+from pipeline.training.runs import check_signature, read_run_config, store_signature
+
+
+@dataclass(frozen=True)
+class PredictConfig:
+    run: str = ""
+    videos: tuple[str, ...] = ()
+    checkpoint: str = "checkpoint.pt"
+    store: str = ""  # store whose extract config makes the features (default: the run's)
+    storage_options: dict[str, Any] = field(default_factory=dict)
+    device: str = "auto"
+    top_k: int = 5
+
+    def __post_init__(self) -> None:
+        if not self.run:
+            raise ConfigError("predict needs a run dir (--run)")
+        if not self.videos:
+            raise ConfigError("predict needs at least one video")
+        if self.top_k < 1:
+            raise ConfigError(f"top_k must be >= 1, got {self.top_k}")
+        for video in self.videos:
+            if not Path(video).exists():
+                raise ConfigError(f"{video}: no such video file or frame folder")
+
+
+@dataclass
+class Prediction:
+    video: str
+    top: list[dict[str, Any]]  # [{"class": name, "probability": p}], best first
+    error: str = ""
+
+
+@dataclass
+class PredictResult:
+    predictions: list[Prediction]
+    seconds: float
+
+    @property
+    def failed(self) -> int:
+        return sum(1 for p in self.predictions if p.error)
+
+
+def extract_config_of(store: FeatureStore, *, output: str, device: str) -> ExtractConfig:
+    """The ExtractConfig that made `store` (its recorded content fields), writing to `output`."""
+    content = store.meta.get("content") or store.meta.get("config") or {}
+    if "backbone" not in content:
+        raise StoreError(f"{store.url}: records no extract config (imported features?); predict cannot remake them")
+    known = {k: v for k, v in content.items() if k in ExtractConfig.content_fields}
+    return from_dict(ExtractConfig, {**known, "manifest": "<predict>", "output": output, "executor": "local",
+                                     "device": device}, source=f"{store.url} extract config")
+
+
+def run(cfg: PredictConfig) -> PredictResult:
+    from stages.extract import load_models  # stage one's model loading, shared rather than copied
+
+    started = time.perf_counter()
+    run_dir = Path(cfg.run)
+    train_cfg = read_run_config(run_dir)
+    checkpoint = load_checkpoint(run_dir / cfg.checkpoint)
+    source_store = FeatureStore.open(cfg.store or train_cfg.store,
+                                     storage_options=(cfg.storage_options or train_cfg.storage_options) or None)
+    pooled = head_input_kind(train_cfg.head) == "pooled"
+    with tempfile.TemporaryDirectory(prefix="stpipe-predict-") as tmp:
+        extract_cfg = extract_config_of(source_store, output=str(Path(tmp) / "features.zarr"), device=cfg.device)
+        models = load_models(extract_cfg)
+        device = models[0]
+        store = FeatureStore.create(extract_cfg.output, provenance={**source_store.meta, "manifest_sha256": ""})
+        ids = [f"{i:06d}" for i in range(len(cfg.videos))]
+        jobs = [VideoJob(video_id=vid, path=str(Path(path).absolute()), label=None, label_index=-1, split="predict")
+                for vid, path in zip(ids, cfg.videos)]
+        stats = Extractor(extract_cfg, store, device=device, backbone=models[1], flow_method=models[2],
+                          flow_backbone=models[3]).process(jobs)
+        store.write_index()
+        errors = {f.video_id: f.error for f in stats.failures}
+        scores: dict[str, torch.Tensor] = {}
+        if len(errors) < len(ids):
+            current = store_signature(store, train_cfg.streams, pooled=pooled, split="predict")
+            check_signature(checkpoint["store"], {**current, "classes": checkpoint["classes"]},
+                            store_url=str(source_store.url), run=run_dir)
+            split = load_split(store, "predict", streams=train_cfg.streams, pooled=pooled, labelled=False)
+            model = build_model(checkpoint["spec"]).to(device)
+            model.load_state_dict(checkpoint["model"])
+            stats_ = {s: (v["mean"].numpy(), v["std"].numpy()) for s, v in checkpoint.get("stats", {}).items()}
+            src = make_source(split, device=device, num_segments=checkpoint["segments"], stats=stats_, max_batch=64)
+            logits, _ = predict(model, src, views=num_views(split), batch_size=64)
+            scores = dict(zip(split.video_ids.tolist(), logits.softmax(dim=1).cpu()))
+    classes = checkpoint["classes"]
+    predictions = []
+    for vid, path in zip(ids, cfg.videos):
+        if vid not in scores:
+            predictions.append(Prediction(video=path, top=[], error=errors.get(vid, "no features extracted")))
+            continue
+        probs, idx = scores[vid].topk(min(cfg.top_k, len(classes)))
+        predictions.append(Prediction(video=path, top=[{"class": classes[i], "probability": float(p)}
+                                                       for p, i in zip(probs.tolist(), idx.tolist())]))
+    return PredictResult(predictions=predictions, seconds=time.perf_counter() - started)
