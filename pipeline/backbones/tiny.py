@@ -4,16 +4,20 @@
 spatial 64x8x8, pooled 64, a 10-class linear head.
 `tiny_video` (video): two 3D convs, 3 -> 16 -> 32 channels, clips of 4 frames every 2 at 32x32
 (resize 36), spatial 32x8x8, pooled 32.
-Both use the ImageNet mean/std and have no named weights (`DEFAULT` means the seeded init).
+`tiny_resnet` (image): a torchvision ResNet of Bottleneck units, two per stage (conv2_x..conv5_x),
+widths 4/8/16/32 (outputs 16/32/64/128), with BatchNorm, input 64x64 (resize 72), spatial 128x2x2,
+pooled 128: the ResNet structure ST-ResNet's conversion and partial BN work on, in milliseconds.
+All use the ImageNet mean/std and have no named weights (`DEFAULT` means the seeded init).
 """
 
 from __future__ import annotations
 
 import torch
 from torch import nn
+from torchvision.models.resnet import Bottleneck
 
 from pipeline.backbones.backbone import GlobalAvgPool, Parts, TemporalMean
-from pipeline.backbones.zoo import BACKBONES, IMAGENET_PRESET
+from pipeline.backbones.zoo import BACKBONES, IMAGENET_PRESET, _resnet
 
 SEED = 0
 
@@ -37,6 +41,27 @@ class TinyVideoNet(nn.Module):
             nn.Conv3d(16, 32, 3, stride=(2, 2, 2), padding=1), nn.ReLU(inplace=True),
         )  # fmt: skip
         self.fc = nn.Linear(32, num_classes)
+
+
+class TinyResNet(nn.Module):
+    """torchvision's ResNet layout (conv1, bn1, relu, maxpool, layer1..4, fc) at a toy width."""
+
+    def __init__(self, num_classes: int = 10, widths: tuple[int, ...] = (4, 8, 16, 32), units: int = 2):
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, 8, 3, stride=2, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(8)
+        self.relu = nn.ReLU(inplace=True)
+        self.maxpool = nn.MaxPool2d(3, stride=2, padding=1)
+        channels = 8
+        for index, width in enumerate(widths):
+            stride = 1 if index == 0 else 2
+            out = width * Bottleneck.expansion
+            downsample = nn.Sequential(nn.Conv2d(channels, out, 1, stride=stride, bias=False), nn.BatchNorm2d(out))
+            blocks = [Bottleneck(channels, width, stride, downsample)]
+            blocks += [Bottleneck(out, width) for _ in range(units - 1)]
+            setattr(self, f"layer{index + 1}", nn.Sequential(*blocks))
+            channels = out
+        self.fc = nn.Linear(channels, num_classes)
 
 
 def _seeded(cls: type[nn.Module]):
@@ -73,3 +98,6 @@ def tiny(m: nn.Module) -> Parts:
 @BACKBONES.register("tiny_video", **_entry(TinyVideoNet, kind="video", resize=36, crop=32, clip=(4, 2)))
 def tiny_video(m: nn.Module) -> Parts:
     return Parts(trunk=nn.Sequential(m.features, TemporalMean()), pool=GlobalAvgPool(), head=m.fc)
+
+
+BACKBONES.add("tiny_resnet", _resnet, **_entry(TinyResNet, kind="image", resize=72, crop=64))
