@@ -153,6 +153,38 @@ def read_frames_with_indices(path: str | os.PathLike, **kwargs) -> tuple[np.ndar
     return np.concatenate([c.frames for c in chunks]), np.concatenate([c.indices for c in chunks])
 
 
+def read_frames_at(
+    path: str | os.PathLike,
+    ordinals: np.ndarray,
+    *,
+    short_side: int | None = None,
+    threads: int = 0,
+    folder_fps: float = DEFAULT_FOLDER_FPS,
+    info: VideoInfo | None = None,
+) -> np.ndarray:
+    """The frames at these source ordinals (as a store's `frame_index` records them), `(n, H, W, 3)`.
+
+    Ordinals must be non-decreasing (repeats allowed); decoding stops after the last one, and a
+    frame folder reads only the files asked for. Stage three samples training frames with this.
+    """
+    wanted = np.asarray(ordinals, dtype=np.int64)
+    if wanted.ndim != 1 or len(wanted) == 0 or (np.diff(wanted) < 0).any() or wanted[0] < 0:
+        raise VideoError(f"{path}: frame ordinals must be a non-empty, non-decreasing list of indices")
+    info = info or probe(path, folder_fps=folder_fps)
+    if wanted[-1] >= info.num_frames:
+        raise VideoError(f"{path}: frame {wanted[-1]} asked for, the video has {info.num_frames} frames")
+    size = _resized(info.width, info.height, short_side)
+    frames = (
+        _folder_frames(Path(path), wanted, size)
+        if info.is_folder
+        else _decoded_frames(Path(path), info, 0, int(wanted[-1]) + 1, wanted, size, threads)
+    )
+    out = [frame for _, frame in frames]
+    if len(out) != len(wanted):
+        raise VideoError(f"{path}: stream ended before frame {wanted[-1]} ({len(out)} of {len(wanted)} frames)")
+    return np.stack(out)
+
+
 # ---- frame selection ------------------------------------------------------------------------
 
 
