@@ -1,0 +1,114 @@
+"""The finetune config. `identity_fields` decide what a run *is*; the rest is how it runs.
+
+Defaults follow TSN/TRN fine-tuning practice where seed 000 leaves numbers out (seeds/README.md):
+SGD, momentum 0.9, weight decay 5e-4, lr 0.001 for backbone and head alike (TSN trains every
+layer at the base rate; `backbone_lr_mult` changes that), the plateau schedule of stage two
+(lr /10 twice, then stop), TSN's multi-scale corner cropping with scales 1, .875, .75, .66 and
+aspect distortion of at most one step, horizontal flipping off (seed 000 flips only for
+Something-Something: on Jester a flip changes the label) and partial batch norm.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from pipeline.errors import ConfigError
+
+STREAM_SETS = {"rgb": ("rgb",), "flow": ("flow",), "rgb+flow": ("rgb", "flow")}
+
+
+@dataclass(frozen=True)
+class FinetuneConfig:
+    run: str = ""  # a train-head run dir: its store, head checkpoint and segments are the starting point
+    manifest: str = ""  # the videos (must hold every video of the store's train and val splits)
+    root: str = ""  # video paths are relative to this (default: the manifest's folder)
+    out: str = ""
+    storage_options: dict[str, Any] = field(default_factory=dict)
+    # what is trained (identity: a run dir holding a different value is refused)
+    modality: Literal["", "rgb", "flow", "rgb+flow"] = ""  # "" = the head run's streams
+    fusion: Literal["late", "st-resnet"] = "late"
+    st_stages: tuple[int, ...] = (2, 3, 4, 5)  # st-resnet: ResNet stages conv2_x..conv5_x that get it
+    temporal_kernel: int = 3  # st-resnet: T' of the 1x1xT' temporal filters (eq. 5)
+    segments: int = 0  # 0 = the head run's
+    flow_stack: int = 5  # motion stream input when the store has no flow-stream backbone (else its L)
+    epochs: int = 30  # upper bound; the plateau schedule usually stops earlier
+    batch_size: int = 32  # videos per optimizer step, over all workers and accumulation steps
+    accum_steps: int = 1  # micro-batches per optimizer step (per worker)
+    optimizer: Literal["sgd", "adamw"] = "sgd"
+    lr: float = 0.001
+    backbone_lr_mult: float = 1.0
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    schedule: Literal["plateau", "cosine"] = "plateau"
+    plateau_patience: int = 3
+    plateau_threshold: float = 1e-3
+    lr_drops: int = 2
+    partial_bn: bool = True  # freeze BN statistics (and affine) of the backbones except their first BN
+    flip: bool = False
+    scales: tuple[float, ...] = (1.0, 0.875, 0.75, 0.66)
+    max_distort: int = 1
+    val_split: str = ""  # "" = the head run's
+    seed: int = 0
+    # how it runs (free to change when resuming)
+    device: str = "auto"
+    amp: bool = True  # mixed precision, CUDA only
+    executor: Literal["auto", "local", "ray"] = "auto"  # auto: Ray Train when workers > 1 or a GPU/cluster is asked for
+    workers: int = 1
+    gpus_per_worker: float = 0.0
+    cpus_per_worker: float = 1.0
+    ray_address: str = ""
+    max_failures: int = 0  # Ray Train restarts after a lost worker (each resumes from last.pt)
+    loader_workers: int = 2  # decoding processes per training worker (0 = in the training process)
+    eval_batch_size: int = 16
+    checkpoint_every: int = 0  # also write last.pt every this many steps (0 = at epoch ends only)
+    resume: bool = False
+    overwrite: bool = False
+
+    identity_fields = (
+        "run", "modality", "fusion", "st_stages", "temporal_kernel", "segments", "flow_stack", "epochs", "batch_size",
+        "accum_steps", "optimizer", "lr", "backbone_lr_mult", "momentum", "weight_decay", "schedule",
+        "plateau_patience", "plateau_threshold", "lr_drops", "partial_bn", "flip", "scales", "max_distort",
+        "val_split", "seed",
+    )  # fmt: skip
+
+    def __post_init__(self) -> None:
+        if not self.run:
+            raise ConfigError("finetune needs a train-head run (--run)")
+        if not self.manifest:
+            raise ConfigError("finetune needs the manifest of the videos (-m/--manifest)")
+        if not self.out:
+            raise ConfigError("finetune needs an output run dir (-o/--out)")
+        for name in ("epochs", "batch_size", "accum_steps", "workers", "eval_batch_size", "flow_stack",
+                     "plateau_patience", "temporal_kernel"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
+        for name in ("segments", "loader_workers", "checkpoint_every", "max_failures", "lr_drops", "max_distort"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if self.temporal_kernel % 2 == 0:
+            raise ConfigError(f"temporal_kernel must be odd (centred filters), got {self.temporal_kernel}")
+        if self.lr <= 0 or self.backbone_lr_mult < 0:
+            raise ConfigError("lr must be > 0 and backbone_lr_mult >= 0")
+        if self.weight_decay < 0 or not 0.0 <= self.momentum < 1.0:
+            raise ConfigError("weight_decay must be >= 0 and momentum in [0, 1)")
+        if not self.scales or any(not 0.0 < s <= 1.0 for s in self.scales):
+            raise ConfigError(f"scales must be crop fractions in (0, 1], got {list(self.scales)}")
+        if self.batch_size < self.workers * self.accum_steps:
+            raise ConfigError(f"batch_size {self.batch_size} is smaller than workers x accum_steps "
+                              f"({self.workers} x {self.accum_steps}): some micro-batches would be empty")
+        if self.gpus_per_worker < 0 or self.cpus_per_worker <= 0:
+            raise ConfigError("gpus_per_worker must be >= 0 and cpus_per_worker > 0")
+        if self.resume and self.overwrite:
+            raise ConfigError("--resume and --overwrite contradict each other; pick one")
+        if any(s not in (2, 3, 4, 5) for s in self.st_stages):
+            raise ConfigError(f"st_stages are ResNet stages 2..5 (conv2_x..conv5_x), got {list(self.st_stages)}")
+
+    @property
+    def use_ray(self) -> bool:
+        if self.executor == "auto":
+            return self.workers > 1 or self.gpus_per_worker > 0 or bool(self.ray_address)
+        return self.executor == "ray"
+
+    def identity(self) -> dict[str, Any]:
+        return {name: getattr(self, name) for name in self.identity_fields}

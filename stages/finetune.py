@@ -1,0 +1,141 @@
+"""Stage three: fine-tune backbone(s) and head end to end from the videos. `run(cfg) -> FinetuneResult`.
+
+Starts from a train-head run (its head, its store's backbone record and cached flow), trains on
+decoded frames in-process or on Ray Train, and writes the run dir: config.yaml, checkpoint.pt
+(best val top-1: the whole network), last.pt, metrics.jsonl, metrics.json, curves.png,
+confusion.png, and per stream a plain per-frame backbone file (`backbone.pt` for appearance,
+`flow_backbone.pt` for motion) with a `.json` sidecar, which `stpipe extract --backbone-checkpoint`
+loads to re-cache features so that stage two benefits. Never prints; progress goes to
+`callback(event, **info)` (see `pipeline.finetune.loop`).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from pipeline.config import config_to_dict, from_dict, read_yaml, save_config
+from pipeline.device import pick_device
+from pipeline.errors import ConfigError, RunError
+from pipeline.finetune.config import FinetuneConfig
+from pipeline.finetune.loop import Callback, Dist, train_worker
+from pipeline.finetune.model import build_finetune_model
+from pipeline.finetune.source import Setup, prepare
+from pipeline.training.model import load_checkpoint
+from pipeline.training.reports import plot_confusion, plot_curves
+
+RUN_FILES = ("config.yaml", "checkpoint.pt", "last.pt", "metrics.jsonl", "metrics.json", "curves.png", "confusion.png",
+             "backbone.pt", "backbone.json", "flow_backbone.pt", "flow_backbone.json")
+BACKBONE_FILES = {"rgb": "backbone", "flow": "flow_backbone"}
+
+
+@dataclass
+class FinetuneResult:
+    run_dir: Path
+    metrics: dict[str, Any]
+    resumed: bool
+    backbone_files: dict[str, Path]  # {stream: .pt}
+
+
+def run(cfg: FinetuneConfig, *, callback: Callback | None = None) -> FinetuneResult:
+    run_dir = Path(cfg.out)
+    resumed = prepare_run_dir(cfg)
+    setup = prepare(cfg)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    save_config(cfg, run_dir / "config.yaml")
+    if cfg.use_ray:
+        from pipeline.distributed import run_finetune
+
+        run_finetune(setup, run_dir=run_dir, callback=callback)
+    else:
+        if cfg.workers > 1:
+            raise ConfigError("--workers > 1 needs Ray Train; drop --executor local")
+        train_worker(setup, run_dir=run_dir, dist=Dist(device=pick_device(cfg.device)), callback=callback)
+    return finish(setup, run_dir, resumed=resumed)
+
+
+def finish(setup: Setup, run_dir: Path, *, resumed: bool) -> FinetuneResult:
+    """Export the best network's backbones, write metrics.json and the plots."""
+    cfg = setup.cfg
+    state = load_checkpoint(run_dir / "last.pt")["state"]
+    best = load_checkpoint(run_dir / "checkpoint.pt")
+    model = build_finetune_model(setup)
+    model.load_state_dict(best["model"])
+    files = {}
+    for stream in setup.streams:
+        backbone = model.export_backbone(stream)
+        files[stream] = run_dir / f"{BACKBONE_FILES[stream]}.pt"
+        torch.save(backbone.state_dict(), files[stream])
+        sidecar = {"name": backbone.meta["name"], "features": backbone.meta["features"],
+                   "resize_size": backbone.meta["resize_size"], "crop_size": backbone.meta["input_size"][0],
+                   "in_channels": backbone.meta["in_channels"], "modality": backbone.meta.get("modality", "rgb"),
+                   "flow_stack": backbone.meta.get("flow_stack"), "flow_bound": backbone.meta.get("flow_bound"),
+                   "started_from": backbone.meta["weights"], "fusion": cfg.fusion, "run": str(run_dir)}
+        files[stream].with_suffix(".json").write_text(json.dumps(sidecar, indent=1))
+    history = state["history"]
+    best_record = next((r for r in history if r["epoch"] == state["best_epoch"]), history[-1] if history else {})
+    head_only = _head_only_top1(cfg.run)
+    metrics = {
+        "val_top1": best_record.get("val_top1"), "val_top5": best_record.get("val_top5"),
+        "val_mean_class_acc": best_record.get("val_mean_class_acc"), "val_loss": best_record.get("val_loss"),
+        "head_only_val_top1": head_only, "best_epoch": state["best_epoch"], "epochs": state["epoch"],
+        "stopped": state["stopped"] or f"reached {cfg.epochs} epochs", "streams": list(setup.streams),
+        "fusion": cfg.fusion, "segments": setup.segments, "workers": cfg.workers,
+        "train_seconds": state["train_seconds"],
+        "frames_per_second": state["frames"] / state["step_seconds"] if state["step_seconds"] else 0.0,
+        "train_videos": len(setup.train), "val_videos": len(setup.val),
+        "failed_videos": len(state["failures"]), "failures": state["failures"], "notes": setup.notes,
+    }
+    (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=1))
+    title = f"finetune ({'+'.join(setup.streams)}, {cfg.fusion}), {setup.segments} segments"
+    if history:
+        plot_curves(history, run_dir / "curves.png", title=title)
+    plot_confusion(best["val_confusion"].numpy(), setup.classes, run_dir / "confusion.png",
+                   title=f"{title}: {setup.val_split} (best epoch {best['epoch']})")
+    return FinetuneResult(run_dir=run_dir, metrics=metrics, resumed=resumed, backbone_files=files)
+
+
+def _head_only_top1(run: str) -> float | None:
+    path = Path(run) / "metrics.json"
+    try:
+        return float(json.loads(path.read_text())["val_top1"])
+    except (OSError, KeyError, ValueError, TypeError):
+        return None
+
+
+def prepare_run_dir(cfg: FinetuneConfig) -> bool:
+    """Check or clear the run dir (train-head's rules); True when an earlier run is continued."""
+    run_dir = Path(cfg.out)
+    if cfg.overwrite:
+        for name in RUN_FILES:
+            (run_dir / name).unlink(missing_ok=True)
+        return False
+    existing = run_dir / "config.yaml"
+    if not existing.is_file():
+        if cfg.resume:
+            raise RunError(f"{run_dir}: nothing to resume (no config.yaml); drop --resume to start a run")
+        if run_dir.is_dir() and any(run_dir.iterdir()):
+            raise RunError(f"{run_dir}: exists and is not a finetune run; pick another -o")
+        return False
+    try:
+        old = from_dict(FinetuneConfig, read_yaml(existing), source=str(existing))
+    except ConfigError:
+        raise RunError(f"{run_dir}: holds another kind of run (its config.yaml is not a finetune config); "
+                       "pick another -o") from None
+    mine, theirs = _plain(cfg.identity()), _plain(old.identity())
+    if mine != theirs:
+        diff = sorted(k for k in mine if mine[k] != theirs.get(k))
+        raise RunError(f"{run_dir}: holds a finetune run with a different config (differs in: {', '.join(diff)}); "
+                       "use another -o or --overwrite")
+    resumable = (run_dir / "last.pt").is_file()
+    if cfg.resume and not resumable:
+        raise RunError(f"{run_dir}: nothing to resume (no last.pt); drop --resume to start the run")
+    return resumable
+
+
+def _plain(value: Any) -> Any:
+    return json.loads(json.dumps(config_to_dict(value)))
