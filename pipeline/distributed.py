@@ -55,8 +55,8 @@ def ray_session(address: str = "", *, num_cpus: int | None = None, num_gpus: int
         env = {k: v for k, v in os.environ.items() if k.startswith(("AWS_", "GOOGLE_APPLICATION_CREDENTIALS"))}
         if env:
             kwargs["runtime_env"] = {"env_vars": env}
-    else:  # embedded: loopback only, sized to this machine
-        kwargs.update(num_cpus=num_cpus or os.cpu_count(), _node_ip_address="127.0.0.1")
+    else:  # embedded: loopback only, sized to this machine; "local" ignores a (stale) ray_current_cluster file
+        kwargs.update(address="local", num_cpus=num_cpus or os.cpu_count(), _node_ip_address="127.0.0.1")
         if num_gpus is not None:
             kwargs["num_gpus"] = num_gpus
     try:
@@ -218,3 +218,170 @@ def _record(cfg: ExtractConfig, failure: Failure) -> None:
 
 def _first_line(exc: BaseException) -> str:
     return (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
+
+
+# ---- stage three: fine-tuning on Ray Train ------------------------------------------------------
+# `TorchTrainer` starts `workers` processes with a torch.distributed group (gloo on CPU, NCCL on
+# GPUs); each runs the same Ray-free loop (`pipeline.finetune.loop.train_worker`) with its rank.
+# Rank 0 writes the run dir (which a multi-node run must share, like the store and the videos) and
+# streams progress events to the driver through a Ray queue; every rank reports each epoch's
+# metrics to Ray Train. A restarted worker group (`max_failures`) resumes from last.pt.
+
+
+def run_finetune(setup, *, run_dir, callback: Callable[..., None] | None = None) -> None:
+    """Train `setup` (a `pipeline.finetune.source.Setup`) on Ray Train; blocks until done."""
+    import threading
+    from pathlib import Path
+
+    cfg = setup.cfg
+    try:
+        from ray import train as ray_train
+        from ray.train.torch import TorchConfig, TorchTrainer
+    except ImportError as exc:
+        from pipeline.errors import MissingDependencyError
+
+        raise MissingDependencyError(f"Ray Train cannot be imported ({_first_line(exc)}); "
+                                     "pip install 'ray[train]' (it needs pandas and pyarrow)") from None
+    emit = callback or (lambda event, **info: None)
+    run_dir = Path(run_dir).absolute()
+    use_gpu = cfg.gpus_per_worker > 0
+    resources = {"CPU": cfg.cpus_per_worker, **({"GPU": cfg.gpus_per_worker} if use_gpu else {})}
+    with ray_session(cfg.ray_address) as ray:
+        from ray.util.queue import Empty, Queue
+
+        events = Queue(actor_options={"num_cpus": 0})
+        trainer = TorchTrainer(
+            _finetune_loop,
+            train_loop_config={"setup": setup, "run_dir": str(run_dir), "events": events},
+            torch_config=TorchConfig(backend="nccl" if use_gpu else "gloo"),
+            scaling_config=ray_train.ScalingConfig(num_workers=cfg.workers, use_gpu=use_gpu,
+                                                   resources_per_worker=resources),
+            run_config=ray_train.RunConfig(name="finetune", storage_path=str(run_dir / "ray"),
+                                           failure_config=ray_train.FailureConfig(max_failures=cfg.max_failures)),
+        )
+        outcome: dict[str, BaseException] = {}
+
+        def fit() -> None:
+            try:
+                trainer.fit()
+            except BaseException as exc:  # noqa: BLE001 - re-raised on the calling thread
+                outcome["error"] = exc
+
+        thread = threading.Thread(target=fit, name="stpipe-ray-train", daemon=True)
+        thread.start()
+        while thread.is_alive() or not events.empty():
+            try:
+                event, info = events.get(timeout=0.2)
+            except Empty:
+                continue
+            emit(event, **info)
+        thread.join()
+        ray.kill(events.actor)
+    if "error" in outcome:
+        raise _finetune_error(outcome["error"]) from None
+
+
+def _finetune_loop(config: dict[str, Any]) -> None:
+    """One Ray Train worker: its rank and device, then the shared loop."""
+    import ray.train
+    import ray.train.torch
+
+    from pipeline.finetune.loop import Dist, train_worker
+
+    context = ray.train.get_context()
+    dist = Dist(rank=context.get_world_rank(), world=context.get_world_size(), device=ray.train.torch.get_device())
+    events = config["events"]
+
+    def callback(event: str, **info: Any) -> None:
+        events.put((event, info))
+
+    def report(record: dict[str, Any]) -> None:
+        ray.train.report({k: v for k, v in record.items() if isinstance(v, (int, float, str))})
+
+    train_worker(config["setup"], run_dir=config["run_dir"], dist=dist, callback=callback, report=report)
+
+
+def _finetune_error(exc: BaseException) -> StpipeError:
+    """A failed Ray Train run as one line; a worker's own StpipeError keeps its type and message."""
+    failures = getattr(exc, "worker_failures", None) or {}
+    for rank in sorted(failures):
+        cause = failures[rank]
+        while cause is not None and not isinstance(cause, StpipeError):
+            cause = getattr(cause, "cause", None) or cause.__cause__
+        if isinstance(cause, StpipeError):
+            return cause
+    if failures:
+        rank = min(failures)
+        return StpipeError(f"finetune worker {rank} failed: {_first_line(failures[rank])}")
+    return StpipeError(f"Ray Train failed: {_first_line(exc)}")
+
+
+# ---- ablation trials -----------------------------------------------------------------------------
+# Each trial is one plain Ray task (no Tune: the grid is fixed, the run dirs are train-head's own,
+# and a task costs milliseconds to start in a warm worker). The store's features go into the object
+# store once per ablation (`ray.put`); numpy buffers travel out of band, so every trial on a node
+# maps the same read-only copy. The driver keeps at most `slots` trials in flight, so "running" is
+# what runs, and the shared scheduling loop (`pipeline.ablation.runner`) handles retries.
+
+
+class TrialExecutor:
+    """`pipeline.ablation.runner.Executor` on Ray: submit(trial) / next_done()."""
+
+    def __init__(self, ray, task, fn, shared_ref, *, slots: int, threads: int, device: str):
+        self.ray, self.task, self.fn, self.shared_ref = ray, task, fn, shared_ref
+        self.slots, self.threads, self.device = slots, threads, device
+        self.in_flight: dict[Any, tuple[Any, float]] = {}
+
+    def submit(self, trial) -> None:
+        ref = self.task.remote(self.fn, self.shared_ref, trial, self.threads, self.device)
+        self.in_flight[ref] = (trial, time.perf_counter())
+
+    def next_done(self):
+        from pipeline.ablation.runner import Outcome
+
+        ready, _ = self.ray.wait(list(self.in_flight), num_returns=1)
+        trial, submitted = self.in_flight.pop(ready[0])
+        try:
+            outcome = self.ray.get(ready[0])
+        except self.ray.exceptions.RayError as exc:  # the worker process died (OOM kill, segfault, lost node)
+            return trial, Outcome(False, error=f"Ray worker lost: {_first_line(exc)}",
+                                  seconds=time.perf_counter() - submitted)
+        outcome.metrics["dispatch_seconds"] = time.perf_counter() - submitted - outcome.seconds
+        return trial, outcome
+
+
+def _trial_task(ray):
+    @ray.remote(max_retries=0)
+    def run_trial(fn, shared, trial, threads: int, device: str):
+        import torch
+
+        from pipeline.ablation.runner import run_attempt
+
+        torch.set_num_threads(threads)
+        return run_attempt(fn, trial, shared, device=device)
+
+    return run_trial
+
+
+@contextlib.contextmanager
+def trial_executor(fn, shared, *, address: str = "", cpus_per_trial: float = 1.0,
+                   gpus_per_trial: float | None = None, max_concurrent: int = 0) -> Iterator[TrialExecutor]:
+    """Ray session + shared features in the object store + an executor sized to the cluster."""
+    with ray_session(address) as ray:
+        total = ray.cluster_resources()
+        gpus = total.get("GPU", 0.0)
+        per_gpu = gpus_per_trial if gpus_per_trial is not None else (0.25 if gpus else 0.0)
+        if per_gpu > 0 and not gpus:
+            raise ConfigError(f"--gpus-per-trial {per_gpu}: the Ray cluster has no GPUs")
+        largest = max((n["Resources"].get("CPU", 0.0) for n in ray.nodes() if n.get("Alive")), default=0.0)
+        if cpus_per_trial > largest:
+            raise ConfigError(f"--cpus-per-trial {cpus_per_trial}: no Ray node has that many CPUs (largest {largest:g})")
+        slots = int(total.get("CPU", 1.0) // cpus_per_trial)
+        if per_gpu:
+            slots = min(slots, int(gpus // per_gpu))
+        if max_concurrent:
+            slots = min(slots, max_concurrent)
+        shared_ref = ray.put(shared)
+        task = _trial_task(ray).options(num_cpus=cpus_per_trial, num_gpus=per_gpu)
+        yield TrialExecutor(ray, task, fn, shared_ref, slots=max(1, slots), threads=max(1, int(cpus_per_trial)),
+                            device="auto" if per_gpu else "cpu")
