@@ -11,6 +11,7 @@ from pipeline.device import pick_device
 from pipeline.extraction import ExtractConfig, Extractor, VideoJob
 from pipeline.extraction.extractor import Event, describe
 from pipeline.store import Failure, FeatureStore, config_hash
+from pipeline.store_lease import StoreLease
 
 
 @dataclass
@@ -40,7 +41,8 @@ def load_models(cfg: ExtractConfig, device=None):
 
     device = device or pick_device(cfg.device)
     weights = cfg.backbone_checkpoint or cfg.weights
-    backbone = build_backbone(cfg.backbone, weights=weights, features=cfg.features, device=device)
+    backbone = build_backbone(cfg.backbone, weights=weights, features=cfg.features, device=device,
+                              **checkpoint_preprocessing(cfg))
     flow_method = flow_backbone = None
     if cfg.flow:
         from pipeline.flow import build_flow
@@ -52,6 +54,26 @@ def load_models(cfg: ExtractConfig, device=None):
         flow_backbone = build_flow_backbone(cfg.backbone, stack=cfg.flow_stack, weights=cfg.weights,
                                             features=cfg.features, device=device)
     return device, backbone, flow_method, flow_backbone
+
+
+def checkpoint_preprocessing(cfg: ExtractConfig) -> dict:
+    """A fine-tuned backbone.pt from `stpipe finetune` has a .json sidecar: keep the preprocessing it was
+    trained with (the weights' own transforms, not the generic ones a plain file gets) and its backbone."""
+    import json
+
+    from pipeline.errors import ConfigError
+
+    sidecar = Path(cfg.backbone_checkpoint).with_suffix(".json") if cfg.backbone_checkpoint else None
+    if sidecar is None or not sidecar.is_file():
+        return {}
+    info = json.loads(sidecar.read_text())
+    if info.get("modality", "rgb") != "rgb":
+        raise ConfigError(f"--backbone-checkpoint {cfg.backbone_checkpoint} is a {info['modality']}-stream backbone; "
+                          "pass the appearance stream's backbone.pt")
+    if info.get("name") != cfg.backbone:
+        raise ConfigError(f"--backbone-checkpoint {cfg.backbone_checkpoint} was fine-tuned from {info.get('name')}; "
+                          f"pass --backbone {info.get('name')} (got {cfg.backbone})")
+    return {"resize_size": info["resize_size"], "crop_size": info["crop_size"]}
 
 
 def plan(cfg: ExtractConfig, models) -> Plan:
@@ -92,19 +114,26 @@ def plan(cfg: ExtractConfig, models) -> Plan:
 def run(cfg: ExtractConfig, progress: Callable[[Event], None] | None = None,
         on_plan: Callable[[Plan], None] | None = None) -> ExtractResult:
     models = load_models(cfg)
-    work = plan(cfg, models)
-    if on_plan is not None:
-        on_plan(work)
-    device, backbone, flow_method, flow_backbone = models
-    if cfg.executor == "ray":
-        from pipeline.distributed import run_extraction
+    # one writing run per store (pipeline/store_lease.py); taken before --overwrite may delete anything
+    with StoreLease(cfg.output, cfg.storage_options) as lease:
+        work = plan(cfg, models)
+        lease.check()  # --overwrite re-made the store (and the lease with it)
+        work.store.remove_debris()  # temp files and cut-short deletes of a killed run
+        if work.jobs:
+            work.store.invalidate_index()  # renewed below; a kill in between leaves no stale index
+        if on_plan is not None:
+            on_plan(work)
+        device, backbone, flow_method, flow_backbone = models
+        if cfg.executor == "ray":
+            from pipeline.distributed import run_extraction
 
-        stats = run_extraction(cfg, work.jobs, progress=progress)
-    else:
-        extractor = Extractor(cfg, work.store, device=device, backbone=backbone, flow_method=flow_method,
-                              flow_backbone=flow_backbone)
-        stats = extractor.process(work.jobs, progress=progress)
-    work.store.write_index()
+            stats = run_extraction(cfg, work.jobs, progress=progress)
+        else:
+            extractor = Extractor(cfg, work.store, device=device, backbone=backbone, flow_method=flow_method,
+                                  flow_backbone=flow_backbone)
+            stats = extractor.process(work.jobs, progress=progress)
+        lease.check()
+        work.store.write_index()
     return ExtractResult(
         store=cfg.output,
         total=work.total,
