@@ -616,5 +616,94 @@ def predict_cmd(run_dir, videos, top_k, checkpoint, store, device, storage_optio
         raise PartialFailure(f"{result.failed} of {len(result.predictions)} videos could not be classified")
 
 
+# ---- stage three: finetune ----
+
+
+@cli.command("finetune")
+@click.option("--run", help="train-head run directory to start from (its store, head and segments).")
+@click.option("-m", "--manifest", help="Manifest of the videos (must hold every video of the store's train/val splits).")
+@click.option("--root", help="Folder the manifest's video paths are relative to (default: its folder).")
+@click.option("-o", "--out", help="Run directory, e.g. runs/NAME-ft.")
+@click.option("--modality", type=click.Choice(["rgb", "flow", "rgb+flow"]),
+              help="Streams to train (default: the head run's; a new stream gets a new head).")
+@click.option("--fusion", type=click.Choice(["late", "st-resnet"]),
+              help="late: streams apart, scores averaged; st-resnet: motion->appearance residuals + temporal filters.")
+@click.option("--st-stages", help="st-resnet: ResNet stages that get it, e.g. 4,5 (default 2,3,4,5 as in the paper).")
+@click.option("--segments", type=int, help="Segments per video (default: the head run's).")
+@click.option("--epochs", type=int, help="Maximum epochs (default 30; the plateau schedule stops earlier).")
+@click.option("--batch-size", type=int, help="Videos per optimizer step over all workers (default 32).")
+@click.option("--accum-steps", type=int, help="Gradient accumulation: micro-batches per step (default 1).")
+@click.option("--lr", type=float, help="Learning rate of the head (default 0.001).")
+@click.option("--backbone-lr-mult", type=float, help="Backbone lr = lr x this (default 1).")
+@click.option("--optimizer", type=click.Choice(["sgd", "adamw"]), help="Optimizer (default sgd, momentum 0.9).")
+@click.option("--weight-decay", type=float, help="Weight decay (default 5e-4).")
+@click.option("--schedule", type=click.Choice(["plateau", "cosine"]), help="lr schedule (default plateau).")
+@click.option("--partial-bn/--no-partial-bn", default=None, help="Freeze BN statistics except the first layer (default on).")
+@click.option("--flip/--no-flip", default=None, help="Random horizontal flips (default off: they change Jester's labels).")
+@click.option("--seed", type=int, help="Random seed (default 0).")
+@click.option("--workers", type=int, help="Data-parallel workers; more than 1 runs on Ray Train (default 1).")
+@click.option("--gpus-per-worker", type=float, help="GPUs per Ray Train worker (default 0: CPU, gloo).")
+@click.option("--cpus-per-worker", type=float, help="CPUs per Ray Train worker (default 1).")
+@click.option("--executor", type=click.Choice(["auto", "local", "ray"]),
+              help="auto: Ray Train when --workers > 1, GPUs or --ray-address are given (default).")
+@click.option("--ray-address", help="auto or HOST:PORT to join a Ray cluster (default: embedded local Ray).")
+@click.option("--loader-workers", type=int, help="Decoding processes per worker (default 2; 0 = in-process).")
+@click.option("--checkpoint-every", type=int, help="Also write last.pt every this many steps (default: epoch ends).")
+@click.option("--device", help="auto, cpu, cuda or cuda:N (in-process runs).")
+@click.option("--amp/--no-amp", default=None, help="Mixed precision on CUDA (default on).")
+@click.option("--storage-options", help="JSON object passed to fsspec for the store URL.")
+@click.option("--resume", is_flag=True, default=None, help="Continue the run in -o (re-running the same command does too).")
+@click.option("--overwrite", is_flag=True, default=None, help="Replace a run with a different config in -o.")
+@click.option("--config", "config_file", type=click.Path(dir_okay=False), help="YAML config file.")
+def finetune_cmd(config_file, storage_options, **options):
+    """Stage three: fine-tune backbone(s) and head end to end from the videos (two streams, Ray Train).
+
+    Example: stpipe finetune --run runs/trn -m jester.csv --root /data/jester -o runs/trn-ft --workers 2
+    """
+    from tqdm import tqdm
+
+    from pipeline.config import build_config
+    from pipeline.finetune.config import FinetuneConfig
+    from stages import finetune
+
+    options["storage_options"] = _json_option(storage_options, "--storage-options")
+    cfg = build_config(FinetuneConfig, config_file, options)
+    bar = None
+
+    def progress(event, **info):
+        nonlocal bar
+        if event == "note":
+            (tqdm.write if bar is not None else click.echo)(f"note: {info['message']}", file=sys.stderr)
+        elif event == "epoch_start":
+            bar = tqdm(total=info["batches"] * cfg.accum_steps, unit="batch", dynamic_ncols=True, leave=False,
+                       desc=f"epoch {info['epoch']}/{info['epochs']}")
+        elif event == "batch" and bar is not None:
+            bar.update(1)
+        elif event == "epoch_end":
+            if bar is not None:
+                bar.close()
+                bar = None
+            r = info["record"]
+            click.echo(f"epoch {r['epoch']:3d}  lr {r['lr']:.2e}  train loss {r['train_loss']:.4f}  "
+                       f"val loss {r['val_loss']:.4f}  val top-1 {r['val_top1']:.2%}  top-5 {r['val_top5']:.2%}  "
+                       f"{r['frames_per_second']:.1f} frames/s" + (f"  ({info['stopped']})" if info["stopped"] else ""))
+
+    try:
+        result = finetune.run(cfg, callback=progress)
+    finally:
+        if bar is not None:
+            bar.close()
+    m = result.metrics
+    head_only = f" (head only: {m['head_only_val_top1']:.2%})" if m["head_only_val_top1"] is not None else ""
+    click.echo(f"{result.run_dir}: val top-1 {m['val_top1']:.2%}{head_only}, top-5 {m['val_top5']:.2%} (best epoch "
+               f"{m['best_epoch']} of {m['epochs']}; {m['stopped']}); {m['frames_per_second']:.1f} training frames/s on "
+               f"{m['workers']} worker(s)")
+    for stream, path in result.backbone_files.items():
+        click.echo(f"  {stream} backbone: {path} (stpipe extract --backbone-checkpoint {path} re-caches features)")
+    if m["failed_videos"]:
+        click.echo(f"  skipped {m['failed_videos']} video(s) that failed to load; see {result.run_dir / 'metrics.json'}",
+                   err=True)
+
+
 if __name__ == "__main__":
     main()
