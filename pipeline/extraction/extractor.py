@@ -298,9 +298,10 @@ class Extractor:
                                ("view", "time", *feature_dims), np.float16)
         if cfg.flow:
             dtype = np.uint8 if cfg.flow_dtype == "uint8" else np.float16
-            attrs = {"bound": cfg.flow_bound, "quantisation": cfg.flow_dtype, "method": cfg.flow_method}
+            # not `attrs`: `begin` above reads that name later, in the writer thread
+            flow_attrs = {"bound": cfg.flow_bound, "quantisation": cfg.flow_dtype, "method": cfg.flow_method}
             state.flow = TimeBuffer(state, self._submit, "flow", 1, max(0, state.expected - 1),
-                                    ("time", "component", "y", "x"), dtype, attrs)
+                                    ("time", "component", "y", "x"), dtype, flow_attrs)
 
     def _feature_length(self, frames: int) -> int:
         if not self.video_kind:
