@@ -14,6 +14,7 @@ video sizes, so one can see that preprocessing is cheap next to the forward it f
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import sys
 import time
@@ -70,6 +71,25 @@ def preprocess_rate(backbone: Backbone, height: int, width: int, batch: int, n_b
     return batch / statistics.median(times)
 
 
+def _input(backbone: Backbone, batch: int) -> torch.Tensor:
+    shape = (batch, backbone.meta["in_channels"], *backbone.meta["input_size"])
+    return torch.randn(shape, generator=torch.Generator().manual_seed(0)).to(backbone.device)
+
+
+def compare_memory_formats(
+    plain: Backbone, nhwc: Backbone, batch: int, n_batches: int
+) -> tuple[float, float]:
+    """Frames/s of the two formats, batches interleaved so a busy machine slows both alike."""
+    x, device = _input(plain, batch), plain.device
+    for backbone in (plain, nhwc, plain, nhwc):  # warm-up
+        backbone.forward_features(x)
+    times: dict[int, list[float]] = {0: [], 1: []}
+    for _ in range(n_batches):
+        for i, backbone in enumerate((plain, nhwc)):
+            times[i] += batch_seconds(lambda b=backbone: b.forward_features(x), 1, warmup=0, device=device)
+    return batch / statistics.median(times[0]), batch / statistics.median(times[1])
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--batches", type=int, default=5, help="timed batches per setting (median)")
@@ -77,8 +97,11 @@ def main() -> None:
     parser.add_argument("--backbone", default="mobilenet_v2")
     args = parser.parse_args()
 
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, device {args.device}")
-    print(f"{args.backbone} pure forward_features (weights do not change the speed; random init)")
+    load = os.getloadavg()[0]
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {os.cpu_count()} cores, "
+          f"device {args.device}, load average {load:.1f} at start")  # fmt: skip
+    print(f"{args.backbone} pure forward_features, median of {args.batches} batches (random init: weights do "
+          "not change the speed)")  # fmt: skip
     print(f"{'features':>9} {'batch':>6} {'default fr/s':>13} {'channels_last fr/s':>19} {'ratio':>6}")
     for features in ("pooled", "spatial"):
         plain = build_backbone(args.backbone, weights="none", features=features, device=args.device,
@@ -86,16 +109,19 @@ def main() -> None:
         nhwc = build_backbone(args.backbone, weights="none", features=features, device=args.device,
                               channels_last=True)  # fmt: skip
         for batch in (32, 64):
-            a = forward_limit(plain, batch, args.batches)
-            b = forward_limit(nhwc, batch, args.batches)
+            a, b = compare_memory_formats(plain, nhwc, batch, args.batches)
             print(f"{features:>9} {batch:>6} {a:>13.1f} {b:>19.1f} {b / a:>6.2f}")
-
     backbone = build_backbone(args.backbone, weights="none", device=args.device)
+    limit = forward_limit(backbone, 64, args.batches)
+    print(f"forward_limit(default build, batch 64) = {limit:.1f} frames/s "
+          f"(channels_last={backbone.channels_last})")  # fmt: skip
+
     print(f"preprocess (uint8 -> resize {backbone.meta['resize_size']} -> crop {backbone.meta['input_size']}"
           " -> normalise), batch 64")  # fmt: skip
     for height, width in ((240, 320), (576, 768)):
         rate = preprocess_rate(backbone, height, width, 64, args.batches)
         print(f"  {height}x{width}: {rate:.1f} frames/s")
+    print(f"load average {os.getloadavg()[0]:.1f} at end")
 
 
 if __name__ == "__main__":

@@ -5,6 +5,7 @@ preprocessing equals the weights' transforms; the flow stream starts from averag
 from __future__ import annotations
 
 import json
+import platform
 import shutil
 import time
 from pathlib import Path
@@ -25,6 +26,7 @@ from pipeline.backbones import (
     resolve_weights,
     stack_flow,
 )
+from pipeline.backbones.allocator import reuse_freed_memory
 from pipeline.backbones.build import first_conv
 from pipeline.errors import BackboneError, ConfigError, FlowError, RegistryError
 
@@ -324,8 +326,9 @@ def test_stack_flow_is_centred_and_clamped():
 def test_channels_last_amp_and_meta_round_trip(tmp_path):
     base = build_backbone("tiny", features="spatial", device="cpu")
     x = base.preprocess(torch.randint(0, 256, (4, 64, 64, 3), dtype=torch.uint8))
-    torch.testing.assert_close(build_backbone("tiny", features="spatial", channels_last=True).forward_features(x),
-                               base.forward_features(x))  # fmt: skip
+    assert base.channels_last  # the default for image backbones
+    nchw = build_backbone("tiny", features="spatial", channels_last=False)
+    torch.testing.assert_close(nchw.forward_features(x), base.forward_features(x))
     amp = build_backbone("tiny", features="spatial", amp="bf16", device="cpu")
     out = amp.forward_features(x)
     assert out.dtype == torch.float32
@@ -342,6 +345,12 @@ def test_channels_last_amp_and_meta_round_trip(tmp_path):
     grey = build_backbone("tiny", in_channels=1, device="cpu")
     assert grey.preprocess(torch.zeros(2, 64, 64, 1, dtype=torch.uint8)).shape == (2, 1, 64, 64)
     assert np.isclose(grey.meta["mean"][0], np.mean(base.meta["mean"]))
+
+
+def test_cpu_builds_keep_freed_memory_on_glibc():
+    build_backbone("tiny", device="cpu")
+    if platform.libc_ver()[0] == "glibc":
+        assert reuse_freed_memory() is True  # applied once by the build, then a no-op
 
 
 def test_trainable_on_request():

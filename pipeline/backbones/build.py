@@ -18,6 +18,7 @@ import torch
 import torchvision
 from torch import nn
 
+from pipeline.backbones.allocator import reuse_freed_memory
 from pipeline.backbones.backbone import Backbone
 from pipeline.backbones.preprocess import FlowPreprocess, ImagePreprocess
 from pipeline.backbones.weights import (
@@ -65,7 +66,8 @@ def build_backbone(
         clip_window, clip_stride: frames per clip and between clip starts (video backbones).
         resize_size, crop_size: override the weights' preprocessing (e.g. resize 256 for multi-crop).
         amp: `bf16` or `fp16` autocast in `forward_features` (for CUDA), None = float32.
-        channels_last: NHWC memory format for image backbones; default on CUDA only.
+        channels_last: NHWC memory format for image backbones; default on (CUDA's usual win, and
+            1.2-1.9x frames/s for mobilenet_v2 on this 2-core CPU, see benchmarks/bench_backbones.py).
         download: allow torchvision to download missing named weights (with a timeout); by
             default a missing file is an error saying where to put it.
     """
@@ -179,6 +181,8 @@ def _build(
     if in_channels < 1:
         raise ConfigError(f"in_channels must be >= 1, got {in_channels}")
     target = pick_device(device)
+    if target.type == "cpu":
+        reuse_freed_memory()  # no page faults per batch (see allocator.py)
 
     resolved = resolve_weights(name, weights, entry["weights_enum"])
     model = _make_model(name, entry, resolved, download=download)
@@ -186,7 +190,7 @@ def _build(
         split(model),
         features=features,
         kind=entry["kind"],
-        channels_last=target.type == "cuda" if channels_last is None else channels_last,
+        channels_last=True if channels_last is None else channels_last,
         amp_dtype=AMP_DTYPES.get(amp) if amp else None,
     )
     if in_channels != 3:

@@ -95,7 +95,8 @@ class FlowPreprocess:
     as the image axes), centre-cropped or cut into views like the RGB frames, clipped at
     +-`bound` pixels (20, as in ST-ResNet and TSN) and divided by `bound`, so the input lies in
     [-1, 1] with 0 = no motion. uint8 input is taken as the two-stream quantisation
-    q = round((clip(f, -bound, bound) + bound) * 255 / (2 * bound)) and dequantised first.
+    q = round((clip(f, -bound, bound) + bound) * 255 / (2 * bound)) (`pipeline.flow.quantize_flow`)
+    and dequantised first.
     Channels are interleaved x1, y1, x2, y2, ... as TSN stacks them (see `stack_flow`).
     """
 

@@ -56,7 +56,9 @@ class TinyResNet(nn.Module):
         for index, width in enumerate(widths):
             stride = 1 if index == 0 else 2
             out = width * Bottleneck.expansion
-            downsample = nn.Sequential(nn.Conv2d(channels, out, 1, stride=stride, bias=False), nn.BatchNorm2d(out))
+            downsample = nn.Sequential(
+                nn.Conv2d(channels, out, 1, stride=stride, bias=False), nn.BatchNorm2d(out)
+            )
             blocks = [Bottleneck(channels, width, stride, downsample)]
             blocks += [Bottleneck(out, width) for _ in range(units - 1)]
             setattr(self, f"layer{index + 1}", nn.Sequential(*blocks))
