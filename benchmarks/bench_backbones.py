@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -90,11 +91,45 @@ def compare_memory_formats(
     return batch / statistics.median(times[0]), batch / statistics.median(times[1])
 
 
+MALLOC_PROBE = """
+import resource, sys, threading
+sys.path[:0] = [{root!r}, {root!r} + "/benchmarks"]
+from bench_backbones import forward_limit
+from pipeline.backbones import build_backbone
+backbone = build_backbone({name!r}, weights="none")
+out = {{}}
+def work():  # in a worker thread, as the extraction executor runs it
+    before = resource.getrusage(resource.RUSAGE_SELF)
+    out["fps"] = forward_limit(backbone, 32, {n})
+    after = resource.getrusage(resource.RUSAGE_SELF)
+    out["faults"], out["sys"] = after.ru_minflt - before.ru_minflt, after.ru_stime - before.ru_stime
+thread = threading.Thread(target=work); thread.start(); thread.join()
+print(out["fps"], out["faults"], out["sys"])
+"""
+
+
+def malloc_comparison(name: str, n_batches: int) -> None:
+    """The glibc tuning of pipeline/backbones/allocator.py on and off, each in a fresh process."""
+    print(f"glibc malloc tuning, {name} batch 32 in a worker thread (fresh process each, alternating):")
+    print(f"{'tuning':>7} {'frames/s':>9} {'minor faults':>13} {'system s':>9}")
+    code = MALLOC_PROBE.format(root=str(Path(__file__).resolve().parent.parent), name=name, n=n_batches)
+    for setting in ("0", "1", "0", "1"):
+        env = {**os.environ, "STPIPE_MALLOC_TUNING": setting}
+        result = subprocess.run(
+            [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
+        )
+        fps, faults, system = result.stdout.split()
+        print(
+            f"{'on' if setting == '1' else 'off':>7} {float(fps):>9.1f} {int(faults):>13} {float(system):>9.2f}"
+        )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--batches", type=int, default=5, help="timed batches per setting (median)")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--backbone", default="mobilenet_v2")
+    parser.add_argument("--malloc", action="store_true", help="also compare the glibc malloc tuning on/off")
     args = parser.parse_args()
 
     load = os.getloadavg()[0]
@@ -121,6 +156,8 @@ def main() -> None:
     for height, width in ((240, 320), (576, 768)):
         rate = preprocess_rate(backbone, height, width, 64, args.batches)
         print(f"  {height}x{width}: {rate:.1f} frames/s")
+    if args.malloc:
+        malloc_comparison(args.backbone, args.batches)
     print(f"load average {os.getloadavg()[0]:.1f} at end")
 
 

@@ -7,13 +7,16 @@ the first layer alone) comes back as zeroed pages. Measured on this machine (mob
 before, 0.14 M and 0.2 s after. The settings: one malloc arena (worker threads share the main
 heap instead of 64 MB side heaps, which fall back to mmap), mmap only above 1 GB, and no trimming
 below 2 GB. Peak memory is unchanged; the process just keeps its peak instead of returning it.
-PyTorch's CPU tuning guide gives the same advice (or jemalloc/tcmalloc).
+PyTorch's CPU tuning guide gives the same advice (or jemalloc/tcmalloc). Set the environment
+variable STPIPE_MALLOC_TUNING=0 to leave the allocator alone; `benchmarks/bench_backbones.py
+--malloc` measures both ways.
 """
 
 from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import os
 import sys
 
 M_TRIM_THRESHOLD, M_MMAP_THRESHOLD, M_ARENA_MAX = -1, -3, -8
@@ -26,7 +29,7 @@ def reuse_freed_memory() -> bool:
     if _done is not None:
         return _done
     _done = False
-    if not sys.platform.startswith("linux"):
+    if not sys.platform.startswith("linux") or os.environ.get("STPIPE_MALLOC_TUNING") == "0":
         return False
     try:
         libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
