@@ -23,18 +23,22 @@ import datetime as _dt
 import hashlib
 import json
 import re
+import shutil
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from pipeline.errors import StoreError
-from pipeline.store_urls import explain, resolve_url
+from pipeline.faults import fault_point
+from pipeline.store_urls import explain, is_local, local_path, resolve_url
 
 FORMAT_VERSION = 1
 CHUNK_BYTES = 8 * 2**20  # ~8 MiB: a typical video is one chunk per view, one or two reads
 _SAFE = re.compile(r"[A-Za-z0-9_-]")
+_PARTIAL = re.compile(r"\.[0-9a-f]{32}\.partial$")  # zarr's LocalStore temp files (write, then rename)
 _MAX_KEY = 160  # well under the 255-byte file-name limit of common filesystems
 
 
@@ -138,21 +142,26 @@ class FeatureStore:
         if existing is not None and not overwrite:
             meta = existing.attrs.get("stpipe")
             if meta is None:
-                if list(existing.keys()):
+                if [key for key in existing.keys() if key != "lease"]:  # our own lease is not content
                     raise StoreError(f"{url}: exists and is not an stpipe store; pick another -o or --overwrite")
             else:
                 _check_same(url, meta, provenance)
-                return cls(zarr.open_group(store=target, mode="r+", storage_options=opts), url)
-        try:
-            group = zarr.open_group(store=target, mode="w" if overwrite else "a", storage_options=opts)
-        except Exception as exc:  # noqa: BLE001
-            raise StoreError(f"{url}: cannot create store ({_reason(exc)})") from None
+                group = zarr.open_group(store=target, mode="r+", storage_options=opts)
+                group.require_group("videos")  # a creation cut short after the root's attrs
+                group.require_group("failures")
+                return cls(group, url)
         meta = dict(provenance)
         meta.setdefault("version", FORMAT_VERSION)
         meta.setdefault("created", _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"))
+        try:
+            # the root's zarr.json is born with its stpipe attrs: a kill here leaves no half-made store
+            group = zarr.open_group(store=target, mode="w" if overwrite else "a", storage_options=opts,
+                                    attributes={"stpipe": _jsonable(meta)})
+        except Exception as exc:  # noqa: BLE001
+            raise StoreError(f"{url}: cannot create store ({_reason(exc)})") from None
+        group.attrs["stpipe"] = _jsonable(meta)  # an existing, empty group ignores `attributes`
         group.require_group("videos")
         group.require_group("failures")
-        group.attrs["stpipe"] = _jsonable(meta)
         return cls(group, url)
 
     # ---- provenance -------------------------------------------------------------------------
@@ -190,13 +199,38 @@ class FeatureStore:
 
     def begin_video(self, video_id: str, attrs: Mapping[str, Any]) -> VideoWriter:
         """Start (or restart) a video's group; nothing is complete until `VideoWriter.finish`."""
-        key = video_key(video_id)
-        videos = self.root["videos"]
-        if key in videos:
-            del videos[key]  # a half-written group from a crash: redo it
-        group = videos.create_group(key)
+        # overwrite: replaces a half-written group from a crash, and also the remains of a delete
+        # cut short by one (arrays whose group zarr.json is already gone, invisible to `key in videos`)
+        group = self.root["videos"].create_group(video_key(video_id), overwrite=True)
         group.attrs.update(_jsonable({**attrs, "video_id": video_id, "complete": False}))
+        fault_point("begin")
         return VideoWriter(group)
+
+    def remove_debris(self) -> list[str]:
+        """Delete what a killed writer leaves on a local disk outside the groups it redoes anyway:
+        zarr's `*.<hex>.partial` temp files and group folders whose zarr.json a cut-short delete
+        removed. Returns the removed paths. Call it only while holding the store's lease (another
+        live writer's temp files look the same). Object stores write whole objects: nothing to do.
+        """
+        if not is_local(self.url):
+            return []
+        root = Path(local_path(self.url))
+        groups = [root / "videos", root / "failures"]  # their members are groups with a zarr.json
+        folders = [root, *groups, root / "index"]
+        folders += [p for p in groups[1].iterdir() if p.is_dir()] if groups[1].is_dir() else []
+        removed = []
+        for folder in folders:
+            if not folder.is_dir():
+                continue
+            for path in folder.iterdir():
+                if path.is_file() and _PARTIAL.search(path.name):
+                    path.unlink(missing_ok=True)
+                elif folder in groups and path.is_dir() and not (path / "zarr.json").exists():
+                    shutil.rmtree(path, ignore_errors=True)
+                else:
+                    continue
+                removed.append(str(path))
+        return removed
 
     def discard_video(self, video_id: str) -> None:
         """Remove a video's (incomplete) group, e.g. after it failed for good."""
@@ -219,6 +253,7 @@ class FeatureStore:
         key = video_key(failure.video_id)
         group = failures[key] if key in failures else failures.create_group(key)
         group.attrs.update(_jsonable(failure.__dict__))
+        fault_point("failure")
 
     def clear_failure(self, video_id: str) -> None:
         failures = self.root.require_group("failures")
@@ -236,38 +271,29 @@ class FeatureStore:
 
     def write_index(self) -> dict[str, np.ndarray]:
         """Consolidate per-video attrs into columnar arrays (`complete` set last)."""
-        rows = []
-        for key, group in self.root["videos"].groups():
-            a = group.attrs
-            status = "complete" if a.get("complete") else "incomplete"
-            rows.append((a.get("video_id", key), key, int(a.get("label_index", -1)), a.get("split", ""),
-                         int(a.get("num_frames", 0)), status))
-        failed = self.failures()
-        present = {r[0] for r in rows if r[5] == "complete"}
-        for f in failed:
-            if f.video_id not in present:
-                rows.append((f.video_id, video_key(f.video_id), -1, "", 0, "failed"))
-        rows.sort(key=lambda r: r[0])
-        columns = {
-            "video_id": np.array([r[0] for r in rows], dtype=str),
-            "key": np.array([r[1] for r in rows], dtype=str),
-            "label": np.array([r[2] for r in rows], dtype=np.int64),
-            "split": np.array([r[3] for r in rows], dtype=str),
-            "num_frames": np.array([r[4] for r in rows], dtype=np.int64),
-            "status": np.array([r[5] for r in rows], dtype=str),
-        }
+        columns = self._scan_index()
         if "index" in self.root:
             del self.root["index"]
-        index = self.root.create_group("index")
+        fault_point("index")
+        index = self.root.create_group("index", overwrite=True)  # also clears a delete cut short
         for name, values in columns.items():
             dtype = str if values.dtype.kind == "U" else values.dtype
             array = index.create_array(name, shape=values.shape, dtype=dtype, dimension_names=("video",),
                                        chunks=(max(1, len(values)),))
             if len(values):
                 array[:] = values
-        index.attrs["failures"] = [_jsonable(f.__dict__) for f in failed]
+        index.attrs["failures"] = [_jsonable(f.__dict__) for f in self.failures()]
+        fault_point("index")
         index.attrs["complete"] = True
         return columns
+
+    def invalidate_index(self) -> None:
+        """Mark the index stale before a run changes the videos; `write_index` at its end renews it.
+
+        A run killed in between leaves no index that contradicts the groups (readers rescan).
+        """
+        if "index" in self.root and self.root["index"].attrs.get("complete"):
+            self.root["index"].attrs["complete"] = False
 
     def index(self) -> dict[str, np.ndarray]:
         """The consolidated index, or an on-the-fly one when it is missing or stale."""
@@ -281,18 +307,26 @@ class FeatureStore:
         return bool(getattr(self.root, "read_only", False))
 
     def _scan_index(self) -> dict[str, np.ndarray]:
-        keys, ids, labels, splits, frames, status = [], [], [], [], [], []
+        """The index from the groups themselves: one row per video group, plus failed videos without one."""
+        failed = {f.video_id for f in self.failures()}
+        rows = []
         for key, group in self.root["videos"].groups():
             a = group.attrs
-            keys.append(key)
-            ids.append(a.get("video_id", key))
-            labels.append(int(a.get("label_index", -1)))
-            splits.append(a.get("split", ""))
-            frames.append(int(a.get("num_frames", 0)))
-            status.append("complete" if a.get("complete") else "incomplete")
-        return {"video_id": np.array(ids, dtype=str), "key": np.array(keys, dtype=str),
-                "label": np.array(labels, dtype=np.int64), "split": np.array(splits, dtype=str),
-                "num_frames": np.array(frames, dtype=np.int64), "status": np.array(status, dtype=str)}
+            video_id = a.get("video_id", key)
+            status = "complete" if a.get("complete") else "failed" if video_id in failed else "incomplete"
+            rows.append((video_id, key, int(a.get("label_index", -1)), a.get("split", ""),
+                         int(a.get("num_frames", 0)), status))
+        present = {r[0] for r in rows}
+        rows += [(v, video_key(v), -1, "", 0, "failed") for v in sorted(failed - present)]
+        rows.sort(key=lambda r: r[0])
+        return {
+            "video_id": np.array([r[0] for r in rows], dtype=str),
+            "key": np.array([r[1] for r in rows], dtype=str),
+            "label": np.array([r[2] for r in rows], dtype=np.int64),
+            "split": np.array([r[3] for r in rows], dtype=str),
+            "num_frames": np.array([r[4] for r in rows], dtype=np.int64),
+            "status": np.array([r[5] for r in rows], dtype=str),
+        }
 
     def iter_complete(self, split: str | None = None) -> Iterator[tuple[str, dict[str, Any]]]:
         index = self.index()
@@ -329,6 +363,7 @@ class VideoWriter:
 
     def finish(self, **attrs: Any) -> None:
         self.group.attrs.update(_jsonable(attrs))
+        fault_point("finish")
         self.group.attrs["complete"] = True  # last: a crash before this line means "redo"
 
 

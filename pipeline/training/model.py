@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from pipeline.errors import ConfigError, RunError
+from pipeline.faults import fault_point
 from pipeline.heads import HEADS, LateFusion, build_head, head_complexity
 from pipeline.training.config import TrainHeadConfig
 
@@ -83,6 +84,7 @@ def save_checkpoint(payload: Mapping[str, Any], path: str | Path) -> None:
     path = Path(path)
     tmp = path.with_suffix(path.suffix + ".tmp")
     torch.save(dict(payload), tmp)
+    fault_point("checkpoint")
     os.replace(tmp, path)
 
 
