@@ -11,6 +11,7 @@ from pipeline.device import pick_device
 from pipeline.extraction import ExtractConfig, Extractor, VideoJob
 from pipeline.extraction.extractor import Event, describe
 from pipeline.store import Failure, FeatureStore, config_hash
+from pipeline.store_lease import StoreLease
 
 
 @dataclass
@@ -93,6 +94,7 @@ def plan(cfg: ExtractConfig, models) -> Plan:
     provenance["config"] = {k: v for k, v in provenance["config"].items() if k in cfg.content_fields}
     store = FeatureStore.create(cfg.output, provenance=provenance, overwrite=cfg.overwrite,
                                 storage_options=cfg.storage_options)
+    store.remove_debris()  # a killed run's temp files and cut-short deletes (`run` holds the lease)
     done = store.complete_ids()
     jobs = [
         VideoJob(
@@ -113,19 +115,25 @@ def plan(cfg: ExtractConfig, models) -> Plan:
 def run(cfg: ExtractConfig, progress: Callable[[Event], None] | None = None,
         on_plan: Callable[[Plan], None] | None = None) -> ExtractResult:
     models = load_models(cfg)
-    work = plan(cfg, models)
-    if on_plan is not None:
-        on_plan(work)
-    device, backbone, flow_method, flow_backbone = models
-    if cfg.executor == "ray":
-        from pipeline.distributed import run_extraction
+    # one writing run per store (pipeline/store_lease.py); taken before --overwrite may delete anything
+    with StoreLease(cfg.output, cfg.storage_options) as lease:
+        work = plan(cfg, models)
+        lease.check()  # --overwrite re-made the store (and the lease with it)
+        if work.jobs:
+            work.store.invalidate_index()  # renewed below; a kill in between leaves no stale index
+        if on_plan is not None:
+            on_plan(work)
+        device, backbone, flow_method, flow_backbone = models
+        if cfg.executor == "ray":
+            from pipeline.distributed import run_extraction
 
-        stats = run_extraction(cfg, work.jobs, progress=progress)
-    else:
-        extractor = Extractor(cfg, work.store, device=device, backbone=backbone, flow_method=flow_method,
-                              flow_backbone=flow_backbone)
-        stats = extractor.process(work.jobs, progress=progress)
-    work.store.write_index()
+            stats = run_extraction(cfg, work.jobs, progress=progress)
+        else:
+            extractor = Extractor(cfg, work.store, device=device, backbone=backbone, flow_method=flow_method,
+                                  flow_backbone=flow_backbone)
+            stats = extractor.process(work.jobs, progress=progress)
+        lease.check()
+        work.store.write_index()
     return ExtractResult(
         store=cfg.output,
         total=work.total,

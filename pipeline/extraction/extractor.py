@@ -25,6 +25,7 @@ import torch
 
 from pipeline.errors import StpipeError, VideoError
 from pipeline.extraction.config import ExtractConfig
+from pipeline.faults import fault_point
 from pipeline.store import Failure, FeatureStore, VideoWriter, time_chunk
 from pipeline.video import FrameSelection, iter_chunks, probe
 
@@ -117,6 +118,7 @@ class TimeBuffer:
             self.array[:, t0 : t0 + rows.shape[1]] = rows
         else:
             self.array[t0 : t0 + rows.shape[1]] = rows[0]
+        fault_point("write")
 
     def _resize(self, length):
         shape = list(self.array.shape)
