@@ -504,6 +504,14 @@ def train_head_cmd(config_file, storage_options, head_options, **options):
                 tqdm.write(f"note: {info['message']}", file=sys.stderr)
             else:
                 click.echo(f"note: {info['message']}", err=True)
+        elif event == "load":
+            if bar is None:
+                bar = tqdm(total=info["total"], unit="video", dynamic_ncols=True, leave=False,
+                           desc=f"loading {info['split']}")
+            bar.update(info["done"] - bar.n)
+            if info["done"] == info["total"]:
+                bar.close()
+                bar = None
         elif event == "epoch_start":
             bar = tqdm(total=info["batches"], unit="batch", dynamic_ncols=True, leave=False,
                        desc=f"epoch {info['epoch']}/{info['epochs']}")

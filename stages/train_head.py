@@ -21,7 +21,7 @@ from pipeline.training.data import load_split
 from pipeline.training.loop import Callback, TrainData, TrainResult, train
 from pipeline.training.model import head_input_kind
 from pipeline.training.reports import plot_confusion, plot_curves
-from pipeline.training.runs import prepare_run_dir, store_signature
+from pipeline.training.runs import prepare_run_dir, record_signature, store_signature
 from pipeline.training.stats import stats_for_training
 
 
@@ -43,11 +43,15 @@ def load_data(cfg: TrainHeadConfig, store: FeatureStore, *, run_dir: str | Path 
     pooled = head_input_kind(cfg.head) == "pooled"
     signature = store_signature(store, cfg.streams, pooled=pooled)
     budget = cfg.memory_budget_gb * 2**30
+
+    def progress(name):
+        return lambda done, total: emit("load", split=name, done=done, total=total)
+
     train_split = load_split(store, "train", streams=cfg.streams, pooled=pooled, memory_budget_bytes=budget,
-                             storage_options=cfg.storage_options)
+                             storage_options=cfg.storage_options, progress=progress("train"))
     remaining = max(budget - (0 if train_split.streamed else train_split.nbytes), 1.0)
     val_split = load_split(store, cfg.val_split, streams=cfg.streams, pooled=pooled, memory_budget_bytes=remaining,
-                           storage_options=cfg.storage_options)
+                           storage_options=cfg.storage_options, progress=progress(cfg.val_split))
     for split in (train_split, val_split):
         where = "streamed from Zarr (over the memory budget)" if split.streamed else "in memory"
         emit("note", message=f"{split.split}: {len(split)} videos, {split.nbytes / 2**20:.1f} MiB of features {where}")
@@ -60,7 +64,9 @@ def load_data(cfg: TrainHeadConfig, store: FeatureStore, *, run_dir: str | Path 
     return TrainData(train=train_split, val=val_split, classes=store.classes, stats=stats), signature
 
 
-def run(cfg: TrainHeadConfig, *, callback: Callback | None = None) -> TrainHeadResult:
+def run(cfg: TrainHeadConfig, *, callback: Callback | None = None, data: TrainData | None = None,
+        signature: dict[str, Any] | None = None) -> TrainHeadResult:
+    """`data` + `signature`: features already loaded (an ablation shares one copy across trials)."""
     if not cfg.out:
         raise ConfigError("train-head needs an output run dir (-o/--out)")
     started = time.perf_counter()
@@ -68,8 +74,12 @@ def run(cfg: TrainHeadConfig, *, callback: Callback | None = None) -> TrainHeadR
     resume = prepare_run_dir(cfg)
     store = FeatureStore.open(cfg.store, storage_options=cfg.storage_options or None)
     run_dir.mkdir(parents=True, exist_ok=True)
+    if signature is None:
+        signature = store_signature(store, cfg.streams, pooled=head_input_kind(cfg.head) == "pooled")
+    record_signature(run_dir, signature, store_url=cfg.store)  # a continued run refuses a different store
     save_config(cfg, run_dir / "config.yaml")
-    data, signature = load_data(cfg, store, run_dir=run_dir, callback=callback)
+    if data is None:
+        data, signature = load_data(cfg, store, run_dir=run_dir, callback=callback)
     load_seconds = time.perf_counter() - started
     result = train(cfg, data, run_dir=run_dir, resume=resume, callback=callback,
                    checkpoint_extra={"store": signature})

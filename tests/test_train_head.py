@@ -324,6 +324,8 @@ def test_evaluate_refuses_a_store_with_other_classes_or_shapes(store_url, tmp_pa
     make_store(wider, dim=24, per_class={"train": 1, "val": 1})
     with pytest.raises(StoreError, match=r"rgb features have shape \[24\]"):
         evaluate.run(evaluate.EvaluateConfig(run=out, store=wider))
+    with pytest.raises(StoreError, match=r"rgb features have shape \[24\]"):  # continuing the run on it
+        train_head.run(config(wider, out, epochs=1))
 
 
 # ---- CLI ---------------------------------------------------------------------------------------

@@ -1,1 +1,24 @@
-"""Stage two: train temporal heads on cached features (see `loop.train` and `data.load_split`)."""
+"""Stage two: train temporal heads on cached features.
+
+The pieces, in the order data flows through them:
+
+    config.TrainHeadConfig      frozen config; `identity()` decides whether a run dir holds "this" run
+    data.load_split(store, split, streams=("rgb",), pooled=True, memory_budget_bytes=None) -> SplitData
+                                a split as plain numpy: per stream one contiguous (views, frames, C[, H, W])
+                                float16 array + per-video offsets/lengths, labels, ids (or, above the
+                                budget, only the layout: batches then stream from Zarr)
+    batches.segment_indices / train_plans / MemoryFeatures
+                                TSN segment sampling and the batch gather, all tensor ops
+    streaming.ZarrFeatures / iterate_batches
+                                the same contract read from Zarr with a background prefetch thread
+    loop.train(cfg, TrainData(train, val, classes, stats), run_dir=None) -> TrainResult
+                                the seed-000 recipe; resumable; no store access (data comes in)
+    stats.compute_stats         per-channel mean/std with dask; cached in the store or run dir
+    metrics, reports, runs, model
+                                accuracy/confusion, plots, run-dir rules and store signatures,
+                                model specs and weights-only checkpoints
+
+For many trials on one store (ablations): `stages.train_head.load_data(cfg, store)` once, put the
+`TrainData` (numpy only, so it goes into Ray's object store zero-copy) wherever the trials run,
+and call `loop.train(trial_cfg, data)` per trial; no trial re-reads the store.
+"""

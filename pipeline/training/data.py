@@ -10,7 +10,7 @@ keep only their video list and are read from Zarr batch by batch (`pipeline.trai
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -107,11 +107,13 @@ def load_split(
     memory_budget_bytes: float | None = None,
     storage_options: dict[str, Any] | None = None,
     labelled: bool = True,
+    progress: Callable[[int, int], None] | None = None,
 ) -> SplitData:
     """Read a split's features into contiguous arrays (or, above the budget, only their layout).
 
     pooled: the head wants (B, T, D) vectors; spatial maps in the store are averaged over (y, x)
     once, at load time, instead of in every batch. labelled=False keeps videos without a label (-1).
+    progress(done, total) is called from this thread as videos are read.
     """
     video_ids, keys, labels, notes = select_videos(store, split, labelled=labelled)
     videos = store.root["videos"]
@@ -124,7 +126,7 @@ def load_split(
                          f"({memory_budget_bytes / 2**30:.2f} GiB); streaming from Zarr with prefetch")
         else:
             for data in layout.values():
-                _read_frames(videos, keys, data, pool)
+                _read_frames(videos, keys, data, pool, progress)
     log.info("split %s: %d videos, %.1f MiB %s", split, len(keys), total / 2**20,
              "streamed" if stream_it else "in memory")
     return SplitData(split=split, video_ids=video_ids, keys=keys, labels=labels, streams=layout,
@@ -165,14 +167,17 @@ def _layout(store: FeatureStore, videos, keys: np.ndarray, stream: str, pooled: 
                       lengths=lengths, frames=None, pool=pooled and spatial_in_store)
 
 
-def _read_frames(videos, keys: np.ndarray, data: StreamData, pool) -> None:
+def _read_frames(videos, keys: np.ndarray, data: StreamData, pool, progress=None) -> None:
     frames = np.empty((data.views, int(data.lengths.sum()), *data.frame_shape), dtype=np.float16)
 
     def read_one(i: int) -> None:
         values = read_video(videos, str(keys[i]), data)
         frames[:, data.offsets[i]: data.offsets[i] + data.lengths[i]] = values
 
-    list(pool.map(read_one, range(len(keys))))
+    total = len(keys)
+    for done, _ in enumerate(pool.map(read_one, range(total)), start=1):
+        if progress is not None and (done % 256 == 0 or done == total):
+            progress(done, total)
     data.frames = frames
 
 

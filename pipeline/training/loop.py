@@ -43,7 +43,9 @@ from pipeline.training.model import (
 )
 from pipeline.training.streaming import ZarrFeatures, iterate_batches
 
-Callback = Callable[..., None]  # callback(event, **info): "note", "epoch_start", "batch", "epoch_end"
+# callback(event, **info): "note" (message), "load" (split, done, total; from stages.train_head),
+# "epoch_start" (epoch, epochs, batches), "batch" (size), "epoch_end" (record, stopped)
+Callback = Callable[..., None]
 
 
 @dataclass
@@ -264,6 +266,8 @@ def train(cfg: TrainHeadConfig, data: TrainData, *, run_dir: str | Path | None =
             _write_jsonl(run_dir / "metrics.jsonl", state["history"])
         emit("epoch_end", record=record, stopped=state["stopped"])
 
+    if run_dir is not None:  # again: a run killed between last.pt and the log has no epoch left to write it
+        _write_jsonl(run_dir / "metrics.jsonl", state["history"])
     if run_dir is not None and (run_dir / "checkpoint.pt").is_file():
         model.load_state_dict(load_checkpoint(run_dir / "checkpoint.pt", map_location=device)["model"])
     best = evaluate(model, val_src, views=views, batch_size=cfg.eval_batch_size, amp=amp)

@@ -18,8 +18,8 @@ from pipeline.errors import RunError, StoreError
 from pipeline.store import FeatureStore
 from pipeline.training.config import STREAM_ARRAYS, TrainHeadConfig
 
-RUN_FILES = ("config.yaml", "checkpoint.pt", "last.pt", "metrics.jsonl", "metrics.json", "curves.png",
-             "confusion.png", "stats.json")
+RUN_FILES = ("config.yaml", "store.json", "checkpoint.pt", "last.pt", "metrics.jsonl", "metrics.json",
+             "curves.png", "confusion.png", "stats.json")
 
 
 def store_signature(store: FeatureStore, streams: tuple[str, ...], *, pooled: bool, split: str = "train") -> dict[str, Any]:
@@ -62,6 +62,15 @@ def check_signature(saved: dict[str, Any], current: dict[str, Any], *, store_url
     if saved.get("config_hash") and current.get("config_hash") and saved["config_hash"] != current["config_hash"]:
         raise StoreError(f"{store_url}: made by a different extract config (hash {current['config_hash']}) than "
                          f"the store run {run} was trained on ({saved['config_hash']})")
+
+
+def record_signature(run_dir: str | Path, signature: dict[str, Any], *, store_url: str) -> None:
+    """Write store.json on a run's first start; on a continued run, refuse a store that differs."""
+    path = Path(run_dir) / "store.json"
+    if path.is_file():
+        check_signature(json.loads(path.read_text()), signature, store_url=store_url, run=run_dir)
+        return
+    path.write_text(json.dumps(signature, indent=1))
 
 
 def read_run_config(run_dir: str | Path) -> TrainHeadConfig:
