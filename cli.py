@@ -475,7 +475,8 @@ def heads_cmd(num_classes, num_segments, feature_shape, proj_dim):
 @click.option("--seed", type=int, help="Random seed (default 0).")
 @click.option("--device", help="auto, cpu, cuda or cuda:N.")
 @click.option("--amp/--no-amp", default=None, help="Mixed precision on CUDA (default on).")
-@click.option("--memory-budget-gb", type=float, help="Features above this stream from Zarr (default 4).")
+@click.option("--memory-budget-gb", type=float,
+              help="Features above this stream from Zarr (default 0 = half the free RAM, or GPU memory on CUDA).")
 @click.option("--head-options", help='JSON object of head options, e.g. \'{"hidden": 512}\'.')
 @click.option("--storage-options", help="JSON object passed to fsspec for the store URL.")
 @click.option("--resume", is_flag=True, default=None, help="Continue the run in -o (re-running the same command does too).")

@@ -15,7 +15,7 @@ from typing import Any
 from pipeline.device import pick_device
 from pipeline.errors import ConfigError
 from pipeline.store import FeatureStore
-from pipeline.training.data import load_split
+from pipeline.training.data import load_split, memory_budget_bytes
 from pipeline.training.loop import evaluate, make_source, num_views
 from pipeline.training.model import build_model, head_input_kind, load_checkpoint
 from pipeline.training.reports import plot_confusion
@@ -63,7 +63,7 @@ def run(cfg: EvaluateConfig) -> EvaluateResult:
                     store_url=store_url, run=run_dir)
     device = pick_device(cfg.device)
     split = load_split(store, cfg.split, streams=train_cfg.streams, pooled=pooled,
-                       memory_budget_bytes=train_cfg.memory_budget_gb * 2**30,
+                       memory_budget_bytes=memory_budget_bytes(train_cfg.memory_budget_gb, device),
                        storage_options=cfg.storage_options or train_cfg.storage_options)
     model = build_model(checkpoint["spec"]).to(device)
     model.load_state_dict(checkpoint["model"])

@@ -14,10 +14,11 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.config import save_config
+from pipeline.device import pick_device
 from pipeline.errors import ConfigError
 from pipeline.store import FeatureStore
 from pipeline.training.config import TrainHeadConfig
-from pipeline.training.data import load_split
+from pipeline.training.data import load_split, memory_budget_bytes
 from pipeline.training.loop import Callback, TrainData, TrainResult, train
 from pipeline.training.model import head_input_kind
 from pipeline.training.reports import plot_confusion, plot_curves
@@ -42,7 +43,7 @@ def load_data(cfg: TrainHeadConfig, store: FeatureStore, *, run_dir: str | Path 
     emit = callback or (lambda event, **info: None)
     pooled = head_input_kind(cfg.head) == "pooled"
     signature = store_signature(store, cfg.streams, pooled=pooled)
-    budget = cfg.memory_budget_gb * 2**30
+    budget = memory_budget_bytes(cfg.memory_budget_gb, pick_device(cfg.device))
 
     def progress(name):
         return lambda done, total: emit("load", split=name, done=done, total=total)
@@ -53,7 +54,8 @@ def load_data(cfg: TrainHeadConfig, store: FeatureStore, *, run_dir: str | Path 
     val_split = load_split(store, cfg.val_split, streams=cfg.streams, pooled=pooled, memory_budget_bytes=remaining,
                            storage_options=cfg.storage_options, progress=progress(cfg.val_split))
     for split in (train_split, val_split):
-        where = "streamed from Zarr (over the memory budget)" if split.streamed else "in memory"
+        where = "streamed from Zarr" if split.streamed else "in memory"
+        where += f" (memory budget {budget / 2**30:.1f} GiB)"
         emit("note", message=f"{split.split}: {len(split)} videos, {split.nbytes / 2**20:.1f} MiB of features {where}")
     stats = {}
     if cfg.standardize:

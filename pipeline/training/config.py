@@ -49,7 +49,7 @@ class TrainHeadConfig:
     # how it runs (free to change when resuming)
     device: str = "auto"
     amp: bool = True  # mixed precision, CUDA only
-    memory_budget_gb: float = 4.0  # features above this stream from Zarr instead of living in memory
+    memory_budget_gb: float = 0.0  # features above this stream from Zarr; 0 = half the free RAM (GPU memory on CUDA)
     eval_batch_size: int = 256
     resume: bool = False
     overwrite: bool = False
@@ -74,8 +74,8 @@ class TrainHeadConfig:
             raise ConfigError(f"dropout must be in [0, 1), got {self.dropout}")
         if self.lr_drops < 0:
             raise ConfigError(f"lr_drops must be >= 0, got {self.lr_drops}")
-        if self.memory_budget_gb <= 0:
-            raise ConfigError(f"memory_budget_gb must be > 0, got {self.memory_budget_gb}")
+        if self.memory_budget_gb < 0:
+            raise ConfigError(f"memory_budget_gb must be >= 0 (0 = automatic), got {self.memory_budget_gb}")
         if self.resume and self.overwrite:
             raise ConfigError("--resume and --overwrite contradict each other; pick one")
         if self.fusion == "joint" and self.modality != "rgb+flow":

@@ -10,6 +10,7 @@ keep only their video list and are read from Zarr batch by batch (`pipeline.trai
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -65,6 +66,32 @@ class SplitData:
     @property
     def nbytes(self) -> int:
         return sum(s.nbytes for s in self.streams.values())
+
+
+def memory_budget_bytes(budget_gb: float, device) -> float:
+    """`budget_gb` in bytes; 0 means half of what is free where the features will live."""
+    if budget_gb > 0:
+        return budget_gb * 2**30
+    if device.type == "cuda":
+        import torch
+
+        free, _ = torch.cuda.mem_get_info(device)
+        return min(free, _available_ram()) / 2  # a split passes through host memory on its way
+    return _available_ram() / 2
+
+
+def _available_ram() -> float:
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return float(line.split()[1]) * 1024
+    except OSError:
+        pass
+    try:
+        return float(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
+    except (ValueError, OSError, AttributeError):
+        return 8.0 * 2**30
 
 
 def select_videos(store: FeatureStore, split: str, *, labelled: bool = True
