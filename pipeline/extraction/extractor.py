@@ -59,6 +59,8 @@ class Stats:
     frames: int = 0
     seconds: float = 0.0
     failures: list[Failure] = field(default_factory=list)
+    batches: int = 0  # backbone forwards of image backbones
+    padded_rows: int = 0  # zero rows among them: compute spent on nothing
 
 
 class TimeBuffer:
@@ -185,12 +187,12 @@ class Extractor:
                     try:
                         item = items.get(timeout=0.05)
                     except queue.Empty:
-                        self._run_batch(force=True)  # decoders are behind: do not sit on frames
+                        self._run_batch(force=self._drained())
                         self._check_writes()
                         continue
                     self._handle(item)
                     if items.empty():
-                        self._run_batch(force=self._any_ended())
+                        self._run_batch(force=self._drained())
                 self._run_batch(force=True)
             finally:
                 stop.set()
@@ -337,6 +339,8 @@ class Extractor:
             if real < size:
                 pad = inputs.new_zeros((size - real, *inputs.shape[1:]))
                 inputs = torch.cat([inputs, pad])
+            self._stats.batches += 1
+            self._stats.padded_rows += size - real
             feats = self.backbone.forward_features(inputs.to(self.device, non_blocking=True))[:real]
             feats = feats.to("cpu", torch.float16).numpy()
             offset = 0
@@ -461,8 +465,14 @@ class Extractor:
                 keep.append(future)
         self._write_futures = keep
 
-    def _any_ended(self) -> bool:
-        return any(s.ended for s, _ in self._pending)
+    def _drained(self) -> bool:
+        """True when no more frames can arrive: every unfinished video is fully decoded.
+
+        Only then is a short batch padded. Padding earlier (when a video ends or a decoder is a
+        moment late) costs a whole forward for a few rows, and on a CPU it also steals the cores
+        the decoders need; a video merely waits for the next full batch to complete it.
+        """
+        return len(self._states) == self._remaining and all(s.ended for s in self._states.values())
 
 
 def _one_line(exc: BaseException) -> str:
