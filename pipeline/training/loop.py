@@ -266,12 +266,8 @@ def train(cfg: TrainHeadConfig, data: TrainData, *, run_dir: str | Path | None =
             _write_jsonl(run_dir / "metrics.jsonl", state["history"])
         emit("epoch_end", record=record, stopped=state["stopped"])
 
-    if run_dir is not None:  # again: a run killed between last.pt and the log has no epoch left to write it
-        _write_jsonl(run_dir / "metrics.jsonl", state["history"])
     if run_dir is not None:
         _write_jsonl(run_dir / "metrics.jsonl", state["history"])  # also after a kill between last.pt and it
-    if run_dir is not None:  # again: a run killed between last.pt and the log has no epoch left to write it
-        _write_jsonl(run_dir / "metrics.jsonl", state["history"])
     if run_dir is not None and (run_dir / "checkpoint.pt").is_file():
         model.load_state_dict(load_checkpoint(run_dir / "checkpoint.pt", map_location=device)["model"])
     best = evaluate(model, val_src, views=views, batch_size=cfg.eval_batch_size, amp=amp)
