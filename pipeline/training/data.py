@@ -140,38 +140,67 @@ def load_split(
 
     pooled: the head wants (B, T, D) vectors; spatial maps in the store are averaged over (y, x)
     once, at load time, instead of in every batch. labelled=False keeps videos without a label (-1).
-    progress(done, total) is called from this thread as videos are read.
+    progress(videos_done, videos) is called from this thread as arrays are opened and read.
     """
     video_ids, keys, labels, notes = select_videos(store, split, labelled=labelled)
     videos = store.root["videos"]
+    report = _Progress(progress, len(keys), 2 * len(streams) * len(keys))  # open every array, then read it
     with ThreadPoolExecutor(READ_THREADS) as pool:
-        layout = {s: _layout(store, videos, keys, s, pooled, pool) for s in streams}
+        layout, arrays = {}, {}
+        for s in streams:
+            layout[s], arrays[s] = _layout(store, videos, keys, s, pooled, pool, report)
         total = sum(d.nbytes for d in layout.values())
         stream_it = memory_budget_bytes is not None and total > memory_budget_bytes
         if stream_it:
             notes.append(f"split {split!r}: {total / 2**30:.2f} GiB of features exceeds the memory budget "
                          f"({memory_budget_bytes / 2**30:.2f} GiB); streaming from Zarr with prefetch")
+            arrays.clear()
+            report.finish()
         else:
-            for data in layout.values():
-                _read_frames(videos, keys, data, pool, progress)
+            for s, data in layout.items():
+                _read_frames(arrays.pop(s), data, pool, report)
     log.info("split %s: %d videos, %.1f MiB %s", split, len(keys), total / 2**20,
              "streamed" if stream_it else "in memory")
     return SplitData(split=split, video_ids=video_ids, keys=keys, labels=labels, streams=layout,
                      store_url=store.url, storage_options=dict(storage_options or {}), notes=notes)
 
 
-def _layout(store: FeatureStore, videos, keys: np.ndarray, stream: str, pooled: bool, pool) -> StreamData:
+class _Progress:
+    """progress(videos_done, videos) from the loading thread; opening and reading each count half."""
+
+    def __init__(self, callback: Callable[[int, int], None] | None, videos: int, steps: int):
+        self.callback, self.videos, self.steps, self.done = callback, videos, max(steps, 1), 0
+
+    def step(self) -> None:
+        self.done += 1
+        if self.callback is not None and (self.done % 256 == 0 or self.done == self.steps):
+            self.callback(self.done * self.videos // self.steps, self.videos)
+
+    def finish(self) -> None:
+        if self.callback is not None and self.done < self.steps:
+            self.done = self.steps
+            self.callback(self.videos, self.videos)
+
+
+def _layout(store: FeatureStore, videos, keys: np.ndarray, stream: str, pooled: bool, pool,
+            report: _Progress) -> tuple[StreamData, list]:
+    """The stream's per-video shapes checked and laid out back to back; also the opened arrays
+    (about 2.6 kB each), so reading them does not open every array a second time."""
     name = STREAM_ARRAYS[stream]
 
-    def shape_of(key: str) -> tuple[int, ...]:
+    def open_array(key: str):
         try:
-            return tuple(videos[f"{key}/{name}"].shape)
+            return videos[f"{key}/{name}"]
         except KeyError:
             hint = " (extract with --flow-features to cache flow-stream features)" if stream == "flow" else ""
             raise StoreError(f"{store.url}: video {key!r} has no {name!r} array, needed for the {stream} "
                              f"stream{hint}") from None
 
-    shapes = list(pool.map(shape_of, keys))
+    arrays = []
+    for array in pool.map(open_array, keys):
+        arrays.append(array)
+        report.step()
+    shapes = [tuple(a.shape) for a in arrays]
     first = shapes[0]
     if len(first) not in (3, 5):
         raise StoreError(f"{store.url}: {name!r} of video {keys[0]!r} has shape {first}; expected "
@@ -190,28 +219,30 @@ def _layout(store: FeatureStore, videos, keys: np.ndarray, stream: str, pooled: 
     if not pooled and not spatial_in_store:
         raise StoreError(f"{store.url}: the head needs spatial feature maps but {name!r} holds pooled vectors "
                          f"{first}; extract with --features spatial or choose a pooled head")
-    return StreamData(array=name, frame_shape=tuple(frame_shape), views=int(first[0]), offsets=offsets,
+    data = StreamData(array=name, frame_shape=tuple(frame_shape), views=int(first[0]), offsets=offsets,
                       lengths=lengths, frames=None, pool=pooled and spatial_in_store)
+    return data, arrays
 
 
-def _read_frames(videos, keys: np.ndarray, data: StreamData, pool, progress=None) -> None:
+def _read_frames(arrays: list, data: StreamData, pool, report: _Progress) -> None:
     frames = np.empty((data.views, int(data.lengths.sum()), *data.frame_shape), dtype=np.float16)
 
     def read_one(i: int) -> None:
-        values = read_video(videos, str(keys[i]), data)
-        frames[:, data.offsets[i]: data.offsets[i] + data.lengths[i]] = values
+        frames[:, data.offsets[i]: data.offsets[i] + data.lengths[i]] = read_array(arrays[i], data)
 
-    total = len(keys)
-    for done, _ in enumerate(pool.map(read_one, range(total)), start=1):
-        if progress is not None and (done % 256 == 0 or done == total):
-            progress(done, total)
+    for _ in pool.map(read_one, range(len(arrays))):
+        report.step()
     data.frames = frames
 
 
 def read_video(videos, key: str, data: StreamData, view: int | slice = slice(None),
                time: slice = slice(None)) -> np.ndarray:
     """One video's ([views,] time, *frame_shape) float16 features, pooled over (y, x) when asked."""
-    values = videos[f"{key}/{data.array}"][view, time]
+    return read_array(videos[f"{key}/{data.array}"], data, view, time)
+
+
+def read_array(array, data: StreamData, view: int | slice = slice(None), time: slice = slice(None)) -> np.ndarray:
+    values = array[view, time]
     if data.pool:
         values = values.astype(np.float32).mean(axis=(-2, -1))
     return np.asarray(values, dtype=np.float16)
