@@ -26,7 +26,7 @@ from pipeline.store import FeatureStore, video_key
 REPO = Path(__file__).resolve().parents[2]
 
 _SERVER = r"""
-import importlib, json, os, sys, traceback
+import importlib, json, os, sys, time, traceback
 import numpy, torch, torchvision, zarr, av  # the slow imports, paid once
 import cli, pipeline.faults
 from stages import extract, train_head
@@ -37,27 +37,31 @@ except ImportError:
     pass
 print("ready", flush=True)
 for line in sys.stdin:
-    request = json.loads(line)
+    request = json.loads(line)  # {"runs": [{"argv", "env", "log"}, ...], "start_at": time.time() value}
     sys.stdout.flush(); sys.stderr.flush()
-    pid = os.fork()
-    if pid == 0:
-        log = os.open(request["log"], os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-        os.dup2(log, 1); os.dup2(log, 2)
-        os.environ.update(request["env"])
-        importlib.reload(pipeline.faults)  # hooks read STPIPE_FAULT at import
-        code = 0
-        try:
-            cli.main(request["argv"])
-        except SystemExit as exc:
-            code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
-        except BaseException:
-            traceback.print_exc()
-            code = 1
-        sys.stdout.flush(); sys.stderr.flush()
-        os._exit(code)
-    print(f"pid {pid}", flush=True)
-    _, status = os.waitpid(pid, 0)
-    print(f"exit {os.waitstatus_to_exitcode(status)}", flush=True)
+    pids = []
+    for run in request["runs"]:
+        pid = os.fork()
+        if pid == 0:
+            log = os.open(run["log"], os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+            os.dup2(log, 1); os.dup2(log, 2)
+            os.environ.update(run["env"])
+            importlib.reload(pipeline.faults)  # hooks read STPIPE_FAULT at import
+            time.sleep(max(0.0, request["start_at"] - time.time()))  # runs started together start at once
+            code = 0
+            try:
+                cli.main(run["argv"])
+            except SystemExit as exc:
+                code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+            except BaseException:
+                traceback.print_exc()
+                code = 1
+            sys.stdout.flush(); sys.stderr.flush()
+            os._exit(code)
+        pids.append(pid)
+    print("pids " + " ".join(map(str, pids)), flush=True)
+    codes = [os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]) for pid in pids]
+    print("exits " + " ".join(map(str, codes)), flush=True)
 """
 
 
@@ -81,23 +85,37 @@ class Launcher:
         fault: STPIPE_FAULT for the child. kill_when: polled every 2 ms from the moment the child
         starts; once true the child is sent SIGKILL after `kill_delay` seconds.
         """
-        self.runs += 1
-        log = self.logs / f"run-{self.runs:03d}.log"
-        request = {"argv": argv, "env": {"STPIPE_FAULT": fault} if fault else {}, "log": str(log)}
-        self.proc.stdin.write(json.dumps(request) + "\n")
+        (code, out), = self.run_together([argv], faults=[fault], kill_when=kill_when, kill_delay=kill_delay,
+                                         timeout=timeout)
+        return code, out
+
+    def run_together(self, argvs: list[list[str]], *, faults: list[str] | None = None, start_in: float = 0.0,
+                     kill_when: Callable[[], bool] | None = None, kill_delay: float = 0.0,
+                     timeout: float = 300.0) -> list[tuple[int, str]]:
+        """Run several commands as concurrent processes that all start `start_in` seconds from now."""
+        logs = []
+        runs = []
+        for argv, fault in zip(argvs, faults or [""] * len(argvs)):
+            self.runs += 1
+            logs.append(self.logs / f"run-{self.runs:03d}.log")
+            runs.append({"argv": argv, "env": {"STPIPE_FAULT": fault} if fault else {}, "log": str(logs[-1])})
+        self.proc.stdin.write(json.dumps({"runs": runs, "start_at": time.time() + start_in}) + "\n")
         self.proc.stdin.flush()
-        pid = int(self.proc.stdout.readline().split()[1])
+        pids = [int(p) for p in self.proc.stdout.readline().split()[1:]]
         done = threading.Event()
         if kill_when is not None:
-            threading.Thread(target=_killer, args=(pid, kill_when, kill_delay, done), daemon=True).start()
-        deadline = threading.Timer(timeout, _kill, args=(pid,))
-        deadline.start()
+            threading.Thread(target=_killer, args=(pids[0], kill_when, kill_delay, done), daemon=True).start()
+        deadlines = [threading.Timer(timeout, _kill, args=(pid,)) for pid in pids]
+        for deadline in deadlines:
+            deadline.start()
         try:
             line = self.proc.stdout.readline()
         finally:
             done.set()
-            deadline.cancel()
-        return int(line.split()[1]), log.read_text(errors="replace")
+            for deadline in deadlines:
+                deadline.cancel()
+        codes = [int(c) for c in line.split()[1:]]
+        return [(code, log.read_text(errors="replace")) for code, log in zip(codes, logs)]
 
     def close(self) -> None:
         self.proc.stdin.close()
