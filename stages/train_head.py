@@ -20,9 +20,14 @@ from pipeline.store import FeatureStore
 from pipeline.training.config import TrainHeadConfig
 from pipeline.training.data import load_split, memory_budget_bytes
 from pipeline.training.loop import Callback, TrainData, TrainResult, train
-from pipeline.training.model import head_input_kind
+from pipeline.training.model import check_buildable, head_input_kind
 from pipeline.training.reports import plot_confusion, plot_curves
-from pipeline.training.runs import prepare_run_dir, record_signature, store_signature
+from pipeline.training.runs import (
+    check_recorded_signature,
+    prepare_run_dir,
+    record_signature,
+    store_signature,
+)
 from pipeline.training.stats import stats_for_training
 
 
@@ -75,13 +80,16 @@ def run(cfg: TrainHeadConfig, *, callback: Callback | None = None, data: TrainDa
     run_dir = Path(cfg.out)
     resume = prepare_run_dir(cfg)
     store = FeatureStore.open(cfg.store, storage_options=cfg.storage_options or None)
-    run_dir.mkdir(parents=True, exist_ok=True)
     if signature is None:
         signature = store_signature(store, cfg.streams, pooled=head_input_kind(cfg.head) == "pooled")
-    record_signature(run_dir, signature, store_url=cfg.store)  # a continued run refuses a different store
-    save_config(cfg, run_dir / "config.yaml")
+    check_buildable(cfg, signature)  # bad head options fail here, before anything is written
+    run_dir.mkdir(parents=True, exist_ok=True)
+    check_recorded_signature(run_dir, signature, store_url=cfg.store)  # a continued run refuses another store
     if data is None:
         data, signature = load_data(cfg, store, run_dir=run_dir, callback=callback)
+    # written once the data is in: a start that fails earlier leaves nothing that blocks a corrected re-run
+    record_signature(run_dir, signature)
+    save_config(cfg, run_dir / "config.yaml")
     load_seconds = time.perf_counter() - started
     result = train(cfg, data, run_dir=run_dir, resume=resume, callback=callback,
                    checkpoint_extra={"store": signature})

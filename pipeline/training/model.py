@@ -50,6 +50,12 @@ def model_spec(cfg: TrainHeadConfig, *, num_classes: int, frame_shapes: Mapping[
                                                        streams=list(streams))}}
 
 
+def check_buildable(cfg: TrainHeadConfig, signature: Mapping[str, Any]) -> None:
+    """Build the run's model once from the store signature, so bad head options fail before any work."""
+    shapes = {s: tuple(v["frame_shape"]) for s, v in signature["streams"].items()}
+    build_model(model_spec(cfg, num_classes=len(signature["classes"]), frame_shapes=shapes))
+
+
 def build_model(spec: Mapping[str, Any]) -> nn.Module:
     """A Head (single stream or joint two-stream) or a LateFusion of one head per stream."""
     heads = {key: build_head(**_build_args(args)) for key, args in spec["heads"].items()}

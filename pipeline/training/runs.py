@@ -64,13 +64,17 @@ def check_signature(saved: dict[str, Any], current: dict[str, Any], *, store_url
                          f"the store run {run} was trained on ({saved['config_hash']})")
 
 
-def record_signature(run_dir: str | Path, signature: dict[str, Any], *, store_url: str) -> None:
-    """Write store.json on a run's first start; on a continued run, refuse a store that differs."""
+def check_recorded_signature(run_dir: str | Path, signature: dict[str, Any], *, store_url: str) -> None:
+    """A continued run (store.json present) refuses a store whose classes or features differ."""
     path = Path(run_dir) / "store.json"
     if path.is_file():
         check_signature(json.loads(path.read_text()), signature, store_url=store_url, run=run_dir)
-        return
-    path.write_text(json.dumps(signature, indent=1))
+
+
+def record_signature(run_dir: str | Path, signature: dict[str, Any]) -> None:
+    path = Path(run_dir) / "store.json"
+    if not path.is_file():
+        path.write_text(json.dumps(signature, indent=1))
 
 
 def read_run_config(run_dir: str | Path) -> TrainHeadConfig:
@@ -97,8 +101,9 @@ def prepare_run_dir(cfg: TrainHeadConfig) -> bool:
     if not existing.is_file():
         if cfg.resume:
             raise RunError(f"{run_dir}: nothing to resume (no config.yaml); drop --resume to start a run")
-        if run_dir.is_dir() and any(run_dir.iterdir()):
-            raise RunError(f"{run_dir}: exists and is not a train-head run; pick another -o")
+        foreign = [p.name for p in run_dir.iterdir() if p.name not in RUN_FILES] if run_dir.is_dir() else []
+        if foreign:  # our own files alone are a start that failed before config.yaml: fine to reuse
+            raise RunError(f"{run_dir}: exists and is not a train-head run (holds {foreign[0]!r}); pick another -o")
         return False
     old = read_run_config(run_dir)
     mine, theirs = _plain(cfg.identity()), _plain(old.identity())
