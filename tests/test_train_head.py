@@ -10,7 +10,7 @@ import torch
 from store_fixtures import make_store
 
 from cli import main
-from pipeline.errors import ConfigError, RunError, StoreError
+from pipeline.errors import ConfigError, HeadError, RunError, StoreError
 from pipeline.store import FeatureStore
 from pipeline.training.batches import MemoryFeatures, eval_plans, segment_indices, train_plans
 from pipeline.training.config import TrainHeadConfig
@@ -311,6 +311,15 @@ def test_run_dir_with_another_config_is_refused(store_url, tmp_path):
     assert train_head.run(config(store_url, out, epochs=1, head="lstm", overwrite=True)).metrics["head"] == "lstm"
     with pytest.raises(RunError, match="nothing to resume"):
         train_head.run(config(store_url, str(tmp_path / "new"), resume=True))
+
+
+def test_a_start_that_fails_early_does_not_block_the_corrected_command(store_url, tmp_path):
+    out = str(tmp_path / "run")
+    with pytest.raises(StoreError, match="split 'holdout'"):
+        train_head.run(config(store_url, out, epochs=1, val_split="holdout"))
+    with pytest.raises(HeadError, match="no option .hiddn."):
+        train_head.run(config(store_url, out, epochs=1, head_options={"hiddn": 3}))
+    assert train_head.run(config(store_url, out, epochs=1)).metrics["epochs"] == 1
 
 
 def test_evaluate_refuses_a_store_with_other_classes_or_shapes(store_url, tmp_path):
