@@ -31,13 +31,13 @@ from pipeline.backbones.build import first_conv
 from pipeline.errors import BackboneError, ConfigError, FlowError, RegistryError
 
 REQUIRED = ["squeezenet1_1", "googlenet", "resnet18", "resnet50", "mobilenet_v2", "mobilenet_v3_large",
-            "efficientnet_b0", "convnext_tiny", "r3d_18", "r2plus1d_18", "s3d", "tiny", "tiny_video"]  # fmt: skip
+            "efficientnet_b0", "convnext_tiny", "r3d_18", "r2plus1d_18", "s3d", "tiny", "tiny_video", "tiny_resnet"]  # fmt: skip
 # the channels of the documented features (spatial C == pooled D)
 DIMS = {"squeezenet1_1": 512, "googlenet": 1024, "resnet18": 512, "resnet50": 2048, "mobilenet_v2": 1280,
         "mobilenet_v3_large": 960, "efficientnet_b0": 1280, "convnext_tiny": 768, "r3d_18": 512,
-        "r2plus1d_18": 512, "s3d": 1024, "tiny": 64, "tiny_video": 32}  # fmt: skip
+        "r2plus1d_18": 512, "s3d": 1024, "tiny": 64, "tiny_video": 32, "tiny_resnet": 128}  # fmt: skip
 # spatial size at each backbone's own input size (224, or 112 for r3d/r2plus1d, 64/32 for tiny)
-SPATIAL = {"squeezenet1_1": [13, 13], "tiny": [8, 8], "tiny_video": [8, 8]}
+SPATIAL = {"squeezenet1_1": [13, 13], "tiny": [8, 8], "tiny_video": [8, 8], "tiny_resnet": [2, 2]}
 MV2_FILE = "mobilenet_v2-b0353104.pth"
 
 
