@@ -172,6 +172,14 @@ class _LocalIO:
 
     def __init__(self, url: str):
         self.path = Path(local_path(url)) / LEASE_KEY
+        root = self.path.parent.parent
+        # folders the lease itself will create: removed again on release if nothing else came to live
+        # there (a run refused for a bad manifest leaves no empty store folder behind)
+        self.made = []
+        for folder in (root, *root.parents):
+            if folder.exists():
+                break
+            self.made.append(folder)
 
     def create(self, data: bytes) -> bool:
         tmp = self._tmp(data)
@@ -195,10 +203,13 @@ class _LocalIO:
 
     def delete(self) -> None:
         self.path.unlink(missing_ok=True)
-        try:
-            self.path.parent.rmdir()
-        except OSError:
-            pass  # not empty (another run's temp file) or already gone
+        for folder in (self.path.parent, *self.made):
+            try:
+                folder.rmdir()
+            except FileNotFoundError:
+                continue
+            except OSError:
+                break  # not empty: a store lives here now
 
     def _tmp(self, data: bytes) -> Path:
         # in the store root, named like zarr's own temp files: `FeatureStore.remove_debris` sweeps a

@@ -81,6 +81,10 @@ def plan(cfg: ExtractConfig, models) -> Plan:
     from manifests.table import read_manifest
 
     manifest = read_manifest(cfg.manifest, root=cfg.root or None)
+    if not manifest.entries:
+        from pipeline.errors import ManifestError
+
+        raise ManifestError(f"{cfg.manifest}: no videos in the manifest (a header and nothing else)")
     _, backbone, flow_method, flow_backbone = models
     provenance = {
         "config": config_to_dict(cfg),
