@@ -139,6 +139,45 @@ def manifest_check(manifest_file, root, check_exists, classes_file):
     click.echo(f"{'total':<{width}}  " + "  ".join(f"{sum(counts[s].values()):>6}" for s in SPLITS))
 
 
+# ---- flow ----
+
+
+@cli.command("flows")
+def flows_cmd():
+    """List the optical-flow methods (for --flow-method and flow-viz --method)."""
+    from pipeline.flow import FLOWS
+
+    for name in FLOWS.names():
+        meta = FLOWS.meta(name)
+        preset = meta.get("preset")
+        detail = ", ".join(f"{k}={v}" for k, v in preset.items()) if preset else f"backend {meta.get('backend')}"
+        extra = f" (needs the '{meta['extra']}' extra)" if meta.get("extra") else ""
+        click.echo(f"{name:14s} {detail}{extra}")
+
+
+@cli.command("flow-viz")
+@click.argument("video", type=click.Path(path_type=Path))
+@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False, path_type=Path), help="PNG to write.")
+@click.option("--frames", "num_frames", type=int, default=4, show_default=True,
+              help="Frames to show; flow is drawn between consecutive ones.")
+@click.option("--start", type=float, help="Start time in seconds (default: the first frame).")
+@click.option("--method", default="tvl1", show_default=True, help="Flow method (see `stpipe flows`).")
+@click.option("--short-side", type=int, default=256, show_default=True, help="Resize so the shorter side is this.")
+@click.option("--device", help="auto, cpu, cuda or cuda:N.")
+def flow_viz_cmd(video, output, num_frames, start, method, short_side, device):
+    """Write a PNG of VIDEO's frames next to their colour-coded optical flow (Middlebury wheel)."""
+    from PIL import Image
+
+    from pipeline.flow.viz import video_flow_sheet
+
+    sheet, facts = video_flow_sheet(video, frames=num_frames, method=method, short_side=short_side, start=start,
+                                    device=device)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(sheet).save(output)
+    click.echo(f"wrote {output}: {facts['frames']} frames {facts['width']}x{facts['height']}, {facts['method']} flow "
+               f"in {facts['seconds']:.1f} s, max {facts['max_flow']:.1f} px, mean {facts['mean_flow']:.2f} px")
+
+
 # ---- stage one: extract, inspect ----
 
 
