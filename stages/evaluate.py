@@ -37,6 +37,9 @@ class EvaluateConfig:
             raise ConfigError("evaluate needs a run dir (--run)")
         if self.batch_size < 1:
             raise ConfigError(f"batch_size must be >= 1, got {self.batch_size}")
+        if not self.split or "/" in self.split or "\\" in self.split or self.split.startswith("."):
+            # it names the report file (eval_<split>.json): a path here could point outside the run dir
+            raise ConfigError(f"--split {self.split!r}: expected a split name such as val or test")
 
 
 @dataclass

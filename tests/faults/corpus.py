@@ -26,14 +26,20 @@ class Case:
     frames: int | None = None  # expected num_frames, when complete
 
 
-def write_video(path: Path, frames: np.ndarray, *, fps: int = 12, pts_ms: list[int] | None = None,
+def write_video(path: Path, frames, *, fps: int = 12, pts_ms: list[int] | None = None,
                 codec: str = "libx264") -> None:
-    """Frames (T, H, W, 3) uint8 -> mp4; `pts_ms` gives each frame its own time (variable frame rate)."""
+    """Frames (T, H, W, 3) uint8, or any iterable of (H, W, 3) frames -> mp4; `pts_ms` gives each
+    frame its own time (variable frame rate)."""
+    import itertools
+
     import av
 
+    frames = iter(frames)
+    first = next(frames)
+    frames = itertools.chain([first], frames)
     with av.open(str(path), mode="w", format="mp4") as container:
         stream = container.add_stream(codec, rate=fps)
-        stream.width, stream.height = frames.shape[2], frames.shape[1]
+        stream.width, stream.height = first.shape[1], first.shape[0]
         stream.pix_fmt = "yuv420p"
         stream.options = {"preset": "ultrafast", "bf": "0"}  # no B-frames: the presentation order is as given
         if pts_ms is not None:
