@@ -37,8 +37,13 @@ def _ray():
 @contextlib.contextmanager
 def ray_session(address: str = "", *, num_cpus: int | None = None, num_gpus: int | None = None,
                 dashboard: bool = False) -> Iterator[Any]:
-    """Join `address` (auto or HOST:PORT), or start an embedded local Ray on 127.0.0.1 for this run.
+    """Join `address` (auto or HOST:PORT), or start an embedded local Ray for this run.
 
+    The embedded Ray has no dashboard unless `dashboard` (then on 127.0.0.1 only) and uses token
+    authentication (Ray's default unless RAY_AUTH_MODE=disabled). Its own gRPC servers still
+    listen on all interfaces: Ray 2.60 turns a loopback
+    node address into the machine's IP and has no loopback-only switch, so the session token
+    (~/.ray/auth_token) is what keeps other hosts out (tests/faults/test_security.py records this).
     An already initialised Ray (e.g. a test's cluster) is used as it is and left running.
     """
     ray = _ray()
@@ -55,7 +60,7 @@ def ray_session(address: str = "", *, num_cpus: int | None = None, num_gpus: int
         env = {k: v for k, v in os.environ.items() if k.startswith(("AWS_", "GOOGLE_APPLICATION_CREDENTIALS"))}
         if env:
             kwargs["runtime_env"] = {"env_vars": env}
-    else:  # embedded: loopback only, sized to this machine; "local" ignores a (stale) ray_current_cluster file
+    else:  # embedded, sized to this machine; "local" ignores a (stale) ray_current_cluster file
         kwargs.update(address="local", num_cpus=num_cpus or os.cpu_count(), _node_ip_address="127.0.0.1")
         if num_gpus is not None:
             kwargs["num_gpus"] = num_gpus
