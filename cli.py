@@ -664,6 +664,162 @@ def predict_cmd(run_dir, videos, top_k, checkpoint, store, device, storage_optio
         raise PartialFailure(f"{result.failed} of {len(result.predictions)} videos could not be classified")
 
 
+# ---- ablation: ablate, demo ----
+
+
+def _ablation_progress(title: str):
+    """(on_grid, progress, close) callbacks drawing one bar of trials with done / running / failed."""
+    from tqdm import tqdm
+
+    state: dict = {"bar": None}
+
+    def on_grid(grid, finished):
+        heads = len(grid.heads)
+        click.echo(f"{title}: {heads} heads x {len(grid.settings)} settings -> {len(grid.trials)} trials"
+                   + (f" ({finished} finished earlier, not repeated)" if finished else ""), err=True)
+        for skip in grid.skipped:
+            where = f" at {skip.setting[0]} seg. {skip.setting[1]}" if skip.setting else ""
+            click.echo(f"  left out: {skip.head}{where}: {skip.reason}", err=True)
+        state["bar"] = tqdm(total=len(grid.trials), initial=finished, unit="trial", dynamic_ncols=True, desc=title)
+
+    def progress(p):
+        bar = state["bar"]
+        if bar is None:
+            return
+        name = f"{p.trial.head} {p.trial.segments} seg. {p.trial.modality} seed {p.trial.seed}"
+        if p.event == "done":
+            bar.update(1)
+            m = p.outcome.metrics
+            tqdm.write(f"  done    {name}: top-1 {m['val_top1']:.1%} ({m['epochs']} epochs, {p.outcome.seconds:.1f} s)",
+                       file=sys.stderr)
+        elif p.event in ("retry", "failed"):
+            bar.update(p.event == "failed")
+            tqdm.write(f"  {p.event:7s} {name} (attempt {p.attempt}): {p.outcome.error}", file=sys.stderr)
+        bar.set_postfix_str(f"{p.running} running, {p.failed} failed")
+
+    def close():
+        if state["bar"] is not None:
+            state["bar"].close()
+
+    return on_grid, progress, close
+
+
+def _echo_ablation(result) -> None:
+    click.echo(result.summary_text)
+    click.echo(f"results: {result.results}\nsummary: {result.summary}\nplot:    {result.plot}")
+    if result.failed:
+        from pipeline.errors import PartialFailure
+
+        raise PartialFailure(f"{len(result.failed)} trial(s) failed after a retry (see {result.summary}); "
+                             "re-run the same command to try them again")
+
+
+@cli.command("ablate")
+@click.option("-s", "--store", help="Feature store path or URL (from `stpipe extract`).")
+@click.option("-o", "--out", help="Ablation folder (trial run dirs, results.csv, summary.md, plot).")
+@click.option("--heads", help="all (every head the store's features allow) or a comma-separated list.")
+@click.option("--segments", help="Comma-separated segment counts, e.g. 8,16 (default 8).")
+@click.option("--modality", "modalities", help="Comma-separated: rgb, flow, rgb+flow (default rgb).")
+@click.option("--seeds", help="Comma-separated seeds (default 0,1,2).")
+@click.option("--epochs", type=int, help="Maximum epochs per trial (train-head default 60; plateau stops earlier).")
+@click.option("--batch-size", type=int, help="Training batch size (default 64).")
+@click.option("--optimizer", type=click.Choice(["sgd", "adamw"]), help="Optimizer (default sgd).")
+@click.option("--lr", type=float, help="Initial learning rate (default 0.001).")
+@click.option("--schedule", type=click.Choice(["plateau", "cosine"]), help="lr schedule (default plateau).")
+@click.option("--proj-dim", type=int, help="Width of the input projection (default 256).")
+@click.option("--dropout", type=float, help="Dropout on the backbone features (default 0.5).")
+@click.option("--fusion", type=click.Choice(["late", "joint"]), help="rgb+flow trials: late (default) or joint.")
+@click.option("--standardize/--no-standardize", default=None, help="Per-channel standardisation (training stats).")
+@click.option("--val-split", help="Split used for validation (default val).")
+@click.option("--train-options", help='JSON object of further train-head settings, e.g. \'{"patience": 2}\'.')
+@click.option("--executor", type=click.Choice(["ray", "local"]), help="ray (default: embedded or cluster) or local.")
+@click.option("--ray-address", help="auto or HOST:PORT to join a Ray cluster (default: embedded local Ray).")
+@click.option("--cpus-per-trial", type=float, help="CPUs per trial (default 1; also its torch threads).")
+@click.option("--gpus-per-trial", type=float, help="GPUs per trial, fractions share a GPU (default 0.25 with GPUs).")
+@click.option("--max-concurrent", type=int, help="Trials at once (default: as many as resources fit).")
+@click.option("--max-retries", type=int, help="Retries of a crashed trial before it is reported failed (default 1).")
+@click.option("--device", help="local executor: auto, cpu, cuda or cuda:N.")
+@click.option("--memory-budget-gb", type=float, help="Shared features above this stream from Zarr (default 4).")
+@click.option("--storage-options", help="JSON object passed to fsspec for the store URL.")
+@click.option("--overwrite", is_flag=True, default=None, help="Re-run every trial (replaces their run files).")
+@click.option("--config", "config_file", type=click.Path(dir_okay=False), help="YAML config file.")
+def ablate_cmd(config_file, storage_options, train_options, **options):
+    """Compare heads x segments x modalities over seeds on one store, as parallel trials on Ray.
+
+    Example: stpipe ablate -s jester.zarr -o runs/ablation --heads all --segments 8,16 --seeds 0,1,2
+    """
+    from dataclasses import replace
+
+    from pipeline.ablation import AblateConfig
+    from pipeline.config import build_config
+    from stages import ablate
+
+    train_keys = ("epochs", "batch_size", "optimizer", "lr", "schedule", "proj_dim", "dropout", "fusion",
+                  "standardize", "val_split")
+    train = {k: options.pop(k) for k in train_keys}
+    train.update(_json_option(train_options, "--train-options") or {})
+    options["storage_options"] = _json_option(storage_options, "--storage-options")
+    cfg = build_config(AblateConfig, config_file, options)
+    given = {k: v for k, v in train.items() if v is not None}
+    if given:
+        cfg = replace(cfg, train={**cfg.train, **given})
+    on_grid, progress, close = _ablation_progress("ablate")
+    try:
+        result = ablate.run(cfg, progress=progress, on_grid=on_grid,
+                            note=lambda message: click.echo(f"note: {message}", err=True))
+    finally:
+        close()
+    _echo_ablation(result)
+
+
+@cli.command("demo")
+@click.option("-o", "--out", default="demo", show_default=True, help="Folder for data, store and ablation.")
+@click.option("--weights", help="auto (ImageNet weights when in the torch cache, else random init), none, or a file.")
+@click.option("--executor", type=click.Choice(["ray", "local"]), help="ray (embedded local Ray, default) or local.")
+@click.option("--seeds", help="Comma-separated seeds of the ablation (default 0,1,2).")
+@click.option("--config", "config_file", type=click.Path(dir_okay=False), help="YAML config file (DemoConfig).")
+def demo_cmd(out, weights, executor, seeds, config_file):
+    """The whole pipeline on generated videos, offline, in minutes: demo data -> extract (TV-L1 flow,
+    embedded Ray) -> ablate over every head -> the summary table and plots."""
+    from tqdm import tqdm
+
+    from pipeline.config import build_config
+    from stages import demo
+
+    cfg = build_config(demo.DemoConfig, config_file,
+                       {"out": out, "weights": weights, "executor": executor, "seeds": seeds})
+    on_grid, progress, close = _ablation_progress("ablate")
+    state = {"bar": None}
+
+    def on_plan(plan):
+        state["bar"] = tqdm(total=len(plan.jobs), unit="video", dynamic_ncols=True, desc="extract")
+
+    def extract_progress(event):
+        if state["bar"] is not None:
+            state["bar"].update(1)
+
+    def on_ablation_grid(grid, finished):
+        if state["bar"] is not None:
+            state["bar"].close()
+            state["bar"] = None
+        on_grid(grid, finished)
+
+    try:
+        result = demo.run(cfg, note=lambda message: click.echo(f"demo: {message}", err=True),
+                          extract_progress=extract_progress, on_extract_plan=on_plan,
+                          ablate_progress=progress, on_grid=on_ablation_grid)
+    finally:
+        if state["bar"] is not None:
+            state["bar"].close()
+        close()
+    steps = ", ".join(f"{name} {seconds:.0f} s" for name, seconds in result.steps.items())
+    click.echo(f"demo: {result.videos} videos; backbone: {result.weights_note}; {steps} "
+               f"(total {result.seconds / 60:.1f} min)")
+    if result.finding:
+        click.echo(f"demo: {result.finding}")
+    _echo_ablation(result.ablate)
+
+
 # ---- stage three: finetune ----
 
 

@@ -1,0 +1,93 @@
+"""The ablate stage's config: the grid (heads x segments x modality x seeds), the training settings
+every trial shares, and how the trials run (in-process or as Ray tasks with per-trial resources)."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from pipeline.errors import ConfigError
+from pipeline.training.config import MODALITY_STREAMS, TrainHeadConfig
+
+# TrainHeadConfig fields an ablation sets per trial or for the whole run; `train` may not set them.
+TRIAL_FIELDS = ("store", "storage_options", "out", "head", "segments", "modality", "seed", "device",
+                "memory_budget_gb", "resume", "overwrite")
+
+
+@dataclass(frozen=True)
+class AblateConfig:
+    store: str = ""
+    storage_options: dict[str, Any] = field(default_factory=dict)
+    out: str = ""
+    # the grid
+    heads: tuple[str, ...] = ("all",)  # "all" = every head the store's features allow
+    segments: tuple[int, ...] = (8,)
+    modalities: tuple[str, ...] = ("rgb",)
+    seeds: tuple[int, ...] = (0, 1, 2)
+    # what every trial shares: TrainHeadConfig fields (epochs, lr, batch_size, optimizer, fusion, ...)
+    train: dict[str, Any] = field(default_factory=dict)
+    # how it runs (free to change between resumed runs)
+    executor: Literal["ray", "local"] = "ray"
+    ray_address: str = ""  # "" = embedded local Ray; auto or HOST:PORT joins a cluster
+    cpus_per_trial: float = 1.0
+    gpus_per_trial: float | None = None  # None: 0.25 when the cluster has GPUs (4 small heads per GPU), else 0
+    max_concurrent: int = 0  # 0 = as many trials as the cluster's resources fit
+    max_retries: int = 1  # a crashed trial is retried this many times, then reported failed
+    device: str = "auto"  # local executor; Ray trials use the GPU they were given, else the CPU
+    memory_budget_gb: float = 4.0  # shared features above this stream from Zarr in every trial
+    overwrite: bool = False  # re-run every trial from scratch (deletes only train-head run files)
+
+    def __post_init__(self) -> None:
+        if not self.store:
+            raise ConfigError("ablate needs a feature store (-s/--store)")
+        if not self.out:
+            raise ConfigError("ablate needs an output folder (-o/--out)")
+        for name in ("heads", "segments", "modalities", "seeds"):
+            values = getattr(self, name)
+            if not values:
+                raise ConfigError(f"--{name}: give at least one value")
+            if len(set(values)) != len(values):
+                raise ConfigError(f"--{name}: {list(values)} repeats a value")
+        if "all" in self.heads and len(self.heads) > 1:
+            raise ConfigError(f"--heads: 'all' cannot be combined with names, got {','.join(self.heads)}")
+        bad = [m for m in self.modalities if m not in MODALITY_STREAMS]
+        if bad:
+            raise ConfigError(f"--modality: unknown {bad[0]!r}; choose from {', '.join(MODALITY_STREAMS)}")
+        if min(self.segments) < 1:
+            raise ConfigError(f"--segments must be >= 1, got {min(self.segments)}")
+        if self.cpus_per_trial <= 0:
+            raise ConfigError(f"--cpus-per-trial must be > 0, got {self.cpus_per_trial}")
+        if self.gpus_per_trial is not None and self.gpus_per_trial < 0:
+            raise ConfigError(f"--gpus-per-trial must be >= 0, got {self.gpus_per_trial}")
+        if self.max_retries < 0 or self.max_concurrent < 0:
+            raise ConfigError("max_retries and max_concurrent must be >= 0")
+        if self.memory_budget_gb <= 0:
+            raise ConfigError(f"--memory-budget-gb must be > 0, got {self.memory_budget_gb}")
+        known = {f.name for f in dataclasses.fields(TrainHeadConfig)} - set(TRIAL_FIELDS)
+        unknown = sorted(set(self.train) - known)
+        if unknown:
+            hint = "set by the grid or the ablation itself" if unknown[0] in TRIAL_FIELDS else "not a train-head setting"
+            raise ConfigError(f"train: {unknown[0]!r} is {hint}; known: {', '.join(sorted(known))}")
+        self.trial_config(head="mlp", segments=self.segments[0], modality=self.modalities[0], seed=self.seeds[0],
+                          out="check")  # bad training values fail now, in one line, not in every trial
+
+    def trial_config(self, *, head: str, segments: int, modality: str, seed: int, out: str,
+                     device: str | None = None) -> TrainHeadConfig:
+        """The train-head config of one trial. `fusion` applies to rgb+flow trials only."""
+        from pipeline.config import from_dict
+
+        train = dict(self.train)
+        if modality != "rgb+flow":
+            train.pop("fusion", None)
+        values = dict(train, store=self.store, storage_options=dict(self.storage_options), out=out, head=head,
+                      segments=segments, modality=modality, seed=seed, device=device or self.device,
+                      memory_budget_gb=self.memory_budget_gb, overwrite=self.overwrite)
+        return from_dict(TrainHeadConfig, values, source="ablate train settings")
+
+    def settings(self) -> dict[str, Any]:
+        """What the trials share (resuming with different values would mix incomparable runs)."""
+        probe = self.trial_config(head="mlp", segments=1, modality="rgb", seed=0, out="-")
+        shared = {k: v for k, v in probe.identity().items() if k not in ("head", "segments", "modality", "seed")}
+        shared["fusion"] = self.train.get("fusion", probe.fusion)
+        return shared

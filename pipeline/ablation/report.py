@@ -1,0 +1,152 @@
+"""summary.md laid out like seed 000's Table 3, and accuracy_vs_macs.png.
+
+Table 3 has one row per head with its MFLOPs and parameters, then one accuracy column per setting
+(dataset, segments, backbone). Here the columns are the grid's settings (segments x modality) on one
+store, and a cell is the mean ± sample standard deviation of val top-1 over the seeds. Parameters and
+MFLOPs follow Table 3's convention: the head without the input projection (TSN is "free"), per clip,
+MFLOPs = 2 x multiply-adds; they are read at the head's first single-stream setting of the grid
+(the MLP and TRN grow with the segment count; late rgb+flow fusion doubles them). The plot's x axis
+is the trial's whole cost, projection included (`macs` in results.csv), so TSN has a point too.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from pipeline.ablation.grid import Skipped
+
+
+@dataclass
+class Cell:
+    mean: float
+    std: float
+    runs: int  # seeds that finished
+    seeds: int  # seeds in the grid
+    macs: float
+
+
+def aggregate(rows: Sequence[dict[str, Any]]) -> dict[tuple[str, tuple[int, str]], Cell]:
+    """{(head, (segments, modality)): Cell} over the seeds of each setting (top-1 in %)."""
+    groups: dict[tuple[str, tuple[int, str]], list[dict[str, Any]]] = {}
+    for row in rows:
+        groups.setdefault((row["head"], (int(row["segments"]), row["modality"])), []).append(row)
+    cells = {}
+    for key, group in groups.items():
+        ok = [r for r in group if r["status"] == "ok" and r["val_top1"] not in (None, "")]
+        top1 = np.array([float(r["val_top1"]) * 100 for r in ok])
+        macs = np.array([float(r["macs"]) for r in ok if r["macs"] not in (None, "")])
+        cells[key] = Cell(mean=float(top1.mean()) if len(top1) else float("nan"),
+                          std=float(top1.std(ddof=1)) if len(top1) > 1 else 0.0,
+                          runs=len(ok), seeds=len(group), macs=float(macs.mean()) if len(macs) else float("nan"))
+    return cells
+
+
+def _reference(rows: Sequence[dict[str, Any]], head: str, settings: list[tuple[int, str]]) -> dict | None:
+    ok = [r for r in rows if r["head"] == head and r["status"] == "ok" and r["head_params"] not in (None, "")]
+    order = {s: i for i, s in enumerate(settings)}
+    ok.sort(key=lambda r: ("+" in r["modality"], order.get((int(r["segments"]), r["modality"]), 0)))
+    return ok[0] if ok else None
+
+
+def summary_markdown(rows: Sequence[dict[str, Any]], *, heads: list[str], settings: list[tuple[int, str]],
+                     skipped: Sequence[Skipped] = (), title: str = "", val_split: str = "val",
+                     seeds: Sequence[int] = ()) -> str:
+    cells = aggregate(rows)
+    best = {s: max((c.mean for (h, s2), c in cells.items() if s2 == s and c.runs), default=None) for s in settings}
+    header = ["Model", "MFLOPs", "Params"] + [f"{n} seg. {m}" for n, m in settings]
+    lines = [f"# {title or 'Ablation'}", "",
+             f"Top-1 accuracy (%) on `{val_split}`, mean ± std over seeds {', '.join(map(str, seeds))}; "
+             "**bold** = best in its column.", "",
+             "| " + " | ".join(header) + " |", "|" + "|".join(["---"] + ["---:"] * (len(header) - 1)) + "|"]
+    notes = []
+    for head in heads:
+        ref = _reference(rows, head, settings)
+        if ref is not None:
+            mflops, params = f"{2 * float(ref['head_macs']) / 1e6:.3g}", _millions(float(ref["head_params"]))
+            if (int(ref["segments"]), ref["modality"]) != settings[0]:
+                notes.append(f"{head}: MFLOPs and params at {ref['segments']} segments, {ref['modality']}")
+        else:
+            mflops = params = "–"
+        row = [head, mflops, params]
+        for setting in settings:
+            cell = cells.get((head, setting))
+            row.append(_cell_text(cell, best[setting]))
+        lines.append("| " + " | ".join(row) + " |")
+    lines += ["", "MFLOPs = 2 x multiply-adds and Params of the head per clip without its input projection "
+              "(Table 3's convention); the plot and results.csv count the projection too."]
+    lines += [f"- {n}" for n in notes]
+    failed = [r for r in rows if r["status"] == "failed"]
+    pending = [r for r in rows if r["status"] not in ("ok", "failed")]
+    if failed:
+        lines += ["", "## Failed trials (after a retry)", ""]
+        lines += [f"- {_trial_name(r)}: {r.get('error') or 'unknown error'}" for r in failed]
+    if pending:
+        lines += ["", f"## Not run yet ({len(pending)} trials; re-run the same command to continue)"]
+    if skipped:
+        lines += ["", "## Left out", ""]
+        whole = [s for s in skipped if s.setting is None]
+        partial = [s for s in skipped if s.setting is not None]
+        lines += [f"- {s.head}: {s.reason}" for s in whole]
+        lines += [f"- {s.head} at {s.setting[0]} seg. {s.setting[1]}: {s.reason}" for s in partial]
+    return "\n".join(lines) + "\n"
+
+
+def _cell_text(cell: Cell | None, best: float | None) -> str:
+    if cell is None:
+        return "–"  # the head does not take this setting (see "Left out")
+    if not cell.runs:
+        return "failed"
+    text = f"{cell.mean:.1f} ± {cell.std:.1f}"
+    if best is not None and cell.mean >= best - 1e-9:
+        text = f"**{text}**"
+    if cell.runs < cell.seeds:
+        text += f" ({cell.runs}/{cell.seeds} seeds)"
+    return text
+
+
+def _millions(value: float) -> str:
+    return f"{value / 1e6:.2f}M"
+
+
+def _trial_name(row: dict[str, Any]) -> str:
+    return f"{row['head']} {row['segments']} seg. {row['modality']} seed {row['seed']}"
+
+
+def plot_accuracy_vs_macs(rows: Sequence[dict[str, Any]], path: str | Path, *, settings: list[tuple[int, str]],
+                          title: str = "") -> Path:
+    """Log-scale multiply-adds per clip vs top-1 (%): one labelled point per head and setting,
+    error bars = std over seeds, one marker and colour per setting."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only, never a window
+    import matplotlib.pyplot as plt
+
+    cells = aggregate(rows)
+    fig, ax = plt.subplots(figsize=(9, 6))
+    markers = "os^Dvp*hX<>"
+    for i, setting in enumerate(settings):
+        points = [(head, c) for (head, s), c in cells.items() if s == setting and c.runs and c.macs > 0]
+        if not points:
+            continue
+        xs = [c.macs for _, c in points]
+        ys = [c.mean for _, c in points]
+        errs = [c.std for _, c in points]
+        ax.errorbar(xs, ys, yerr=errs, fmt=markers[i % len(markers)], capsize=3, markersize=6,
+                    label=f"{setting[0]} seg. {setting[1]}", alpha=0.85)
+        for (head, _), x, y in zip(points, xs, ys):
+            ax.annotate(head, (x, y), textcoords="offset points", xytext=(5, 4), fontsize=7)
+    ax.set_xscale("log")
+    ax.set(xlabel="multiply-adds per clip (head incl. projection, log scale)", ylabel="val top-1 (%)",
+           title=title or "accuracy vs. cost")
+    ax.grid(alpha=0.3, which="both")
+    if settings:
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return Path(path)

@@ -1,0 +1,181 @@
+"""`stpipe ablate`: heads x segments x modality x seeds on one store, as parallel trials.
+
+Writes into `out/`: ablation.yaml (the config), trials/<name>/ (one train-head run dir per trial),
+results.csv (one row per trial), summary.md (seed 000's Table 3 layout), accuracy_vs_macs.png and,
+when trials failed, failures.json. The store is read once; trials share the features (on Ray through
+the object store, zero-copy). Re-running resumes: finished trials are read back, unfinished ones
+continue from their last epoch, failed ones are tried again. Progress goes to `progress(Progress)`.
+"""
+
+from __future__ import annotations
+
+import functools
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from pipeline.ablation.config import AblateConfig
+from pipeline.ablation.grid import Grid, Skipped, Trial, expand_grid
+from pipeline.ablation.report import plot_accuracy_vs_macs, summary_markdown
+from pipeline.ablation.results import (
+    TrialRecord,
+    finished_metrics,
+    read_results,
+    write_failures,
+    write_results,
+)
+from pipeline.ablation.runner import LocalExecutor, Progress, run_trials
+from pipeline.ablation.shared import SharedFeatures, load_shared
+from pipeline.config import config_to_dict, from_dict, read_yaml, save_config
+from pipeline.errors import ConfigError
+from pipeline.store import FeatureStore
+
+SETTINGS_FILE = "ablation.yaml"
+
+
+@dataclass
+class AblateResult:
+    out: Path
+    records: list[TrialRecord]
+    skipped: list[Skipped]
+    results: Path
+    summary: Path
+    plot: Path
+    summary_text: str
+    seconds: float
+    load_seconds: float = 0.0
+    shared_bytes: int = 0
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def failed(self) -> list[TrialRecord]:
+        return [r for r in self.records if r.status == "failed"]
+
+
+def train_trial(trial: Trial, shared: SharedFeatures, *, device: str, cfg: AblateConfig) -> dict[str, Any]:
+    """One trial: a train-head run on the shared features; returns its metrics.json values."""
+    from stages import train_head
+
+    trial_cfg = cfg.trial_config(head=trial.head, segments=trial.segments, modality=trial.modality,
+                                 seed=trial.seed, out=str(trial_dir(cfg, trial)), device=device)
+    result = train_head.run(trial_cfg, data=shared.train_data(trial), signature=shared.signature(trial))
+    return dict(result.metrics)
+
+
+def trial_dir(cfg: AblateConfig, trial: Trial) -> Path:
+    return Path(cfg.out).absolute() / "trials" / trial.name
+
+
+def run(cfg: AblateConfig, progress: Callable[[Progress], None] | None = None,
+        note: Callable[[str], None] | None = None, on_grid: Callable[[Grid, int], None] | None = None) -> AblateResult:
+    """Run (or resume) the ablation. `on_grid(grid, finished)` is called once the grid is known."""
+    started = time.perf_counter()
+    note = note or (lambda message: None)
+    if "://" not in cfg.store:  # trials may run in other processes with another working directory
+        cfg = replace(cfg, store=str(Path(cfg.store).absolute()))
+    out = Path(cfg.out)
+    store = FeatureStore.open(cfg.store, storage_options=cfg.storage_options or None)
+    grid = expand_grid(cfg, store)
+    _check_settings(cfg, out, store)
+    records = []
+    for trial in grid.trials:
+        record = TrialRecord(trial, trial_dir(cfg, trial))
+        trial_cfg = cfg.trial_config(head=trial.head, segments=trial.segments, modality=trial.modality,
+                                     seed=trial.seed, out=str(record.run_dir))
+        metrics = None if cfg.overwrite else finished_metrics(record.run_dir, trial_cfg)
+        if metrics is not None:
+            record.status, record.metrics, record.resumed = "ok", metrics, True
+        records.append(record)
+    by_trial = {r.trial: r for r in records}
+    todo = [r.trial for r in records if r.status != "ok"]
+    if on_grid is not None:
+        on_grid(grid, len(records) - len(todo))
+    paths = _paths(out)
+    write_results(paths["results"], records)
+    load_seconds, shared_bytes = 0.0, 0
+    if todo:
+        loading = time.perf_counter()
+        todo_grid = Grid(trials=todo, skipped=grid.skipped, stream_shapes=grid.stream_shapes)
+        shared = load_shared(store, todo_grid, val_split=cfg.train.get("val_split", "val"),
+                             standardize=bool(cfg.train.get("standardize", False)),
+                             memory_budget_bytes=cfg.memory_budget_gb * 2**30, stats_dir=str(out),
+                             storage_options=cfg.storage_options, note=note)
+        load_seconds, shared_bytes = time.perf_counter() - loading, shared.nbytes
+        fn = functools.partial(train_trial, cfg=cfg)
+
+        def record_progress(p: Progress) -> None:
+            if p.event == "start":
+                by_trial[p.trial].status = "running"
+            if progress is not None:
+                progress(p)
+
+        with _executor(cfg, fn, shared) as executor:
+            finished = run_trials(todo, executor, max_retries=cfg.max_retries, total=len(records),
+                                  already_done=len(records) - len(todo), progress=record_progress)
+            for trial, outcome, attempts in finished:
+                record = by_trial[trial]
+                record.attempts = attempts
+                record.status = "ok" if outcome.ok else "failed"
+                record.metrics, record.error = (outcome.metrics, "") if outcome.ok else ({}, outcome.error)
+                write_results(paths["results"], records)  # a killed run keeps every finished row
+                write_failures(paths["failures"], records)
+    write_results(paths["results"], records)
+    write_failures(paths["failures"], records)
+    rows = read_results(paths["results"])
+    title = f"Ablation on {store.url}"
+    text = summary_markdown(rows, heads=grid.heads, settings=grid.settings, skipped=grid.skipped, title=title,
+                            val_split=cfg.train.get("val_split", "val"), seeds=cfg.seeds)
+    paths["summary"].write_text(text)
+    plot_accuracy_vs_macs(rows, paths["plot"], settings=grid.settings, title=title)
+    return AblateResult(out=out, records=records, skipped=grid.skipped, results=paths["results"],
+                        summary=paths["summary"], plot=paths["plot"], summary_text=text,
+                        seconds=time.perf_counter() - started, load_seconds=load_seconds, shared_bytes=shared_bytes)
+
+
+def _paths(out: Path) -> dict[str, Path]:
+    return {"results": out / "results.csv", "summary": out / "summary.md", "plot": out / "accuracy_vs_macs.png",
+            "failures": out / "failures.json"}
+
+
+def _check_settings(cfg: AblateConfig, out: Path, store: FeatureStore) -> None:
+    """Refuse to mix trials trained with other shared settings or on another store into one table."""
+    path = out / SETTINGS_FILE
+    mine = {"store_config_hash": store.meta.get("config_hash", ""), **cfg.settings()}
+    if path.is_file() and not cfg.overwrite:
+        saved = read_yaml(path).get("shared", {})
+        diff = sorted(k for k in set(mine) | set(saved) if _plain(mine.get(k)) != _plain(saved.get(k)))
+        if diff:
+            raise ConfigError(f"{out}: holds an ablation with different settings (differs in: {', '.join(diff)}); "
+                              "use another -o or --overwrite")
+    out.mkdir(parents=True, exist_ok=True)
+    save_config(_Saved(config=config_to_dict(cfg), shared=mine), path)
+
+
+@dataclass(frozen=True)
+class _Saved:
+    config: dict[str, Any]
+    shared: dict[str, Any]
+
+
+def _plain(value: Any) -> Any:
+    import json
+
+    return json.loads(json.dumps(value, default=str))
+
+
+def _executor(cfg: AblateConfig, fn, shared: SharedFeatures):
+    import contextlib
+
+    if cfg.executor == "ray":
+        from pipeline.distributed import trial_executor
+
+        return trial_executor(fn, shared, address=cfg.ray_address, cpus_per_trial=cfg.cpus_per_trial,
+                              gpus_per_trial=cfg.gpus_per_trial, max_concurrent=cfg.max_concurrent)
+    return contextlib.nullcontext(LocalExecutor(fn, shared, device=cfg.device))
+
+
+def load_config(path: str | Path) -> AblateConfig:
+    """The AblateConfig saved in an ablation folder's ablation.yaml."""
+    return from_dict(AblateConfig, read_yaml(Path(path) / SETTINGS_FILE)["config"], source=str(path))

@@ -1,0 +1,199 @@
+"""`stpipe demo`: the whole pipeline on generated videos, offline, in minutes on a 2-core laptop.
+
+demo data (10 classes in 5 time-reversed pairs) -> `extract` (MobileNetV2 spatial maps, TV-L1 flow
+and flow-stream features, on an embedded local Ray) -> `ablate` over every head -> summary table
+and plot. The default sizes keep it to minutes on two CPU cores: 12 videos per class (9 train,
+3 val), 12 frames of 64x64 (upscaled to the backbone's 224 input), TV-L1 at 64 px with the
+`tvl1-fast` preset, one 8-segment setting per modality, 3 seeds and short training
+(`proj_dim` 64, lr 0.01, up to 30 epochs with the plateau schedule).
+
+Weights: `auto` uses torchvision's ImageNet weights when their file is in the torch cache, first
+copying it there from `$STPIPE_ASSETS/weights/` when present; otherwise the backbone is randomly
+initialised. Nothing is downloaded. Re-running with the same -o resumes every step.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pipeline.ablation import AblateConfig
+from pipeline.config import config_to_dict, read_yaml, save_config
+from pipeline.demo_data import DemoDataConfig, generate
+from pipeline.errors import ConfigError
+from pipeline.extraction import ExtractConfig
+
+DATA_FIELDS = ("videos_per_class", "frames", "size", "seed")
+
+
+@dataclass(frozen=True)
+class DemoConfig:
+    out: str = "demo"
+    # demo data
+    videos_per_class: int = 12
+    frames: int = 12
+    size: int = 64
+    seed: int = 0
+    # extract
+    backbone: str = "mobilenet_v2"
+    weights: str = "auto"  # auto = ImageNet weights from the torch cache (or $STPIPE_ASSETS/weights), else none
+    flow_method: str = "tvl1-fast"
+    # ablate
+    heads: tuple[str, ...] = ("all",)
+    segments: tuple[int, ...] = (8,)
+    modalities: tuple[str, ...] = ("rgb", "flow")
+    seeds: tuple[int, ...] = (0, 1, 2)
+    train: dict[str, Any] = field(default_factory=lambda: {
+        "epochs": 30, "lr": 0.01, "proj_dim": 64, "batch_size": 32, "plateau_patience": 2})
+    executor: str = "ray"
+    cpus_per_trial: float = 1.0
+
+    def __post_init__(self) -> None:
+        DemoDataConfig(out=self.out, videos_per_class=self.videos_per_class, frames=self.frames, size=self.size)
+
+
+@dataclass
+class DemoResult:
+    out: Path
+    weights: str  # what the backbone was built with
+    weights_note: str  # one line saying where they came from
+    videos: int
+    extract_seconds: float
+    ablate: Any  # stages.ablate.AblateResult
+    seconds: float
+    steps: dict[str, float] = field(default_factory=dict)
+    finding: str = ""  # the order-blind TSN next to order-aware heads, per modality
+
+
+ORDER_AWARE = ("mlp", "trn_multiscale", "fcn3d")  # the seed paper's comparison (sec. 4.3)
+
+
+def order_finding(rows: list[dict[str, Any]]) -> str:
+    """'rgb 8 seg.: tsn 48.9% vs mlp 96.7%, ...' for every setting where tsn and some of them ran."""
+    from pipeline.ablation.report import aggregate
+
+    cells = aggregate(rows)
+    parts = []
+    for (head, setting), cell in cells.items():
+        if head != "tsn" or not cell.runs:
+            continue
+        aware = [(h, cells[(h, setting)]) for h in ORDER_AWARE if (h, setting) in cells and cells[(h, setting)].runs]
+        if aware:
+            versus = ", ".join(f"{h} {c.mean:.1f}%" for h, c in aware)
+            parts.append(f"{setting[1]} {setting[0]} seg.: order-blind tsn {cell.mean:.1f}% vs {versus}")
+    return "; ".join(parts)
+
+
+def resolve_weights(backbone: str, weights: str) -> tuple[str, str]:
+    """(weights for build_backbone, a note saying which). `auto` never touches the network."""
+    if weights != "auto":
+        return weights, f"weights {weights} (as given)"
+    from pipeline.backbones import BACKBONES
+    from pipeline.backbones.weights import cache_path, url_filename
+
+    enum_cls = BACKBONES.meta(backbone).get("weights_enum")
+    members = list(enum_cls) if enum_cls is not None else []
+    for member in members:
+        if cache_path(member).is_file():
+            return member.name, f"ImageNet weights {member.name} from the torch cache ({cache_path(member)})"
+    assets = os.environ.get("STPIPE_ASSETS")
+    for member in members:
+        source = Path(assets or "", "weights", url_filename(member))
+        if assets and source.is_file():
+            target = cache_path(member)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(source, target.with_suffix(".part"))
+            target.with_suffix(".part").replace(target)
+            return member.name, f"ImageNet weights {member.name}, copied from {source} into the torch cache"
+    where = cache_path(members[0]).parent if members else "the torch cache"
+    return "none", f"randomly initialised backbone (no {backbone} ImageNet weights in {where})"
+
+
+def extract_config(cfg: DemoConfig, manifest: Path, weights: str) -> ExtractConfig:
+    return ExtractConfig(manifest=str(manifest), output=str(Path(cfg.out) / "features.zarr"), backbone=cfg.backbone,
+                         weights=weights, features="spatial", flow=True, flow_features=True,
+                         flow_method=cfg.flow_method, flow_short_side=cfg.size, executor=cfg.executor)
+
+
+def ablate_config(cfg: DemoConfig) -> AblateConfig:
+    return AblateConfig(store=str(Path(cfg.out) / "features.zarr"), out=str(Path(cfg.out) / "ablation"),
+                        heads=cfg.heads, segments=cfg.segments, modalities=cfg.modalities, seeds=cfg.seeds,
+                        train=dict(cfg.train), executor=cfg.executor, cpus_per_trial=cfg.cpus_per_trial)
+
+
+def run(cfg: DemoConfig, *, note: Callable[[str], None] | None = None, extract_progress=None, on_extract_plan=None,
+        ablate_progress=None, on_grid=None) -> DemoResult:
+    from stages import ablate, extract
+
+    note = note or (lambda message: None)
+    started = time.perf_counter()
+    out = Path(cfg.out)
+    _check_saved(cfg, out)
+    weights, weights_note = _store_weights(out) or resolve_weights(cfg.backbone, cfg.weights)
+    note(f"backbone {cfg.backbone}: {weights_note}")
+    steps = {}
+    manifest = out / "data" / "manifest.csv"
+    if not manifest.is_file():
+        data = generate(DemoDataConfig(out=str(out / "data"), videos_per_class=cfg.videos_per_class,
+                                       frames=cfg.frames, size=cfg.size, seed=cfg.seed))
+        note(f"demo data: {data.num_videos} videos ({data.glyphs}) -> {data.manifest}")
+    steps["data"] = time.perf_counter() - started
+    with _session(cfg):  # one embedded Ray for both stages
+        mark = time.perf_counter()
+        extracted = extract.run(extract_config(cfg, manifest, weights), progress=extract_progress,
+                                on_plan=on_extract_plan)
+        steps["extract"] = time.perf_counter() - mark
+        if extracted.failed:
+            note(f"extract: {extracted.failed} video(s) failed; the ablation uses the others")
+        mark = time.perf_counter()
+        result = ablate.run(ablate_config(cfg), progress=ablate_progress, note=note, on_grid=on_grid)
+        steps["ablate"] = time.perf_counter() - mark
+    from pipeline.ablation.results import read_results
+
+    return DemoResult(out=out, weights=weights, weights_note=weights_note, videos=extracted.total,
+                      extract_seconds=extracted.seconds, ablate=result, seconds=time.perf_counter() - started,
+                      steps=steps, finding=order_finding(read_results(result.results)))
+
+
+def _store_weights(out: Path) -> tuple[str, str] | None:
+    """The weights an earlier run of this demo extracted with (resuming must not switch them)."""
+    from pipeline.errors import StoreError
+    from pipeline.store import FeatureStore
+
+    try:
+        recorded = FeatureStore.open(str(out / "features.zarr")).meta.get("config", {}).get("weights")
+    except StoreError:
+        return None
+    return (recorded, f"weights {recorded}, as the features extracted earlier in {out}") if recorded else None
+
+
+def _session(cfg: DemoConfig):
+    import contextlib
+
+    if cfg.executor != "ray":
+        return contextlib.nullcontext()
+    from pipeline.distributed import ray_session
+
+    return ray_session("")
+
+
+def _check_saved(cfg: DemoConfig, out: Path) -> None:
+    """A demo folder holds one demo: other data sizes or backbone would mix two runs."""
+    path = out / "demo.yaml"
+    mine = config_to_dict(cfg)
+    if path.is_file():
+        saved = read_yaml(path)
+        fixed = DATA_FIELDS + ("backbone", "weights", "flow_method")
+        diff = [k for k in fixed if saved.get(k) != mine.get(k)]
+        if diff:
+            raise ConfigError(f"{out}: holds a demo made with other settings (differs in: {', '.join(diff)}); "
+                              "use another -o")
+    out.mkdir(parents=True, exist_ok=True)
+    save_config(cfg, path)
+
+

@@ -1,0 +1,243 @@
+"""Ablations: the grid and `all` filtering, shared features, resume, crash-retry, outputs, Ray, CLI."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+import pytest
+from store_fixtures import make_store
+
+from cli import main
+from pipeline.ablation import AblateConfig, expand_grid
+from pipeline.ablation.grid import Trial
+from pipeline.ablation.report import aggregate, summary_markdown
+from pipeline.ablation.results import read_results
+from pipeline.ablation.shared import load_shared
+from pipeline.errors import ConfigError, RegistryError
+from pipeline.heads import HEADS
+from pipeline.store import FeatureStore
+from pipeline.training.runs import RUN_FILES
+from stages import ablate
+
+TRAIN = {"epochs": 3, "lr": 0.05, "batch_size": 16, "proj_dim": 16}
+
+
+@pytest.fixture(scope="module")
+def pooled_url(tmp_path_factory):
+    url = str(tmp_path_factory.mktemp("stores") / "pooled.zarr")
+    make_store(url, dim=8, flow_features=True, flow_dim=6, views=1, per_class={"train": 8, "val": 4})
+    return url
+
+
+@pytest.fixture(scope="module")
+def spatial_url(tmp_path_factory):
+    url = str(tmp_path_factory.mktemp("stores") / "maps.zarr")
+    make_store(url, dim=6, spatial=(2, 2), views=1, per_class={"train": 4, "val": 2})
+    return url
+
+
+def config(store, out, **kw):
+    base = dict(store=store, out=str(out), heads=("mlp", "tsn"), segments=(4,), seeds=(0,), train=TRAIN,
+                executor="local")
+    return AblateConfig(**{**base, **kw})
+
+
+# ---- the grid ------------------------------------------------------------------------------------
+
+
+def test_all_on_pooled_store_leaves_out_spatial_heads_with_reason(pooled_url, tmp_path):
+    cfg = config(pooled_url, tmp_path, heads=("all",), segments=(1, 4), modalities=("rgb", "rgb+flow"), seeds=(0, 1))
+    grid = expand_grid(cfg, FeatureStore.open(pooled_url))
+    spatial = [h for h in HEADS.names() if HEADS.meta(h)["input_kind"] == "spatial"]
+    pooled = [h for h in HEADS.names() if h not in spatial]
+    out_entirely = {s.head: s.reason for s in grid.skipped if s.setting is None}
+    assert sorted(out_entirely) == sorted(spatial)
+    assert all("spatial feature maps" in reason for reason in out_entirely.values())
+    # trn_multiscale needs two segments: left out at 1 segment only, for both modalities
+    partial = [(s.head, s.setting) for s in grid.skipped if s.setting is not None]
+    assert partial == [("trn_multiscale", (1, "rgb")), ("trn_multiscale", (1, "rgb+flow"))]
+    assert grid.heads == pooled
+    assert len(grid.trials) == (len(pooled) * 4 - 2) * 2
+    assert len(set(grid.trials)) == len(grid.trials)
+    assert Trial("trn_multiscale", 4, "rgb+flow", 1) in grid.trials
+
+
+def test_all_on_spatial_store_keeps_every_head(spatial_url, tmp_path):
+    grid = expand_grid(config(spatial_url, tmp_path, heads=("all",)), FeatureStore.open(spatial_url))
+    assert grid.heads == HEADS.names() and not grid.skipped
+    assert grid.stream_shapes == {"rgb": (6, 2, 2)}
+
+
+def test_explicit_heads_that_cannot_run_are_one_line_errors(pooled_url, spatial_url, tmp_path):
+    pooled = FeatureStore.open(pooled_url)
+    with pytest.raises(ConfigError, match="--heads fcn3d: needs spatial feature maps"):
+        expand_grid(config(pooled_url, tmp_path, heads=("mlp", "fcn3d")), pooled)
+    with pytest.raises(ConfigError, match="--heads trn_multiscale: no setting .* at least 2 segments"):
+        expand_grid(config(pooled_url, tmp_path, heads=("trn_multiscale",), segments=(1,)), pooled)
+    with pytest.raises(RegistryError, match="nope"):
+        expand_grid(config(pooled_url, tmp_path, heads=("nope",)), pooled)
+    with pytest.raises(ConfigError, match="--modality flow: .* no 'flow_feat' features"):
+        expand_grid(config(spatial_url, tmp_path, modalities=("flow",)), FeatureStore.open(spatial_url))
+
+
+def test_bad_configs_fail_before_any_work(pooled_url, tmp_path):
+    with pytest.raises(ConfigError, match="'all' cannot be combined"):
+        config(pooled_url, tmp_path, heads=("all", "mlp"))
+    with pytest.raises(ConfigError, match="unknown 'depth'"):
+        config(pooled_url, tmp_path, modalities=("depth",))
+    with pytest.raises(ConfigError, match="'seed' is set by the grid"):
+        config(pooled_url, tmp_path, train={"seed": 3})
+    with pytest.raises(ConfigError, match="lr must be > 0"):
+        config(pooled_url, tmp_path, train={"lr": -1})
+    with pytest.raises(ConfigError, match="repeats"):
+        config(pooled_url, tmp_path, seeds=(0, 0))
+
+
+def test_trials_share_one_copy_of_the_features(pooled_url, tmp_path):
+    cfg = config(pooled_url, tmp_path, heads=("mlp", "gru"), modalities=("rgb", "flow", "rgb+flow"))
+    store = FeatureStore.open(pooled_url)
+    grid = expand_grid(cfg, store)
+    shared = load_shared(store, grid, memory_budget_bytes=2**30, stats_dir=str(tmp_path))
+    assert set(shared.parts) == {(s, m, True) for s in ("train", "val") for m in ("rgb", "flow")}
+    rgb = shared.train_data(Trial("mlp", 4, "rgb", 0))
+    both = shared.train_data(Trial("gru", 4, "rgb+flow", 1))
+    assert both.train.streams["rgb"].frames is rgb.train.streams["rgb"].frames  # the same array, not a copy
+    assert set(both.val.streams) == {"rgb", "flow"} and len(both.train) == len(rgb.train) == 32
+
+
+# ---- running, resuming, failing ------------------------------------------------------------------
+
+
+def test_local_ablation_writes_every_output(pooled_url, tmp_path):
+    events = []
+    result = ablate.run(config(pooled_url, tmp_path, heads=("mlp", "tsn"), seeds=(0, 1)), progress=events.append)
+    assert [r.status for r in result.records] == ["ok"] * 4
+    rows = read_results(result.results)
+    assert [(r["head"], r["seed"], r["status"]) for r in rows] == [("mlp", 0, "ok"), ("mlp", 1, "ok"),
+                                                                  ("tsn", 0, "ok"), ("tsn", 1, "ok")]
+    for row in rows:
+        metrics = json.loads((tmp_path / "trials" / f"{row['head']}_4seg_rgb_seed{row['seed']}" / "metrics.json").read_text())
+        assert row["val_top1"] == pytest.approx(metrics["val_top1"], abs=1e-6)
+        assert row["params"] == metrics["params"] > 0 and row["macs"] == metrics["macs"] > 0
+        assert row["train_seconds"] > 0 and row["epochs"] == 3
+    run_dir = tmp_path / "trials" / "mlp_4seg_rgb_seed0"
+    assert {"config.yaml", "checkpoint.pt", "last.pt", "metrics.jsonl", "metrics.json", "curves.png",
+            "confusion.png"} <= {p.name for p in run_dir.iterdir()} <= set(RUN_FILES)
+    summary = (tmp_path / "summary.md").read_text()
+    assert "| Model | MFLOPs | Params | 4 seg. rgb |" in summary
+    mlp = [r["val_top1"] * 100 for r in rows if r["head"] == "mlp"]
+    assert f"{np.mean(mlp):.1f} ± {np.std(mlp, ddof=1):.1f}" in summary
+    assert (tmp_path / "accuracy_vs_macs.png").read_bytes()[:4] == b"\x89PNG"
+    assert [e.event for e in events].count("done") == 4 and events[-1].done == 4 and events[-1].running == 0
+
+
+def test_rerun_resumes_without_repeating_trials(pooled_url, tmp_path, monkeypatch):
+    ablate.run(config(pooled_url, tmp_path, seeds=(0,)))
+    stamp = (tmp_path / "trials" / "mlp_4seg_rgb_seed0" / "metrics.json").stat().st_mtime_ns
+    started = []
+    grown = config(pooled_url, tmp_path, seeds=(0, 1))  # one more seed: only its trials run
+    result = ablate.run(grown, progress=lambda p: p.event == "start" and started.append(p.trial.name))
+    assert started == ["mlp_4seg_rgb_seed1", "tsn_4seg_rgb_seed1"]
+    assert [r.resumed for r in result.records] == [True, False, True, False]
+    assert (tmp_path / "trials" / "mlp_4seg_rgb_seed0" / "metrics.json").stat().st_mtime_ns == stamp
+    started.clear()
+    ablate.run(grown, progress=lambda p: started.append(p.trial.name))
+    assert started == [] and len(read_results(tmp_path / "results.csv")) == 4
+    with pytest.raises(ConfigError, match=r"different settings \(differs in: epochs\)"):
+        ablate.run(config(pooled_url, tmp_path, train={**TRAIN, "epochs": 4}))
+
+
+def test_crashed_trial_is_retried_once_then_reported_failed(pooled_url, tmp_path, monkeypatch):
+    from stages import train_head
+
+    real_train = train_head.train
+    calls = []
+
+    def flaky_train(cfg, data, **kw):
+        calls.append(cfg.head)
+        if cfg.head == "gru" or (cfg.head == "tsn" and calls.count("tsn") == 1):
+            raise RuntimeError(f"simulated crash in {cfg.head}")
+        return real_train(cfg, data, **kw)
+
+    monkeypatch.setattr(train_head, "train", flaky_train)
+    events = []
+    result = ablate.run(config(pooled_url, tmp_path, heads=("mlp", "tsn", "gru")), progress=events.append)
+    assert calls == ["mlp", "tsn", "tsn", "gru", "gru"]  # a retry goes ahead of untried trials
+    by_head = {r.trial.head: r for r in result.records}
+    assert (by_head["tsn"].status, by_head["tsn"].attempts) == ("ok", 2)
+    assert (by_head["gru"].status, by_head["gru"].attempts) == ("failed", 2)
+    assert "RuntimeError: simulated crash in gru" in by_head["gru"].error
+    rows = {r["head"]: r for r in read_results(result.results)}
+    assert rows["gru"]["status"] == "failed" and rows["gru"]["val_top1"] is None  # kept, never dropped
+    assert "simulated crash in gru" in rows["gru"]["error"]
+    assert [(e.event, e.trial.head) for e in events if e.event in ("retry", "failed")] == [("retry", "tsn"),
+                                                                                          ("retry", "gru"),
+                                                                                          ("failed", "gru")]
+    assert events[-1].failed == 1
+    summary = result.summary.read_text()
+    assert "| gru | – | – | failed |" in summary and "## Failed trials" in summary
+    assert json.loads((tmp_path / "failures.json").read_text())["gru_4seg_rgb_seed0"]["attempts"] == 2
+
+    monkeypatch.setattr(train_head, "train", real_train)  # fixed: the next run retries only the failed one
+    started = []
+    again = ablate.run(config(pooled_url, tmp_path, heads=("mlp", "tsn", "gru")),
+                       progress=lambda p: p.event == "start" and started.append(p.trial.head))
+    assert started == ["gru"] and not again.failed and not (tmp_path / "failures.json").exists()
+
+
+def test_summary_cells_follow_table_3():
+    rows = [dict(head="mlp", segments=8, modality="rgb", seed=s, status="ok", val_top1=v, macs=2e6,
+                 head_params=1_062_939, head_macs=1_062_912) for s, v in enumerate((0.8, 0.9, 1.0))]
+    rows += [dict(head="tsn", segments=8, modality="rgb", seed=s, status=st, val_top1=v, macs=3e5, head_params=0,
+                  head_macs=0) for s, (st, v) in enumerate((("ok", 0.5), ("ok", 0.4), ("failed", None)))]
+    cells = aggregate(rows)
+    assert cells[("mlp", (8, "rgb"))].mean == pytest.approx(90.0)
+    assert cells[("mlp", (8, "rgb"))].std == pytest.approx(10.0)  # sample std over seeds
+    text = summary_markdown(rows, heads=["mlp", "tsn"], settings=[(8, "rgb")], seeds=(0, 1, 2))
+    assert "| mlp | 2.13 | 1.06M | **90.0 ± 10.0** |" in text
+    assert "| tsn | 0 | 0.00M | 45.0 ± 7.1 (2/3 seeds) |" in text
+
+
+# ---- Ray and the CLI -----------------------------------------------------------------------------
+
+
+def test_ablation_on_embedded_ray(pooled_url, tmp_path):
+    pytest.importorskip("ray")
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    cfg = config(pooled_url, tmp_path, modalities=("rgb+flow",), executor="ray", cpus_per_trial=1, max_concurrent=2)
+    events = []
+    result = ablate.run(cfg, progress=events.append)
+    assert [r.status for r in result.records] == ["ok"] * 2, [r.error for r in result.records]
+    assert max(e.running for e in events) == 2  # trials ran side by side
+    assert all(r.metrics["dispatch_seconds"] >= 0 for r in result.records)
+    assert (tmp_path / "trials" / "tsn_4seg_rgb+flow_seed0" / "checkpoint.pt").is_file()
+    local = ablate.run(config(pooled_url, tmp_path / "local", modalities=("rgb+flow",)))
+    for a, b in zip(result.records, local.records):  # same trials, same numbers, wherever they ran
+        assert a.metrics["val_top1"] == pytest.approx(b.metrics["val_top1"])
+
+
+def test_cli_ablate_prints_progress_summary_and_paths(pooled_url, tmp_path, capsys):
+    args = ["ablate", "-s", pooled_url, "-o", str(tmp_path), "--heads", "mlp,tsn", "--segments", "4", "--seeds", "0",
+            "--executor", "local", "--epochs", "1", "--proj-dim", "8", "--lr", "0.05", "--train-options",
+            '{"batch_size": 32}']
+    main(args)
+    captured = capsys.readouterr()
+    assert "done    mlp 4 seg. rgb seed 0: top-1" in captured.err
+    assert "| Model | MFLOPs | Params | 4 seg. rgb |" in captured.out
+    assert f"summary: {tmp_path / 'summary.md'}" in captured.out
+    saved = ablate.load_config(tmp_path)
+    assert saved.train == {"epochs": 1, "lr": 0.05, "proj_dim": 8, "batch_size": 32} and saved.heads == ("mlp", "tsn")
+
+
+def test_cli_names_left_out_heads(pooled_url, tmp_path, capsys):
+    from cli import _ablation_progress
+
+    grid = expand_grid(config(pooled_url, tmp_path, heads=("all",), segments=(1,)), FeatureStore.open(pooled_url))
+    on_grid, _, close = _ablation_progress("ablate")
+    on_grid(grid, 0)
+    close()
+    err = capsys.readouterr().err
+    assert "left out: fcn3d: needs spatial feature maps" in err
+    assert "left out: trn_multiscale at 1 seg. rgb: needs at least 2 segments" in err
