@@ -50,6 +50,7 @@ def run(cfg: FinetuneConfig, *, callback: Callback | None = None) -> FinetuneRes
     if cfg.use_ray:
         from pipeline.distributed import run_finetune
 
+        build_finetune_model(setup)  # a network that cannot be built fails here in one line, not in N workers
         run_finetune(setup, run_dir=run_dir, callback=callback)
     else:
         if cfg.workers > 1:
@@ -77,12 +78,12 @@ def finish(setup: Setup, run_dir: Path, *, resumed: bool) -> FinetuneResult:
                    "started_from": backbone.meta["weights"], "fusion": cfg.fusion, "run": str(run_dir)}
         files[stream].with_suffix(".json").write_text(json.dumps(sidecar, indent=1))
     history = state["history"]
-    best_record = next((r for r in history if r["epoch"] == state["best_epoch"]), history[-1] if history else {})
+    best_record = next((r for r in history if r["epoch"] == state["best_epoch"]), state["start"])
     head_only = _head_only_top1(cfg.run)
     metrics = {
         "val_top1": best_record.get("val_top1"), "val_top5": best_record.get("val_top5"),
         "val_mean_class_acc": best_record.get("val_mean_class_acc"), "val_loss": best_record.get("val_loss"),
-        "head_only_val_top1": head_only, "best_epoch": state["best_epoch"], "epochs": state["epoch"],
+        "head_only_val_top1": head_only, "start_val_top1": state["start"]["val_top1"], "best_epoch": state["best_epoch"], "epochs": state["epoch"],
         "stopped": state["stopped"] or f"reached {cfg.epochs} epochs", "streams": list(setup.streams),
         "fusion": cfg.fusion, "segments": setup.segments, "workers": cfg.workers,
         "train_seconds": state["train_seconds"],

@@ -13,7 +13,9 @@ Per-stream cross-entropy averaged over streams, as stage two trains. Mixed preci
 
 Checkpoints (rank 0): last.pt every epoch and every `checkpoint_every` steps (everything needed to
 continue; sampling depends only on (seed, epoch, step), so no RNG state is needed and a resumed run
-replays the same batches), checkpoint.pt whenever val top-1 improves, metrics.jsonl.
+replays the same batches), checkpoint.pt whenever val top-1 improves (starting with the untouched
+network, evaluated before the first step: if fine-tuning never beats it, that is what is kept),
+metrics.jsonl.
 """
 
 from __future__ import annotations
@@ -118,6 +120,16 @@ def train_worker(setup: Setup, *, run_dir: str | Path, dist: Dist | None = None,
         if lead:
             _save_last(run_dir / "last.pt", cfg, state, model, optimizer, schedule, scaler)
 
+    if "start" not in state:  # the network before any step: the head run's, on decoded frames
+        val = evaluate(model, val_set, num_classes=len(setup.classes), dist=dist, batch_size=cfg.eval_batch_size,
+                       workers=cfg.loader_workers, amp=amp)
+        state["start"] = _summary(val, epoch=0)
+        state["best_top1"], state["best_epoch"] = val["top1"], 0
+        emit("note", message=f"start: val top-1 {val['top1']:.2%}, loss {val['loss']:.4f} (before fine-tuning)")
+        if lead:
+            save_checkpoint(best_payload(setup, model, epoch=0, val=val), run_dir / "checkpoint.pt")
+            save_last()
+
     while state["epoch"] < cfg.epochs and not state["stopped"]:
         epoch = state["epoch"] + 1
         started = time.perf_counter()
@@ -175,13 +187,14 @@ def train_worker(setup: Setup, *, run_dir: str | Path, dist: Dist | None = None,
         val = evaluate(model, val_set, num_classes=len(setup.classes), dist=dist, batch_size=cfg.eval_batch_size,
                        workers=cfg.loader_workers, amp=amp)
         state["stopped"] = schedule.end_epoch(val["loss"])
+        if not math.isfinite(totals["loss"]) or not math.isfinite(val["loss"]):
+            state["stopped"] = (f"training diverged in epoch {epoch} (the loss is not finite); the best checkpoint "
+                                "is kept; lower --lr or --backbone-lr-mult")
         for videos, failures in ((setup.train, totals["failed"]), (setup.val, val["failed"])):
             for index, reason in failures:
                 state["failures"].setdefault(videos[index].video_id, reason)
-        record = {"epoch": epoch, "lr": lr, "train_loss": totals["loss"] / max(totals["seen"], 1),
-                  "train_top1": totals["hits"] / max(totals["seen"], 1), "val_loss": val["loss"], "val_top1": val["top1"],
-                  "val_top5": val["top5"], "val_mean_class_acc": val["mean_class_acc"],
-                  "train_videos": totals["seen"], "failed_videos": len(totals["failed"]) + len(val["failed"]),
+        record = {**_summary(val, epoch=epoch), "lr": lr, "train_loss": totals["loss"] / max(totals["seen"], 1),
+                  "train_top1": totals["hits"] / max(totals["seen"], 1), "train_videos": totals["seen"], "failed_videos": len(totals["failed"]) + len(val["failed"]),
                   "seconds": time.perf_counter() - started,
                   "frames_per_second": totals["seen"] * setup.segments / totals["seconds"] if totals["seconds"] else 0.0}
         state.update(epoch=epoch, step=0, partial=None)
@@ -262,6 +275,11 @@ def _merge(partial, loss_sum, hits, seen, failed, seconds, dist: Dist) -> dict[s
     return {"loss": partial["loss"] + float(sums[0]), "hits": partial["hits"] + int(sums[1]),
             "seen": partial["seen"] + int(sums[2]), "failed": partial["failed"] + gathered,
             "seconds": partial["seconds"] + seconds}
+
+
+def _summary(val: dict[str, Any], *, epoch: int) -> dict[str, Any]:
+    return {"epoch": epoch, "val_loss": val["loss"], "val_top1": val["top1"], "val_top5": val["top5"],
+            "val_mean_class_acc": val["mean_class_acc"]}
 
 
 def _ghost_inputs(setup: Setup, pre: dict[str, Any], device: torch.device) -> dict[str, torch.Tensor]:

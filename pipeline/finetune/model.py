@@ -6,6 +6,9 @@
 `forward` returns each stream's logits (a loss per stream, as in stage two and ST-ResNet; DDP
 only sees what forward returns). The fused prediction averages the non-softmaxed scores (`fuse`).
 
+The head run's standardisation (when it used one) stays a fixed part of the network, with each
+channel's std floored at a tenth of the median (see `STD_FLOOR`).
+
 Partial BN (TSN): in training mode every BatchNorm of a backbone except its first keeps its
 running statistics frozen (eval mode) and, as in TSN's code, its affine parameters too; the
 first BN adapts to the new input statistics (for the motion stream, flow instead of RGB).
@@ -24,6 +27,8 @@ from torch import nn
 from pipeline.backbones import Backbone, build_backbone_from_meta
 from pipeline.finetune.st_resnet import STResNetTrunks, collapse_to_2d
 from pipeline.training.model import build_model
+
+STD_FLOOR = 0.1  # standardisation divides by at least this fraction of the stream's median channel std
 
 
 def fuse(stream_logits: Mapping[str, torch.Tensor]) -> torch.Tensor:
@@ -49,9 +54,12 @@ class FinetuneModel(nn.Module):
         self.streams = tuple(backbones)
         self.standardized = tuple(s for s in self.streams if stats and s in stats)
         for stream in self.standardized:
-            mean, std = stats[stream]
-            self.register_buffer(f"mean_{stream}", torch.as_tensor(np.asarray(mean), dtype=torch.float32))
-            self.register_buffer(f"std_{stream}", torch.as_tensor(np.asarray(std), dtype=torch.float32).clamp(min=1e-6))
+            mean, std = (torch.as_tensor(np.asarray(v), dtype=torch.float32) for v in stats[stream])
+            # A channel (nearly) constant in the cache has a (nearly) zero std: harmless to a head on fixed
+            # features, but once the backbone trains, its 1/std would blow any change in it up (to inf).
+            floor = max(STD_FLOOR * float(std.median()), 1e-6)
+            self.register_buffer(f"mean_{stream}", mean)
+            self.register_buffer(f"std_{stream}", std.clamp(min=floor))
         self.fusion = fusion
         self.st = None
         if fusion == "st-resnet":
