@@ -18,7 +18,7 @@ Prints, side by side, at batch 256 and 8 segments:
 
 Rates are medians over repeats, the contenders of a row measured alternately (the machine is
 shared). Run: `.venv/bin/python benchmarks/bench_train_head.py [--videos 10000]
-[--work /tmp/stpipe-bench-train-head] [--repeats 5] [--steps 8]`.
+[--work /tmp/stpipe-bench-train-head] [--repeats 5] [--steps 8] [--threads 2]`.
 """
 
 from __future__ import annotations
@@ -116,25 +116,46 @@ def naive_loader(npy_dir: Path, workers: int = 2):
 
 
 # ---- measurements ---------------------------------------------------------------------------------
-# Every measurement function runs a fixed amount of work once and returns samples/s. `interleaved`
-# alternates the contenders repeat by repeat, so load from other processes on this shared machine
-# hits them alike, and reports medians.
+# Every measurement runs a fixed amount of work once and returns (samples per wall-clock second,
+# samples per CPU-second). The CPU clock counts this process plus the DataLoader's worker processes,
+# so on a machine shared with other jobs it measures what each approach costs, not how much of the
+# cores it happened to get (a loader with 2 worker processes gets 3 shares of a contended machine).
+# `interleaved` alternates the contenders repeat by repeat and reports medians.
 
 
-def interleaved(contenders: dict, repeats: int) -> dict[str, float]:
+def interleaved(contenders: dict, repeats: int) -> dict[str, tuple[float, float]]:
     for fn in contenders.values():
         fn()  # warm-up
-    rates: dict[str, list[float]] = {name: [] for name in contenders}
+    rates: dict[str, list[tuple[float, float]]] = {name: [] for name in contenders}
     for _ in range(repeats):
         for name, fn in contenders.items():
             rates[name].append(fn())
-    return {name: statistics.median(values) for name, values in rates.items()}
+    return {name: (statistics.median(r[0] for r in values), statistics.median(r[1] for r in values))
+            for name, values in rates.items()}
 
 
-def timed(fn, samples: int) -> float:
-    t0 = time.perf_counter()
+def cpu_seconds(pids=()) -> float:
+    """CPU time of this process and of `pids` (read from /proc)."""
+    total = time.process_time()
+    tick = os.sysconf("SC_CLK_TCK")
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / tick  # utime + stime
+        except (OSError, IndexError, ValueError):
+            pass
+    return total
+
+
+def worker_pids(loader) -> list[int]:
+    iterator = getattr(loader, "_iterator", None)  # persistent workers live here
+    return [w.pid for w in getattr(iterator, "_workers", [])]
+
+
+def timed(fn, samples: int, pids=lambda: ()) -> tuple[float, float]:
+    wall, cpu = time.perf_counter(), cpu_seconds(pids())
     fn()
-    return samples / (time.perf_counter() - t0)
+    return samples / (time.perf_counter() - wall), samples / (cpu_seconds(pids()) - cpu)
 
 
 def make_head(name: str):
@@ -176,13 +197,28 @@ def subset(split, count: int):
 
 
 def ours_end_to_end(name: str, data, steps: int):
-    """`loop.train` for one epoch of `steps` batches; its own samples/s over the training steps."""
+    """`loop.train`, one epoch of `steps` batches, clocked from its epoch start to its last step."""
     from pipeline.training.config import TrainHeadConfig
     from pipeline.training.loop import TrainData, train
 
     small = TrainData(subset(data.train, steps * BATCH), data.val, data.classes)
     cfg = TrainHeadConfig(store="bench", head=name, segments=SEGMENTS, batch_size=BATCH, epochs=1, device="cpu")
-    return lambda: train(cfg, small).history[0]["samples_per_second"]
+
+    def run():
+        clocks = {}
+
+        def callback(event, **info):
+            if event == "epoch_start":
+                clocks["start"] = (time.perf_counter(), cpu_seconds())
+            elif event == "batch":
+                clocks["end"] = (time.perf_counter(), cpu_seconds())
+                clocks["samples"] = clocks.get("samples", 0) + info["size"]
+
+        train(cfg, small, callback=callback)
+        (w0, c0), (w1, c1) = clocks["start"], clocks["end"]
+        return clocks["samples"] / (w1 - w0), clocks["samples"] / (c1 - c0)
+
+    return run
 
 
 def naive_end_to_end(name: str, loader, steps: int):
@@ -195,7 +231,7 @@ def naive_end_to_end(name: str, loader, steps: int):
             x, y = next(batches)
             step(head, optimizer, x, y)
 
-    return lambda: timed(run, steps * BATCH)
+    return lambda: timed(run, steps * BATCH, lambda: worker_pids(loader))
 
 
 def _cycle(loader):
@@ -208,16 +244,13 @@ def data_path_ours(split, batches: int):
 
     source = MemoryFeatures(split, device=torch.device("cpu"), num_segments=SEGMENTS, max_batch=BATCH)
     generator = torch.Generator().manual_seed(0)
+    plans = [p for p in train_plans(len(split), BATCH, SEGMENTS, generator) if len(p.videos) == BATCH][:batches]
 
     def run():
-        t0, done, samples = time.perf_counter(), 0, 0
-        while done < batches:
-            for plan in train_plans(len(split), BATCH, SEGMENTS, generator)[: batches - done]:
-                source.gather(plan)
-                done, samples = done + 1, samples + len(plan.videos)
-        return samples / (time.perf_counter() - t0)
+        for plan in plans:
+            source.gather(plan)
 
-    return run
+    return lambda: timed(run, len(plans) * BATCH)
 
 
 def data_path_simple(split, batches: int):
@@ -246,7 +279,7 @@ def data_path_naive(loader, batches: int):
         for _ in range(batches):
             next(it)
 
-    return lambda: timed(run, batches * BATCH)
+    return lambda: timed(run, batches * BATCH, lambda: worker_pids(loader))
 
 
 def first_step(store_url: str, out: str) -> None:
@@ -277,9 +310,12 @@ def main() -> None:
     parser.add_argument("--work", default="/tmp/stpipe-bench-train-head")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--steps", type=int, default=8, help="training steps per timed repeat")
+    parser.add_argument("--threads", type=int, default=2,
+                        help="torch threads (1 is steadier when other processes load the cores: OpenMP "
+                             "barriers stall when a thread is descheduled)")
     parser.add_argument("--first-step", nargs=2, metavar=("STORE", "OUT"), help=argparse.SUPPRESS)
     args = parser.parse_args()
-    torch.set_num_threads(2)
+    torch.set_num_threads(args.threads)
     if args.first_step:
         first_step(*args.first_step)
         return
@@ -287,11 +323,14 @@ def main() -> None:
     work = Path(args.work)
     t0 = time.perf_counter()
     store_url, npy_dir = generate(work, args.videos)
+    load = os.getloadavg()[0]
+    print(f"load average {load:.1f} on {os.cpu_count()} cores at start")
     print(f"store: {args.videos} videos x 30-50 frames x {DIM} float16 ({store_url}; generated/reused in "
           f"{time.perf_counter() - t0:.0f} s); batch {BATCH}, {SEGMENTS} segments, {CLASSES} classes, "
           f"{torch.get_num_threads()} torch threads")
 
-    probe = subprocess.run([sys.executable, __file__, "--first-step", store_url, str(work / "run")],
+    probe = subprocess.run([sys.executable, __file__, "--threads", str(args.threads),
+                            "--first-step", store_url, str(work / "run")],
                            capture_output=True, text=True, check=True, env={**os.environ, "PYTHONWARNINGS": "ignore"})
     first = json.loads(probe.stdout.strip().splitlines()[-1])
 
@@ -314,19 +353,22 @@ def main() -> None:
                         "naive": data_path_naive(loader, 8)}, args.repeats)
     ours_dp, simple_dp, naive_dp = path["ours"], path["simple"], path["naive"]
 
-    print("\ntraining samples/s (median of repeats)")
-    print(f"{'head':16} {'compute limit':>14} {'ours e2e':>10} {'% of limit':>11} {'naive e2e':>10} {'ours/naive':>11}")
-    for name, limit, ours, naive in rows:
-        print(f"{name:16} {limit:14,.0f} {ours:10,.0f} {ours / limit:11.1%} {naive:10,.0f} {ours / naive:10.1f}x")
-    print("\ndata path alone (sampled batches of segment features, no model), samples/s")
-    print(f"{'ours (MemoryFeatures.gather)':34} {ours_dp:12,.0f}")
-    print(f"{'simple in-memory per-sample gather':34} {simple_dp:12,.0f}   ours is {ours_dp / simple_dp:.1f}x")
-    print(f"{'naive .npy + DataLoader (2 workers)':34} {naive_dp:12,.0f}   ours is {ours_dp / naive_dp:.1f}x")
+    for title, k in (("wall-clock samples/s", 0), ("samples per CPU-second (this process + loader workers)", 1)):
+        print(f"\ntraining, {title}, medians of {args.repeats}")
+        print(f"{'head':16} {'compute limit':>14} {'ours e2e':>10} {'% of limit':>11} {'naive e2e':>10} {'ours/naive':>11}")
+        for name, limit, ours, naive in rows:
+            print(f"{name:16} {limit[k]:14,.0f} {ours[k]:10,.0f} {ours[k] / limit[k]:11.1%} {naive[k]:10,.0f} "
+                  f"{ours[k] / naive[k]:10.1f}x")
+        print(f"data path alone (sampled batches of segment features, no model), {title}")
+        print(f"{'  ours (MemoryFeatures.gather)':37} {ours_dp[k]:12,.0f}")
+        print(f"{'  simple in-memory per-sample gather':37} {simple_dp[k]:12,.0f}   ours is {ours_dp[k] / simple_dp[k]:.1f}x")
+        print(f"{'  naive .npy + DataLoader (2 workers)':37} {naive_dp[k]:12,.0f}   ours is {ours_dp[k] / naive_dp[k]:.1f}x")
     gib = train_split.nbytes / 2**30
     print(f"\nload of the train split into one tensor: {load_seconds:.1f} s for {len(train_split)} videos, "
           f"{gib:.2f} GiB ({len(train_split) / load_seconds:,.0f} videos/s)")
     print(f"time to first training step (fresh process: imports, store open, load, model build, one step): "
           f"{first['seconds']:.1f} s; peak RSS {first['peak_rss_mib']:,.0f} MiB")
+    print(f"load average {os.getloadavg()[0]:.1f} at end")
 
 
 if __name__ == "__main__":

@@ -77,8 +77,8 @@ class Standardizer:
 class MemoryFeatures:
     """A split's features as one device tensor per stream; `gather` builds a batch in a few ops.
 
-    The returned tensors live in buffers reused by the next `gather` (no allocation, no page faults
-    per batch); use a batch before gathering the next one.
+    The returned tensors live in buffers reused by the next `gather` (no allocation per batch);
+    use a batch before gathering the next one.
     """
 
     def __init__(self, split: SplitData, *, device: torch.device, num_segments: int,
