@@ -90,7 +90,7 @@ def assert_same_run(reference: Path, out: Path) -> int:
 
 def epochs_done(out: Path, k: int):
     path = out / "metrics.jsonl"
-    return lambda: path.is_file() and len(path.read_text().splitlines()) >= k
+    return lambda: k <= 0 or (path.is_file() and len(path.read_text().splitlines()) >= k)
 
 
 def test_kill_at_checkpoint_writes_and_random_times_then_resume(launcher, store_url, reference, tmp_path):
@@ -98,22 +98,31 @@ def test_kill_at_checkpoint_writes_and_random_times_then_resume(launcher, store_
     total = checkpoint_writes(reference)
     moments = [f"checkpoint:{n}" for n in (1, 2, int(rng.integers(3, total)), total)]
     moments += [int(rng.integers(1, 3)), int(rng.integers(2, 5))]  # epochs done before a timed kill
-    outcomes = []
-    for i, moment in enumerate(moments):
-        out = tmp_path / f"run{i}"
-        kill = ({"fault": moment} if isinstance(moment, str) else
-                {"kill_when": epochs_done(out, moment), "kill_delay": float(rng.uniform(0, 0.05))})
-        code, log = launcher.run(argv(store_url, out), **kill)
-        assert code == -9, f"not killed at {moment}: exit {code}\n{log[-2000:]}"
-        resumable = (out / "last.pt").is_file()
-        saved = load_checkpoint(out / "last.pt")["state"]["epoch"] if resumable else 0
-        code, log = launcher.run(argv(store_url, out, resume=resumable))
-        assert code == 0, log[-2000:]
-        if resumable:
-            assert f"resuming {out} after epoch {saved}" in log
-        assert assert_same_run(reference, out) == OPTIONS["epochs"]
-        outcomes.append((moment, saved))
-    print("\n".join(f"train-head killed at {m}: resumed after epoch {e}" for m, e in outcomes))
+    outcomes = [kill_and_resume(launcher, store_url, reference, tmp_path / f"run{i}", moment, rng)
+                for i, moment in enumerate(moments)]
+    print("\n".join(f"train-head killed at {m}: resumed after epoch {e}" for m, e in zip(moments, outcomes)))
+
+
+def kill_and_resume(launcher, store_url, reference, out, moment, rng) -> int:
+    kill = ({"fault": moment} if isinstance(moment, str) else
+            {"kill_when": epochs_done(out, moment), "kill_delay": float(rng.uniform(0, 0.05))})
+    code, log = launcher.run(argv(store_url, out), **kill)
+    assert code == -9, f"not killed at {moment}: exit {code}\n{log[-2000:]}"
+    resumable = (out / "last.pt").is_file()
+    saved = load_checkpoint(out / "last.pt")["state"]["epoch"] if resumable else 0
+    code, log = launcher.run(argv(store_url, out, resume=resumable))
+    assert code == 0, log[-2000:]
+    if resumable:
+        assert f"resuming {out} after epoch {saved}" in log
+    assert assert_same_run(reference, out) == OPTIONS["epochs"]
+    return saved
+
+
+@pytest.mark.slow
+def test_twenty_random_time_kills(launcher, store_url, reference, tmp_path):
+    rng = np.random.default_rng(SEED + 1)
+    for i in range(20):
+        kill_and_resume(launcher, store_url, reference, tmp_path / f"r{i}", int(rng.integers(0, OPTIONS["epochs"])), rng)
 
 
 def test_kill_between_last_checkpoint_and_metrics_log(store_url, reference, tmp_path):
