@@ -137,7 +137,10 @@ class _VideoState:
     writer: VideoWriter | None = None
     rgb: TimeBuffer | None = None
     flow: TimeBuffer | None = None
-    flow_fields: list[torch.Tensor] = field(default_factory=list)  # kept only for flow features
+    flow_fields: list[torch.Tensor] = field(default_factory=list)  # for flow features: fields still needed
+    flow_offset: int = 0  # index of the first field held in flow_fields
+    flow_feat_t: int = 0  # next frame whose flow-stream features are due
+    flow_feat: TimeBuffer | None = None
     clips: list[torch.Tensor] = field(default_factory=list)  # video backbones: uint8 crops
     prev_small: torch.Tensor | None = None
     fps: float = 0.0
@@ -387,6 +390,7 @@ class Extractor:
         state.flow.put(q[None])
         if self.flow_backbone is not None:
             state.flow_fields.append(torch.from_numpy(q))
+            self._flow_features(state, final=False)
 
     def _maybe_finish(self, state: _VideoState) -> None:
         if not state.ended or state.rows_pending > 0 or state.failed:
@@ -394,7 +398,7 @@ class Extractor:
         if self.video_kind:
             self._clip_features(state)
         if self.flow_backbone is not None:
-            self._flow_features(state)
+            self._flow_features(state, final=True)
         n = state.decoded
         state.rgb.close(self._feature_length(n))
         if state.flow is not None:
@@ -426,28 +430,41 @@ class Extractor:
             out.append(torch.cat(feats))
         state.rgb.put(torch.stack(out).numpy())
 
-    def _flow_features(self, state: _VideoState) -> None:
+    def _flow_features(self, state: _VideoState, *, final: bool) -> None:
+        """Flow-stream features of every frame whose stack of L fields is known, `step` frames a call.
+
+        Runs as fields arrive and keeps only the fields later stacks still need, so memory stays
+        bounded on long videos; the calls are the same as on the whole video at its end.
+        """
         from pipeline.backbones.preprocess import stack_flow
 
         if not state.flow_fields:
             return
-        fields = torch.cat(state.flow_fields)
-        state.flow_fields = []
-        n = state.decoded
-        kind = self.flow_backbone.meta.get("features", "pooled")
-        dims = ("view", "time", "channel") if kind == "pooled" else ("view", "time", "channel", "y", "x")
-        buffer = None
-        step = max(1, self.cfg.batch_size // max(1, self.views))
-        for t in range(0, n, step):
-            frames = torch.arange(t, min(n, t + step))
-            stacks = stack_flow(fields, frames, stack=self.cfg.flow_stack)
+        fields = torch.cat(state.flow_fields) if len(state.flow_fields) > 1 else state.flow_fields[0]
+        stack, step = self.cfg.flow_stack, max(1, self.cfg.batch_size // max(1, self.views))
+        before, after = stack // 2, stack - 1 - stack // 2  # fields a stack takes before/after its frame
+        available = state.flow_offset + fields.shape[0]
+        while state.flow_feat_t < (state.decoded if final else available - after - step + 1):
+            t = state.flow_feat_t
+            frames = torch.arange(t, min(state.decoded, t + step) if final else t + step)
+            # window-local indices: the window starts at or before max(0, t - before), and ends past
+            # every needed field unless final (where stack_flow's clamp is the video's end)
+            stacks = stack_flow(fields, frames - state.flow_offset, stack=stack)
             x = self.flow_backbone.preprocess_views(stacks, views=self.cfg.views)
             feats = self.flow_backbone.forward_features(x.flatten(0, 1).to(self.device))
             feats = feats.to("cpu", torch.float16).numpy().reshape(x.shape[0], x.shape[1], *feats.shape[1:])
-            if buffer is None:
-                buffer = TimeBuffer(state, self._submit, "flow_feat", x.shape[0], n, dims, np.float16)
-            buffer.put(feats)
-        buffer.close(n)
+            if state.flow_feat is None:
+                kind = self.flow_backbone.meta.get("features", "pooled")
+                dims = ("view", "time", "channel") if kind == "pooled" else ("view", "time", "channel", "y", "x")
+                state.flow_feat = TimeBuffer(state, self._submit, "flow_feat", x.shape[0], state.expected, dims,
+                                             np.float16)
+            state.flow_feat.put(feats)
+            state.flow_feat_t = int(frames[-1]) + 1
+            drop = max(0, state.flow_feat_t - before - state.flow_offset)
+            fields, state.flow_offset = fields[drop:], state.flow_offset + drop
+        state.flow_fields = [fields]
+        if final and state.flow_feat is not None:
+            state.flow_feat.close(state.decoded)
 
     # ---- failures and writes --------------------------------------------------------------
 
