@@ -88,6 +88,7 @@ def finish(setup: Setup, run_dir: Path, *, resumed: bool) -> FinetuneResult:
         "fusion": cfg.fusion, "segments": setup.segments, "workers": cfg.workers,
         "train_seconds": state["train_seconds"],
         "frames_per_second": state["frames"] / state["step_seconds"] if state["step_seconds"] else 0.0,
+        "frames_per_cpu_second": state["frames"] / state["cpu_seconds"] if state.get("cpu_seconds") else 0.0,
         "train_videos": len(setup.train), "val_videos": len(setup.val),
         "failed_videos": len(state["failures"]), "failures": state["failures"], "notes": setup.notes,
     }

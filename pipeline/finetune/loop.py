@@ -23,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import resource
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -138,7 +139,7 @@ def train_worker(setup: Setup, *, run_dir: str | Path, dist: Dist | None = None,
         steps = epoch_steps(len(train_set), batch_size=cfg.batch_size, seed=cfg.seed, epoch=epoch,
                             min_last=max(2, dist.world))
         first = state["step"]
-        partial = state["partial"] or {"loss": 0.0, "hits": 0, "seen": 0, "failed": [], "seconds": 0.0}
+        partial = state["partial"] or {"loss": 0.0, "hits": 0, "seen": 0, "failed": [], "seconds": 0.0, "cpu": 0.0}
         emit("epoch_start", epoch=epoch, epochs=cfg.epochs, batches=len(steps) - first)
         batches = StepBatches(steps, epoch=epoch, rank=dist.rank, world=dist.world, accum=cfg.accum_steps, skip=first)
         model.train()
@@ -147,7 +148,7 @@ def train_worker(setup: Setup, *, run_dir: str | Path, dist: Dist | None = None,
         seen = 0
         failed: list[tuple[int, str]] = []
         micro = iter(make_loader(train_set, batches, workers=cfg.loader_workers))
-        tick = time.perf_counter()
+        tick, tick_cpu = time.perf_counter(), cpu_seconds()
         for step in range(first, len(steps)):
             optimizer.zero_grad(set_to_none=True)
             torch.manual_seed(hash((cfg.seed, epoch, step, dist.rank)) % 2**63)  # dropout masks, replayed on resume
@@ -180,10 +181,12 @@ def train_worker(setup: Setup, *, run_dir: str | Path, dist: Dist | None = None,
             scaler.update()
             state["step"] = step + 1
             if cfg.checkpoint_every and state["step"] % cfg.checkpoint_every == 0 and state["step"] < len(steps):
-                state["partial"] = _merge(partial, loss_sum, hits, seen, failed, time.perf_counter() - tick, dist)
+                state["partial"] = _merge(partial, loss_sum, hits, seen, failed, time.perf_counter() - tick,
+                                          cpu_seconds() - tick_cpu, dist)
                 save_last()
-        step_seconds = time.perf_counter() - tick
-        totals = _merge(partial, loss_sum, hits, seen, failed, step_seconds, dist)
+        del micro  # stops the loader processes now, so their CPU time is counted below
+        totals = _merge(partial, loss_sum, hits, seen, failed, time.perf_counter() - tick, cpu_seconds() - tick_cpu,
+                        dist)
         val = evaluate(model, val_set, num_classes=len(setup.classes), dist=dist, batch_size=cfg.eval_batch_size,
                        workers=cfg.loader_workers, amp=amp)
         state["stopped"] = schedule.end_epoch(val["loss"])
@@ -196,12 +199,15 @@ def train_worker(setup: Setup, *, run_dir: str | Path, dist: Dist | None = None,
         record = {**_summary(val, epoch=epoch), "lr": lr, "train_loss": totals["loss"] / max(totals["seen"], 1),
                   "train_top1": totals["hits"] / max(totals["seen"], 1), "train_videos": totals["seen"], "failed_videos": len(totals["failed"]) + len(val["failed"]),
                   "seconds": time.perf_counter() - started,
-                  "frames_per_second": totals["seen"] * setup.segments / totals["seconds"] if totals["seconds"] else 0.0}
+                  "frames_per_second": totals["seen"] * setup.segments / totals["seconds"] if totals["seconds"] else 0.0,
+                  "cpu_seconds": totals["cpu"],  # all workers and their loader processes
+                  "frames_per_cpu_second": totals["seen"] * setup.segments / totals["cpu"] if totals["cpu"] else 0.0}
         state.update(epoch=epoch, step=0, partial=None)
         state["history"].append(record)
         state["train_seconds"] += record["seconds"]
         state["step_seconds"] += totals["seconds"]
         state["frames"] += totals["seen"] * setup.segments
+        state["cpu_seconds"] = state.get("cpu_seconds", 0.0) + totals["cpu"]
         improved = val["top1"] > state["best_top1"]
         if improved:
             state["best_top1"], state["best_epoch"] = val["top1"], epoch
@@ -267,14 +273,20 @@ def best_payload(setup: Setup, model: FinetuneModel, *, epoch: int, val: dict[st
 # ---- helpers ------------------------------------------------------------------------------------
 
 
-def _merge(partial, loss_sum, hits, seen, failed, seconds, dist: Dist) -> dict[str, Any]:
+def _merge(partial, loss_sum, hits, seen, failed, seconds, cpu, dist: Dist) -> dict[str, Any]:
     """This epoch's totals over all workers (and over the part done before a mid-epoch resume)."""
-    sums = torch.tensor([float(loss_sum), float(hits), float(seen)], dtype=torch.float64)
+    sums = torch.tensor([float(loss_sum), float(hits), float(seen), float(cpu)], dtype=torch.float64)
     sums = dist.all_reduce(sums.to(dist.device)).cpu()
     gathered = [f for part in dist.all_gather(list(failed)) for f in part]
     return {"loss": partial["loss"] + float(sums[0]), "hits": partial["hits"] + int(sums[1]),
             "seen": partial["seen"] + int(sums[2]), "failed": partial["failed"] + gathered,
-            "seconds": partial["seconds"] + seconds}
+            "seconds": partial["seconds"] + seconds, "cpu": partial.get("cpu", 0.0) + float(sums[3])}
+
+
+def cpu_seconds() -> float:
+    """CPU time of this process and of its finished children (the loader processes of past epochs)."""
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return time.process_time() + children.ru_utime + children.ru_stime
 
 
 def _summary(val: dict[str, Any], *, epoch: int) -> dict[str, Any]:

@@ -54,7 +54,7 @@ class FinetuneModel(nn.Module):
         self.streams = tuple(backbones)
         self.standardized = tuple(s for s in self.streams if stats and s in stats)
         for stream in self.standardized:
-            mean, std = (torch.as_tensor(np.asarray(v), dtype=torch.float32) for v in stats[stream])
+            mean, std = (torch.tensor(np.array(v), dtype=torch.float32) for v in stats[stream])  # own copies
             # A channel (nearly) constant in the cache has a (nearly) zero std: harmless to a head on fixed
             # features, but once the backbone trains, its 1/std would blow any change in it up (to inf).
             floor = max(STD_FLOOR * float(std.median()), 1e-6)
