@@ -115,7 +115,8 @@ class Launcher:
             for deadline in deadlines:
                 deadline.cancel()
         codes = [int(c) for c in line.split()[1:]]
-        return [(code, log.read_text(errors="replace")) for code, log in zip(codes, logs)]
+        # a child killed in its first instant may not have opened its log yet
+        return [(code, log.read_text(errors="replace") if log.exists() else "") for code, log in zip(codes, logs)]
 
     def close(self) -> None:
         self.proc.stdin.close()
