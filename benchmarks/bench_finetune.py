@@ -67,6 +67,7 @@ def main() -> None:
     parser.add_argument("--lr", type=float, default=3e-4)
     parser.add_argument("--backbone-lr-mult", type=float, default=0.3)
     parser.add_argument("--flow-short-side", type=int, default=32)
+    parser.add_argument("--gpus-per-worker", type=float, default=0.0, help="GPU runs: GPUs per Ray Train worker")
     parser.add_argument("--out", default="", help="work folder (default: a temporary one)")
     args = parser.parse_args()
     work = Path(args.out or tempfile.mkdtemp(prefix="bench_finetune_"))
@@ -113,8 +114,8 @@ def main() -> None:
 
     speed_cfg = dict(base, epochs=args.speed_epochs, schedule="cosine")  # cosine: never stops early
     runs = (("in-process, 1 worker", "local1", {"executor": "local"}),
-            ("Ray Train, 1 worker", "ray1", {"executor": "ray", "workers": 1}),
-            ("Ray Train, 2 workers", "ray2", {"executor": "ray", "workers": 2}))
+            ("Ray Train, 1 worker", "ray1", {"executor": "ray", "workers": 1, "gpus_per_worker": args.gpus_per_worker}),
+            ("Ray Train, 2 workers", "ray2", {"executor": "ray", "workers": 2, "gpus_per_worker": args.gpus_per_worker}))
     wall: dict[str, list[float]] = {label: [] for label, _, _ in runs}
     cpu: dict[str, list[float]] = {label: [] for label, _, _ in runs}
     with ray_session(""):

@@ -351,6 +351,11 @@ def test_a_run_whose_store_is_gone_or_different(demo, store, two_stream_run, res
         prepare(ft_config(moved, demo, tmp_path / "x"))
 
 
+def test_segments_a_fixed_length_head_cannot_take(demo, two_stream_run, tmp_path):
+    with pytest.raises(ConfigError, match="--segments 5: head 'mlp' was trained on 3 segments"):
+        prepare(ft_config(two_stream_run, demo, tmp_path / "x", segments=5))
+
+
 def test_a_manifest_missing_store_videos(demo, two_stream_run, tmp_path):
     rows = list(csv.DictReader(open(demo / "manifest.csv")))
     short = tmp_path / "short.csv"

@@ -25,6 +25,7 @@ import numpy as np
 
 from pipeline.errors import BackboneError, ConfigError, ManifestError, StoreError
 from pipeline.finetune.config import STREAM_SETS, FinetuneConfig
+from pipeline.heads import HEADS
 from pipeline.store import FeatureStore
 from pipeline.training.data import select_videos
 from pipeline.training.model import head_input_kind, load_checkpoint
@@ -85,6 +86,7 @@ def prepare(cfg: FinetuneConfig) -> Setup:
         raise ConfigError(f"--fusion st-resnet joins an appearance and a motion stream; this fine-tune has {list(streams)} "
                           "(use --modality rgb+flow)")
     head_spec, sources = _head_spec(checkpoint["spec"], streams, backbones, pooled=pooled, run=run_dir)
+    _check_segments(cfg.segments, run_cfg.head, int(checkpoint["segments"]))
     stats = {s: (v["mean"].numpy(), v["std"].numpy()) for s, v in checkpoint.get("stats", {}).items() if s in streams}
     extract = meta.get("config", {})
     resize = backbones[streams[0]]["resize_size"]
@@ -101,6 +103,15 @@ def prepare(cfg: FinetuneConfig) -> Setup:
         flow_bound=float((meta.get("flow") or {}).get("bound", 20.0)), train=train, val=val, val_split=val_split,
         notes=notes,
     )  # fmt: skip
+
+
+def _check_segments(asked: int, head: str, trained: int) -> None:
+    meta = HEADS.meta(head)
+    if asked and meta["fixed_length"] and asked != trained:
+        raise ConfigError(f"--segments {asked}: head {head!r} was trained on {trained} segments and its weights "
+                          "depend on the number; drop --segments")
+    if asked and asked < meta["min_segments"]:
+        raise ConfigError(f"--segments {asked}: head {head!r} needs at least {meta['min_segments']}")
 
 
 def _open_store(run_cfg, run_dir: Path) -> FeatureStore:
