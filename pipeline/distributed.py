@@ -387,6 +387,7 @@ def trial_executor(fn, shared, *, address: str = "", cpus_per_trial: float = 1.0
         if max_concurrent:
             slots = min(slots, max_concurrent)
         shared_ref = ray.put(shared)
+        del shared  # the driver's arrays are freed: the object store holds the one copy
         task = _trial_task(ray).options(num_cpus=cpus_per_trial, num_gpus=per_gpu)
         yield TrialExecutor(ray, task, fn, shared_ref, slots=max(1, slots), threads=max(1, int(cpus_per_trial)),
                             device="auto" if per_gpu else "cpu")

@@ -27,7 +27,7 @@ from pipeline.ablation.results import (
     write_results,
 )
 from pipeline.ablation.runner import LocalExecutor, Progress, run_trials
-from pipeline.ablation.shared import SharedFeatures, load_shared
+from pipeline.ablation.shared import SharedFeatures, is_pooled, load_shared
 from pipeline.config import config_to_dict, from_dict, read_yaml, save_config
 from pipeline.errors import ConfigError
 from pipeline.store import FeatureStore
@@ -89,7 +89,8 @@ def run(cfg: AblateConfig, progress: Callable[[Progress], None] | None = None,
             record.status, record.metrics, record.resumed = "ok", metrics, True
         records.append(record)
     by_trial = {r.trial: r for r in records}
-    todo = [r.trial for r in records if r.status != "ok"]
+    # spatial heads first: the longest trials start early, so no slot idles behind one at the end
+    todo = sorted((r.trial for r in records if r.status != "ok"), key=lambda t: is_pooled(t.head))
     if on_grid is not None:
         on_grid(grid, len(records) - len(todo))
     paths = _paths(out)
@@ -111,7 +112,9 @@ def run(cfg: AblateConfig, progress: Callable[[Progress], None] | None = None,
             if progress is not None:
                 progress(p)
 
-        with _executor(cfg, fn, shared) as executor:
+        context = _executor(cfg, fn, shared)
+        del shared  # on Ray the object store holds the one copy; the driver keeps none
+        with context as executor:
             finished = run_trials(todo, executor, max_retries=cfg.max_retries, total=len(records),
                                   already_done=len(records) - len(todo), progress=record_progress)
             for trial, outcome, attempts in finished:

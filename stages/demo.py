@@ -1,17 +1,22 @@
 """`stpipe demo`: the whole pipeline on generated videos, offline, in minutes on a 2-core laptop.
 
-demo data (10 classes in 5 time-reversed pairs) -> `extract` (MobileNetV2 spatial maps, TV-L1 flow
-and flow-stream features, on an embedded local Ray) -> `ablate` over every head -> summary table
-and plot. The default sizes keep it to minutes on two CPU cores: 12 videos per class (9 train,
-3 val), 12 frames of 64x64 (upscaled to the backbone's 224 input), TV-L1 at 64 px with the
-`tvl1-fast` preset, one 8-segment setting per modality, 3 seeds and short training
-(`proj_dim` 64, lr 0.01, up to 30 epochs with the plateau schedule).
+demo data (10 classes in 5 time-reversed pairs) -> `extract` (MobileNetV2 7x7 spatial maps,
+TV-L1 flow and flow-stream features, on an embedded local Ray) -> `ablate` over every head, rgb
+and flow, 3 seeds -> summary table and plot.
+
+Sizes (chosen so the whole demo takes minutes on two CPU cores, and so the result is clear):
+30 videos per class (22 train, 8 val) of 10 frames at 112x112 (the backbone sees 224 crops either
+way; 9 per class were too few: every rgb head stayed near chance), TV-L1 at 64 px with the
+`tvl1-fast` preset, one extraction worker per core (a Ray worker runs torch on one thread), one
+8-segment setting, and short training: AdamW (lr 2e-3, weight decay 0.01) with a 10-epoch cosine
+schedule on standardised features, `proj_dim` 64, batch 32. Seed 000's SGD recipe (lr 1e-3,
+plateau drops) needs far more steps than 7 batches an epoch give; `stpipe ablate` keeps it as
+its default.
 
 Weights: `auto` uses torchvision's ImageNet weights when their file is in the torch cache, first
 copying it there from `$STPIPE_ASSETS/weights/` when present; otherwise the backbone is randomly
 initialised. Nothing is downloaded. Re-running with the same -o resumes every step.
 """
-
 from __future__ import annotations
 
 import os
@@ -35,21 +40,24 @@ DATA_FIELDS = ("videos_per_class", "frames", "size", "seed")
 class DemoConfig:
     out: str = "demo"
     # demo data
-    videos_per_class: int = 12
-    frames: int = 12
-    size: int = 64
+    videos_per_class: int = 30
+    frames: int = 10
+    size: int = 112
     seed: int = 0
     # extract
     backbone: str = "mobilenet_v2"
     weights: str = "auto"  # auto = ImageNet weights from the torch cache (or $STPIPE_ASSETS/weights), else none
     flow_method: str = "tvl1-fast"
+    flow_short_side: int = 64
+    extract_workers: int = 0  # 0 = one per CPU core, at most 4
     # ablate
     heads: tuple[str, ...] = ("all",)
     segments: tuple[int, ...] = (8,)
     modalities: tuple[str, ...] = ("rgb", "flow")
     seeds: tuple[int, ...] = (0, 1, 2)
     train: dict[str, Any] = field(default_factory=lambda: {
-        "epochs": 30, "lr": 0.01, "proj_dim": 64, "batch_size": 32, "plateau_patience": 2})
+        "optimizer": "adamw", "lr": 0.002, "weight_decay": 0.01, "schedule": "cosine", "epochs": 10,
+        "standardize": True, "proj_dim": 64, "batch_size": 32})
     executor: str = "ray"
     cpus_per_trial: float = 1.0
 
@@ -117,7 +125,8 @@ def resolve_weights(backbone: str, weights: str) -> tuple[str, str]:
 def extract_config(cfg: DemoConfig, manifest: Path, weights: str) -> ExtractConfig:
     return ExtractConfig(manifest=str(manifest), output=str(Path(cfg.out) / "features.zarr"), backbone=cfg.backbone,
                          weights=weights, features="spatial", flow=True, flow_features=True,
-                         flow_method=cfg.flow_method, flow_short_side=cfg.size, executor=cfg.executor)
+                         flow_method=cfg.flow_method, flow_short_side=min(cfg.flow_short_side, cfg.size),
+                         executor=cfg.executor, workers=cfg.extract_workers or min(4, os.cpu_count() or 1))
 
 
 def ablate_config(cfg: DemoConfig) -> AblateConfig:
@@ -188,7 +197,7 @@ def _check_saved(cfg: DemoConfig, out: Path) -> None:
     mine = config_to_dict(cfg)
     if path.is_file():
         saved = read_yaml(path)
-        fixed = DATA_FIELDS + ("backbone", "weights", "flow_method")
+        fixed = DATA_FIELDS + ("backbone", "weights", "flow_method", "flow_short_side")
         diff = [k for k in fixed if saved.get(k) != mine.get(k)]
         if diff:
             raise ConfigError(f"{out}: holds a demo made with other settings (differs in: {', '.join(diff)}); "

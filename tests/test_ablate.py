@@ -203,16 +203,39 @@ def test_summary_cells_follow_table_3():
 # ---- Ray and the CLI -----------------------------------------------------------------------------
 
 
+def crash_or_train(trial, shared, *, device):
+    """A trial whose worker process dies (as an OOM kill would) for gru; trains nothing otherwise."""
+    if trial.head == "gru":
+        os._exit(1)
+    return {"val_top1": 1.0, "device": device, "rows": int(shared.train_data(trial).train.streams["rgb"].frames.shape[1])}
+
+
 def test_ablation_on_embedded_ray(pooled_url, tmp_path):
-    pytest.importorskip("ray")
+    ray = pytest.importorskip("ray")
+    from pipeline.ablation.runner import run_trials
+    from pipeline.distributed import ray_session, trial_executor
+
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     cfg = config(pooled_url, tmp_path, modalities=("rgb+flow",), executor="ray", cpus_per_trial=1, max_concurrent=2)
     events = []
-    result = ablate.run(cfg, progress=events.append)
-    assert [r.status for r in result.records] == ["ok"] * 2, [r.error for r in result.records]
-    assert max(e.running for e in events) == 2  # trials ran side by side
-    assert all(r.metrics["dispatch_seconds"] >= 0 for r in result.records)
-    assert (tmp_path / "trials" / "tsn_4seg_rgb+flow_seed0" / "checkpoint.pt").is_file()
+    with ray_session("", num_cpus=2):  # one embedded Ray for both parts of this test
+        result = ablate.run(cfg, progress=events.append)
+        assert [r.status for r in result.records] == ["ok"] * 2, [r.error for r in result.records]
+        assert max(e.running for e in events) == 2  # trials ran side by side
+        assert all(r.metrics["dispatch_seconds"] >= 0 for r in result.records)
+        assert (tmp_path / "trials" / "tsn_4seg_rgb+flow_seed0" / "checkpoint.pt").is_file()
+
+        # a worker that dies is a crashed trial: retried once on a fresh worker, then reported failed
+        ray.cloudpickle.register_pickle_by_value(__import__(__name__))
+        store = FeatureStore.open(pooled_url)
+        grid = expand_grid(config(pooled_url, tmp_path, heads=("mlp", "gru")), store)
+        shared = load_shared(store, grid, memory_budget_bytes=2**30, stats_dir=str(tmp_path))
+        with trial_executor(crash_or_train, shared, cpus_per_trial=1) as executor:
+            outcomes = {t.head: (o, n) for t, o, n in run_trials(grid.trials, executor, max_retries=1)}
+    assert outcomes["mlp"][0].ok and outcomes["mlp"][0].metrics["device"] == "cpu"
+    assert outcomes["mlp"][0].metrics["rows"] == shared.parts[("train", "rgb", True)].streams["rgb"].frames.shape[1]
+    crashed, attempts = outcomes["gru"]
+    assert not crashed.ok and attempts == 2 and crashed.error.startswith("Ray worker lost")
     local = ablate.run(config(pooled_url, tmp_path / "local", modalities=("rgb+flow",)))
     for a, b in zip(result.records, local.records):  # same trials, same numbers, wherever they ran
         assert a.metrics["val_top1"] == pytest.approx(b.metrics["val_top1"])
@@ -241,3 +264,47 @@ def test_cli_names_left_out_heads(pooled_url, tmp_path, capsys):
     err = capsys.readouterr().err
     assert "left out: fcn3d: needs spatial feature maps" in err
     assert "left out: trn_multiscale at 1 seg. rgb: needs at least 2 segments" in err
+
+
+# ---- stpipe demo ---------------------------------------------------------------------------------
+
+
+def test_demo_weights_come_from_the_cache_or_assets_else_random_init(tmp_path, monkeypatch):
+    from stages.demo import resolve_weights
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    monkeypatch.delenv("STPIPE_ASSETS", raising=False)
+    weights, note = resolve_weights("mobilenet_v2", "auto")
+    assert weights == "none" and "randomly initialised" in note
+    assets = tmp_path / "assets"
+    (assets / "weights").mkdir(parents=True)
+    (assets / "weights" / "mobilenet_v2-b0353104.pth").write_bytes(b"not really weights")
+    monkeypatch.setenv("STPIPE_ASSETS", str(assets))
+    weights, note = resolve_weights("mobilenet_v2", "auto")
+    cached = tmp_path / "torch" / "hub" / "checkpoints" / "mobilenet_v2-b0353104.pth"
+    assert weights == "IMAGENET1K_V1" and "copied" in note and cached.read_bytes() == b"not really weights"
+    monkeypatch.delenv("STPIPE_ASSETS")
+    assert resolve_weights("mobilenet_v2", "auto")[0] == "IMAGENET1K_V1"  # now found in the cache itself
+    assert resolve_weights("tiny", "auto")[0] == "none"
+
+
+def test_cli_demo_runs_every_step_and_resumes(tmp_path, capsys):
+    pytest.importorskip("cv2")
+    config_file = tmp_path / "demo.yaml"
+    config_file.write_text(
+        "videos_per_class: 2\nframes: 6\nsize: 32\nbackbone: tiny\nweights: none\nflow_method: tvl1-opencv\n"
+        "heads: [mlp, tsn]\nsegments: [3]\nmodalities: [rgb, flow]\nseeds: [0]\nexecutor: local\n"
+        "train: {epochs: 1, proj_dim: 8, batch_size: 8}\n")
+    out = tmp_path / "demo"
+    main(["demo", "-o", str(out), "--config", str(config_file)])
+    captured = capsys.readouterr()
+    assert "demo: backbone tiny: weights none (as given)" in captured.err
+    assert "| Model | MFLOPs | Params | 3 seg. rgb | 3 seg. flow |" in captured.out
+    assert f"plot:    {out / 'ablation' / 'accuracy_vs_macs.png'}" in captured.out
+    assert "order-blind tsn" in captured.out
+    rows = read_results(out / "ablation" / "results.csv")
+    assert [(r["head"], r["modality"], r["status"]) for r in rows] == [
+        ("mlp", "rgb", "ok"), ("mlp", "flow", "ok"), ("tsn", "rgb", "ok"), ("tsn", "flow", "ok")]
+    assert FeatureStore.open(str(out / "features.zarr")).meta["config"]["flow_features"] is True
+    main(["demo", "-o", str(out), "--config", str(config_file)])  # resumes: nothing is redone
+    assert "4 finished earlier, not repeated" in capsys.readouterr().err

@@ -138,8 +138,10 @@ def plot_accuracy_vs_macs(rows: Sequence[dict[str, Any]], path: str | Path, *, s
         errs = [c.std for _, c in points]
         ax.errorbar(xs, ys, yerr=errs, fmt=markers[i % len(markers)], capsize=3, markersize=6,
                     label=f"{setting[0]} seg. {setting[1]}", alpha=0.85)
-        for (head, _), x, y in zip(points, xs, ys):
-            ax.annotate(head, (x, y), textcoords="offset points", xytext=(5, 4), fontsize=7)
+        order = sorted(range(len(points)), key=lambda k: (xs[k], ys[k]))
+        for rank, k in enumerate(order):  # alternate above/below so neighbours' labels do not overlap
+            ax.annotate(points[k][0], (xs[k], ys[k]), textcoords="offset points",
+                        xytext=(5, 4 if rank % 2 == 0 else -10), fontsize=7)
     ax.set_xscale("log")
     ax.set(xlabel="multiply-adds per clip (head incl. projection, log scale)", ylabel="val top-1 (%)",
            title=title or "accuracy vs. cost")

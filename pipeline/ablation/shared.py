@@ -34,7 +34,7 @@ class SharedFeatures:
     classes: list[str]
     parts: dict[tuple[str, str, bool], SplitData]  # (split, stream, pooled) -> one-stream SplitData
     signatures: dict[tuple[str, bool], dict[str, Any]]  # (modality, pooled) -> store signature
-    stats: dict[tuple[str, bool], tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
+    stats: dict[tuple[str, bool], tuple[tuple[float, ...], tuple[float, ...]]] = field(default_factory=dict)
     val_split: str = "val"
 
     def train_data(self, trial: Trial) -> TrainData:
@@ -79,7 +79,7 @@ def load_shared(store: FeatureStore, grid: Grid, *, val_split: str = "val", stan
     if standardize:
         for stream, pooled in needed:
             found = stats_for_training(store, split="train", stream=stream, pooled=pooled, run_dir=stats_dir)
-            stats[(stream, pooled)] = (np.asarray(found.mean, np.float32), np.asarray(found.std, np.float32))
+            stats[(stream, pooled)] = (tuple(found.mean), tuple(found.std))  # plain floats: no read-only arrays
     return SharedFeatures(classes=store.classes, parts=parts, signatures=signatures, stats=stats, val_split=val_split)
 
 
