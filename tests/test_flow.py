@@ -14,7 +14,15 @@ import pytest
 import torch
 
 from pipeline.errors import ConfigError, FlowError, MissingDependencyError, RegistryError
-from pipeline.flow import FLOWS, PRESETS, TVL1Params, build_flow, dequantize_flow, flow_to_color, quantize_flow
+from pipeline.flow import (
+    FLOWS,
+    PRESETS,
+    TVL1Params,
+    build_flow,
+    dequantize_flow,
+    flow_to_color,
+    quantize_flow,
+)
 from pipeline.flow.kernels import median_filter, primal_dual_compiled, primal_dual_steps
 
 HAVE_CV2 = importlib.util.find_spec("cv2") is not None
@@ -63,13 +71,14 @@ def test_subpixel_translation_sign_and_magnitude(method):
 
 def test_batch_equals_one_by_one():
     # different motions converge after different numbers of iterations: exercises batch shrinking
-    method = tvl1(scales=3, warps=3)
+    options = dict(scales=2, warps=2, outer_iterations=3)
+    method = tvl1(**options)
     prev = np.stack([texture(40, 48, seed=s) for s in range(3)])
     nxt = np.stack([texture(40, 48, shift=d, seed=s) for s, d in enumerate([(0.5, 0), (2.0, -1.0), (0, 0)])])
     batched = method.pairs(prev, nxt)
     single = torch.cat([method.pairs(prev[i : i + 1], nxt[i : i + 1]) for i in range(3)])
     assert torch.equal(batched, single)
-    small_batches = tvl1(scales=3, warps=3, max_batch=2).pairs(prev, nxt)
+    small_batches = tvl1(**options, max_batch=2).pairs(prev, nxt)
     assert torch.equal(batched, small_batches)
 
 
@@ -127,6 +136,15 @@ def test_registry_presets_and_params():
         build_flow("tvl1", **{"lambda": 0.1})
     with pytest.raises(ConfigError, match="scale_step"):
         build_flow("tvl1", scale_step=1.5)
+    with pytest.raises(ConfigError, match="border"):
+        build_flow("tvl1", border="reflect")
+
+
+def test_replicated_border_keeps_translations():
+    method = tvl1(border="replicate", scales=3, warps=3)
+    i0, i1 = texture(40, 48, seed=4), texture(40, 48, shift=(1.0, 0.5), seed=4)
+    flow = method.pairs(i0[None], i1[None])[0]
+    assert flow[:, 6:-6, 6:-6].reshape(2, -1).median(dim=1).values.tolist() == pytest.approx([1.0, 0.5], abs=0.05)
 
 
 @pytest.mark.skipif(not HAVE_CV2, reason="opencv not installed")
@@ -142,6 +160,12 @@ def test_defaults_equal_opencv_defaults():
         "median_filtering": cv.getMedianFiltering(),
     }
     assert {k: getattr(ours, k) for k in pairs} == pytest.approx(pairs)
+
+
+@pytest.mark.skipif(not HAVE_CV2, reason="opencv not installed")
+def test_opencv_method_refuses_what_opencv_cannot_do():
+    with pytest.raises(ConfigError, match="border"):
+        build_flow("tvl1-opencv", border="replicate")
 
 
 def test_opencv_method_names_the_extra_when_cv2_is_missing(monkeypatch):

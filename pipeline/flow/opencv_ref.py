@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from pipeline.errors import MissingDependencyError
+from pipeline.config import config_to_dict
+from pipeline.errors import ConfigError, MissingDependencyError
 from pipeline.flow.base import FlowMethod
 from pipeline.flow.tvl1 import TVL1Params
 
@@ -35,7 +36,8 @@ class OpenCVTVL1(FlowMethod):
                  max_batch: int = 32):
         self.config = params or TVL1Params()
         cfg = self.config
-        from pipeline.config import config_to_dict
+        if cfg.border != "zeros" or cfg.min_size != 16:
+            raise ConfigError("tvl1-opencv: OpenCV fixes border='zeros' and min_size=16; they cannot be changed")
 
         super().__init__(device=device, params=config_to_dict(cfg), max_batch=max_batch)
         self.name = name

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -46,6 +47,9 @@ class TVL1Params:
     scale_step: float = 0.8  # size ratio between consecutive levels
     median_filtering: int = 5  # median window before each outer round; 0 or 1 = off
     min_size: int = 16  # pyramid stops before a side gets smaller than this (OpenCV: 16)
+    # outside the image the warped I1 is 0 (OpenCV's cv::remap default) or the replicated border
+    # (IPOL's Neumann condition; lower EPE where the flow leaves the frame, see benchmarks/README.md)
+    border: Literal["zeros", "replicate"] = "zeros"
 
     def __post_init__(self) -> None:
         positive = ("tau", "lambda_", "theta", "scales", "warps", "inner_iterations", "outer_iterations", "min_size")
@@ -58,6 +62,8 @@ class TVL1Params:
             raise ConfigError(f"TVL1Params.scale_step must be in (0, 1), got {self.scale_step!r}")
         if self.median_filtering > 1 and self.median_filtering % 2 == 0 or self.median_filtering < 0:
             raise ConfigError(f"TVL1Params.median_filtering must be 0, 1 or odd, got {self.median_filtering!r}")
+        if self.border not in ("zeros", "replicate"):
+            raise ConfigError(f"TVL1Params.border must be 'zeros' or 'replicate', got {self.border!r}")
 
 
 class TVL1Flow(FlowMethod):
@@ -123,7 +129,7 @@ class TVL1Flow(FlowMethod):
             [cfg.lambda_ * cfg.theta, cfg.theta, cfg.tau / cfg.theta, cfg.epsilon], device=u.device
         )
         for _ in range(cfg.warps):
-            data = kernels.warp_compiled(i0, target, u, compiled=self.compile)
+            data = kernels.warp_compiled(i0, target, u, cfg.border == "replicate", compiled=self.compile)
             u, p = self._iterate(u, p, data, consts)
         return u
 
@@ -138,7 +144,7 @@ class TVL1Flow(FlowMethod):
         active = torch.ones(u.shape[0], dtype=torch.bool, device=u.device)
         for _ in range(cfg.outer_iterations):
             if cfg.median_filtering > 1:
-                uw = kernels.median_compiled(uw, cfg.median_filtering, compiled=self.compile)
+                uw = kernels.median_filter(uw, cfg.median_filtering, compiled=self.compile)
             done = 0
             while done < cfg.inner_iterations:
                 steps = min(self.check_every, cfg.inner_iterations - done)

@@ -1,0 +1,372 @@
+"""TV-L1 flow: our batched PyTorch TV-L1 against OpenCV's DualTVL1, side by side, one run.
+
+Measures
+- accuracy: end-point error (EPE) on pairs made by warping real frames of ../shared/assets/videos
+  with known smooth flows (translation, rotation, zoom, random smooth; up to ~10 px), ours, the
+  presets and OpenCV on exactly the same grey images;
+- speed: pairs/s at 340x256 and 224x224 for batches of 1, 8 and 32 real consecutive-frame pairs,
+  ours vs OpenCV at the same thread counts (medians of repeats, ours and OpenCV interleaved);
+- compile cost (cold inductor cache and warm disk cache, fresh processes);
+- bytes moved per primal-dual step and what the measured memory bandwidth would allow;
+- peak memory for 32 pairs at 340x256 (RSS sampled in a fresh process; CUDA: max allocated).
+
+Run: `.venv/bin/python benchmarks/bench_flow.py [--repeats 2] [--threads 2,1] [--quick]`.
+Prints markdown and writes it to benchmarks/results/bench_flow.md (not committed). The machine is
+shared: the table records the load average, and numbers move with it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from pipeline.flow import PRESETS, build_flow, kernels  # noqa: E402
+from pipeline.video import FrameSelection, read_frames  # noqa: E402
+
+VIDEOS = ["Megamind_bugy.avi", "carphone_pristine.mp4", "tree.avi", "vtest.avi"]
+SIZES = {"340x256": (256, 340), "224x224": (224, 224)}
+FAMILIES = ("translation", "rotation", "zoom", "smooth")
+# Bytes each primal-dual step moves per pixel, counted in inductor's generated C++ for
+# kernels.primal_dual_steps: rho loop (read I1wx, I1wy, rho_c, u; write rho) 24 B, primal loop
+# (rho, I1wx, I1wy, u, p; write u) 44 B, stopping sum (new and old u) 16 B, dual loop (u, p; write p)
+# 40 B. The floor for one fused pass (read u, p, data once; write u, p) is 60 B.
+BYTES_COMPILED, BYTES_FLOOR = 124, 60
+
+
+# ---- inputs --------------------------------------------------------------------------------------
+
+
+def grey(frames: np.ndarray) -> np.ndarray:
+    return (frames.astype(np.float32) @ np.array([0.299, 0.587, 0.114], np.float32)).round().astype(np.uint8)
+
+
+def resize(img: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
+    t = torch.from_numpy(img).float()[:, None]
+    return F.interpolate(t, size=hw, mode="area")[:, 0].round().clamp(0, 255).byte().numpy()
+
+
+def video_pairs(assets: Path, hw: tuple[int, int], n: int) -> tuple[np.ndarray, np.ndarray]:
+    """n consecutive-frame pairs, spread over the four videos and over time."""
+    prev, nxt = [], []
+    per_video = -(-n // len(VIDEOS))
+    for name in VIDEOS:
+        frames = grey(read_frames(assets / "videos" / name, select=FrameSelection(max_frames=120)))
+        starts = np.linspace(5, len(frames) - 2, per_video).astype(int)
+        frames = resize(frames, hw)
+        prev += [frames[s] for s in starts]
+        nxt += [frames[s + 1] for s in starts]
+    return np.stack(prev[:n]), np.stack(nxt[:n])
+
+
+def known_flow(family: str, hw: tuple[int, int], rng: np.random.Generator) -> np.ndarray:
+    """(2, H, W) smooth flow with a largest displacement of about 10 px."""
+    h, w = hw
+    ys, xs = np.mgrid[0:h, 0:w].astype(np.float32)
+    cx, cy = w / 2 + rng.uniform(-20, 20), h / 2 + rng.uniform(-20, 20)
+    reach = float(np.hypot(max(cx, w - cx), max(cy, h - cy)))
+    if family == "translation":
+        angle, mag = rng.uniform(0, 2 * np.pi), rng.uniform(1, 10)
+        return np.stack([np.full((h, w), mag * np.cos(angle)), np.full((h, w), mag * np.sin(angle))]).astype(np.float32)
+    if family == "rotation":
+        a = rng.choice([-1, 1]) * rng.uniform(3, 10) / reach
+        c, s = np.cos(a), np.sin(a)
+        return np.stack([c * (xs - cx) - s * (ys - cy) + cx - xs, s * (xs - cx) + c * (ys - cy) + cy - ys])
+    if family == "zoom":
+        k = rng.choice([-1, 1]) * rng.uniform(3, 10) / reach
+        return np.stack([k * (xs - cx), k * (ys - cy)])
+    coarse = torch.from_numpy(rng.normal(size=(1, 2, 4, 5)).astype(np.float32))
+    field = F.interpolate(coarse, size=hw, mode="bicubic", align_corners=True)[0].numpy()
+    return field * (rng.uniform(4, 10) / np.sqrt((field**2).sum(0)).max())
+
+
+def synthetic_pairs(assets: Path, hw: tuple[int, int], per_family: int, seed: int = 0):
+    """{family: (I0, I1, flow)}: I1 a real frame, I0(x) = I1(x + u(x)), so u is the true flow I0 -> I1."""
+    rng = np.random.default_rng(seed)
+    sources = video_pairs(assets, hw, per_family * len(FAMILIES))[0]
+    out = {}
+    for f, family in enumerate(FAMILIES):
+        i0s, i1s, flows = [], [], []
+        for k in range(per_family):
+            src = sources[f * per_family + k]
+            flow = known_flow(family, hw, rng).astype(np.float32)
+            h, w = hw
+            xs = torch.arange(w, dtype=torch.float32) + torch.from_numpy(flow[0])
+            ys = torch.arange(h, dtype=torch.float32)[:, None] + torch.from_numpy(flow[1])
+            grid = torch.stack([xs * 2 / (w - 1) - 1, ys * 2 / (h - 1) - 1], -1)[None]
+            warped = F.grid_sample(torch.from_numpy(src).float()[None, None], grid, mode="bicubic",
+                                   padding_mode="border", align_corners=True)
+            i0s.append(warped[0, 0].round().clamp(0, 255).byte().numpy())
+            i1s.append(src)
+            flows.append(flow)
+        out[family] = (np.stack(i0s), np.stack(i1s), np.stack(flows))
+    return out
+
+
+def epe(est: torch.Tensor, truth: np.ndarray, margin: int = 4) -> float:
+    """Mean EPE over pixels whose correspondence x + u(x) lies inside the image (minus a margin)."""
+    t = torch.from_numpy(truth)
+    h, w = t.shape[-2:]
+    xs = torch.arange(w) + t[:, 0]
+    ys = torch.arange(h)[:, None] + t[:, 1]
+    valid = (xs >= margin) & (xs <= w - 1 - margin) & (ys >= margin) & (ys <= h - 1 - margin)
+    err = (est.cpu() - t).norm(dim=1)
+    return float(err[valid].mean())
+
+
+# ---- timing ---------------------------------------------------------------------------------------
+
+
+def set_threads(n: int) -> None:
+    import cv2
+
+    torch.set_num_threads(n)
+    cv2.setNumThreads(n)
+
+
+def seconds(fn) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def wall_and_cpu(fn) -> tuple[float, float]:
+    """Wall seconds and CPU seconds of this process (all its threads, OpenCV's pool included)."""
+    wall, cpu = time.perf_counter(), time.process_time()
+    fn()
+    return time.perf_counter() - wall, time.process_time() - cpu
+
+
+class StepTimer:
+    """Wraps kernels.primal_dual_compiled to time the primal-dual steps alone."""
+
+    def __init__(self):
+        self.inner, self.seconds = kernels.primal_dual_compiled, 0.0
+
+    def __call__(self, *args, **kwargs):
+        start = time.perf_counter()
+        out = self.inner(*args, **kwargs)
+        self.seconds += time.perf_counter() - start
+        return out
+
+    def __enter__(self):
+        kernels.primal_dual_compiled = self
+        return self
+
+    def __exit__(self, *exc):
+        kernels.primal_dual_compiled = self.inner
+
+
+def bandwidth_gbs(threads: int) -> float:
+    torch.set_num_threads(threads)
+    a = torch.ones(64 * 2**20)  # 256 MB, far beyond the caches
+    b = torch.empty_like(a)
+    b.copy_(a)
+    best = min(seconds(lambda: b.copy_(a)) for _ in range(5))
+    return 2 * a.numel() * 4 / best / 1e9
+
+
+# ---- probes run in fresh processes ----------------------------------------------------------------
+
+
+def probe(mode: str, env: dict[str, str] | None = None) -> dict:
+    out = subprocess.run([sys.executable, __file__, "--probe", mode], capture_output=True, text=True,
+                         env={**os.environ, **(env or {})}, check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def run_probe(mode: str, assets: Path) -> None:
+    torch.set_num_threads(1)  # compute in the probes stays small and steady; compile work is the same
+    prev, nxt = video_pairs(assets, SIZES["340x256"], 32)
+    method = build_flow("tvl1", device="cpu")
+    if mode == "compile":
+        # first calls compile every kernel variant (batch > 1 and 1, all pyramid sizes)
+        first = seconds(lambda: method.pairs(prev[:2], nxt[:2])) + seconds(lambda: method.pairs(prev[:1], nxt[:1]))
+        again = seconds(lambda: method.pairs(prev[:2], nxt[:2])) + seconds(lambda: method.pairs(prev[:1], nxt[:1]))
+        print(json.dumps({"first": first, "again": again, "compile": first - again}))
+        return
+    method.pairs(prev[:2], nxt[:2])  # compile outside the measured window
+    method.pairs(prev[:1], nxt[:1])
+    if torch.cuda.is_available():
+        torch.cuda.reset_peak_memory_stats()
+    base, peak, done = _rss(), [0], threading.Event()
+
+    def sample():
+        while not done.is_set():
+            peak[0] = max(peak[0], _rss())
+            time.sleep(0.002)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    method.pairs(prev, nxt)
+    done.set()
+    sampler.join()
+    cuda = torch.cuda.max_memory_allocated() if torch.cuda.is_available() else 0
+    print(json.dumps({"rss_before": base, "rss_peak": peak[0], "cuda_peak": cuda}))
+
+
+def _rss() -> int:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+# ---- the benchmark ---------------------------------------------------------------------------------
+
+
+def accuracy(assets: Path, per_family: int) -> tuple[dict, dict]:
+    data = synthetic_pairs(assets, SIZES["340x256"], per_family)
+    methods = {n: build_flow(n, device="cpu") for n in ["tvl1", "tvl1-opencv", *PRESETS]}
+    methods["tvl1 border=replicate"] = build_flow("tvl1", device="cpu", border="replicate")
+    names = list(methods)
+    table, timing = {n: {} for n in names}, {n: 0.0 for n in names}
+    for family, (i0, i1, truth) in data.items():
+        for name, method in methods.items():
+            start = time.perf_counter()
+            est = method.pairs(i0, i1)
+            timing[name] += time.perf_counter() - start
+            table[name][family] = statistics.mean(epe(est[k : k + 1], truth[k : k + 1]) for k in range(len(i0)))
+    return table, timing
+
+
+def speed(assets: Path, threads: list[int], batches: list[int], n_pairs: int, repeats: int) -> list[dict]:
+    ours, ref = build_flow("tvl1", device="cpu"), build_flow("tvl1-opencv", device="cpu")
+    rows = []
+    for size, hw in SIZES.items():
+        prev, nxt = video_pairs(assets, hw, n_pairs)
+        for t in threads:
+            set_threads(t)
+            for b in batches:  # warm up: compile every variant for these thread counts and sizes
+                ours.max_batch = b
+                ours.pairs(prev[:b], nxt[:b])
+            cv_times, our_times = [], {b: [] for b in batches}
+            step_time, step_pixels = 0.0, 0
+            for _ in range(repeats):
+                cv_times.append(wall_and_cpu(lambda a=prev, b=nxt: ref.pairs(a, b)))
+                for b in batches:
+                    ours.max_batch = b
+                    before = ours.pixel_iterations
+                    with StepTimer() as timer:
+                        our_times[b].append(wall_and_cpu(lambda a=prev, c=nxt: ours.pairs(a, c)))
+                    if b == max(batches):
+                        step_time += timer.seconds
+                        step_pixels += ours.pixel_iterations - before
+            cv_rate = n_pairs / statistics.median(w for w, _ in cv_times)
+            cv_cpu = n_pairs / statistics.median(c for _, c in cv_times)
+            for b in batches:
+                rate = n_pairs / statistics.median(w for w, _ in our_times[b])
+                cpu = n_pairs / statistics.median(c for _, c in our_times[b])
+                rows.append({"size": size, "threads": t, "batch": b, "ours": rate, "opencv": cv_rate,
+                             "ratio": rate / cv_rate, "ours_cpu": cpu, "opencv_cpu": cv_cpu, "ratio_cpu": cpu / cv_cpu,
+                             "ns_per_pixel_step": step_time / step_pixels * 1e9,
+                             "pixel_steps_per_pair": step_pixels / repeats / n_pairs})
+    return rows
+
+
+def preset_speed(assets: Path, threads: int, n_pairs: int, repeats: int) -> dict[str, float]:
+    set_threads(threads)
+    prev, nxt = video_pairs(assets, SIZES["340x256"], n_pairs)
+    rates = {}
+    for name in ["tvl1", *PRESETS]:
+        method = build_flow(name, device="cpu", max_batch=8)
+        method.pairs(prev[:8], nxt[:8])
+        rates[name] = n_pairs / statistics.median(seconds(lambda m=method: m.pairs(prev, nxt)) for _ in range(repeats))
+    return rates
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--assets", default=os.environ.get("STPIPE_ASSETS", str(ROOT.parent / "shared" / "assets")))
+    ap.add_argument("--repeats", type=int, default=2)
+    ap.add_argument("--threads", default=f"{torch.get_num_threads()},1")
+    ap.add_argument("--quick", action="store_true", help="fewer pairs, batches 1 and 8 only (a smoke run)")
+    ap.add_argument("--probe", choices=["compile", "memory"], help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    assets = Path(args.assets)
+    if args.probe:
+        run_probe(args.probe, assets)
+        return
+    threads = [int(t) for t in args.threads.split(",")]
+    batches, n_pairs, per_family = ([1, 8], 8, 2) if args.quick else ([1, 8, 32], 32, 8)
+    load = os.getloadavg()
+    lines = [f"machine: {os.cpu_count()} CPUs, torch {torch.__version__}, load average {load[0]:.1f} at start"]
+
+    set_threads(threads[0])
+    epes, acc_time = accuracy(assets, per_family)
+    lines += ["", f"### Accuracy: mean EPE (px) on synthetic warps of real frames, 340x256, {per_family} pairs per family",
+              "", "| method | " + " | ".join(FAMILIES) + " | mean | vs OpenCV |", "|---" * (len(FAMILIES) + 3) + "|"]
+    ref_mean = statistics.mean(epes["tvl1-opencv"].values())
+    for name, row in epes.items():
+        mean = statistics.mean(row.values())
+        lines.append(f"| {name} | " + " | ".join(f"{row[f]:.3f}" for f in FAMILIES)
+                     + f" | {mean:.3f} | {mean / ref_mean:.2f}x |")
+    ratios = {f: epes["tvl1"][f] / epes["tvl1-opencv"][f] for f in FAMILIES}
+    lines.append("")
+    lines.append("ours / OpenCV EPE per family: " + ", ".join(f"{f} {r:.3f}" for f, r in ratios.items()))
+
+    rows = speed(assets, threads, batches, n_pairs, args.repeats)
+    lines += ["", f"### Speed: pairs/s on {n_pairs} real consecutive-frame pairs (median of {args.repeats}), "
+              "ours and OpenCV interleaved", "",
+              "| size | threads | batch | ours pairs/s | OpenCV pairs/s | ratio | ours pairs/CPU-s | OpenCV pairs/CPU-s "
+              "| ratio | ns per pixel-step | pixel-steps per pair |",
+              "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {r['size']} | {r['threads']} | {r['batch']} | {r['ours']:.2f} | {r['opencv']:.2f} | "
+                     f"**{r['ratio']:.1f}x** | {r['ours_cpu']:.2f} | {r['opencv_cpu']:.2f} | {r['ratio_cpu']:.1f}x | "
+                     f"{r['ns_per_pixel_step']:.2f} | {r['pixel_steps_per_pair'] / 1e6:.1f} M |")
+
+    bw = {t: bandwidth_gbs(t) for t in threads}
+    lines += ["", "### Memory traffic of the primal-dual step", "",
+              f"bytes per pixel-step: {BYTES_COMPILED} as compiled (4 loops), {BYTES_FLOOR} for one fused pass.", ""]
+    for t in threads:
+        best = min((r for r in rows if r["threads"] == t and r["size"] == "340x256"), key=lambda r: r["ns_per_pixel_step"])
+        achieved = BYTES_COMPILED / best["ns_per_pixel_step"]
+        lines.append(f"- {t} thread(s): copy bandwidth {bw[t]:.1f} GB/s; steps at batch {best['batch']} move "
+                     f"{achieved:.1f} GB/s ({best['ns_per_pixel_step']:.2f} ns per pixel-step); bandwidth alone would "
+                     f"allow {BYTES_COMPILED / bw[t]:.2f} ns ({BYTES_FLOOR / bw[t]:.2f} ns fused), i.e. "
+                     f"{bw[t] * 1e9 / BYTES_COMPILED / best['pixel_steps_per_pair']:.1f} pairs/s of steps at 340x256")
+
+    compile_cold = probe("compile", {"TORCHINDUCTOR_CACHE_DIR": tempfile.mkdtemp(prefix="stpipe-inductor-")})
+    compile_warm = probe("compile")
+    memory = probe("memory")
+    lines += ["", "### One-off compile cost (fresh process, 2 + 1 pairs at 340x256, first calls minus repeat calls)", "",
+              f"- cold inductor cache: {compile_cold['compile']:.1f} s", f"- warm disk cache: {compile_warm['compile']:.1f} s",
+              "", "### Peak memory, 32 pairs at 340x256 in one batch", "",
+              f"- RSS growth during the call: {(memory['rss_peak'] - memory['rss_before']) / 2**20:.0f} MiB "
+              f"(process RSS {memory['rss_peak'] / 2**20:.0f} MiB incl. torch and compiled code)"]
+    if memory["cuda_peak"]:
+        lines.append(f"- CUDA max allocated: {memory['cuda_peak'] / 2**20:.0f} MiB")
+
+    rates = preset_speed(assets, threads[0], 16 if not args.quick else 8, args.repeats)
+    cv_rate = next(r["opencv"] for r in rows if r["size"] == "340x256" and r["threads"] == threads[0])
+    lines += ["", f"### Presets: cost and error (340x256, batch 8, {threads[0]} threads)", "",
+              "| method | overrides | pairs/s | vs tvl1 | vs OpenCV | mean EPE | EPE vs OpenCV |", "|---|---|---|---|---|---|---|"]
+    for name, rate in rates.items():
+        mean = statistics.mean(epes[name].values())
+        over = ", ".join(f"{k}={v}" for k, v in PRESETS.get(name, {}).items()) or "OpenCV defaults"
+        lines.append(f"| {name} | {over} | {rate:.2f} | {rate / rates['tvl1']:.2f}x | {rate / cv_rate:.1f}x | "
+                     f"{mean:.3f} | {mean / ref_mean:.2f}x |")
+    load = os.getloadavg()
+    lines += ["", f"load average {load[0]:.1f} at the end (2 cores shared with other jobs: expect noise)"]
+    text = "\n".join(lines)
+    print(text)
+    out = ROOT / "benchmarks" / "results"
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "bench_flow.md").write_text(text + "\n")
+
+
+if __name__ == "__main__":
+    main()
