@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib.util
 import sys
+import warnings
 
 import numpy as np
 import pytest
@@ -23,7 +24,7 @@ from pipeline.flow import (
     flow_to_color,
     quantize_flow,
 )
-from pipeline.flow.kernels import median_filter, primal_dual_compiled, primal_dual_steps
+from pipeline.flow.kernels import Compiled, median_filter, primal_dual_compiled, primal_dual_steps
 
 HAVE_CV2 = importlib.util.find_spec("cv2") is not None
 
@@ -208,6 +209,23 @@ def test_compiled_kernel_matches_eager():
     for a, b in zip(eager, compiled):
         assert torch.allclose(a, b, atol=1e-5)
     assert torch.equal(eager[0][1], u[1])  # an inactive pair does not move
+
+
+def test_compile_failure_falls_back_to_eager_with_one_warning(monkeypatch):
+    def broken_compile(fn, **kwargs):
+        def run(*args):
+            raise RuntimeError("no working C++ compiler")
+
+        return run
+
+    monkeypatch.setattr(torch, "compile", broken_compile)
+    doubled = Compiled(lambda x: 2 * x)
+    with pytest.warns(RuntimeWarning, match="running eager"):
+        assert torch.equal(doubled(torch.ones(2)), torch.full((2,), 2.0))
+    assert "no working C++ compiler" in doubled.failed
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no second warning, still correct
+        assert torch.equal(doubled(torch.ones(2)), torch.full((2,), 2.0))
 
 
 @pytest.mark.parametrize("as_torch", [False, True])

@@ -162,16 +162,18 @@ def _cubic_weights(t: torch.Tensor) -> tuple[torch.Tensor, ...]:
     return w0, w1, w2, 1.0 - w0 - w1 - w2
 
 
-def warp_data(i0: torch.Tensor, target: torch.Tensor, u: torch.Tensor, replicate: bool = False) -> torch.Tensor:
+def warp_data(images: torch.Tensor, u: torch.Tensor, replicate: bool = False) -> torch.Tensor:
     """Warp I1 and its gradient by u; return (N, 3, H, W): I1wx, I1wy, rho_c.
 
-    i0 (N, H, W); target (N, 3, H, W) = I1, I1x, I1y; u (N, 2, H, W). Bicubic with zeros outside the
+    images (N, 4, H, W) = I1, I1x, I1y, I0 (one fresh tensor per level, so the compiled function
+    sees the same kind of input at every level); u (N, 2, H, W). Bicubic with zeros outside the
     image, as cv::remap(INTER_CUBIC, BORDER_CONSTANT), or with the border replicated (`replicate`,
     the Neumann condition of the IPOL code). Written as 16 gathers rather than
     grid_sample so that integer positions are sampled exactly: grid_sample's [-1, 1] coordinates
     round, and with zeros outside, a 1e-5 px error on the border grows warp after warp (identical
     frames would not give zero flow).
     """
+    target, i0 = images[:, :3], images[:, 3]
     n, c, height, width = target.shape
     x = (torch.arange(width, device=u.device, dtype=u.dtype) + u[:, 0]).clamp(-3.0, width + 2.0)
     y = (torch.arange(height, device=u.device, dtype=u.dtype)[:, None] + u[:, 1]).clamp(-3.0, height + 2.0)

@@ -83,12 +83,16 @@ class TVL1Flow(FlowMethod):
         max_batch: int = 32,
         compile: bool = True,
         check_every: int = 5,
+        cpu_group_pixels: int = 200_000,
     ):
         self.config = params or TVL1Params()
         super().__init__(device=device, params=config_to_dict(self.config), max_batch=max_batch)
         self.name = name
         self.compile = compile
         self.check_every = max(1, int(check_every))
+        # On CPU a batch runs in groups of at most this many pixels, so each group's state stays in
+        # the caches across steps (batch 8 of 340x256 in one piece is ~20% slower per pair).
+        self.cpu_group_pixels = int(cpu_group_pixels)
         self.pixel_iterations = 0  # primal-dual steps x pixels actually computed (for benchmarks)
 
     def with_params(self, **overrides) -> TVL1Flow:
@@ -99,11 +103,19 @@ class TVL1Flow(FlowMethod):
             max_batch=self.max_batch,
             compile=self.compile,
             check_every=self.check_every,
+            cpu_group_pixels=self.cpu_group_pixels,
         )
 
     # ---- pyramid ----------------------------------------------------------------------------
 
     def _flow(self, i0: torch.Tensor, i1: torch.Tensor) -> torch.Tensor:
+        n, h, w = i0.shape
+        group = max(1, self.cpu_group_pixels // (h * w)) if self.device.type == "cpu" else n
+        if group < n:
+            return torch.cat([self._pyramid(i0[s : s + group], i1[s : s + group]) for s in range(0, n, group)])
+        return self._pyramid(i0, i1)
+
+    def _pyramid(self, i0: torch.Tensor, i1: torch.Tensor) -> torch.Tensor:
         cfg = self.config
         levels = [(i0, i1)]
         for _ in range(1, cfg.scales):
@@ -123,13 +135,13 @@ class TVL1Flow(FlowMethod):
     def _solve_level(self, i0: torch.Tensor, i1: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
         cfg = self.config
         i1x, i1y = kernels.centered_gradient(i1)
-        target = torch.stack([i1, i1x, i1y], 1)
+        images = torch.stack([i1, i1x, i1y, i0], 1)
         p = u.new_zeros(u.shape[0], 4, *u.shape[-2:])  # dual variables persist across warps
         consts = torch.tensor(
             [cfg.lambda_ * cfg.theta, cfg.theta, cfg.tau / cfg.theta, cfg.epsilon], device=u.device
         )
         for _ in range(cfg.warps):
-            data = kernels.warp_compiled(i0, target, u, cfg.border == "replicate", compiled=self.compile)
+            data = kernels.warp_compiled(images, u, cfg.border == "replicate", compiled=self.compile)
             u, p = self._iterate(u, p, data, consts)
         return u
 
