@@ -1,8 +1,10 @@
 """The stage-one work unit: videos in, one complete store group per video out.
 
 Three kinds of work overlap (DESIGN "hot paths"):
-  decode threads  PyAV/folder decoding, resizing and view cropping to uint8 crops (C code, GIL released)
-  this thread     the backbone on fixed-size batches that mix frames of several videos, and TV-L1
+  decode threads  PyAV/folder decoding, resizing and view cropping to uint8 crops, and TV-L1 on the
+                  frames they decoded (each thread its own flow method; C code, GIL released)
+  this thread     the backbone on fixed-size batches that mix frames of several videos (and the
+                  flow-stream backbone on stacked fields)
   a writer thread compression and Zarr writes, strictly in submission order per video
 Queues between them are bounded, so memory stays bounded however long a video is; feature
 arrays are written in whole time-chunks as they fill (see `TimeBuffer`).
@@ -142,7 +144,6 @@ class _VideoState:
     flow_feat_t: int = 0  # next frame whose flow-stream features are due
     flow_feat: TimeBuffer | None = None
     clips: list[torch.Tensor] = field(default_factory=list)  # video backbones: uint8 crops
-    prev_small: torch.Tensor | None = None
     fps: float = 0.0
     rows_pending: int = 0
     decoded: int = 0
@@ -161,6 +162,7 @@ class Extractor:
         self.video_kind = backbone.kind == "video"
         resize = backbone.meta.get("resize_size") or [256]
         self.decode_short = max(int(min(resize)), cfg.flow_short_side if cfg.flow else 0)
+        self._local = threading.local()  # per decode thread: its flow method
 
     # ---- public ---------------------------------------------------------------------------
 
@@ -220,15 +222,17 @@ class Extractor:
                 chunks = iter_chunks(job.path, start=job.start, end=job.end, select=self._selection(),
                                      short_side=self.decode_short, chunk_size=self.cfg.chunk_frames,
                                      folder_fps=self.cfg.folder_fps, info=info)
-                first = True
+                first, last = True, None  # last: the previous chunk's last frame, for the first pair
                 for chunk in chunks:
                     frames = torch.from_numpy(chunk.frames)
                     rgb = self._crops(frames)
-                    small = self._flow_frames(frames) if self.cfg.flow else None
+                    fields = None
+                    if self.cfg.flow:
+                        fields, last = self._flow(last, self._flow_frames(frames))
                     if first:
                         items.put(("start", job, info, self._expected(info, job)))
                         first = False
-                    items.put(("chunk", job, chunk.indices, rgb, small))
+                    items.put(("chunk", job, chunk.indices, rgb, fields))
                     if stop.is_set():
                         return
                 items.put(("end", job, None))
@@ -258,6 +262,37 @@ class Extractor:
         """(..., C, h, w) uint8 -> the backbone's input; equals `preprocess_views` element by element."""
         return self.backbone.preprocessor.normalize(crops)
 
+    def _flow(self, last: torch.Tensor | None, small: torch.Tensor) -> tuple[np.ndarray | None, torch.Tensor]:
+        """Quantised TV-L1 fields from `last` through the chunk's frames, `flow_batch` pairs a call.
+
+        Runs here, in the decode thread, with the thread's own flow method: videos get their flow
+        in parallel (OpenCV's TV-L1 uses one core; ours runs one torch thread per decoder, no
+        OpenMP barriers), while the compute thread runs the backbone. Returns (fields, new last).
+        """
+        from pipeline.flow import quantize_flow
+
+        seq = small if last is None else torch.cat([last[None], small])
+        if seq.shape[0] < 2:
+            return None, small[-1]
+        method, b, out = self._thread_flow(), self.cfg.flow_batch, []
+        for i in range(0, seq.shape[0] - 1, b):
+            nxt = seq[i + 1 : i + b + 1]
+            prev = seq[i : i + nxt.shape[0]]
+            out.append(method.pairs(prev.to(method.device), nxt.to(method.device)).cpu())
+        q = quantize_flow(torch.cat(out), bound=self.cfg.flow_bound, dtype=self.cfg.flow_dtype)
+        return (q.numpy() if isinstance(q, torch.Tensor) else np.asarray(q)), small[-1]
+
+    def _thread_flow(self):
+        """This thread's flow method: methods are not thread-safe (OpenCV's solver keeps buffers)."""
+        method = getattr(self._local, "flow", None)
+        if method is None:
+            from pipeline.flow import build_flow
+
+            base = self.flow_method
+            method = build_flow(base.name, device=base.device, max_batch=base.max_batch, **base.params)
+            self._local.flow = method
+        return method
+
     def _flow_frames(self, frames: torch.Tensor) -> torch.Tensor:
         """uint8 (n, H, W, 3) -> uint8 (n, h, w, 3) with the shorter side at flow_short_side."""
         height, width = frames.shape[1:3]
@@ -280,7 +315,7 @@ class Extractor:
             self._states[job.video_id] = state
             self._begin(state)
         elif kind == "chunk":
-            _, _, indices, rgb, small = item
+            _, _, indices, rgb, fields = item
             if state is None or state.failed:
                 return
             state.frame_index.extend(indices.tolist())
@@ -290,8 +325,8 @@ class Extractor:
             else:
                 state.rows_pending += rgb.shape[1]
                 self._pending.append((state, rgb))
-            if small is not None:
-                self._flow_chunk(state, small)
+            if fields is not None:
+                self._store_flow(state, fields)
             self._run_batch(force=False)
         elif kind == "end":
             if state is None:  # a video with no selected frames
@@ -370,23 +405,7 @@ class Extractor:
                 state.rows_pending -= k
                 self._maybe_finish(state)
 
-    def _flow_chunk(self, state: _VideoState, small: torch.Tensor) -> None:
-        seq = small if state.prev_small is None else torch.cat([state.prev_small[None], small])
-        state.prev_small = small[-1]
-        if seq.shape[0] < 2:
-            return
-        b = self.cfg.flow_batch
-        for i in range(0, seq.shape[0] - 1, b):
-            prev, nxt = seq[i : i + b], seq[i + 1 : i + b + 1]
-            prev = prev[: nxt.shape[0]]
-            fields = self.flow_method.pairs(prev.to(self.device), nxt.to(self.device)).cpu()
-            self._store_flow(state, fields)
-
-    def _store_flow(self, state: _VideoState, fields: torch.Tensor) -> None:
-        from pipeline.flow import quantize_flow
-
-        q = quantize_flow(fields, bound=self.cfg.flow_bound, dtype=self.cfg.flow_dtype)
-        q = q.numpy() if isinstance(q, torch.Tensor) else np.asarray(q)
+    def _store_flow(self, state: _VideoState, q: np.ndarray) -> None:
         state.flow.put(q[None])
         if self.flow_backbone is not None:
             state.flow_fields.append(torch.from_numpy(q))
