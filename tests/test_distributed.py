@@ -74,42 +74,64 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def test_real_cluster_started_with_ray_start(demo, tmp_path, local_store):
+def start_ray_head(tmp_path: Path, env: dict, *, attempts: int = 2, timeout: float = 180.0):
+    """`ray start --head --block` on a free port in its own process group; (process, port) once
+    its GCS accepts connections. Skips (with the head's own log) when it cannot start here."""
     ray_bin = Path(sys.executable).with_name("ray")
-    port = free_port()
-    # A HOME of its own: Ray keeps the cluster's auth token in ~/.ray/auth_token, and other Ray
-    # sessions on this machine must not swap it under this test.
-    env = {**os.environ, "HOME": str(tmp_path / "home"), "RAY_USAGE_STATS_ENABLED": "0"}
-    head = subprocess.Popen(
-        [str(ray_bin), "start", "--head", "--port", str(port), "--num-cpus", "2", "--node-ip-address", "127.0.0.1",
-         "--include-dashboard=false", "--disable-usage-stats", "--block"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True, env=env,
-    )
-    try:
-        deadline = time.time() + 60
-        while True:
+    log_tail = ""
+    for attempt in range(attempts):
+        port = free_port()
+        log = tmp_path / f"ray-head-{attempt}.log"
+        with open(log, "wb") as out:
+            head = subprocess.Popen(
+                [str(ray_bin), "start", "--head", "--port", str(port), "--num-cpus", "2",
+                 "--node-ip-address", "127.0.0.1", "--ray-client-server-port", str(free_port()),
+                 "--include-dashboard=false", "--disable-usage-stats", "--block"],
+                stdout=out, stderr=subprocess.STDOUT, start_new_session=True, env=env,
+            )
+        deadline = time.time() + timeout
+        while head.poll() is None and time.time() < deadline:
             try:
                 socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                break
+                return head, port
             except OSError:
-                if time.time() > deadline or head.poll() is not None:
-                    pytest.skip("ray start --head did not come up")
                 time.sleep(0.5)
-        store = tmp_path / "s.zarr"
+        stop_ray_head(head)
+        log_tail = " | ".join(log.read_text(errors="replace").strip().splitlines()[-6:])
+    pytest.skip(f"ray start --head did not come up in {attempts} attempts; its log: {log_tail}")
+
+
+def stop_ray_head(head: subprocess.Popen) -> None:
+    """Stop this cluster only (its own process group), whether or not `ray start` still runs."""
+    for sig, wait in ((signal.SIGTERM, 30), (signal.SIGKILL, None)):
+        try:
+            os.killpg(head.pid, sig)
+        except ProcessLookupError:
+            return  # the whole group is gone
+        try:
+            head.wait(timeout=wait)
+            return
+        except subprocess.TimeoutExpired:
+            continue
+
+
+def test_real_cluster_started_with_ray_start(demo, tmp_path, local_store):
+    # A HOME of its own: Ray keeps the cluster's auth token in ~/.ray/auth_token, and other Ray
+    # sessions on this machine must not swap it under this test.
+    (tmp_path / "home").mkdir()
+    env = {**os.environ, "HOME": str(tmp_path / "home"), "RAY_USAGE_STATS_ENABLED": "0"}
+    head, port = start_ray_head(tmp_path, env)
+    store = tmp_path / "s.zarr"
+    try:
         run = subprocess.run(
             [sys.executable, "-m", "cli", "extract", "-m", str(demo / "manifest.csv"), "-o", str(store),
              "--backbone", "tiny", "--weights", "none", "--batch-size", "8", "--ray-address", f"127.0.0.1:{port}"],
             capture_output=True, text=True, timeout=300, cwd=Path(__file__).parents[1], env=env,
         )
-        assert run.returncode == 0, run.stderr[-2000:]
-        assert "20 extracted" in run.stdout
     finally:
-        os.killpg(head.pid, signal.SIGTERM)  # stops this cluster only (its own process group)
-        try:
-            head.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(head.pid, signal.SIGKILL)
-            head.wait()
+        stop_ray_head(head)
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert "20 extracted" in run.stdout
     assert_same_store(local_store, FeatureStore.open(str(store)))
 
 
