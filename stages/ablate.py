@@ -12,7 +12,7 @@ from __future__ import annotations
 import functools
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +22,7 @@ from pipeline.ablation.report import plot_accuracy_vs_macs, summary_markdown
 from pipeline.ablation.results import (
     TrialRecord,
     finished_metrics,
+    read_failures,
     read_results,
     write_failures,
     write_results,
@@ -47,7 +48,6 @@ class AblateResult:
     seconds: float
     load_seconds: float = 0.0
     shared_bytes: int = 0
-    notes: list[str] = field(default_factory=list)
 
     @property
     def failed(self) -> list[TrialRecord]:
@@ -94,6 +94,10 @@ def run(cfg: AblateConfig, progress: Callable[[Progress], None] | None = None,
     if on_grid is not None:
         on_grid(grid, len(records) - len(todo))
     paths = _paths(out)
+    again = [name for name in read_failures(paths["failures"]) if name in {t.name for t in todo}]
+    if again:
+        note(f"trying again {len(again)} trial(s) that failed in the last run: {', '.join(again[:5])}"
+             + (" ..." if len(again) > 5 else ""))
     write_results(paths["results"], records)
     load_seconds, shared_bytes = 0.0, 0
     if todo:

@@ -181,10 +181,11 @@ def test_crashed_trial_is_retried_once_then_reported_failed(pooled_url, tmp_path
     assert json.loads((tmp_path / "failures.json").read_text())["gru_4seg_rgb_seed0"]["attempts"] == 2
 
     monkeypatch.setattr(train_head, "train", real_train)  # fixed: the next run retries only the failed one
-    started = []
-    again = ablate.run(config(pooled_url, tmp_path, heads=("mlp", "tsn", "gru")),
+    started, notes = [], []
+    again = ablate.run(config(pooled_url, tmp_path, heads=("mlp", "tsn", "gru")), note=notes.append,
                        progress=lambda p: p.event == "start" and started.append(p.trial.head))
     assert started == ["gru"] and not again.failed and not (tmp_path / "failures.json").exists()
+    assert "trying again 1 trial(s) that failed in the last run: gru_4seg_rgb_seed0" in notes
 
 
 def test_summary_cells_follow_table_3():

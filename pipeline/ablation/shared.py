@@ -40,7 +40,8 @@ class SharedFeatures:
     def train_data(self, trial: Trial) -> TrainData:
         pooled = is_pooled(trial.head)
         streams = MODALITY_STREAMS[trial.modality]
-        splits = [_join([self.parts[(split, s, pooled)] for s in streams]) for split in ("train", self.val_split)]
+        splits = [_own_index(_join([self.parts[(split, s, pooled)] for s in streams]))
+                  for split in ("train", self.val_split)]
         stats = {s: self.stats[(s, pooled)] for s in streams if (s, pooled) in self.stats}
         return TrainData(train=splits[0], val=splits[1], classes=list(self.classes), stats=stats)
 
@@ -81,6 +82,14 @@ def load_shared(store: FeatureStore, grid: Grid, *, val_split: str = "val", stan
             found = stats_for_training(store, split="train", stream=stream, pooled=pooled, run_dir=stats_dir)
             stats[(stream, pooled)] = (tuple(found.mean), tuple(found.std))  # plain floats: no read-only arrays
     return SharedFeatures(classes=store.classes, parts=parts, signatures=signatures, stats=stats, val_split=val_split)
+
+
+def _own_index(part: SplitData) -> SplitData:
+    """Writable copies of the small per-video arrays (labels, offsets, lengths; a few KB), so torch
+    never wraps read-only object-store memory it might write to; the frames stay shared."""
+    streams = {name: replace(data, offsets=data.offsets.copy(), lengths=data.lengths.copy())
+               for name, data in part.streams.items()}
+    return replace(part, labels=part.labels.copy(), streams=streams)
 
 
 def _join(parts: list[SplitData]) -> SplitData:
