@@ -39,3 +39,20 @@ def annotations_dir() -> Path:
     if path is None or not path.is_dir():
         pytest.skip("STPIPE_ANNOTATIONS not set or missing; annotation tests skipped")
     return path
+
+
+@pytest.fixture
+def stpipe(capsys):
+    """Run `stpipe ARGS` in-process: (exit code, stdout, stderr). Arguments may be paths."""
+    from cli import main
+
+    def run(args) -> tuple[int, str, str]:
+        try:
+            main([str(a) for a in args])
+            code = 0
+        except SystemExit as exc:
+            code = exc.code
+        out = capsys.readouterr()
+        return code, out.out, out.err
+
+    return run

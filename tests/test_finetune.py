@@ -11,7 +11,6 @@ import pytest
 import torch
 import yaml
 
-from cli import main
 from pipeline.backbones import build_backbone, build_flow_backbone
 from pipeline.demo_data import DemoDataConfig, generate
 from pipeline.errors import ConfigError, ManifestError, StoreError
@@ -74,16 +73,6 @@ def ft_config(run, demo, out, **kw):
     return FinetuneConfig(**{**base, **kw})
 
 
-def cli(args, capsys):
-    try:
-        main(args)
-        code = 0
-    except SystemExit as exc:
-        code = exc.code
-    out = capsys.readouterr()
-    return code, out.out, out.err
-
-
 # ---- the starting point is exactly the head run -------------------------------------------------
 
 
@@ -141,10 +130,10 @@ def test_multiscale_corner_crop_and_flow_flip():
 # ---- end to end ---------------------------------------------------------------------------------
 
 
-def test_cli_finetune_writes_the_run_dir(demo, two_stream_run, tmp_path, capsys):
+def test_cli_finetune_writes_the_run_dir(demo, two_stream_run, tmp_path, stpipe):
     out = tmp_path / "ft"
-    code, stdout, err = cli(["finetune", "--run", two_stream_run, "-m", str(demo / "manifest.csv"), "-o", str(out),
-                             "--epochs", "2", "--batch-size", "4", "--loader-workers", "0", "--lr", "0.05"], capsys)
+    code, stdout, err = stpipe(["finetune", "--run", two_stream_run, "-m", str(demo / "manifest.csv"), "-o", str(out),
+                                "--epochs", "2", "--batch-size", "4", "--loader-workers", "0", "--lr", "0.05"])
     assert code == 0, err
     assert "val top-1" in stdout and "head only" in stdout and "--backbone-checkpoint" in stdout
     for name in ("config.yaml", "checkpoint.pt", "last.pt", "metrics.jsonl", "metrics.json", "curves.png",
@@ -159,8 +148,8 @@ def test_cli_finetune_writes_the_run_dir(demo, two_stream_run, tmp_path, capsys)
     assert torch.load(out / "checkpoint.pt", weights_only=True)["kind"] == "finetune"
     assert len((out / "metrics.jsonl").read_text().splitlines()) == 2
     # re-running the finished command resumes: nothing is redone
-    code, stdout, _ = cli(["finetune", "--run", two_stream_run, "-m", str(demo / "manifest.csv"), "-o", str(out),
-                           "--epochs", "2", "--batch-size", "4", "--loader-workers", "0", "--lr", "0.05"], capsys)
+    code, stdout, _ = stpipe(["finetune", "--run", two_stream_run, "-m", str(demo / "manifest.csv"), "-o", str(out),
+                              "--epochs", "2", "--batch-size", "4", "--loader-workers", "0", "--lr", "0.05"])
     assert code == 0 and "epoch   1" not in stdout
 
 

@@ -7,7 +7,6 @@ from pathlib import Path
 
 import pytest
 
-from cli import main
 from manifests import (
     Manifest,
     VideoEntry,
@@ -298,18 +297,8 @@ def test_write_failure_writes_nothing(tmp_path, monkeypatch):
 # ---- CLI ----------------------------------------------------------------------------------------
 
 
-def run(args, capsys):
-    try:
-        main([str(a) for a in args])
-        code = 0
-    except SystemExit as exc:
-        code = exc.code
-    out = capsys.readouterr()
-    return code, out.out, out.err
-
-
-def test_cli_check_prints_counts(capsys):
-    code, out, err = run(["manifest", "check", EXAMPLES / "tiny.csv"], capsys)
+def test_cli_check_prints_counts(stpipe):
+    code, out, err = stpipe(["manifest", "check", EXAMPLES / "tiny.csv"])
     assert code == 0 and err == ""
     lines = out.splitlines()
     assert lines[0].endswith("5 entries, 2 classes, sha256 " + read_manifest(EXAMPLES / "tiny.csv").sha256()[:16])
@@ -318,20 +307,20 @@ def test_cli_check_prints_counts(capsys):
     assert lines[5].split() == ["total", "2", "2", "1"]
 
 
-def test_cli_check_errors_are_one_line(tmp_path, capsys):
+def test_cli_check_errors_are_one_line(tmp_path, stpipe):
     path = write(tmp_path / "m.csv", HEADER + "a,a.mp4,x,train\n")
-    code, _, err = run(["manifest", "check", path, "--exists"], capsys)
+    code, _, err = stpipe(["manifest", "check", path, "--exists"])
     assert code == 2 and err == f"stpipe: error: {path}:2: video not found: {tmp_path.absolute() / 'a.mp4'}\n"
     write(tmp_path / "a.mp4", b"")
-    code, out, _ = run(["manifest", "check", path, "--exists"], capsys)
+    code, out, _ = stpipe(["manifest", "check", path, "--exists"])
     assert code == 0 and "all paths exist" in out
 
 
-def test_cli_from_folder_and_convert_folder(tmp_path, capsys):
+def test_cli_from_folder_and_convert_folder(tmp_path, stpipe):
     for name in ("dog/a.mp4", "dog/b.avi", "cat/c.webm"):
         write(tmp_path / "tree" / name, b"")
     out = tmp_path / "out" / "m.csv"
-    code, stdout, _ = run(["manifest", "from-folder", tmp_path / "tree", "-o", out, "--split", "val"], capsys)
+    code, stdout, _ = stpipe(["manifest", "from-folder", tmp_path / "tree", "-o", out, "--split", "val"])
     assert code == 0 and "wrote 3 entries (val 3), 2 classes" in stdout
     m = read_manifest(out, check_exists=True)  # paths are relative to the manifest's folder
     assert [(e.video_id, e.path, e.label) for e in m.entries] == [
@@ -339,25 +328,25 @@ def test_cli_from_folder_and_convert_folder(tmp_path, capsys):
     assert m.classes == ["cat", "dog"] and {e.split for e in m.entries} == {"val"}
 
 
-def test_cli_convert_failure_writes_nothing(tmp_path, capsys):
+def test_cli_convert_failure_writes_nothing(tmp_path, stpipe):
     labels = write(tmp_path / "jester-v1-labels.csv", "Swiping Left\nThumb Up\n")
     train = write(tmp_path / "jester-v1-train.csv", "1;Thumb Up\n2;Thumb Down\n")
     out = tmp_path / "out" / "j.csv"
-    code, _, err = run(["manifest", "convert", "jester", "-a", labels, "-a", train, "-o", out], capsys)
+    code, _, err = stpipe(["manifest", "convert", "jester", "-a", labels, "-a", train, "-o", out])
     assert code == 2 and err == f"stpipe: error: {train}:2: label 'Thumb Down' is not in the labels file\n"
     assert not out.parent.exists()
-    code, _, err = run(["manifest", "convert", "jester", "-a", tmp_path, "--fold", "2", "-o", out], capsys)
+    code, _, err = stpipe(["manifest", "convert", "jester", "-a", tmp_path, "--fold", "2", "-o", out])
     assert code == 2 and "--fold does not apply to format 'jester'" in err
-    code, _, err = run(["manifest", "convert", "nope", "-a", tmp_path, "-o", out], capsys)
+    code, _, err = stpipe(["manifest", "convert", "nope", "-a", tmp_path, "-o", out])
     assert code == 2 and "unknown manifest format 'nope'; known:" in err and "kinetics" in err
 
 
-def test_cli_convert_with_class_list(tmp_path, capsys):
+def test_cli_convert_with_class_list(tmp_path, stpipe):
     write(tmp_path / "jester-v1-labels.csv", "Swiping Left\nThumb Up\n")
     write(tmp_path / "jester-v1-train.csv", "1;Thumb Up\n2;Swiping Left\n")
     classes = write(tmp_path / "mine.txt", "Thumb Up\nSwiping Left\nExtra\n")
     out = tmp_path / "j.jsonl"
-    code, stdout, _ = run(["manifest", "convert", "jester", "-a", tmp_path, "--classes", classes, "-o", out], capsys)
+    code, stdout, _ = stpipe(["manifest", "convert", "jester", "-a", tmp_path, "--classes", classes, "-o", out])
     assert code == 0 and "wrote 2 entries (train 2), 3 classes" in stdout
     assert read_manifest(out).classes == ["Thumb Up", "Swiping Left", "Extra"]
     assert (tmp_path / "j.classes.txt").read_text() == "Thumb Up\nSwiping Left\nExtra\n"

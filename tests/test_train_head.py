@@ -9,7 +9,6 @@ import pytest
 import torch
 from store_fixtures import make_store
 
-from cli import main
 from pipeline.errors import ConfigError, HeadError, RunError, StoreError
 from pipeline.store import FeatureStore
 from pipeline.training.batches import MemoryFeatures, eval_plans, segment_indices, train_plans
@@ -340,33 +339,23 @@ def test_evaluate_refuses_a_store_with_other_classes_or_shapes(store_url, tmp_pa
 # ---- CLI ---------------------------------------------------------------------------------------
 
 
-def cli(args, capsys):
-    try:
-        main(args)
-        code = 0
-    except SystemExit as exc:
-        code = exc.code
-    out = capsys.readouterr()
-    return code, out.out, out.err
-
-
-def test_cli_train_evaluate_stats(store_url, tmp_path, capsys):
+def test_cli_train_evaluate_stats(store_url, tmp_path, stpipe):
     out = str(tmp_path / "run")
-    code, stdout, err = cli(["train-head", "-s", store_url, "--head", "gru", "--segments", "4", "-o", out,
-                             "--epochs", "2", "--lr", "0.05"], capsys)
+    code, stdout, err = stpipe(["train-head", "-s", store_url, "--head", "gru", "--segments", "4", "-o", out,
+                                "--epochs", "2", "--lr", "0.05"])
     assert code == 0, err
     assert "val top-1" in stdout.splitlines()[-1] and "samples/s" in stdout
     assert "skipping 1 failed" in err
-    code, stdout, _ = cli(["evaluate", "--run", out, "--split", "test"], capsys)
+    code, stdout, _ = stpipe(["evaluate", "--run", out, "--split", "test"])
     assert code == 0 and "top-1" in stdout and "eval_test.json" in stdout
-    code, _, err = cli(["train-head", "-s", store_url, "--head", "mlp", "--segments", "4", "-o", out], capsys)
+    code, _, err = stpipe(["train-head", "-s", store_url, "--head", "mlp", "--segments", "4", "-o", out])
     assert code == 2 and err.startswith("stpipe: error:") and len(err.strip().splitlines()) == 1
 
 
-def test_cli_stats_caches_in_the_store(tmp_path, capsys):
+def test_cli_stats_caches_in_the_store(tmp_path, stpipe):
     url = str(tmp_path / "s.zarr")
     make_store(url, per_class={"train": 2, "val": 1})
-    code, stdout, err = cli(["stats", url], capsys)
+    code, stdout, err = stpipe(["stats", url])
     assert code == 0, err
     assert "16 channels" in stdout
     assert "train_rgb" in FeatureStore.open(url).root["stats"].attrs
