@@ -41,6 +41,16 @@ def annotations_dir() -> Path:
     return path
 
 
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory):
+    """20 demo videos of 6 frames, 32x32 (10 classes, train and val): the folder with manifest.csv."""
+    from pipeline.demo_data import DemoDataConfig, generate
+
+    out = tmp_path_factory.mktemp("demo")
+    generate(DemoDataConfig(out=str(out), videos_per_class=2, frames=6, size=32))
+    return out
+
+
 @pytest.fixture
 def stpipe(capsys):
     """Run `stpipe ARGS` in-process: (exit code, stdout, stderr). Arguments may be paths."""

@@ -11,7 +11,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pipeline.demo_data import DemoDataConfig, generate
 from pipeline.errors import StpipeError
 from pipeline.extraction import ExtractConfig
 from pipeline.store import FeatureStore
@@ -19,13 +18,6 @@ from stages import extract
 
 ray = pytest.importorskip("ray")
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-
-
-@pytest.fixture(scope="module")
-def demo(tmp_path_factory):
-    out = tmp_path_factory.mktemp("demo")
-    generate(DemoDataConfig(out=str(out), videos_per_class=2, frames=6, size=32))
-    return out
 
 
 def config(demo, store, **kw):

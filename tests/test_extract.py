@@ -8,19 +8,11 @@ import pytest
 import torch
 
 from pipeline.backbones import build_backbone
-from pipeline.demo_data import DemoDataConfig, generate
 from pipeline.errors import StoreError
 from pipeline.extraction import ExtractConfig
 from pipeline.store import FeatureStore, video_key
 from pipeline.video import read_frames
 from stages import extract
-
-
-@pytest.fixture(scope="module")
-def demo(tmp_path_factory):
-    out = tmp_path_factory.mktemp("demo")
-    generate(DemoDataConfig(out=str(out), videos_per_class=2, frames=6, size=32))
-    return out
 
 
 def config(demo, store, **kw):

@@ -12,7 +12,6 @@ import torch
 import yaml
 
 from pipeline.backbones import build_backbone, build_flow_backbone
-from pipeline.demo_data import DemoDataConfig, generate
 from pipeline.errors import ConfigError, ManifestError, StoreError
 from pipeline.extraction import ExtractConfig
 from pipeline.finetune.augment import crop_flow, multiscale_box
@@ -33,14 +32,7 @@ from stages import extract, finetune, train_head
 SEGMENTS = 3
 
 
-# ---- shared data: demo videos, a tiny store with flow, head runs ---------------------------------
-
-
-@pytest.fixture(scope="module")
-def demo(tmp_path_factory):
-    out = tmp_path_factory.mktemp("demo")
-    generate(DemoDataConfig(out=str(out), videos_per_class=2, frames=6, size=32))
-    return out
+# ---- shared data: a tiny store with flow, head runs (demo videos: conftest.py) --------------------
 
 
 def extract_store(demo, path, **kw):
