@@ -21,7 +21,6 @@ metrics.jsonl.
 from __future__ import annotations
 
 import contextlib
-import json
 import math
 import resource
 import time
@@ -37,9 +36,15 @@ from pipeline.errors import RunError
 from pipeline.finetune.data import ClipDataset, StepBatches, epoch_steps, eval_batches, make_loader
 from pipeline.finetune.model import FinetuneModel, build_finetune_model, fuse
 from pipeline.finetune.source import Setup
-from pipeline.training.loop import OPTIMIZERS, PlateauSchedule
+from pipeline.training.loop import (
+    OPTIMIZERS,
+    PlateauSchedule,
+    load_last_checkpoint,
+    save_last_checkpoint,
+    write_jsonl,
+)
 from pipeline.training.metrics import classification_metrics
-from pipeline.training.model import CHECKPOINT_FORMAT, load_checkpoint, save_checkpoint
+from pipeline.training.model import CHECKPOINT_FORMAT, save_checkpoint
 
 Callback = Callable[..., None]  # callback(event, **info): "note", "epoch_start", "batch", "epoch_end"
 MAX_FAILURE_NOTES = 10
@@ -103,7 +108,9 @@ def train_worker(setup: Setup, *, run_dir: str | Path, dist: Dist | None = None,
     state = {"epoch": 0, "step": 0, "partial": None, "history": [], "best_top1": -1.0, "best_epoch": 0,
              "train_seconds": 0.0, "step_seconds": 0.0, "frames": 0, "failures": {}, "stopped": ""}
     if (run_dir / "last.pt").is_file():
-        state = restore(run_dir / "last.pt", cfg, model, optimizer, schedule, scaler)
+        saved = load_last_checkpoint(run_dir / "last.pt", cfg, model, optimizer, schedule, scaler,
+                                     kind="finetune-last", name="finetune last.pt")
+        state = dict(saved["state"])
         emit("note", message=f"resuming {run_dir} at epoch {state['epoch'] + 1}, step {state['step']}")
     for note in setup.notes:
         emit("note", message=note)
@@ -119,7 +126,8 @@ def train_worker(setup: Setup, *, run_dir: str | Path, dist: Dist | None = None,
 
     def save_last() -> None:
         if lead:
-            _save_last(run_dir / "last.pt", cfg, state, model, optimizer, schedule, scaler)
+            save_last_checkpoint(run_dir / "last.pt", cfg, state, model, optimizer, schedule, scaler,
+                                 kind="finetune-last")
 
     if "start" not in state:  # the network before any step: the head run's, on decoded frames
         val = evaluate(model, val_set, num_classes=len(setup.classes), dist=dist, batch_size=cfg.eval_batch_size,
@@ -215,7 +223,7 @@ def train_worker(setup: Setup, *, run_dir: str | Path, dist: Dist | None = None,
             if improved:
                 save_checkpoint(best_payload(setup, model, epoch=epoch, val=val), run_dir / "checkpoint.pt")
             save_last()
-            _write_jsonl(run_dir / "metrics.jsonl", state["history"])
+            write_jsonl(run_dir / "metrics.jsonl", state["history"])
         emit("epoch_end", record=record, stopped=state["stopped"])
         if report is not None:
             report(record)
@@ -298,37 +306,4 @@ def _ghost_inputs(setup: Setup, pre: dict[str, Any], device: torch.device) -> di
     """A zero clip: a worker whose micro-batch lost every video still joins DDP's gradient sync (x 0)."""
     return {s: torch.zeros(1, setup.segments, p.channels, p.crop_size, p.crop_size, device=device)
             for s, p in pre.items()}
-
-
-def _save_last(path: Path, cfg, state, model, optimizer, schedule, scaler) -> None:
-    save_checkpoint({
-        "format": CHECKPOINT_FORMAT, "kind": "finetune-last", "identity": _plain(cfg.identity()), "state": state,
-        "model": model.state_dict(), "optimizer": optimizer.state_dict(), "schedule": dict(schedule.state),
-        "scaler": scaler.state_dict(),
-    }, path)
-
-
-def restore(path: Path, cfg, model, optimizer, schedule, scaler) -> dict[str, Any]:
-    saved = load_checkpoint(path)
-    if saved.get("kind") != "finetune-last":
-        raise RunError(f"{path}: not a finetune last.pt checkpoint")
-    if saved["identity"] != _plain(cfg.identity()):
-        diff = sorted(k for k, v in _plain(cfg.identity()).items() if saved["identity"].get(k) != v)
-        raise RunError(f"{path}: was written by a different config (differs in: {', '.join(diff)}); cannot resume")
-    model.load_state_dict(saved["model"])
-    optimizer.load_state_dict(saved["optimizer"])
-    schedule.state.update(saved["schedule"])
-    if saved["scaler"]:
-        scaler.load_state_dict(saved["scaler"])
-    return dict(saved["state"])
-
-
-def _plain(value: Any) -> Any:
-    return json.loads(json.dumps(value))
-
-
-def _write_jsonl(path: Path, history: list[dict[str, Any]]) -> None:
-    tmp = path.with_suffix(".jsonl.tmp")
-    tmp.write_text("".join(json.dumps(r) + "\n" for r in history))
-    tmp.replace(path)
 

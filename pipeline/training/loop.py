@@ -263,11 +263,11 @@ def train(cfg: TrainHeadConfig, data: TrainData, *, run_dir: str | Path | None =
                                  "classes": list(data.classes), "epoch": epoch, "val_top1": val["top1"],
                                  "segments": cfg.segments, "stats": stats_tensors, **extra}, run_dir / "checkpoint.pt")
             _save_last(run_dir / "last.pt", cfg, state, model, optimizer, schedule, scaler, generator)
-            _write_jsonl(run_dir / "metrics.jsonl", state["history"])
+            write_jsonl(run_dir / "metrics.jsonl", state["history"])
         emit("epoch_end", record=record, stopped=state["stopped"])
 
     if run_dir is not None:
-        _write_jsonl(run_dir / "metrics.jsonl", state["history"])  # also after a kill between last.pt and it
+        write_jsonl(run_dir / "metrics.jsonl", state["history"])  # also after a kill between last.pt and it
     if run_dir is not None and (run_dir / "checkpoint.pt").is_file():
         model.load_state_dict(load_checkpoint(run_dir / "checkpoint.pt", map_location=device)["model"])
     best = evaluate(model, val_src, views=views, batch_size=cfg.eval_batch_size, amp=amp)
@@ -287,21 +287,26 @@ def train(cfg: TrainHeadConfig, data: TrainData, *, run_dir: str | Path | None =
 # ---- last.pt: everything needed to continue ------------------------------------------------------
 
 
-def _save_last(path: Path, cfg, state, model, optimizer, schedule, scaler, generator) -> None:
-    rng = {"torch": torch.get_rng_state(), "data": generator.get_state()}
-    if torch.cuda.is_available():
-        rng["cuda"] = torch.cuda.get_rng_state_all()
+def save_last_checkpoint(path: Path, cfg, state, model, optimizer, schedule, scaler, *, kind: str,
+                         **extra: Any) -> None:
+    """last.pt of a train-head (`kind` "last") or finetune ("finetune-last") run: the loop's state and all
+    that changes as it steps, tagged with the config identity so that a resume can refuse another config."""
     save_checkpoint({
-        "format": CHECKPOINT_FORMAT, "kind": "last", "identity": _plain(cfg.identity()), "state": state,
+        "format": CHECKPOINT_FORMAT, "kind": kind, "identity": _plain(cfg.identity()), "state": state,
         "model": model.state_dict(), "optimizer": optimizer.state_dict(), "schedule": dict(schedule.state),
-        "scaler": scaler.state_dict(), "rng": rng,
+        "scaler": scaler.state_dict(), **extra,
     }, path)
 
 
-def _restore(path: Path, cfg, model, optimizer, schedule, scaler, generator) -> dict[str, Any]:
+def load_last_checkpoint(path: Path, cfg, model, optimizer, schedule, scaler, *, kind: str,
+                         name: str) -> dict[str, Any]:
+    """Load a `save_last_checkpoint` file into model, optimizer, schedule and scaler; the whole payload.
+
+    Refused unless it is of `kind` (called `name` in the error) and was written by the same config.
+    """
     saved = load_checkpoint(path)
-    if saved.get("kind") != "last":
-        raise RunError(f"{path}: not a last.pt checkpoint")
+    if saved.get("kind") != kind:
+        raise RunError(f"{path}: not a {name} checkpoint")
     if saved["identity"] != _plain(cfg.identity()):
         diff = sorted(k for k, v in _plain(cfg.identity()).items() if saved["identity"].get(k) != v)
         raise RunError(f"{path}: was written by a different config (differs in: {', '.join(diff)}); cannot resume")
@@ -310,6 +315,18 @@ def _restore(path: Path, cfg, model, optimizer, schedule, scaler, generator) -> 
     schedule.state.update(saved["schedule"])
     if saved["scaler"]:
         scaler.load_state_dict(saved["scaler"])
+    return saved
+
+
+def _save_last(path: Path, cfg, state, model, optimizer, schedule, scaler, generator) -> None:
+    rng = {"torch": torch.get_rng_state(), "data": generator.get_state()}
+    if torch.cuda.is_available():
+        rng["cuda"] = torch.cuda.get_rng_state_all()
+    save_last_checkpoint(path, cfg, state, model, optimizer, schedule, scaler, kind="last", rng=rng)
+
+
+def _restore(path: Path, cfg, model, optimizer, schedule, scaler, generator) -> dict[str, Any]:
+    saved = load_last_checkpoint(path, cfg, model, optimizer, schedule, scaler, kind="last", name="last.pt")
     torch.set_rng_state(saved["rng"]["torch"])
     generator.set_state(saved["rng"]["data"])
     if "cuda" in saved["rng"] and torch.cuda.is_available():
@@ -322,7 +339,8 @@ def _plain(value: Any) -> Any:
     return json.loads(json.dumps(value))
 
 
-def _write_jsonl(path: Path, history: list[dict[str, Any]]) -> None:
+def write_jsonl(path: Path, history: list[dict[str, Any]]) -> None:
+    """metrics.jsonl, replaced atomically (a kill mid-write leaves the previous log)."""
     tmp = path.with_suffix(".jsonl.tmp")
     tmp.write_text("".join(json.dumps(r) + "\n" for r in history))
     tmp.replace(path)
