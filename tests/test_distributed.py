@@ -108,10 +108,14 @@ def stop_ray_head(head: subprocess.Popen) -> None:
 
 
 def test_real_cluster_started_with_ray_start(demo, tmp_path, local_store):
-    # A HOME of its own: Ray keeps the cluster's auth token in ~/.ray/auth_token, and other Ray
-    # sessions on this machine must not swap it under this test.
+    # Token auth on, as a cluster should run, with a token of its own: Ray keeps it in
+    # ~/.ray/auth_token, so a HOME of its own keeps other Ray sessions from swapping it. (An earlier
+    # ray.init() in this process leaves RAY_AUTH_MODE=token in os.environ; without a token in this
+    # HOME `ray start` then refuses to start, which is what CI hit.)
     (tmp_path / "home").mkdir()
-    env = {**os.environ, "HOME": str(tmp_path / "home"), "RAY_USAGE_STATS_ENABLED": "0"}
+    env = {**os.environ, "HOME": str(tmp_path / "home"), "RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "token"}
+    subprocess.run([str(Path(sys.executable).with_name("ray")), "get-auth-token", "--generate"],
+                   env=env, check=True, capture_output=True, timeout=120)
     head, port = start_ray_head(tmp_path, env)
     store = tmp_path / "s.zarr"
     try:
