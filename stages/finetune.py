@@ -18,7 +18,7 @@ from typing import Any
 
 import torch
 
-from pipeline.config import config_to_dict, from_dict, read_yaml, save_config
+from pipeline.config import from_dict, read_yaml, save_config
 from pipeline.device import pick_device
 from pipeline.errors import ConfigError, RunError
 from pipeline.finetune.config import FinetuneConfig
@@ -27,6 +27,7 @@ from pipeline.finetune.model import build_finetune_model
 from pipeline.finetune.source import Setup, prepare
 from pipeline.training.model import load_checkpoint
 from pipeline.training.reports import plot_confusion, plot_curves
+from pipeline.training.runs import resume_same_config
 
 RUN_FILES = ("config.yaml", "checkpoint.pt", "last.pt", "metrics.jsonl", "metrics.json", "curves.png", "confusion.png",
              "backbone.pt", "backbone.json", "flow_backbone.pt", "flow_backbone.json")
@@ -128,16 +129,4 @@ def prepare_run_dir(cfg: FinetuneConfig) -> bool:
     except ConfigError:
         raise RunError(f"{run_dir}: holds another kind of run (its config.yaml is not a finetune config); "
                        "pick another -o") from None
-    mine, theirs = _plain(cfg.identity()), _plain(old.identity())
-    if mine != theirs:
-        diff = sorted(k for k in mine if mine[k] != theirs.get(k))
-        raise RunError(f"{run_dir}: holds a finetune run with a different config (differs in: {', '.join(diff)}); "
-                       "use another -o or --overwrite")
-    resumable = (run_dir / "last.pt").is_file()
-    if cfg.resume and not resumable:
-        raise RunError(f"{run_dir}: nothing to resume (no last.pt); drop --resume to start the run")
-    return resumable
-
-
-def _plain(value: Any) -> Any:
-    return json.loads(json.dumps(config_to_dict(value)))
+    return resume_same_config(run_dir, cfg, old, what="finetune run")

@@ -105,11 +105,16 @@ def prepare_run_dir(cfg: TrainHeadConfig) -> bool:
         if foreign:  # our own files alone are a start that failed before config.yaml: fine to reuse
             raise RunError(f"{run_dir}: exists and is not a train-head run (holds {foreign[0]!r}); pick another -o")
         return False
-    old = read_run_config(run_dir)
+    return resume_same_config(run_dir, cfg, read_run_config(run_dir))
+
+
+def resume_same_config(run_dir: Path, cfg, old, *, what: str = "run") -> bool:
+    """`old` made the run in run_dir (train-head's or finetune's config): refuse it unless `cfg` has the
+    same identity; True when its last.pt lets the run continue (--resume insists on one)."""
     mine, theirs = _plain(cfg.identity()), _plain(old.identity())
     if mine != theirs:
         diff = sorted(k for k in mine if mine[k] != theirs.get(k))
-        raise RunError(f"{run_dir}: holds a run with a different config (differs in: {', '.join(diff)}); "
+        raise RunError(f"{run_dir}: holds a {what} with a different config (differs in: {', '.join(diff)}); "
                        "use another -o or --overwrite")
     resumable = (run_dir / "last.pt").is_file()
     if cfg.resume and not resumable:
