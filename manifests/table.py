@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from manifests.schema import COLUMNS, REQUIRED_COLUMNS, Manifest, VideoEntry
-from manifests.textio import atomic_write_texts, read_lines, read_text
+from manifests.textio import atomic_write_texts, iter_csv_rows, read_lines, read_text
 from pipeline.errors import ManifestError
 
 FORMATS = (".csv", ".jsonl")
@@ -75,36 +75,22 @@ def _check_columns(path: Path, line: int, columns: Sequence[str]) -> None:
         raise ManifestError(f"{path}:{line}: missing required column {missing[0]!r}")
 
 
+def _csv_header(path: Path, line: int, header: list[str]) -> list[str]:
+    _check_columns(path, line, header)
+    if len(set(header)) != len(header):
+        dup = next(c for c in header if header.count(c) > 1)
+        raise ManifestError(f"{path}:{line}: column {dup!r} appears twice")
+    return header
+
+
 def _csv_rows(path: Path, text: str) -> Iterator[Row]:
-    reader = csv.reader(io.StringIO(text, newline=""), strict=True)
-    header: list[str] | None = None
-    try:
-        while True:
-            line = reader.line_num + 1
-            try:
-                record = next(reader)
-            except StopIteration:
-                break
-            if not record or record == [""]:
-                continue
-            if header is None:
-                header = record
-                _check_columns(path, line, header)
-                if len(set(header)) != len(header):
-                    dup = next(c for c in header if header.count(c) > 1)
-                    raise ManifestError(f"{path}:{line}: column {dup!r} appears twice")
-                continue
-            if len(record) != len(header):
-                raise ManifestError(f"{path}:{line}: expected {len(header)} fields, found {len(record)}")
-            row = {name: (value if value or name not in _OPTIONAL else None) for name, value in zip(header, record)}
-            for name in ("start", "end"):
-                if row.get(name) is not None:
-                    row[name] = _parse_seconds(path, line, name, row[name])
-            yield line, row
-    except csv.Error as exc:
-        raise ManifestError(f"{path}:{reader.line_num}: malformed CSV ({exc})") from None
-    if header is None:
-        raise ManifestError(f"{path}:1: empty manifest (no header row)")
+    empty = f"{path}:1: empty manifest (no header row)"
+    for line, cells in iter_csv_rows(path, text, _csv_header, empty=empty):
+        row = {name: (value if value or name not in _OPTIONAL else None) for name, value in cells.items()}
+        for name in ("start", "end"):
+            if row.get(name) is not None:
+                row[name] = _parse_seconds(path, line, name, row[name])
+        yield line, row
 
 
 def _jsonl_rows(path: Path, text: str) -> Iterator[Row]:

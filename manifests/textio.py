@@ -1,16 +1,19 @@
 """Reading annotation text with errors that name file and line, and atomic writes.
 
 Every reader here works on the exact bytes as distributed: UTF-8 (a BOM is dropped), LF or
-CRLF line endings, trailing whitespace left to the caller. JSON is walked element by element
-so an error (or a converter complaint about one object) can name the line the object sits on.
+CRLF line endings, trailing whitespace left to the caller. CSV rows and JSON elements come with
+their line number, so an error (or a converter complaint about one row or object) can name it;
+JSON is walked element by element to know that line.
 """
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -133,6 +136,38 @@ def iter_json_members(path: Path, text: str) -> Iterator[tuple[int, str, Any]]:
             _check_end(path, text, index + 1)
             return
         index += 1
+
+
+def iter_csv_rows(
+    path: Path, text: str, read_header: Callable[[Path, int, list[str]], list[str]], *, empty: str
+) -> Iterator[tuple[int, dict[str, str]]]:
+    """(line number, {column: cell}) for each row of a CSV whose first non-blank row is the header.
+
+    `read_header(path, line, row)` checks the header row and returns the column names. Blank rows
+    are skipped; a row with another number of fields, malformed CSV, or a file without a header
+    (the error `empty`) is a ManifestError naming the line.
+    """
+    reader = csv.reader(io.StringIO(text, newline=""), strict=True)
+    header: list[str] | None = None
+    try:
+        while True:
+            line = reader.line_num + 1
+            try:
+                record = next(reader)
+            except StopIteration:
+                break
+            if not record or record == [""]:
+                continue
+            if header is None:
+                header = read_header(path, line, record)
+                continue
+            if len(record) != len(header):
+                raise ManifestError(f"{path}:{line}: expected {len(header)} fields, found {len(record)}")
+            yield line, dict(zip(header, record))
+    except csv.Error as exc:
+        raise ManifestError(f"{path}:{reader.line_num}: malformed CSV ({exc})") from None
+    if header is None:
+        raise ManifestError(empty)
 
 
 def atomic_write_texts(files: dict[Path, str]) -> None:

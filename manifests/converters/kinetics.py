@@ -21,8 +21,6 @@ train and val together (or pass a class list) to get every class. A folder sourc
 
 from __future__ import annotations
 
-import csv
-import io
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -30,7 +28,7 @@ from typing import Any
 from manifests.converters import CONVERTERS
 from manifests.converters._common import EntryCollector, PathTemplate, gather
 from manifests.schema import canonical_split
-from manifests.textio import iter_json_members, read_text
+from manifests.textio import iter_csv_rows, iter_json_members, read_text
 from pipeline.errors import ConfigError, ManifestError
 
 _REQUIRED = ("youtube_id", "time_start", "time_end", "split")
@@ -46,31 +44,18 @@ def _role(path: Path, explicit: bool) -> str | None:
     return "csv" if suffix == ".csv" else None
 
 
+def _csv_header(path: Path, line: int, record: list[str]) -> list[str]:
+    header = [name.strip() for name in record]
+    missing = [c for c in _REQUIRED if c not in header]
+    if missing:
+        raise ManifestError(f"{path}:{line}: missing column {missing[0]!r} in header {','.join(header)}")
+    return header
+
+
 def _csv_rows(path: Path) -> Iterator[Row]:
-    reader = csv.reader(io.StringIO(read_text(path), newline=""), strict=True)
-    header: list[str] | None = None
-    try:
-        while True:
-            line = reader.line_num + 1
-            try:
-                record = next(reader)
-            except StopIteration:
-                break
-            if not record or record == [""]:
-                continue
-            if header is None:
-                header = [name.strip() for name in record]
-                missing = [c for c in _REQUIRED if c not in header]
-                if missing:
-                    raise ManifestError(f"{path}:{line}: missing column {missing[0]!r} in header {','.join(header)}")
-                continue
-            if len(record) != len(header):
-                raise ManifestError(f"{path}:{line}: expected {len(header)} fields, found {len(record)}")
-            yield f"{path}:{line}", dict(zip(header, record))
-    except csv.Error as exc:
-        raise ManifestError(f"{path}:{reader.line_num}: malformed CSV ({exc})") from None
-    if header is None:
-        raise ManifestError(f"{path}: empty file (no header row)")
+    empty = f"{path}: empty file (no header row)"
+    for line, row in iter_csv_rows(path, read_text(path), _csv_header, empty=empty):
+        yield f"{path}:{line}", row
 
 
 def _json_rows(path: Path) -> Iterator[Row]:
