@@ -490,6 +490,14 @@ def heads_cmd(num_classes, num_segments, feature_shape, proj_dim):
 # ---- stage two: train-head, evaluate, stats ----
 
 
+def _echo_epoch(info: dict, throughput: str) -> None:
+    """The line of a finished epoch ("epoch_end" event), one format for train-head and finetune."""
+    r = info["record"]
+    click.echo(f"epoch {r['epoch']:3d}  lr {r['lr']:.2e}  train loss {r['train_loss']:.4f}  "
+               f"val loss {r['val_loss']:.4f}  val top-1 {r['val_top1']:.2%}  top-5 {r['val_top5']:.2%}  "
+               f"{throughput}" + (f"  ({info['stopped']})" if info["stopped"] else ""))
+
+
 @cli.command("train-head")
 @click.option("-s", "--store", help="Feature store path or URL (from `stpipe extract`).")
 @click.option("--head", help="Head name (see `stpipe heads`; default mlp).")
@@ -560,10 +568,7 @@ def train_head_cmd(config_file, storage_options, head_options, **options):
         elif event == "epoch_end" and bar is not None:
             bar.close()
             bar = None
-            r = info["record"]
-            click.echo(f"epoch {r['epoch']:3d}  lr {r['lr']:.2e}  train loss {r['train_loss']:.4f}  "
-                       f"val loss {r['val_loss']:.4f}  val top-1 {r['val_top1']:.2%}  top-5 {r['val_top5']:.2%}  "
-                       f"{r['samples_per_second']:.0f} samples/s" + (f"  ({info['stopped']})" if info["stopped"] else ""))
+            _echo_epoch(info, f"{info['record']['samples_per_second']:.0f} samples/s")
 
     try:
         result = train_head.run(cfg, callback=progress)
@@ -887,10 +892,7 @@ def finetune_cmd(config_file, storage_options, **options):
             if bar is not None:
                 bar.close()
                 bar = None
-            r = info["record"]
-            click.echo(f"epoch {r['epoch']:3d}  lr {r['lr']:.2e}  train loss {r['train_loss']:.4f}  "
-                       f"val loss {r['val_loss']:.4f}  val top-1 {r['val_top1']:.2%}  top-5 {r['val_top5']:.2%}  "
-                       f"{r['frames_per_second']:.1f} frames/s" + (f"  ({info['stopped']})" if info["stopped"] else ""))
+            _echo_epoch(info, f"{info['record']['frames_per_second']:.1f} frames/s")
 
     try:
         result = finetune.run(cfg, callback=progress)
