@@ -125,6 +125,34 @@ def test_gather_equals_the_naive_per_sample_reference(store):
             np.testing.assert_array_equal(x["rgb"][b].numpy(), naive_sample(split, video, None, None, 5, view)["rgb"])
 
 
+def test_iterate_precomputes_rows_for_all_plans_and_equals_gather(store):
+    split = load_split(store, "train", streams=("rgb", "flow"))
+    stats = {s: (np.full(d.frame_shape, 0.5, np.float32), np.full(d.frame_shape, 2.0, np.float32))
+             for s, d in split.streams.items()}
+    source = make_source(split, device=torch.device("cpu"), num_segments=5, stats=stats, max_batch=4)
+    # training plans (drawn views), then evaluation plans (given views, middle frames), one larger
+    # than max_batch (the buffers grow), each plan under every view, in one call
+    plans = train_plans(len(split), 4, 5, torch.Generator().manual_seed(1))[:3] + eval_plans(len(split), 6)[:2]
+    expected = []
+    for plan in plans:
+        for view in (0, 1):
+            x, y = source.gather(plan, view)
+            expected.append(({k: v.clone() for k, v in x.items()}, y.clone()))
+    got = [({k: v.clone() for k, v in x.items()}, y.clone()) for x, y in source.iterate(plans, views=(0, 1))]
+    assert len(got) == len(expected) == 10
+    for (xa, ya), (xb, yb) in zip(got, expected):
+        assert torch.equal(ya, yb)
+        for name in ("rgb", "flow"):
+            assert xa[name].dtype == torch.float32 and torch.equal(xa[name], xb[name])
+    plan = plans[-1]  # a standardised evaluation batch against the per-sample reference
+    x, _ = next(source.iterate([plan], views=(1,)))
+    for b, video in enumerate(plan.videos.tolist()):
+        ref = naive_sample(split, video, None, None, 5, view=1)
+        for name in ("rgb", "flow"):
+            np.testing.assert_array_equal(x[name][b].numpy(), (ref[name] - np.float32(0.5)) * np.float32(0.5))
+    assert list(source.iterate([])) == []
+
+
 def test_streamed_features_equal_in_memory_ones(store):
     memory = load_split(store, "train", streams=("rgb", "flow"))
     streamed = load_split(store, "train", streams=("rgb", "flow"), memory_budget_bytes=1000)

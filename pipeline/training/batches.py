@@ -13,6 +13,7 @@ one seeded generator into a `BatchPlan`, so a run is reproducible however its fe
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -75,10 +76,11 @@ class Standardizer:
 
 
 class MemoryFeatures:
-    """A split's features as one device tensor per stream; `gather` builds a batch in a few ops.
+    """A split's features as one device tensor per stream; a batch is one `index_select` per stream.
 
-    The returned tensors live in buffers reused by the next `gather` (no allocation per batch);
-    use a batch before gathering the next one.
+    Batches come as float32: the float16 rows are gathered into a reused buffer and converted into
+    another (standardised there in place when asked). The returned tensors live in that buffer and
+    are overwritten by the next batch (no allocation per batch); use a batch before drawing the next.
     """
 
     def __init__(self, split: SplitData, *, device: torch.device, num_segments: int,
@@ -97,6 +99,7 @@ class MemoryFeatures:
                 lengths=torch.as_tensor(data.lengths, device=device),
             )
         self._buffers: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+        self._capacity = 0
         self._reserve(max_batch)
 
     def __len__(self) -> int:
@@ -105,32 +108,63 @@ class MemoryFeatures:
     def gather(self, plan: BatchPlan, view: int = 0) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
         """Features {stream: (B, N, *frame)} float32 and labels (B,) for one plan (view used when
         the plan draws none)."""
-        videos = plan.videos.to(self.device, non_blocking=True)
-        positions = None if plan.positions is None else plan.positions.to(self.device, non_blocking=True)
-        draw = None if plan.view_draw is None else plan.view_draw.to(self.device, non_blocking=True)
-        rows_needed = len(videos) * self.num_segments
-        if rows_needed > next(iter(self._buffers.values()))[0].shape[0]:
-            self._reserve(len(videos))
-        out = {}
-        for name, s in self.streams.items():
-            idx = segment_indices(s.lengths[videos], self.num_segments, positions)
-            views = (draw * s.views).long().clamp(max=s.views - 1) if draw is not None else view % s.views
-            rows = ((views * s.total + s.offsets[videos])[:, None] + idx).reshape(-1)
-            half, full = self._buffers[name]
-            half, full = half[:rows_needed], full[:rows_needed]
-            torch.index_select(s.frames, 0, rows, out=half)
-            full.copy_(half)
-            x = full.view(len(videos), self.num_segments, *s.frame_shape)
-            if name in self.standardizers:
-                x = self.standardizers[name](x)
-            out[name] = x
-        return out, self.labels[videos]
+        return next(self.iterate([plan], (view,)))
+
+    def iterate(self, plans: Sequence[BatchPlan], views: Sequence[int] = (0,)
+                ) -> Iterator[tuple[dict[str, torch.Tensor], torch.Tensor]]:
+        """`gather(plan, view)` for each plan and each view (views vary fastest). The frame rows of
+        all of them are computed up front in a few tensor ops over the whole list, so each batch
+        costs one `index_select` per stream into its reused buffer."""
+        work = [(plan, view) for plan in plans for view in views]
+        if not work:
+            return
+        sizes = [len(plan.videos) for plan, _ in work]
+        if max(sizes) > self._capacity:
+            self._reserve(max(sizes))
+        videos, positions, draw, use_draw, fixed = self._draws(work, sizes)
+        rows = {name: torch.split(self._rows(s, videos, positions, draw, use_draw, fixed),
+                                  [n * self.num_segments for n in sizes])
+                for name, s in self.streams.items()}
+        labels = torch.split(self.labels[videos], sizes)
+        for i, size in enumerate(sizes):
+            out = {}
+            for name, s in self.streams.items():
+                count = len(rows[name][i])
+                half, full = self._buffers[name][0][:count], self._buffers[name][1][:count]
+                torch.index_select(s.frames, 0, rows[name][i], out=half)
+                full.copy_(half)
+                if name in self.standardizers:
+                    self.standardizers[name](full)
+                out[name] = full.view(size, self.num_segments, *s.frame_shape)
+            yield out, labels[i]
+
+    def _draws(self, work: list[tuple[BatchPlan, int]], sizes: list[int]):
+        """The plans' random choices concatenated, on the device. A plan without positions takes
+        each segment's middle frame, which is position 0.5 (floor(0.5 * size) = size // 2); one
+        without view draws takes its given view."""
+        n = self.num_segments
+        counts = torch.tensor(sizes)
+        videos = torch.cat([plan.videos for plan, _ in work])
+        positions = torch.cat([plan.positions if plan.positions is not None else torch.full((len(plan.videos), n), 0.5)
+                               for plan, _ in work])
+        draw = torch.cat([plan.view_draw if plan.view_draw is not None else torch.zeros(len(plan.videos))
+                          for plan, _ in work])
+        use_draw = torch.tensor([plan.view_draw is not None for plan, _ in work]).repeat_interleave(counts)
+        fixed = torch.tensor([view for _, view in work]).repeat_interleave(counts)
+        return tuple(t.to(self.device, non_blocking=True) for t in (videos, positions, draw, use_draw, fixed))
+
+    def _rows(self, s: _Stream, videos, positions, draw, use_draw, fixed) -> torch.Tensor:
+        """(samples * N,) row numbers in the stream's (views * total, *frame) rows."""
+        idx = segment_indices(s.lengths[videos], self.num_segments, positions)
+        views = torch.where(use_draw, (draw * s.views).long().clamp(max=s.views - 1), fixed % s.views)
+        return ((views * s.total + s.offsets[videos])[:, None] + idx).reshape(-1)
 
     def _reserve(self, batch: int) -> None:
         rows = batch * self.num_segments
         for name, s in self.streams.items():
             self._buffers[name] = (torch.empty(rows, *s.frame_shape, dtype=s.frames.dtype, device=self.device),
                                    torch.empty(rows, *s.frame_shape, dtype=torch.float32, device=self.device))
+        self._capacity = batch
 
 
 @dataclass

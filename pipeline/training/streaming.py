@@ -73,8 +73,12 @@ def iterate_batches(source, plans: Sequence[BatchPlan], views: Sequence[int] = (
     """Yield `source.gather(plan, view)` for each plan and each view (views vary fastest).
 
     Sources with `prefetch` gather ahead in a background thread; the others gather on demand (their
-    batches share buffers, so each must be used before the next is drawn).
+    batches share buffers, so each must be used before the next is drawn), through their own
+    `iterate` when they have one.
     """
+    if not getattr(source, "prefetch", False) and hasattr(source, "iterate"):
+        yield from source.iterate(plans, views)
+        return
     work = [(plan, view) for plan in plans for view in views]
     if not getattr(source, "prefetch", False):
         for plan, view in work:
