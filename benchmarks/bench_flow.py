@@ -236,7 +236,7 @@ def _rss() -> int:
 def accuracy(assets: Path, per_family: int) -> tuple[dict, dict]:
     data = synthetic_pairs(assets, SIZES["340x256"], per_family)
     methods = {n: build_flow(n, device="cpu") for n in ["tvl1", "tvl1-opencv", *PRESETS]}
-    methods["tvl1 border=replicate"] = build_flow("tvl1", device="cpu", border="replicate")
+    methods["tvl1 border=zeros (as OpenCV)"] = build_flow("tvl1", device="cpu", border="zeros")
     names = list(methods)
     table, timing = {n: {} for n in names}, {n: 0.0 for n in names}
     for family, (i0, i1, truth) in data.items():

@@ -141,8 +141,9 @@ def test_registry_presets_and_params():
         build_flow("tvl1", border="reflect")
 
 
-def test_replicated_border_keeps_translations():
-    method = tvl1(border="replicate", scales=3, warps=3)
+@pytest.mark.parametrize("border", ["replicate", "zeros"])
+def test_both_borders_keep_translations(border):
+    method = tvl1(border=border, scales=3, warps=3)
     i0, i1 = texture(40, 48, seed=4), texture(40, 48, shift=(1.0, 0.5), seed=4)
     flow = method.pairs(i0[None], i1[None])[0]
     assert flow[:, 6:-6, 6:-6].reshape(2, -1).median(dim=1).values.tolist() == pytest.approx([1.0, 0.5], abs=0.05)
@@ -167,6 +168,7 @@ def test_defaults_equal_opencv_defaults():
 def test_opencv_method_refuses_what_opencv_cannot_do():
     with pytest.raises(ConfigError, match="border"):
         build_flow("tvl1-opencv", border="replicate")
+    assert build_flow("tvl1-opencv", device="cpu").params["border"] == "zeros"
 
 
 def test_opencv_method_names_the_extra_when_cv2_is_missing(monkeypatch):

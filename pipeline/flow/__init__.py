@@ -56,6 +56,7 @@ def build_tvl1_opencv(*, device: str | torch.device | None = None, max_batch: in
     """OpenCV contrib's DualTVL1 (CPU, one pair at a time); needs the `opencv` extra."""
     from pipeline.flow.opencv_ref import OpenCVTVL1
 
+    param_overrides.setdefault("border", "zeros")  # what cv::remap does; OpenCV offers no other
     return OpenCVTVL1(_params(param_overrides, "tvl1-opencv"), device=_device(device), max_batch=max_batch)
 
 

@@ -13,7 +13,9 @@ three-case thresholding step of Zach et al. (2007), bicubic warping with zeros o
 from __future__ import annotations
 
 import functools
+import logging
 import os
+import sys
 import warnings
 from collections.abc import Callable
 from typing import Any
@@ -221,6 +223,7 @@ class Compiled:
         if not compiled or self.failed is not None or os.environ.get("STPIPE_FLOW_COMPILE", "1") == "0":
             return self.fn(*args)
         if self._compiled is None:
+            _announce_compile()
             self._compiled = torch.compile(self.fn, dynamic=True, options=self.options)
         try:
             # no "duck" shapes: equal sizes by chance (batch 2 = 2 flow channels) must not become guards
@@ -234,6 +237,21 @@ class Compiled:
                 stacklevel=2,
             )
             return self.fn(*args)
+
+
+_announced = False
+
+
+def _announce_compile() -> None:
+    """Say once per process why the first flow call takes long (a silent 0% bar for minutes looks
+    like a hang), and drop torch's "No CUDA runtime is found" line, which is noise on a CPU host."""
+    global _announced
+    if not _announced:
+        _announced = True
+        logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
+        print("stpipe: compiling the TV-L1 kernels (torch.compile): 1-3 min the first time on a machine, "
+              "seconds once inductor's disk cache holds them; STPIPE_FLOW_COMPILE=0 runs eager instead",
+              file=sys.stderr, flush=True)
 
 
 primal_dual_compiled = Compiled(primal_dual_steps)

@@ -34,7 +34,7 @@ class OpenCVTVL1(FlowMethod):
 
     def __init__(self, params: TVL1Params | None = None, *, name: str = "tvl1-opencv", device: torch.device,
                  max_batch: int = 32):
-        self.config = params or TVL1Params()
+        self.config = params or TVL1Params(border="zeros")
         cfg = self.config
         if cfg.border != "zeros" or cfg.min_size != 16:
             raise ConfigError("tvl1-opencv: OpenCV fixes border='zeros' and min_size=16; they cannot be changed")
