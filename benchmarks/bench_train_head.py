@@ -3,16 +3,19 @@
 Generates (once, cached under --work) a pooled store shaped like Something-Something v2's training
 split (1280-d float16 per frame, 174 classes, 30-50 frames per video, one view) with --videos videos
 (default 10,000, ~1 GB of features; SSv2 train has 168,913 = 17.3 GB, which does not fit beside the
-other engineers on this 2-core, 23 GB machine), plus the naive baseline's copy: one .npy per video.
+other engineers on this 2-core, 23 GB machine), plus the naive baseline's copies: one .npy per video,
+float16 (view, time, dim) as in the store, and float32 (time, dim) as feature extractors such as
+video_features write them.
 
 Prints, side by side, at batch 256 and 8 segments:
 - per head (mlp, trn_multiscale, lstm): the compute limit (forward + backward + SGD step on a batch
   already in memory), our end-to-end rate (`pipeline.training.loop.train`, its own samples/s over
   the training steps), and the naive rate (a torch DataLoader over the .npy files with TSN sampling
   in `__getitem__`, 2 workers, same step);
-- the data path alone (batches of sampled segment features per second, no model): ours
-  (`MemoryFeatures.gather`), a simple in-memory per-sample gather (list of per-video tensors, Python
-  loop, torch.stack), and the naive DataLoader;
+- the data path alone (float32 batches of sampled segment features per second, no model): ours
+  (`MemoryFeatures.iterate` over an epoch's plans, as the training loop draws them), a simple
+  in-memory per-sample gather (list of per-video tensors, Python loop, torch.stack), and the naive
+  DataLoader over the float16 files and over the float32 files;
 - time from process start to the first finished training step of `stages.train_head.run` (store
   open + load + model build) and the peak RSS of that process, in a fresh subprocess.
 
@@ -50,15 +53,17 @@ HEADS = ("mlp", "trn_multiscale", "lstm")
 # ---- data -----------------------------------------------------------------------------------------
 
 
-def generate(work: Path, videos: int, seed: int = 0) -> tuple[str, Path]:
-    store_url, npy_dir = str(work / "store.zarr"), work / "npy"
-    marker = work / f"ready-{videos}"
+def generate(work: Path, videos: int, seed: int = 0) -> tuple[str, Path, Path]:
+    """The store, the float16 .npy files (view, time, dim) and the float32 ones (time, dim)."""
+    store_url, npy_dir, npy32_dir = str(work / "store.zarr"), work / "npy", work / "npy32"
+    marker = work / f"ready-{videos}-v2"
     if marker.is_file():
-        return store_url, npy_dir
+        return store_url, npy_dir, npy32_dir
     import shutil
 
     shutil.rmtree(work, ignore_errors=True)
     npy_dir.mkdir(parents=True)
+    npy32_dir.mkdir()
     config = {"backbone": "synthetic-ssv2", "features": "pooled", "dim": DIM, "videos": videos}
     store = FeatureStore.create(store_url, provenance={
         "classes": [f"c{i}" for i in range(CLASSES)], "config": config, "config_hash": config_hash(config),
@@ -76,18 +81,24 @@ def generate(work: Path, videos: int, seed: int = 0) -> tuple[str, Path]:
         writer.write("rgb", feats, dims=("view", "time", "channel"), time_axis=1)
         writer.finish(num_frames=int(lengths[i]))
         np.save(npy_dir / f"{vid}.npy", feats)
+        np.save(npy32_dir / f"{vid}.npy", feats[0].astype(np.float32))  # the same values, as extractors store them
 
     t0 = time.perf_counter()
     with ThreadPoolExecutor(4) as pool:
         list(pool.map(write, range(videos)))
     store.write_index()
-    np.save(npy_dir / "labels.npy", labels[splits == "train"])
+    for d in (npy_dir, npy32_dir):
+        np.save(d / "labels.npy", labels[splits == "train"])
     marker.write_text(f"{time.perf_counter() - t0:.1f} s\n")
-    return store_url, npy_dir
+    return store_url, npy_dir, npy32_dir
 
 
 class NaiveDataset(torch.utils.data.Dataset):
-    """The usual baseline: one .npy per video, TSN sampling and a random view in __getitem__."""
+    """The usual baseline: one .npy per video, TSN sampling and a random view in __getitem__.
+
+    Files are (view, time, dim) float16 (the store's layout) or (time, dim) float32 (one view, as
+    feature extractors write them); either way a sample is (segments, dim) float32.
+    """
 
     def __init__(self, npy_dir: Path, num_segments: int):
         self.paths = sorted(p for p in npy_dir.glob("v*.npy"))
@@ -99,7 +110,9 @@ class NaiveDataset(torch.utils.data.Dataset):
         return len(self.paths)
 
     def __getitem__(self, i: int):
-        feats = np.load(self.paths[i])  # (view, time, dim) float16
+        feats = np.load(self.paths[i])  # (view, time, dim) float16 or (time, dim) float32
+        if feats.ndim == 2:
+            feats = feats[None]
         length, n = feats.shape[1], self.num_segments
         duration = length // n
         if duration > 0:
@@ -240,6 +253,8 @@ def _cycle(loader):
 
 
 def data_path_ours(split, batches: int):
+    """`MemoryFeatures.iterate` over `batches` plans, as the training loop draws an epoch (the
+    rows of all plans computed up front, then one gather + float32 conversion per batch)."""
     from pipeline.training.batches import MemoryFeatures, train_plans
 
     source = MemoryFeatures(split, device=torch.device("cpu"), num_segments=SEGMENTS, max_batch=BATCH)
@@ -247,8 +262,8 @@ def data_path_ours(split, batches: int):
     plans = [p for p in train_plans(len(split), BATCH, SEGMENTS, generator) if len(p.videos) == BATCH][:batches]
 
     def run():
-        for plan in plans:
-            source.gather(plan)
+        for _ in source.iterate(plans):
+            pass
 
     return lambda: timed(run, len(plans) * BATCH)
 
@@ -322,7 +337,7 @@ def main() -> None:
 
     work = Path(args.work)
     t0 = time.perf_counter()
-    store_url, npy_dir = generate(work, args.videos)
+    store_url, npy_dir, npy32_dir = generate(work, args.videos)
     load = os.getloadavg()[0]
     print(f"load average {load:.1f} on {os.cpu_count()} cores at start")
     print(f"store: {args.videos} videos x 30-50 frames x {DIM} float16 ({store_url}; generated/reused in "
@@ -343,6 +358,7 @@ def main() -> None:
     load_seconds = time.perf_counter() - t0
     data = TrainData(train_split, load_split(store, "val"), store.classes)
     loader = naive_loader(npy_dir)
+    loader32 = naive_loader(npy32_dir)
 
     rows = []
     for name in HEADS:
@@ -350,8 +366,8 @@ def main() -> None:
                              "naive": naive_end_to_end(name, loader, args.steps)}, args.repeats)
         rows.append((name, rates["limit"], rates["ours"], rates["naive"]))
     path = interleaved({"ours": data_path_ours(train_split, 40), "simple": data_path_simple(train_split, 4),
-                        "naive": data_path_naive(loader, 8)}, args.repeats)
-    ours_dp, simple_dp, naive_dp = path["ours"], path["simple"], path["naive"]
+                        "naive": data_path_naive(loader, 8), "naive32": data_path_naive(loader32, 8)}, args.repeats)
+    ours_dp, simple_dp, naive_dp, naive32_dp = path["ours"], path["simple"], path["naive"], path["naive32"]
 
     for title, k in (("wall-clock samples/s", 0), ("samples per CPU-second (this process + loader workers)", 1)):
         print(f"\ntraining, {title}, medians of {args.repeats}")
@@ -359,10 +375,12 @@ def main() -> None:
         for name, limit, ours, naive in rows:
             print(f"{name:16} {limit[k]:14,.0f} {ours[k]:10,.0f} {ours[k] / limit[k]:11.1%} {naive[k]:10,.0f} "
                   f"{ours[k] / naive[k]:10.1f}x")
-        print(f"data path alone (sampled batches of segment features, no model), {title}")
-        print(f"{'  ours (MemoryFeatures.gather)':37} {ours_dp[k]:12,.0f}")
-        print(f"{'  simple in-memory per-sample gather':37} {simple_dp[k]:12,.0f}   ours is {ours_dp[k] / simple_dp[k]:.1f}x")
-        print(f"{'  naive .npy + DataLoader (2 workers)':37} {naive_dp[k]:12,.0f}   ours is {ours_dp[k] / naive_dp[k]:.1f}x")
+        print(f"data path alone (float32 batches of sampled segment features, no model), {title}")
+        print(f"{'  ours (MemoryFeatures.iterate)':50} {ours_dp[k]:12,.0f}")
+        print(f"{'  simple in-memory per-sample gather':50} {simple_dp[k]:12,.0f}   ours is {ours_dp[k] / simple_dp[k]:.1f}x")
+        print(f"{'  naive float16 .npy + DataLoader (2 workers)':50} {naive_dp[k]:12,.0f}   ours is {ours_dp[k] / naive_dp[k]:.1f}x")
+        print(f"{'  naive float32 (T, D) .npy + DataLoader (2 workers)':50} {naive32_dp[k]:12,.0f}   "
+              f"ours is {ours_dp[k] / naive32_dp[k]:.1f}x")
     gib = train_split.nbytes / 2**30
     print(f"\nload of the train split into one tensor: {load_seconds:.1f} s for {len(train_split)} videos, "
           f"{gib:.2f} GiB ({len(train_split) / load_seconds:,.0f} videos/s)")
