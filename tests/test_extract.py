@@ -10,6 +10,7 @@ import torch
 from pipeline.backbones import build_backbone
 from pipeline.errors import StoreError
 from pipeline.extraction import ExtractConfig
+from pipeline.flow import build_flow, dequantize_flow, quantize_flow
 from pipeline.store import FeatureStore, video_key
 from pipeline.video import read_frames
 from stages import extract
@@ -66,6 +67,49 @@ def test_resume_redoes_only_unfinished_videos_bit_identically(demo, tmp_path):
     a, b = FeatureStore.open(str(full)), FeatureStore.open(str(part))
     for video_id in a.index()["video_id"]:
         assert np.array_equal(a.read(video_id, "rgb"), b.read(video_id, "rgb")), video_id
+
+
+FLOW = dict(flow=True, flow_method="tvl1-fastest", flow_short_side=32, flow_batch=3)
+
+
+def test_flow_in_the_same_pass_equals_tv_l1_on_the_decoded_frames(demo, tmp_path):
+    """Cached fields = quantised TV-L1 of the frames resized for flow, across chunk boundaries
+    (chunk_frames=4, flow_batch=3 < 6 frames), with the right sign on the demo's known motions."""
+    extract.run(config(demo, tmp_path / "s.zarr", flow_features=True, flow_stack=3, **FLOW))
+    store = FeatureStore.open(str(tmp_path / "s.zarr"))
+    group = store.video_group("moving_right_001")
+    assert tuple(group["flow"].metadata.dimension_names) == ("time", "component", "y", "x")
+    assert group["flow"].dtype == np.uint8 and group["flow"].shape[:2] == (5, 2)  # 6 frames -> 5 fields
+    assert group["flow_feat"].shape[:2] == (1, 6)  # one flow-stream vector per frame
+    method = build_flow("tvl1-fastest", device="cpu")
+    for video_id in ("moving_right_001", "moving_left_000"):
+        frames = torch.from_numpy(read_frames(demo / "videos" / f"{video_id}.mp4", short_side=72))
+        small = torch.nn.functional.interpolate(frames.permute(0, 3, 1, 2).float(), size=(32, 32), mode="bilinear",
+                                                antialias=True, align_corners=False).round().clamp(0, 255)
+        small = small.byte().permute(0, 2, 3, 1)
+        want = quantize_flow(method.pairs(small[:-1], small[1:]), bound=20.0).numpy()
+        got = store.read(video_id, "flow")
+        assert got.shape == want.shape
+        assert np.abs(got.astype(int) - want.astype(int)).max() <= 1, video_id  # one level = 0.16 px
+        mean_dx = float(dequantize_flow(got, bound=20.0)[:, 0].mean())
+        assert (mean_dx > 0.05) if video_id.startswith("moving_right") else (mean_dx < -0.05), (video_id, mean_dx)
+
+
+def test_flow_resume_is_bit_identical_and_float16_option(demo, tmp_path):
+    full = tmp_path / "full.zarr"
+    extract.run(config(demo, full, **FLOW))
+    part = tmp_path / "part.zarr"
+    shutil.copytree(full, part)
+    FeatureStore.open(str(part), mode="r+").video_group("moving_up_000").attrs["complete"] = False
+    assert extract.run(config(demo, part, **FLOW)).done == 1
+    a, b = FeatureStore.open(str(full)), FeatureStore.open(str(part))
+    for video_id in a.index()["video_id"]:
+        assert np.array_equal(a.read(video_id, "flow"), b.read(video_id, "flow")), video_id
+    extract.run(config(demo, tmp_path / "f16.zarr", flow_dtype="float16", **FLOW))
+    f16 = FeatureStore.open(str(tmp_path / "f16.zarr")).read("moving_up_000", "flow")
+    assert f16.dtype == np.float16
+    q = a.read("moving_up_000", "flow")
+    assert np.abs(dequantize_flow(q, bound=20.0) - f16.astype(np.float32)).max() <= 20.0 / 255 + 1e-2
 
 
 def test_different_config_is_refused_and_overwrite_replaces(demo, tmp_path):
