@@ -6,6 +6,7 @@ small images; one test checks the compiled kernel against eager on a tiny batch.
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import sys
 import warnings
@@ -273,3 +274,24 @@ def test_flow_viz_cli(tmp_path, monkeypatch):
     main(["flow-viz", str(video), "-o", str(out), "--frames", "3", "--short-side", "48"])
     sheet = np.asarray(Image.open(out))
     assert sheet.shape == (2 * 48 + 4, 2 * 64 + 4, 3)
+
+
+def test_threads_computing_flow_at_once_get_the_sequential_results():
+    """Stage one runs several videos' TV-L1 in decode threads at once (the compiled graphs release
+    the GIL): each thread's result must equal the one-at-a-time result."""
+    import threading
+
+    pairs = [(texture(40, 48, seed=s), texture(40, 48, shift=(1.5, -0.5), seed=s)) for s in range(3)]
+    compiled = functools.partial(build_flow, "tvl1", device="cpu", scales=3, warps=3)
+    want = [compiled().pairs(a[None], b[None])[0] for a, b in pairs]
+    got: dict[int, torch.Tensor] = {}
+
+    def run(i: int) -> None:
+        a, b = pairs[i]
+        got[i] = compiled().pairs(a[None], b[None])[0]
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(3)]
+    [t.start() for t in threads]
+    [t.join() for t in threads]
+    for i in range(3):
+        assert torch.equal(got[i], want[i]), i

@@ -29,9 +29,9 @@ FLOWS: Registry[Callable[..., FlowMethod]] = Registry("flow method")
 # (340x256, one thread; benchmarks/bench_flow.py prints their current cost and EPE, see
 # benchmarks/README.md). Fewer warps and outer rounds cost little accuracy; a looser epsilon costs more.
 PRESETS: dict[str, dict[str, Any]] = {
-    "tvl1-fast": {"warps": 3, "outer_iterations": 3},  # ~1.5x faster, mean EPE +2%
-    "tvl1-faster": {"warps": 2, "outer_iterations": 2},  # ~2x faster, mean EPE +12%
-    "tvl1-fastest": {"warps": 2, "outer_iterations": 3, "epsilon": 0.02},  # ~3.4x faster, mean EPE about 2x
+    "tvl1-fast": {"warps": 3, "outer_iterations": 3},  # 1.4x faster, mean EPE +9%
+    "tvl1-faster": {"warps": 2, "outer_iterations": 2},  # 1.9x faster, mean EPE +51%
+    "tvl1-fastest": {"warps": 2, "outer_iterations": 3, "epsilon": 0.02},  # 3.2x faster, mean EPE 2.8x
 }
 
 
