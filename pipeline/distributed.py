@@ -10,6 +10,7 @@ videos of a lost actor or node elsewhere before recording them as failures.
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import time
 from collections import deque
@@ -22,7 +23,8 @@ from pipeline.extraction import ExtractConfig, VideoJob
 from pipeline.extraction.extractor import Event, Stats
 from pipeline.store import Failure
 
-VIDEOS_PER_CALL = 4
+VIDEOS_PER_CALL = 4  # the first calls, before any frame count is known
+CALL_BATCHES = 4  # later calls carry about this many backbone batches of frames
 WORKER_START_TIMEOUT = 600.0  # seconds to wait for a worker when none is running
 
 
@@ -139,7 +141,6 @@ def run_extraction(cfg: ExtractConfig, jobs: list[VideoJob],
         actor = _worker_class(ray).options(num_cpus=cfg.cpus_per_task, num_gpus=per_worker_gpu,
                                            max_restarts=0, max_task_retries=0)
         queue: deque[VideoJob] = deque(jobs)
-        per_call = max(1, min(VIDEOS_PER_CALL, cfg.videos_in_flight))
         # ref -> (worker, batch); batch None marks a readiness ping of a newly started worker
         in_flight: dict[Any, tuple[Any, list[VideoJob] | None]] = {}
         lost: set[Any] = set()
@@ -150,6 +151,7 @@ def run_extraction(cfg: ExtractConfig, jobs: list[VideoJob],
             in_flight[worker.node.remote()] = (worker, None)
 
         def submit(worker) -> None:
+            per_call = videos_per_call(cfg, total.frames, total.done)
             batch = [queue.popleft() for _ in range(min(per_call, len(queue)))]
             if batch:
                 in_flight[worker.process.remote(batch)] = (worker, batch)
@@ -200,6 +202,17 @@ def run_extraction(cfg: ExtractConfig, jobs: list[VideoJob],
                 _record(cfg, failure)
     total.seconds = time.perf_counter() - started
     return total
+
+
+def videos_per_call(cfg: ExtractConfig, frames_done: int, videos_done: int) -> int:
+    """Videos in one actor call: enough frames for CALL_BATCHES backbone batches at the mean length
+    seen so far, at most `videos_in_flight`. Each call ends by draining the worker's pipeline (a
+    padded last batch, the writes): with 4 short videos a call, that drain cost 20 ms a video."""
+    cap = max(1, cfg.videos_in_flight)
+    if videos_done == 0:
+        return min(VIDEOS_PER_CALL, cap)
+    mean_frames = max(1.0, frames_done / videos_done)
+    return int(min(cap, max(1, math.ceil(CALL_BATCHES * cfg.batch_size / mean_frames))))
 
 
 def _requeue_or_fail(cfg, batch, queue, total, progress, reason: str) -> None:

@@ -81,7 +81,9 @@ def time_chunk(frame_shape: tuple[int, ...], itemsize: int, num_frames: int) -> 
 def _compressor():
     from zarr.codecs import BloscCodec
 
-    return BloscCodec(cname="zstd", clevel=3, shuffle="shuffle")
+    # zstd level 1: on float16 spatial maps (125 KB a frame) level 3 cost 2.1 ms of CPU per frame,
+    # level 1 0.9 ms, for about the same size; on a CPU-only host that time comes off the backbone
+    return BloscCodec(cname="zstd", clevel=1, shuffle="shuffle")
 
 
 @dataclass(frozen=True)

@@ -6,6 +6,7 @@ import socket
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -165,3 +166,13 @@ def test_node_removed_mid_run_its_videos_are_redone_elsewhere(demo, tmp_path, lo
     assert (result.done, result.failed) == (20, 0)
     assert sorted(e.video_id for e in events) == sorted(set(e.video_id for e in events))  # each once
     assert_same_store(local_store, FeatureStore.open(str(tmp_path / "s.zarr")))
+
+
+def test_calls_carry_a_few_batches_of_frames():
+    from pipeline.distributed import CALL_BATCHES, VIDEOS_PER_CALL, videos_per_call
+
+    cfg = ExtractConfig(manifest="m.csv", output="s.zarr", batch_size=64, videos_in_flight=32)
+    assert videos_per_call(cfg, 0, 0) == VIDEOS_PER_CALL  # nothing known yet
+    assert videos_per_call(cfg, 16 * 10, 10) == CALL_BATCHES * 64 // 16  # short videos: many a call
+    assert videos_per_call(cfg, 3000 * 4, 4) == 1  # long videos: one a call
+    assert videos_per_call(replace(cfg, videos_in_flight=5), 160, 10) == 5  # the cap holds

@@ -46,7 +46,9 @@ class ExtractConfig:
     workers: int = 0  # Ray actors (0 = one per GPU, or 1 on CPU-only machines)
     gpus_per_worker: float = 0.0
     cpus_per_task: float = 1.0
-    videos_in_flight: int = 4  # per worker: bounds pending Ray tasks on huge manifests
+    # per Ray call at most (2 calls in flight per worker): short videos go many to a call so the
+    # per-call drain is paid rarely; bounds pending work and what a lost worker's calls redo
+    videos_in_flight: int = 32
 
     content_fields = (
         "backbone", "weights", "features", "views", "frames", "frame_step", "frame_fps", "frame_num",
