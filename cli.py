@@ -213,7 +213,7 @@ def _json_option(value, name):
 @click.option("--flow-short-side", type=int, help="Shorter side of frames for flow (default 256).")
 @click.option("--flow-features/--no-flow-features", default=None, help="Also cache flow-stream backbone features.")
 @click.option("--backbone-checkpoint", help="Fine-tuned backbone.pt from `stpipe finetune`.")
-@click.option("--batch-size", type=int, help="Frames per backbone forward (default 64).")
+@click.option("--batch-size", type=int, help="Frames per backbone forward (default: 64 on CUDA, 32 on CPU).")
 @click.option("--decode-threads", type=int, help="Decoder threads (default 2).")
 @click.option("--device", help="auto, cpu, cuda or cuda:N.")
 @click.option("--max-retries", type=int, help="Retries per video for transient errors (default 1).")

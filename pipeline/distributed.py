@@ -212,7 +212,7 @@ def videos_per_call(cfg: ExtractConfig, frames_done: int, videos_done: int) -> i
     if videos_done == 0:
         return min(VIDEOS_PER_CALL, cap)
     mean_frames = max(1.0, frames_done / videos_done)
-    return int(min(cap, max(1, math.ceil(CALL_BATCHES * cfg.batch_size / mean_frames))))
+    return int(min(cap, max(1, math.ceil(CALL_BATCHES * cfg.batch_for("cpu") / mean_frames))))
 
 
 def _requeue_or_fail(cfg, batch, queue, total, progress, reason: str) -> None:

@@ -157,6 +157,7 @@ class Extractor:
     def __init__(self, cfg: ExtractConfig, store: FeatureStore, *, device: torch.device, backbone,
                  flow_method=None, flow_backbone=None):
         self.cfg, self.store, self.device = cfg, store, device
+        self.batch_size = cfg.batch_for(torch.device(device).type)
         self.backbone, self.flow_method, self.flow_backbone = backbone, flow_method, flow_backbone
         self.views = len(backbone.preprocess_views(torch.zeros(1, 8, 8, 3, dtype=torch.uint8), views=cfg.views))
         self.video_kind = backbone.kind == "video"
@@ -367,7 +368,7 @@ class Extractor:
 
     def _run_batch(self, force: bool) -> None:
         """Run the backbone on exactly batch_size rows (padding only when forced to drain)."""
-        size = max(self.cfg.batch_size, self.views)
+        size = max(self.batch_size, self.views)
         while self._pending:
             rows = sum(x.shape[0] * x.shape[1] for _, x in self._pending)
             if rows < size and not force:
@@ -438,7 +439,7 @@ class Extractor:
         frames = torch.cat(state.clips, dim=1)  # (V, T, C, H, W)
         state.clips = []
         idx, _ = self.backbone.clip_index(frames.shape[1])
-        per_batch = max(1, self.cfg.batch_size // max(1, idx.shape[1]))
+        per_batch = max(1, self.batch_size // max(1, idx.shape[1]))
         out = []
         for v in range(frames.shape[0]):
             feats = []
@@ -460,7 +461,7 @@ class Extractor:
         if not state.flow_fields:
             return
         fields = torch.cat(state.flow_fields) if len(state.flow_fields) > 1 else state.flow_fields[0]
-        stack, step = self.cfg.flow_stack, max(1, self.cfg.batch_size // max(1, self.views))
+        stack, step = self.cfg.flow_stack, max(1, self.batch_size // max(1, self.views))
         before, after = stack // 2, stack - 1 - stack // 2  # fields a stack takes before/after its frame
         available = state.flow_offset + fields.shape[0]
         while state.flow_feat_t < (state.decoded if final else available - after - step + 1):
