@@ -151,7 +151,7 @@ def run_extraction(cfg: ExtractConfig, jobs: list[VideoJob],
             in_flight[worker.node.remote()] = (worker, None)
 
         def submit(worker) -> None:
-            per_call = videos_per_call(cfg, total.frames, total.done)
+            per_call = videos_per_call(cfg, total.frames, total.done, "cuda" if per_worker_gpu else "cpu")
             batch = [queue.popleft() for _ in range(min(per_call, len(queue)))]
             if batch:
                 in_flight[worker.process.remote(batch)] = (worker, batch)
@@ -204,7 +204,7 @@ def run_extraction(cfg: ExtractConfig, jobs: list[VideoJob],
     return total
 
 
-def videos_per_call(cfg: ExtractConfig, frames_done: int, videos_done: int) -> int:
+def videos_per_call(cfg: ExtractConfig, frames_done: int, videos_done: int, device_type: str = "cpu") -> int:
     """Videos in one actor call: enough frames for CALL_BATCHES backbone batches at the mean length
     seen so far, at most `videos_in_flight`. Each call ends by draining the worker's pipeline (a
     padded last batch, the writes): with 4 short videos a call, that drain cost 20 ms a video."""
@@ -212,7 +212,7 @@ def videos_per_call(cfg: ExtractConfig, frames_done: int, videos_done: int) -> i
     if videos_done == 0:
         return min(VIDEOS_PER_CALL, cap)
     mean_frames = max(1.0, frames_done / videos_done)
-    return int(min(cap, max(1, math.ceil(CALL_BATCHES * cfg.batch_for("cpu") / mean_frames))))
+    return int(min(cap, max(1, math.ceil(CALL_BATCHES * cfg.batch_for(device_type) / mean_frames))))
 
 
 def _requeue_or_fail(cfg, batch, queue, total, progress, reason: str) -> None:

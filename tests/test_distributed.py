@@ -176,3 +176,4 @@ def test_calls_carry_a_few_batches_of_frames():
     assert videos_per_call(cfg, 16 * 10, 10) == CALL_BATCHES * 64 // 16  # short videos: many a call
     assert videos_per_call(cfg, 3000 * 4, 4) == 1  # long videos: one a call
     assert videos_per_call(replace(cfg, videos_in_flight=5), 160, 10) == 5  # the cap holds
+    assert videos_per_call(replace(cfg, batch_size=0), 160, 10, "cuda") == CALL_BATCHES * 64 // 16  # GPU default
