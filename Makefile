@@ -12,3 +12,24 @@ demo:
 	.venv/bin/stpipe demo -o demo
 bench:
 	for f in benchmarks/bench_*.py; do $(PY) $$f; done
+
+# GPU host (benchmarks/gpu/run.sh): wheels it lacks, for CPython 3.12 manylinux x86_64. Two folders
+# because the device tool sends at most 64 MiB a call: PyAV + zarr (~46 MB) and opencv-contrib (~56 MB).
+GPU_PIP := $(PY) -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+	--platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64
+VERSION_OF = $$($(PY) -c 'import importlib.metadata as m; print(m.version("$(1)"))')
+.PHONY: gpu-wheels gpu-inputs gpu-dry-run
+gpu-wheels:
+	rm -rf .whl-gpu .whl-ocv
+	$(GPU_PIP) -d .whl-gpu "zarr==$(call VERSION_OF,zarr)" "numcodecs==$(call VERSION_OF,numcodecs)" \
+		"av==$(call VERSION_OF,av)" "donfig==$(call VERSION_OF,donfig)" "google-crc32c==$(call VERSION_OF,google-crc32c)"
+	# 4.11 is the newest contrib build under the limit that loads with numpy 2 (5.x is 73 MB)
+	$(GPU_PIP) -d .whl-ocv "opencv-contrib-python-headless==4.11.0.86"
+	du -sh .whl-gpu .whl-ocv
+gpu-inputs:
+	rm -rf .gpu-inputs && mkdir -p .gpu-inputs/videos
+	cp "$${STPIPE_ASSETS:-../shared/assets}"/videos/* .gpu-inputs/videos/
+	$(PY) benchmarks/gpu/bench_flow_gpu.py --prepare .gpu-inputs/pairs.npz
+	du -sh .gpu-inputs
+gpu-dry-run:
+	bash benchmarks/gpu/run.sh gpu-results-dry --dry-run

@@ -42,12 +42,13 @@ def _params(overrides: dict[str, Any], source: str) -> TVL1Params:
 @FLOWS.register("tvl1", kind="tvl1", backend="torch")
 def build_tvl1(
     *, device: str | torch.device | None = None, max_batch: int = 32, compile: bool = True, check_every: int = 5,
-    **param_overrides: Any,
+    engine: str = "auto", cuda_graphs: bool = True, **param_overrides: Any,
 ) -> TVL1Flow:
-    """Batched PyTorch TV-L1 with OpenCV's defaults; any TVL1Params field can be overridden."""
+    """Batched PyTorch TV-L1 with OpenCV's defaults; any TVL1Params field can be overridden.
+    On CUDA the per-level solver is Triton's (`engine="auto"`; see pipeline/flow/triton_tvl1.py)."""
     return TVL1Flow(
         _params(param_overrides, "tvl1"), name="tvl1", device=_device(device), max_batch=max_batch,
-        compile=compile, check_every=check_every,
+        compile=compile, check_every=check_every, engine=engine, cuda_graphs=cuda_graphs,
     )
 
 
@@ -60,8 +61,11 @@ def build_tvl1_opencv(*, device: str | torch.device | None = None, max_batch: in
     return OpenCVTVL1(_params(param_overrides, "tvl1-opencv"), device=_device(device), max_batch=max_batch)
 
 
+_OPTIONS = ("device", "max_batch", "compile", "check_every", "engine", "cuda_graphs")  # not TVL1Params fields
+
+
 def _build_preset(name: str, preset: dict[str, Any], **kwargs: Any) -> TVL1Flow:
-    overrides = {k: v for k, v in kwargs.items() if k not in ("device", "max_batch", "compile", "check_every")}
+    overrides = {k: v for k, v in kwargs.items() if k not in _OPTIONS}
     options = {k: v for k, v in kwargs.items() if k not in overrides}
     method = build_tvl1(**options, **{**preset, **overrides})
     method.name = name
@@ -74,7 +78,7 @@ for _name, _preset in PRESETS.items():
 
 def build_flow(name: str = "tvl1", *, device: str | torch.device | None = None, **param_overrides: Any) -> FlowMethod:
     """The flow method registered as `name`; keyword overrides set TVL1Params fields (and, for the
-    torch methods, `max_batch`, `compile`, `check_every`)."""
+    torch methods, `max_batch`, `compile`, `check_every`, `engine`, `cuda_graphs`)."""
     return FLOWS.get(name)(device=device, **param_overrides)
 
 

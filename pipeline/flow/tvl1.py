@@ -22,6 +22,7 @@ dropping converged pairs from the batch between calls, and a branch-free compile
 from __future__ import annotations
 
 import dataclasses
+import os
 from dataclasses import dataclass
 from typing import Literal
 
@@ -87,6 +88,8 @@ class TVL1Flow(FlowMethod):
         compile: bool = True,
         check_every: int = 5,
         cpu_group_pixels: int = 200_000,
+        engine: Literal["auto", "torch", "triton"] = "auto",
+        cuda_graphs: bool = True,
     ):
         self.config = params or TVL1Params()
         super().__init__(device=device, params=config_to_dict(self.config), max_batch=max_batch)
@@ -96,7 +99,20 @@ class TVL1Flow(FlowMethod):
         # On CPU a batch runs in groups of at most this many pixels, so each group's state stays in
         # the caches across steps (batch 8 of 340x256 in one piece is ~20% slower per pair).
         self.cpu_group_pixels = int(cpu_group_pixels)
-        self.pixel_iterations = 0  # primal-dual steps x pixels actually computed (for benchmarks)
+        self.engine = _pick_engine(engine, device, self.config)
+        self.cuda_graphs = cuda_graphs
+        self._triton = None
+        if self.engine == "triton":
+            from pipeline.flow.triton_tvl1 import TritonLevelSolver
+
+            self._triton = TritonLevelSolver(self.config, device, graphs=cuda_graphs)
+        self._pixel_iterations = 0
+
+    @property
+    def pixel_iterations(self) -> int:
+        """Primal-dual steps x pixels actually computed (for benchmarks; syncs with the device)."""
+        extra = int(self._triton.pixel_steps) if self._triton is not None else 0
+        return self._pixel_iterations + extra
 
     def with_params(self, **overrides) -> TVL1Flow:
         return TVL1Flow(
@@ -107,6 +123,8 @@ class TVL1Flow(FlowMethod):
             compile=self.compile,
             check_every=self.check_every,
             cpu_group_pixels=self.cpu_group_pixels,
+            engine=self.engine,
+            cuda_graphs=self.cuda_graphs,
         )
 
     # ---- pyramid ----------------------------------------------------------------------------
@@ -139,6 +157,8 @@ class TVL1Flow(FlowMethod):
         cfg = self.config
         i1x, i1y = kernels.centered_gradient(i1)
         images = torch.stack([i1, i1x, i1y, i0], 1)
+        if self._triton is not None:
+            return self._triton.solve(images, u)
         p = u.new_zeros(u.shape[0], 4, *u.shape[-2:])  # dual variables persist across warps
         consts = torch.tensor(
             [cfg.lambda_ * cfg.theta, cfg.theta, cfg.tau / cfg.theta, cfg.epsilon], device=u.device
@@ -164,7 +184,7 @@ class TVL1Flow(FlowMethod):
             while done < cfg.inner_iterations:
                 steps = min(self.check_every, cfg.inner_iterations - done)
                 uw, pw, active = kernels.primal_dual_compiled(uw, pw, dw, active, consts, steps, compiled=self.compile)
-                self.pixel_iterations += steps * uw.shape[0] * pixels
+                self._pixel_iterations += steps * uw.shape[0] * pixels
                 done += steps
                 still = int(active.sum())
                 if still == active.shape[0]:
@@ -185,6 +205,24 @@ class TVL1Flow(FlowMethod):
         u.index_copy_(0, idx, uw)
         p.index_copy_(0, idx, pw)
         return u, p
+
+
+def _pick_engine(engine: str, device: torch.device, params: TVL1Params) -> str:
+    """`auto`: the Triton solver on CUDA (device-side stopping, CUDA graphs), the generic one elsewhere.
+    STPIPE_FLOW_ENGINE=torch forces the generic solver (e.g. to compare the two on a GPU)."""
+    from pipeline.flow import triton_tvl1
+
+    if engine not in ("auto", "torch", "triton"):
+        raise ConfigError(f"TV-L1 engine must be auto, torch or triton, got {engine!r}")
+    if engine == "auto":
+        forced = os.environ.get("STPIPE_FLOW_ENGINE", "")
+        if forced in ("torch", "triton"):
+            engine = forced
+        else:
+            return "triton" if device.type == "cuda" and triton_tvl1.available(device, params) is None else "torch"
+    if engine == "triton" and (reason := triton_tvl1.available(device, params)) is not None:
+        raise ConfigError(f"TV-L1 engine 'triton' is not available: {reason}")
+    return engine
 
 
 def _resize(img: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
