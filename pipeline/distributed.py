@@ -12,13 +12,14 @@ from __future__ import annotations
 import contextlib
 import math
 import os
+import re
 import time
 from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import replace
 from typing import Any
 
-from pipeline.errors import ConfigError, StpipeError
+from pipeline.errors import ConfigError, StpipeError, WorkerStartError
 from pipeline.extraction import ExtractConfig, VideoJob
 from pipeline.extraction.extractor import Event, Stats
 from pipeline.store import Failure
@@ -145,6 +146,8 @@ def run_extraction(cfg: ExtractConfig, jobs: list[VideoJob],
         in_flight: dict[Any, tuple[Any, list[VideoJob] | None]] = {}
         lost: set[Any] = set()
         spare_starts = 2 * workers  # replacements allowed for lost workers before giving up on them
+        ever_up = False  # no worker came up: the run stops with why, no video is recorded as failed
+        start_error = ""
 
         def start_worker() -> None:
             worker = actor.remote(worker_cfg)
@@ -163,12 +166,17 @@ def run_extraction(cfg: ExtractConfig, jobs: list[VideoJob],
                 break  # only workers still starting (maybe never: a shrunken cluster) and nothing to give them
             starting_only = all(batch is None for _, batch in in_flight.values())
             ready, _ = ray.wait(list(in_flight), num_returns=1, timeout=WORKER_START_TIMEOUT if starting_only else None)
-            if not ready:
-                break  # no worker could be placed in time: the rest is recorded as failed below
+            if not ready:  # no worker could be placed in time: the rest is recorded as failed below
+                start_error = start_error or (f"none was placed within {WORKER_START_TIMEOUT:.0f} s (each asks for "
+                                              f"{cfg.cpus_per_task:g} CPU, {per_worker_gpu:g} GPU)")
+                break
             worker, batch = in_flight.pop(ready[0])
             try:
                 result = ray.get(ready[0])
             except ray.exceptions.RayActorError as exc:  # the actor or its node died
+                if batch is None and exc.actor_init_failed:  # its constructor raised: so would every other's
+                    raise WorkerStartError(f"Ray workers could not start: {_raised(exc)}") from None
+                start_error = start_error or _raised(exc)
                 if batch is not None:
                     _requeue_or_fail(cfg, batch, queue, total, progress, f"worker lost: {_first_line(exc)}")
                 if worker not in lost:  # its other in-flight call fails too: replace it once
@@ -183,6 +191,7 @@ def run_extraction(cfg: ExtractConfig, jobs: list[VideoJob],
                 submit(worker)
                 continue
             if batch is None:  # a worker is up: two calls, so the next batch waits while one runs
+                ever_up = True
                 submit(worker)
                 submit(worker)
                 continue
@@ -194,6 +203,8 @@ def run_extraction(cfg: ExtractConfig, jobs: list[VideoJob],
             total.frames += stats.frames
             total.failures.extend(stats.failures)
             submit(worker)
+        if queue and not ever_up:
+            raise WorkerStartError(f"Ray workers could not start: {start_error}")
         for job in queue:  # no worker left to take them
             total.failed += 1
             total.failures.append(Failure(job.video_id, job.path, "ray", "no live Ray worker left", job.attempts))
@@ -236,6 +247,22 @@ def _record(cfg: ExtractConfig, failure: Failure) -> None:
 
 def _first_line(exc: BaseException) -> str:
     return (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
+
+
+_RAISED = re.compile(r"^([A-Za-z_][\w.]*): (.+)$")
+
+
+def _raised(exc) -> str:
+    """Why an actor died while starting, as one line: the end of Ray's text, which for an exception in
+    its constructor is the exception (stpipe's own errors by their message, others as `Type: message`)."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    if not lines:
+        return type(exc).__name__
+    match = _RAISED.match(lines[-1])
+    if match is None:
+        return lines[-1][:300]
+    kind, message = match.groups()
+    return (message if kind.startswith("pipeline.errors.") else f"{kind.rpartition('.')[2]}: {message}")[:300]
 
 
 # ---- stage three: fine-tuning on Ray Train ------------------------------------------------------
