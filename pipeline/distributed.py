@@ -101,9 +101,11 @@ def _worker_class(ray):
         """Loads the models once; `process` runs the shared work unit on a batch of videos."""
 
         def __init__(self, cfg: ExtractConfig):
+            from pipeline.faults import fault_point
             from pipeline.store import FeatureStore
             from stages.extract import load_models
 
+            fault_point("worker_start")
             self.cfg = cfg
             device, backbone, flow_method, flow_backbone = load_models(cfg)
             store = FeatureStore.open(cfg.output, mode="r+", storage_options=cfg.storage_options)
@@ -253,16 +255,19 @@ _RAISED = re.compile(r"^([A-Za-z_][\w.]*): (.+)$")
 
 
 def _raised(exc) -> str:
-    """Why an actor died while starting, as one line: the end of Ray's text, which for an exception in
-    its constructor is the exception (stpipe's own errors by their message, others as `Type: message`)."""
-    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    """Why an actor died while starting, as one line. An exception in its constructor ends Ray's
+    text: stpipe's own errors by their message, others as `Type: message`. A crash (killed, lost
+    node): Ray's own reason, the first line after the header and the actor's indented identity."""
+    text = str(exc)
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
     if not lines:
         return type(exc).__name__
     match = _RAISED.match(lines[-1])
-    if match is None:
-        return lines[-1][:300]
-    kind, message = match.groups()
-    return (message if kind.startswith("pipeline.errors.") else f"{kind.rpartition('.')[2]}: {message}")[:300]
+    if exc.actor_init_failed and match is not None:
+        kind, message = match.groups()
+        return (message if kind.startswith("pipeline.errors.") else f"{kind.rpartition('.')[2]}: {message}")[:300]
+    reason = next((line for line in text.splitlines()[1:] if line.strip() and not line.startswith("\t")), lines[0])
+    return reason.strip().split(" Some common causes")[0][:300]
 
 
 # ---- stage three: fine-tuning on Ray Train ------------------------------------------------------

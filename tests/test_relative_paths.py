@@ -96,6 +96,26 @@ def test_a_store_recorded_with_a_relative_weights_path_still_resumes(folder, tmp
                  weights=str(folder / "w.pth"), max_frames=2)
 
 
+def test_a_start_failure_is_one_line():
+    """The reason taken from Ray's text: the constructor's exception, or Ray's words for a crash."""
+    from pipeline.distributed import _raised
+
+    class Died(Exception):
+        def __init__(self, text, init_failed):
+            super().__init__(text)
+            self.actor_init_failed = init_failed
+
+    trace = "The actor died because of an error raised in its creation task, ray::W.__init__() (pid=1)\n  File \"x.py\""
+    assert _raised(Died(trace + "\npipeline.errors.StoreError: s.zarr: no feature store here", True)) == \
+        "s.zarr: no feature store here"
+    assert _raised(Died(trace + "\nModuleNotFoundError: No module named 'pipeline'", True)) == \
+        "ModuleNotFoundError: No module named 'pipeline'"
+    crash = ("The actor died unexpectedly before finishing this task.\n\tclass_name: W\n\tpid: 7\n"
+             "The actor is dead because its worker process has died. Some common causes include: (1) ...\n"
+             "The actor never ran - it was cancelled before it started running.")
+    assert _raised(Died(crash, False)) == "The actor is dead because its worker process has died."
+
+
 @pytest.mark.ray
 def test_workers_that_cannot_start_stop_the_run_in_one_line(demo, tmp_path, stpipe, monkeypatch):
     """A store the workers cannot open (as on a node that does not see the driver's path): the run
