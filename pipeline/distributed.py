@@ -168,7 +168,7 @@ def run_extraction(cfg: ExtractConfig, jobs: list[VideoJob],
                 break  # only workers still starting (maybe never: a shrunken cluster) and nothing to give them
             starting_only = all(batch is None for _, batch in in_flight.values())
             ready, _ = ray.wait(list(in_flight), num_returns=1, timeout=WORKER_START_TIMEOUT if starting_only else None)
-            if not ready:  # no worker could be placed in time: the rest is recorded as failed below
+            if not ready:  # no worker could be placed in time (the run stops below if none ever came up)
                 start_error = start_error or (f"none was placed within {WORKER_START_TIMEOUT:.0f} s (each asks for "
                                               f"{cfg.cpus_per_task:g} CPU, {per_worker_gpu:g} GPU)")
                 break
