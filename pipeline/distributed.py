@@ -12,13 +12,14 @@ from __future__ import annotations
 import contextlib
 import math
 import os
+import re
 import time
 from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import replace
 from typing import Any
 
-from pipeline.errors import ConfigError, StpipeError
+from pipeline.errors import ConfigError, StpipeError, WorkerStartError
 from pipeline.extraction import ExtractConfig, VideoJob
 from pipeline.extraction.extractor import Event, Stats
 from pipeline.store import Failure
@@ -100,9 +101,11 @@ def _worker_class(ray):
         """Loads the models once; `process` runs the shared work unit on a batch of videos."""
 
         def __init__(self, cfg: ExtractConfig):
+            from pipeline.faults import fault_point
             from pipeline.store import FeatureStore
             from stages.extract import load_models
 
+            fault_point("worker_start")
             self.cfg = cfg
             device, backbone, flow_method, flow_backbone = load_models(cfg)
             store = FeatureStore.open(cfg.output, mode="r+", storage_options=cfg.storage_options)
@@ -145,6 +148,8 @@ def run_extraction(cfg: ExtractConfig, jobs: list[VideoJob],
         in_flight: dict[Any, tuple[Any, list[VideoJob] | None]] = {}
         lost: set[Any] = set()
         spare_starts = 2 * workers  # replacements allowed for lost workers before giving up on them
+        ever_up = False  # no worker came up: the run stops with why, no video is recorded as failed
+        start_error = ""
 
         def start_worker() -> None:
             worker = actor.remote(worker_cfg)
@@ -163,12 +168,17 @@ def run_extraction(cfg: ExtractConfig, jobs: list[VideoJob],
                 break  # only workers still starting (maybe never: a shrunken cluster) and nothing to give them
             starting_only = all(batch is None for _, batch in in_flight.values())
             ready, _ = ray.wait(list(in_flight), num_returns=1, timeout=WORKER_START_TIMEOUT if starting_only else None)
-            if not ready:
-                break  # no worker could be placed in time: the rest is recorded as failed below
+            if not ready:  # no worker could be placed in time (the run stops below if none ever came up)
+                start_error = start_error or (f"none was placed within {WORKER_START_TIMEOUT:.0f} s (each asks for "
+                                              f"{cfg.cpus_per_task:g} CPU, {per_worker_gpu:g} GPU)")
+                break
             worker, batch = in_flight.pop(ready[0])
             try:
                 result = ray.get(ready[0])
             except ray.exceptions.RayActorError as exc:  # the actor or its node died
+                if batch is None and exc.actor_init_failed:  # its constructor raised: so would every other's
+                    raise WorkerStartError(f"Ray workers could not start: {_raised(exc)}") from None
+                start_error = start_error or _raised(exc)
                 if batch is not None:
                     _requeue_or_fail(cfg, batch, queue, total, progress, f"worker lost: {_first_line(exc)}")
                 if worker not in lost:  # its other in-flight call fails too: replace it once
@@ -183,6 +193,7 @@ def run_extraction(cfg: ExtractConfig, jobs: list[VideoJob],
                 submit(worker)
                 continue
             if batch is None:  # a worker is up: two calls, so the next batch waits while one runs
+                ever_up = True
                 submit(worker)
                 submit(worker)
                 continue
@@ -194,6 +205,8 @@ def run_extraction(cfg: ExtractConfig, jobs: list[VideoJob],
             total.frames += stats.frames
             total.failures.extend(stats.failures)
             submit(worker)
+        if queue and not ever_up:
+            raise WorkerStartError(f"Ray workers could not start: {start_error}")
         for job in queue:  # no worker left to take them
             total.failed += 1
             total.failures.append(Failure(job.video_id, job.path, "ray", "no live Ray worker left", job.attempts))
@@ -236,6 +249,25 @@ def _record(cfg: ExtractConfig, failure: Failure) -> None:
 
 def _first_line(exc: BaseException) -> str:
     return (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
+
+
+_RAISED = re.compile(r"^([A-Za-z_][\w.]*): (.+)$")
+
+
+def _raised(exc) -> str:
+    """Why an actor died while starting, as one line. An exception in its constructor ends Ray's
+    text: stpipe's own errors by their message, others as `Type: message`. A crash (killed, lost
+    node): Ray's own reason, the first line after the header and the actor's indented identity."""
+    text = str(exc)
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    if not lines:
+        return type(exc).__name__
+    match = _RAISED.match(lines[-1])
+    if exc.actor_init_failed and match is not None:
+        kind, message = match.groups()
+        return (message if kind.startswith("pipeline.errors.") else f"{kind.rpartition('.')[2]}: {message}")[:300]
+    reason = next((line for line in text.splitlines()[1:] if line.strip() and not line.startswith("\t")), lines[0])
+    return reason.strip().split(" Some common causes")[0][:300]
 
 
 # ---- stage three: fine-tuning on Ray Train ------------------------------------------------------

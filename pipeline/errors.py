@@ -43,6 +43,10 @@ class RunError(StpipeError):
     """A run directory is missing or holds an incompatible run."""
 
 
+class WorkerStartError(StpipeError):
+    """Ray workers failed while starting (their constructor raised): the run stops before any video."""
+
+
 class MissingDependencyError(StpipeError):
     """An optional dependency is not installed; the message says which extra to install."""
 

@@ -5,7 +5,8 @@
 inside index consolidation, between a checkpoint's temp file and its rename) that a test can
 reproduce. Unset, as always outside tests, a call is one string comparison.
 
-Points: begin, write, finish, failure, index (stage one store writes); checkpoint (stage two).
+Points: begin, write, finish, failure, index (stage one store writes); worker_start (a Ray extract
+worker's constructor; set it in the workers' environment); checkpoint (stage two).
 """
 
 from __future__ import annotations

@@ -16,6 +16,7 @@ AWS_ENDPOINT_URL_S3), read by botocore itself: nothing here parses them.
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Mapping
 from typing import Any
@@ -67,6 +68,16 @@ def protocol_of(url: str) -> str:
 
 def is_local(url: str) -> bool:
     return protocol_of(url) in ("file", "local") and "::" not in url
+
+
+def absolute(path: str) -> str:
+    """A local path made absolute (`~` expanded, `..` folded) against this process's working directory;
+    "" and URLs (`s3://`, `file://`, `memory://`, `a::b` chains) unchanged. The driver calls it on every
+    path it hands to Ray workers, whose working directory is not the driver's (`ray start`'s, a Ray
+    Train trial's)."""
+    if not path or _PROTOCOL.match(path) or "::" in path:
+        return path
+    return os.path.abspath(os.path.expanduser(path))
 
 
 def local_path(url: str) -> str:

@@ -32,6 +32,7 @@ from pipeline.ablation.shared import SharedFeatures, is_pooled, load_shared
 from pipeline.config import config_to_dict, from_dict, read_yaml, save_config
 from pipeline.errors import ConfigError
 from pipeline.store import FeatureStore
+from pipeline.store_urls import absolute
 
 SETTINGS_FILE = "ablation.yaml"
 
@@ -65,7 +66,7 @@ def train_trial(trial: Trial, shared: SharedFeatures, *, device: str, cfg: Ablat
 
 
 def trial_dir(cfg: AblateConfig, trial: Trial) -> Path:
-    return Path(cfg.out).absolute() / "trials" / trial.name
+    return Path(absolute(cfg.out)) / "trials" / trial.name
 
 
 def run(cfg: AblateConfig, progress: Callable[[Progress], None] | None = None,
@@ -73,9 +74,9 @@ def run(cfg: AblateConfig, progress: Callable[[Progress], None] | None = None,
     """Run (or resume) the ablation. `on_grid(grid, finished)` is called once the grid is known."""
     started = time.perf_counter()
     note = note or (lambda message: None)
-    if "://" not in cfg.store:  # trials may run in other processes with another working directory
-        cfg = replace(cfg, store=str(Path(cfg.store).absolute()))
-    out = Path(cfg.out)
+    out = Path(cfg.out)  # as the user wrote it, for messages
+    # once, on the driver: trials run in Ray workers whose working directory is not this one
+    cfg = replace(cfg, store=absolute(cfg.store), out=absolute(cfg.out))
     store = FeatureStore.open(cfg.store, storage_options=cfg.storage_options or None)
     grid = expand_grid(cfg, store)
     _check_settings(cfg, out, store)

@@ -9,6 +9,7 @@ from pathlib import Path
 from pipeline.config import config_to_dict
 from pipeline.device import pick_device
 from pipeline.extraction import ExtractConfig, Extractor, VideoJob
+from pipeline.extraction.config import is_weights_file
 from pipeline.extraction.extractor import Event, describe
 from pipeline.store import Failure, FeatureStore, config_hash
 from pipeline.store_lease import StoreLease
@@ -86,10 +87,11 @@ def plan(cfg: ExtractConfig, models) -> Plan:
 
         raise ManifestError(f"{cfg.manifest}: no videos in the manifest (a header and nothing else)")
     _, backbone, flow_method, flow_backbone = models
+    content = store_content(cfg)
     provenance = {
         "config": config_to_dict(cfg),
-        "content": cfg.content(),
-        "config_hash": config_hash(cfg.content()),
+        "content": content,
+        "config_hash": config_hash(content),
         "manifest_sha256": manifest.sha256(),
         "manifest": str(Path(cfg.manifest).absolute()),
         "classes": list(manifest.classes),
@@ -116,8 +118,34 @@ def plan(cfg: ExtractConfig, models) -> Plan:
     return Plan(store, jobs, len(manifest.entries))
 
 
+def store_content(cfg: ExtractConfig) -> dict:
+    """What the store's config hash covers: `cfg.content()`, local files (weights, checkpoint) by absolute
+    path, so a relative path resumes from the same folder and the absolute one from anywhere. A store made
+    before paths were made absolute recorded the relative spelling; where that names the same file from
+    here, it is kept, so resuming such a store is not taken for a new config."""
+    from pipeline.errors import StoreError
+    from pipeline.store_urls import absolute
+
+    content = cfg.content()
+    files = [name for name in ("weights", "backbone_checkpoint") if content[name] and is_weights_file(content[name])]
+    if not files or cfg.overwrite:
+        return content
+    try:
+        recorded = FeatureStore.open(cfg.output, storage_options=cfg.storage_options).meta.get("config", {})
+    except StoreError:
+        return content  # no store yet
+    for name in files:
+        old = recorded.get(name)
+        if isinstance(old, str) and old != content[name] and absolute(old) == content[name]:
+            content[name] = old
+    return content
+
+
 def run(cfg: ExtractConfig, progress: Callable[[Event], None] | None = None,
         on_plan: Callable[[Plan], None] | None = None) -> ExtractResult:
+    shown = cfg.output  # the store as the user wrote it, for messages
+    # once, on the driver: every executor and the store's record see the same absolute paths
+    cfg = cfg.with_absolute_paths()
     models = load_models(cfg)
     # one writing run per store (pipeline/store_lease.py); taken before --overwrite may delete anything
     with StoreLease(cfg.output, cfg.storage_options) as lease:
@@ -139,7 +167,7 @@ def run(cfg: ExtractConfig, progress: Callable[[Event], None] | None = None,
         lease.check()
         work.store.write_index()
     return ExtractResult(
-        store=cfg.output,
+        store=shown,
         total=work.total,
         skipped=work.total - len(work.jobs),
         done=stats.done,

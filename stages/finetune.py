@@ -12,7 +12,7 @@ loads to re-cache features so that stage two benefits. Never prints; progress go
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +43,9 @@ class FinetuneResult:
 
 
 def run(cfg: FinetuneConfig, *, callback: Callback | None = None) -> FinetuneResult:
+    shown = Path(cfg.out)  # the run dir as the user wrote it, for messages
+    # once, on the driver: Ray Train workers run in a trial folder, not in this working directory
+    cfg = cfg.with_absolute_paths()
     run_dir = Path(cfg.out)
     resumed = prepare_run_dir(cfg)
     setup = prepare(cfg)
@@ -57,7 +60,7 @@ def run(cfg: FinetuneConfig, *, callback: Callback | None = None) -> FinetuneRes
         if cfg.workers > 1:
             raise ConfigError("--workers > 1 needs Ray Train; drop --executor local")
         train_worker(setup, run_dir=run_dir, dist=Dist(device=pick_device(cfg.device)), callback=callback)
-    return finish(setup, run_dir, resumed=resumed)
+    return replace(finish(setup, run_dir, resumed=resumed), run_dir=shown)
 
 
 def finish(setup: Setup, run_dir: Path, *, resumed: bool) -> FinetuneResult:
@@ -129,4 +132,5 @@ def prepare_run_dir(cfg: FinetuneConfig) -> bool:
     except ConfigError:
         raise RunError(f"{run_dir}: holds another kind of run (its config.yaml is not a finetune config); "
                        "pick another -o") from None
-    return resume_same_config(run_dir, cfg, old, what="finetune run")
+    # a run saved before paths were made absolute holds the relative --run: from here, the same run
+    return resume_same_config(run_dir, cfg, old.with_absolute_paths(), what="finetune run")

@@ -1,6 +1,8 @@
 """Stage one on Ray: simulated multi-node clusters and a real `ray start` cluster on 127.0.0.1."""
 
+import csv
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -68,8 +70,9 @@ def free_port() -> int:
 
 
 def start_ray_head(tmp_path: Path, env: dict, *, attempts: int = 2, timeout: float = 180.0):
-    """`ray start --head --block` on a free port in its own process group; (process, port) once
-    its GCS accepts connections. Skips (with the head's own log) when it cannot start here."""
+    """`ray start --head --block` on a free port in its own process group, run in `tmp_path` (so its
+    workers' working directory is that folder); (process, port) once its GCS accepts connections.
+    Skips (with the head's own log) when it cannot start here."""
     ray_bin = Path(sys.executable).with_name("ray")
     log_tail = ""
     for attempt in range(attempts):
@@ -80,7 +83,7 @@ def start_ray_head(tmp_path: Path, env: dict, *, attempts: int = 2, timeout: flo
                 [str(ray_bin), "start", "--head", "--port", str(port), "--num-cpus", "2",
                  "--node-ip-address", "127.0.0.1", "--ray-client-server-port", str(free_port()),
                  "--include-dashboard=false", "--disable-usage-stats", "--block"],
-                stdout=out, stderr=subprocess.STDOUT, start_new_session=True, env=env,
+                stdout=out, stderr=subprocess.STDOUT, start_new_session=True, env=env, cwd=tmp_path,
             )
         deadline = time.time() + timeout
         while head.poll() is None and time.time() < deadline:
@@ -108,28 +111,75 @@ def stop_ray_head(head: subprocess.Popen) -> None:
             continue
 
 
-def test_real_cluster_started_with_ray_start(demo, tmp_path, local_store):
-    # Token auth on, as a cluster should run, with a token of its own: Ray keeps it in
-    # ~/.ray/auth_token, so a HOME of its own keeps other Ray sessions from swapping it. (An earlier
-    # ray.init() in this process leaves RAY_AUTH_MODE=token in os.environ; without a token in this
-    # HOME `ray start` then refuses to start, which is what CI hit.)
-    (tmp_path / "home").mkdir()
-    env = {**os.environ, "HOME": str(tmp_path / "home"), "RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "token"}
+@pytest.fixture(scope="module")
+def ray_head(tmp_path_factory):
+    """One real `ray start --head` cluster on 127.0.0.1 for this module's tests: (env, port, its folder).
+
+    Token auth on, as a cluster should run, with a token of its own: Ray keeps it in
+    ~/.ray/auth_token, so a HOME of its own keeps other Ray sessions from swapping it. (An earlier
+    ray.init() in this process leaves RAY_AUTH_MODE=token in os.environ; without a token in this
+    HOME `ray start` then refuses to start, which is what CI hit.) The head runs in a folder of its
+    own, so its workers' working directory is neither the repository nor a test's folder."""
+    base = tmp_path_factory.mktemp("ray-head")
+    (base / "home").mkdir()
+    pythonpath = os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH", "")) if p)
+    env = {**os.environ, "HOME": str(base / "home"), "RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "token",
+           "PYTHONPATH": pythonpath}
     subprocess.run([str(Path(sys.executable).with_name("ray")), "get-auth-token", "--generate"],
                    env=env, check=True, capture_output=True, timeout=120)
-    head, port = start_ray_head(tmp_path, env)
-    store = tmp_path / "s.zarr"
+    head, port = start_ray_head(base, env)
     try:
-        run = subprocess.run(
-            [sys.executable, "-m", "cli", "extract", "-m", str(demo / "manifest.csv"), "-o", str(store),
-             "--backbone", "tiny", "--weights", "none", "--batch-size", "8", "--ray-address", f"127.0.0.1:{port}"],
-            capture_output=True, text=True, timeout=300, cwd=Path(__file__).parents[1], env=env,
-        )
+        yield env, port, base
     finally:
         stop_ray_head(head)
+
+
+REPO = Path(__file__).parents[1]
+
+
+def cli_run(args, *, cwd, env) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "cli", *map(str, args)], capture_output=True, text=True,
+                          timeout=300, cwd=cwd, env=env)
+
+
+def test_real_cluster_started_with_ray_start(demo, tmp_path, local_store, ray_head):
+    env, port, _ = ray_head
+    store = tmp_path / "s.zarr"
+    run = cli_run(["extract", "-m", demo / "manifest.csv", "-o", store, "--backbone", "tiny", "--weights", "none",
+                   "--batch-size", "8", "--ray-address", f"127.0.0.1:{port}"], cwd=REPO, env=env)
     assert run.returncode == 0, run.stderr[-2000:]
     assert "20 extracted" in run.stdout
     assert_same_store(local_store, FeatureStore.open(str(store)))
+
+
+def test_readme_cluster_commands_in_a_folder_with_relative_paths(demo, tmp_path, ray_head):
+    """Issue 15: the README's `Running on a cluster` commands, typed in a folder that holds the clips
+    and a manifest, with relative paths (`-m m.csv --root . -o ray.zarr`, then `ablate -s ray.zarr
+    -o runs/ablation`). The cluster's workers run in the head's folder, not this one."""
+    env, port, head_dir = ray_head
+    work = tmp_path / "clips"
+    work.mkdir()
+    lines = ["video_id,path,label,split"]
+    for name, split in (("moving_left_001", "train"), ("moving_right_001", "train"), ("moving_left_000", "val")):
+        shutil.copy(demo / "videos" / f"{name}.mp4", work)
+        lines.append(f"{name},{name}.mp4,{name[:-4].replace('_', ' ')},{split}")
+    (work / "m.csv").write_text("\n".join(lines) + "\n")
+    address = ["--ray-address", f"127.0.0.1:{port}"]
+    run = cli_run(["extract", "-m", "m.csv", "--root", ".", "-o", "ray.zarr", "--backbone", "tiny", "--weights", "none",
+                   *address], cwd=work, env=env)
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert "ray.zarr: 3 extracted, 0 already complete, 0 failed of 3 videos" in run.stdout
+    assert FeatureStore.open(str(work / "ray.zarr")).complete_ids() == {"moving_left_001", "moving_right_001",
+                                                                        "moving_left_000"}
+    run = cli_run(["ablate", "-s", "ray.zarr", "--heads", "mlp", "--segments", "2", "--seeds", "0", "--epochs", "1",
+                   "-o", "runs/ablation", *address], cwd=work, env=env)
+    assert run.returncode == 0, run.stderr[-2000:]
+    with open(work / "runs" / "ablation" / "results.csv") as f:
+        results = list(csv.DictReader(f))
+    assert [(r["head"], r["status"]) for r in results] == [("mlp", "ok")]
+    run_dir = Path(results[0]["run_dir"])
+    assert run_dir.parent == work / "runs" / "ablation" / "trials" and (run_dir / "metrics.json").is_file()
+    assert not {"ray.zarr", "runs", "m.csv"} & {p.name for p in head_dir.iterdir()}  # nothing resolved there
 
 
 def test_unreachable_address_is_one_clear_line(demo, tmp_path):

@@ -258,16 +258,23 @@ def test_st_resnet_finetune_on_a_new_motion_stream(demo, resnet_run, tmp_path):
 
 
 @pytest.mark.ray
-def test_two_ray_train_workers_equal_one(demo, two_stream_run, tmp_path):
+def test_two_ray_train_workers_equal_one(demo, store, tmp_path, monkeypatch):
     """gloo DDP over 2 CPU workers vs the in-process single worker (the same loop with world size 1).
+    Every path is relative, the head run's store too (as its config.yaml records it): Ray Train
+    workers run in a trial folder of their own, not in this working directory (issue 15).
 
     The slowest test here (Ray and two worker processes start: ~20-50 s on a busy 2-core machine)."""
+    import os
+
     from pipeline.distributed import ray_session
 
-    finetune.run(ft_config(two_stream_run, demo, tmp_path / "one"))
+    monkeypatch.chdir(tmp_path)
+    run = head_run(os.path.relpath(store), "head", modality="rgb+flow")
+    manifest = os.path.relpath(demo / "manifest.csv")
+    finetune.run(ft_config(run, demo, "one", manifest=manifest))
     with ray_session("", num_cpus=2):
-        two = finetune.run(ft_config(two_stream_run, demo, tmp_path / "two", workers=2))
-    assert two.metrics["workers"] == 2
+        two = finetune.run(ft_config(run, demo, "two", manifest=manifest, workers=2))
+    assert two.metrics["workers"] == 2 and str(two.run_dir) == "two"
     a, b = (load_checkpoint(tmp_path / d / "last.pt") for d in ("one", "two"))
     for key in a["model"]:
         torch.testing.assert_close(b["model"][key], a["model"][key], rtol=1e-5, atol=1e-6)

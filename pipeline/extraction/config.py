@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import os
+from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any, Literal
 
 from pipeline.errors import ConfigError
@@ -81,3 +83,22 @@ class ExtractConfig:
 
     def content(self) -> dict[str, Any]:
         return {name: getattr(self, name) for name in self.content_fields}
+
+    def with_absolute_paths(self) -> ExtractConfig:
+        """Manifest, video root, store, weights file and checkpoint as absolute paths (URLs and the
+        named weights unchanged): Ray workers resolve paths in their own working directory."""
+        from pipeline.store_urls import absolute
+
+        weights = absolute(self.weights) if is_weights_file(self.weights) else self.weights
+        return replace(self, manifest=absolute(self.manifest), root=absolute(self.root), output=absolute(self.output),
+                       weights=weights, backbone_checkpoint=absolute(self.backbone_checkpoint))
+
+
+WEIGHTS_FILE_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt")
+
+
+def is_weights_file(weights: str) -> bool:
+    """`weights` names a local file, not DEFAULT, none or a weights enum member (as `resolve_weights` reads it)."""
+    if weights.lower() == "none" or (weights.isidentifier() and weights.isupper()):  # DEFAULT, IMAGENET1K_V1, ...
+        return False
+    return os.sep in weights or Path(weights).suffix in WEIGHTS_FILE_SUFFIXES or Path(weights).is_file()

@@ -10,7 +10,7 @@ Something-Something: on Jester a flip changes the label) and partial batch norm.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 from pipeline.errors import ConfigError
@@ -112,3 +112,11 @@ class FinetuneConfig:
 
     def identity(self) -> dict[str, Any]:
         return {name: getattr(self, name) for name in self.identity_fields}
+
+    def with_absolute_paths(self) -> FinetuneConfig:
+        """Head run, manifest, video root and run dir as absolute paths: Ray Train workers run in a
+        trial folder of their own, not in this working directory."""
+        from pipeline.store_urls import absolute
+
+        return replace(self, run=absolute(self.run), manifest=absolute(self.manifest), root=absolute(self.root),
+                       out=absolute(self.out))

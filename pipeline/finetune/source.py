@@ -27,6 +27,7 @@ from pipeline.errors import BackboneError, ConfigError, ManifestError, StoreErro
 from pipeline.finetune.config import STREAM_SETS, FinetuneConfig
 from pipeline.heads import HEADS
 from pipeline.store import FeatureStore
+from pipeline.store_urls import absolute
 from pipeline.training.data import select_videos
 from pipeline.training.model import head_input_kind, load_checkpoint
 from pipeline.training.runs import check_signature, read_run_config, store_signature
@@ -97,7 +98,7 @@ def prepare(cfg: FinetuneConfig) -> Setup:
     return Setup(
         cfg=cfg, classes=store.classes, streams=streams, segments=cfg.segments or int(checkpoint["segments"]),
         head_state=checkpoint["model"], head_spec=head_spec, head_sources=sources,
-        run_spec=checkpoint["spec"], stats=stats, backbones=backbones, store_url=run_cfg.store,
+        run_spec=checkpoint["spec"], stats=stats, backbones=backbones, store_url=absolute(run_cfg.store),
         storage_options=dict(cfg.storage_options or run_cfg.storage_options), signature=checkpoint["store"],
         decode_short=decode_short, folder_fps=float(extract.get("folder_fps", 12.0)),
         flow_bound=float((meta.get("flow") or {}).get("bound", 20.0)), train=train, val=val, val_split=val_split,

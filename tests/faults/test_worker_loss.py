@@ -102,3 +102,27 @@ def test_worker_killed_and_node_removed_mid_run(longer_demo, tmp_path, monkeypat
     print(f"worker {killed[0]} killed and a node removed: {len(set(requeued))} videos re-queued, "
           f"{result.done}/20 done, 0 failed")
     assert_identical_store(reference, tmp_path / "ray.zarr")
+
+
+def test_workers_killed_while_starting_stop_the_run(longer_demo, tmp_path):
+    """Every extract worker SIGKILLed in its constructor (fault point `worker_start`, set in the
+    workers' environment only): after the replacements die too, the run stops with one line instead
+    of recording every video as failed, and a re-run that can start extracts everything."""
+    from pipeline.errors import WorkerStartError
+    from pipeline.store import FeatureStore
+
+    store = tmp_path / "s.zarr"
+    ray.init(num_cpus=1, include_dashboard=False, logging_level="WARNING",
+             runtime_env={"env_vars": {"STPIPE_FAULT": "worker_start:1"}})
+    try:
+        with pytest.raises(WorkerStartError) as info:
+            extract.run(config(longer_demo, store, executor="ray"))
+    finally:
+        ray.shutdown()
+    message = str(info.value)
+    assert message.startswith("Ray workers could not start: ") and "\n" not in message
+    assert "no live Ray worker left" not in message
+    opened = FeatureStore.open(str(store))
+    assert opened.complete_ids() == set() and not list(opened.root["failures"].group_keys())
+    again = extract.run(config(longer_demo, store, executor="local"))
+    assert (again.done, again.failed, again.skipped) == (20, 0, 0)
