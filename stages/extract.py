@@ -48,7 +48,7 @@ def load_models(cfg: ExtractConfig, device=None):
     if cfg.flow:
         from pipeline.flow import build_flow
 
-        flow_method = build_flow(cfg.flow_method, device=device)
+        flow_method = build_flow(cfg.flow_method, device=device, max_batch=cfg.flow_batch_for(device.type))
     if cfg.flow_features:
         from pipeline.backbones import build_flow_backbone
 

@@ -39,7 +39,9 @@ class ExtractConfig:
     # frames per backbone forward, across videos; 0 = 64 on CUDA, 32 on CPU (on CPU 32 runs as fast
     # as 64 and peaks at 1.6 GB instead of 2.3 GB on a 10k-frame video: benchmarks/README.md)
     batch_size: int = 0
-    flow_batch: int = 16  # frame pairs per TV-L1 call
+    # frame pairs per TV-L1 call; 0 = 64 on CUDA (a chunk's pairs in one call: the Triton solver runs
+    # 518 pairs/s at batch 32 and 760 at 128 on an H200), 16 on CPU (batching barely matters there)
+    flow_batch: int = 0
     decode_threads: int = 2
     chunk_frames: int = 64  # decoded frames per chunk (bounds memory on long videos)
     device: str = "auto"
@@ -64,14 +66,19 @@ class ExtractConfig:
         """Frames per backbone forward on a device of this type (`batch_size`, or its default)."""
         return self.batch_size or (64 if device_type == "cuda" else 32)
 
+    def flow_batch_for(self, device_type: str) -> int:
+        """Frame pairs per TV-L1 call on a device of this type (`flow_batch`, or its default)."""
+        return self.flow_batch or (64 if device_type == "cuda" else 16)
+
     def __post_init__(self) -> None:
         if not self.manifest:
             raise ConfigError("extract needs a manifest (-m/--manifest)")
         if not self.output:
             raise ConfigError("extract needs an output store (-o/--output)")
-        if self.batch_size < 0:
-            raise ConfigError(f"batch_size must be >= 1 (or 0 for the device's default), got {self.batch_size}")
-        for name in ("flow_batch", "decode_threads", "chunk_frames", "flow_stack", "flow_short_side"):
+        for name in ("batch_size", "flow_batch"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"{name} must be >= 1 (or 0 for the device's default), got {getattr(self, name)}")
+        for name in ("decode_threads", "chunk_frames", "flow_stack", "flow_short_side"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.max_retries < 0:

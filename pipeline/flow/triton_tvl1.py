@@ -40,7 +40,9 @@ MEDIAN_SIZES = (0, 1, 3, 5)  # median_filtering values this solver implements (0
 
 PRIMAL_BLOCK = 1024  # pixels per program of the step kernels
 MEDIAN_BLOCK = 512  # pixels per program of the median
-MAX_LEVELS_CACHED = 24  # (batch, height, width) buffer sets + graphs kept per solver (LRU)
+# buffer sets (+ graphs) kept per solver, least recently used dropped first: a few videos' shapes
+# stay cached (batch 64 at 340x256 holds ~0.5 GB over its levels) while odd sizes come and go
+MAX_CACHED_BYTES = 2 << 30
 
 
 def available(device: torch.device, params=None) -> str | None:
@@ -259,6 +261,7 @@ class _Level:
         self.steps = torch.zeros(n, device=device, dtype=torch.int32)  # primal-dual steps run per pair
         self.runs = 0
         self.graph: torch.cuda.CUDAGraph | None = None
+        self.nbytes = sum(t.numel() * t.element_size() for t in (self.images, self.u, self.median, self.p, self.data))
 
 
 class TritonLevelSolver:
@@ -303,7 +306,7 @@ class TritonLevelSolver:
         level = self._levels.get(key)
         if level is None:
             level = self._levels[key] = _Level(n, height, width, self.device)
-            while len(self._levels) > MAX_LEVELS_CACHED:
+            while len(self._levels) > 1 and sum(lv.nbytes for lv in self._levels.values()) > MAX_CACHED_BYTES:
                 self._levels.popitem(last=False)
         self._levels.move_to_end(key)
         return level

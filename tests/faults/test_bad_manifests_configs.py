@@ -41,7 +41,7 @@ CONFIGS = {  # name -> (YAML bytes, what the line must say)
     "wrong type": (b"batch_size: lots\n", "cfg.yaml: batch_size: expected an integer, got 'lots'"),
     "not one of the choices": (b"features: huge\n", "cfg.yaml: features: 'huge' is not one of"),
     "value out of range": (b"batch_size: -1\n", "batch_size must be >= 1 (or 0 for the device's default), got -1"),
-    "another out of range": (b"flow_batch: 0\n", "flow_batch must be >= 1, got 0"),
+    "another out of range": (b"flow_batch: -2\n", "flow_batch must be >= 1 (or 0 for the device's default), got -2"),
     "YAML syntax error": (b"backbone: tiny\nviews: [center\n", "cfg.yaml:3: invalid YAML"),
     "non-UTF-8 bytes": (b"backbone: caf\xe9\n", "cfg.yaml: not UTF-8 text"),
     "a list, not a mapping": (b"- backbone\n- tiny\n", "cfg.yaml: a config file must be a mapping"),
