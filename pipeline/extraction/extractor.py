@@ -164,6 +164,11 @@ class Extractor:
         resize = backbone.meta.get("resize_size") or [256]
         self.decode_short = max(int(min(resize)), cfg.flow_short_side if cfg.flow else 0)
         self._local = threading.local()  # per decode thread: its flow method
+        # CUDA: batches go up from pinned memory without blocking, and a batch's features come back
+        # while the next batch runs (one batch in flight), so the GPU does not wait on this thread
+        self.pinned = torch.device(device).type == "cuda"
+        self.in_flight = 1 if self.pinned else 0
+        self._outputs: list[tuple[torch.Tensor, Any, list]] = []  # (features, copy-done event, owners)
 
     # ---- public ---------------------------------------------------------------------------
 
@@ -195,6 +200,7 @@ class Extractor:
                         item = items.get(timeout=0.05)
                     except queue.Empty:
                         self._run_batch(force=self._drained())
+                        self._scatter_outputs(keep=0)  # idle: no later batch to overlap with
                         self._check_writes()
                         continue
                     self._handle(item)
@@ -387,7 +393,7 @@ class Extractor:
                 else:
                     self._pending[0] = (state, x[:, k:])
                 take -= views * k
-            inputs = self._normalize(torch.cat(batch).to(self.device, non_blocking=True))
+            inputs = self._normalize(self._upload(batch))
             real = inputs.shape[0]
             if real < size:
                 pad = inputs.new_zeros((size - real, *inputs.shape[1:]))
@@ -395,8 +401,41 @@ class Extractor:
             self._stats.batches += 1
             self._stats.padded_rows += size - real
             feats = self.backbone.forward_features(inputs)[:real]
-            feats = feats.to("cpu", torch.float16).numpy()
-            offset = 0
+            self._outputs.append(self._download(feats.to(torch.float16), owners))
+            self._scatter_outputs(keep=self.in_flight)
+        if force:
+            self._scatter_outputs(keep=0)
+
+    def _upload(self, batch: list[torch.Tensor]) -> torch.Tensor:
+        """Concatenated uint8 crops on the device; on CUDA through pinned memory, without blocking.
+
+        The pinned block comes from torch's caching host allocator, which keeps it until the copy
+        that reads it has finished, so it is safe to drop here.
+        """
+        if not self.pinned:
+            return torch.cat(batch).to(self.device)
+        rows = sum(x.shape[0] for x in batch)
+        staging = torch.empty((rows, *batch[0].shape[1:]), dtype=batch[0].dtype, pin_memory=True)
+        torch.cat(batch, out=staging)
+        return staging.to(self.device, non_blocking=True)
+
+    def _download(self, feats: torch.Tensor, owners: list) -> tuple[torch.Tensor, Any, list]:
+        """Start copying a batch's float16 features to the host; the event says when they are there."""
+        if not self.pinned:
+            return feats.cpu(), None, owners
+        host = torch.empty(feats.shape, dtype=feats.dtype, pin_memory=True)
+        host.copy_(feats, non_blocking=True)
+        done = torch.cuda.Event()
+        done.record()
+        return host, done, owners
+
+    def _scatter_outputs(self, keep: int) -> None:
+        """Hand finished batches' features to their videos, oldest first, leaving `keep` in flight."""
+        while len(self._outputs) > keep:
+            host, done, owners = self._outputs.pop(0)
+            if done is not None:
+                done.synchronize()
+            feats, offset = host.numpy(), 0
             for state, views, k in owners:
                 part = feats[offset : offset + views * k].reshape(views, k, *feats.shape[1:])
                 offset += views * k
