@@ -165,6 +165,7 @@ def main() -> None:
     if args.dry_run:  # every path, tiny sizes
         args.backbones, args.batches, args.repeats, args.max_frames = "tiny,tiny_resnet", "8", 1, 12
         args.decode_procs, args.decode_threads, args.forward_batches = 2, 2, 2
+        torch.set_num_threads(1)  # a shared CPU: OpenMP barriers stall when a thread is descheduled
     device = device_for(args)
     backbones, precisions = args.backbones.split(","), args.precisions.split(",")
     batches = [int(b) for b in args.batches.split(",")]

@@ -242,6 +242,8 @@ def train(cfg: TrainHeadConfig, data: TrainData, *, run_dir: str | Path | None =
                 loss_sum += loss.detach() * len(y)
             seen += len(y)
             emit("batch", size=len(y))
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)  # the steps' time, not just the time to queue them
         step_seconds = time.perf_counter() - started
         val = evaluate(model, val_src, views=views, batch_size=cfg.eval_batch_size, amp=amp)
         state["stopped"] = schedule.end_epoch(val["loss"])
