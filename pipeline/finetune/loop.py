@@ -156,7 +156,7 @@ def train_worker(setup: Setup, *, run_dir: str | Path, dist: Dist | None = None,
         hits = torch.zeros((), device=device)
         seen = 0
         failed: list[tuple[int, str]] = []
-        micro = iter(make_loader(train_set, batches, workers=cfg.loader_workers))
+        micro = iter(make_loader(train_set, batches, workers=cfg.loader_workers, pin_memory=device.type == "cuda"))
         tick, tick_cpu = time.perf_counter(), cpu_seconds()
         for step in range(first, len(steps)):
             optimizer.zero_grad(set_to_none=True)
@@ -173,7 +173,8 @@ def train_worker(setup: Setup, *, run_dir: str | Path, dist: Dist | None = None,
                     if n == 0 and dist.world == 1:
                         continue
                     inputs = {s: x.to(device, non_blocking=True) for s, x in batch["inputs"].items()} if n else ghost
-                    labels = batch["labels"].to(device) if n else torch.zeros(1, dtype=torch.long, device=device)
+                    labels = (batch["labels"].to(device, non_blocking=True) if n
+                              else torch.zeros(1, dtype=torch.long, device=device))
                     with torch.autocast(device_type=device.type, dtype=amp_dtype(device), enabled=amp):
                         per_stream = net(inputs)
                         summed = sum(F.cross_entropy(o.float(), labels, reduction="sum") for o in per_stream.values())
@@ -241,7 +242,7 @@ def evaluate(model: FinetuneModel, dataset: ClipDataset, *, num_classes: int, di
     got = torch.zeros(len(dataset), device=device)
     failed: list[tuple[int, str]] = []
     loader = make_loader(dataset, eval_batches(len(dataset), batch_size=batch_size, rank=dist.rank, world=dist.world),
-                         workers=workers)
+                         workers=workers, pin_memory=device.type == "cuda")
     for batch in loader:
         failed += batch["failed"]
         if not len(batch["labels"]):
