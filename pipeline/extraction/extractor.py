@@ -14,6 +14,7 @@ not depend on which other videos happened to share its batch: resumed runs are b
 
 from __future__ import annotations
 
+import contextlib
 import queue
 import threading
 import time
@@ -282,10 +283,11 @@ class Extractor:
         if seq.shape[0] < 2:
             return None, small[-1]
         method, b, out = self._thread_flow(), self.cfg.flow_batch, []
-        for i in range(0, seq.shape[0] - 1, b):
-            nxt = seq[i + 1 : i + b + 1]
-            prev = seq[i : i + nxt.shape[0]]
-            out.append(method.pairs(prev.to(method.device), nxt.to(method.device)).cpu())
+        with self._thread_stream(method.device):
+            for i in range(0, seq.shape[0] - 1, b):
+                nxt = seq[i + 1 : i + b + 1]
+                prev = seq[i : i + nxt.shape[0]]
+                out.append(method.pairs(prev.to(method.device), nxt.to(method.device)).cpu())
         q = quantize_flow(torch.cat(out), bound=self.cfg.flow_bound, dtype=self.cfg.flow_dtype)
         return (q.numpy() if isinstance(q, torch.Tensor) else np.asarray(q)), small[-1]
 
@@ -299,6 +301,16 @@ class Extractor:
             method = build_flow(base.name, device=base.device, max_batch=base.max_batch, **base.params)
             self._local.flow = method
         return method
+
+    def _thread_stream(self, device: torch.device):
+        """On CUDA, this decode thread's own stream: its copies and waits then wait for its own flow
+        only, not for the backbone batches the compute thread queued on the default stream."""
+        if torch.device(device).type != "cuda":
+            return contextlib.nullcontext()
+        stream = getattr(self._local, "stream", None)
+        if stream is None:
+            stream = self._local.stream = torch.cuda.Stream(device)
+        return torch.cuda.stream(stream)
 
     def _flow_frames(self, frames: torch.Tensor) -> torch.Tensor:
         """uint8 (n, H, W, 3) -> uint8 (n, h, w, 3) with the shorter side at flow_short_side."""
