@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import multiprocessing as mp
 import os
+import queue
 import statistics
 import sys
 import tempfile
@@ -86,7 +87,7 @@ def _decode_worker(clips, resize, crop, max_frames, barrier, results) -> None:
         return frames
 
     decode_all(clips[:1])  # warm-up: imports, codec set-up
-    barrier.wait()
+    barrier.wait(timeout=300)  # a worker that died breaks the barrier instead of hanging the others
     start = time.time()
     frames = decode_all(clips)
     results.put((frames, start, time.time()))
@@ -99,9 +100,13 @@ def decode_rate(clips: list[Path], resize: list[int], crop: int, procs: int, max
                                                         barrier, results)) for _ in range(procs)]
     for w in workers:
         w.start()
-    got = [results.get(timeout=600) for _ in workers]
-    for w in workers:
-        w.join()
+    try:
+        got = [results.get(timeout=300) for _ in workers]
+    except queue.Empty:
+        raise SystemExit("a CPU decode process did not report within 300 s (see its traceback above)") from None
+    finally:
+        for w in workers:
+            w.join(timeout=10)
     frames = sum(g[0] for g in got)
     seconds = max(g[2] for g in got) - min(g[1] for g in got)
     per_process = statistics.median(g[0] / (g[2] - g[1]) for g in got)
