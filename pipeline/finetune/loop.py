@@ -105,7 +105,7 @@ def train_worker(setup: Setup, *, run_dir: str | Path, dist: Dist | None = None,
     model = build_finetune_model(setup, device=device)
     optimizer = OPTIMIZERS[cfg.optimizer](model.parameter_groups(cfg.lr, cfg.backbone_lr_mult), cfg)
     schedule = SCHEDULES[cfg.schedule](optimizer, cfg)
-    scaler = grad_scaler(device, amp)
+    scaler, dtype = grad_scaler(device, amp), amp_dtype(device)
     state = {"epoch": 0, "step": 0, "partial": None, "history": [], "best_top1": -1.0, "best_epoch": 0,
              "train_seconds": 0.0, "step_seconds": 0.0, "frames": 0, "failures": {}, "stopped": ""}
     if (run_dir / "last.pt").is_file():
@@ -175,7 +175,7 @@ def train_worker(setup: Setup, *, run_dir: str | Path, dist: Dist | None = None,
                     inputs = {s: x.to(device, non_blocking=True) for s, x in batch["inputs"].items()} if n else ghost
                     labels = (batch["labels"].to(device, non_blocking=True) if n
                               else torch.zeros(1, dtype=torch.long, device=device))
-                    with torch.autocast(device_type=device.type, dtype=amp_dtype(device), enabled=amp):
+                    with torch.autocast(device_type=device.type, dtype=dtype, enabled=amp):
                         per_stream = net(inputs)
                         summed = sum(F.cross_entropy(o.float(), labels, reduction="sum") for o in per_stream.values())
                         summed = summed / len(per_stream)

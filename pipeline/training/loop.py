@@ -148,11 +148,11 @@ def num_views(split: SplitData) -> int:
 def predict(model: nn.Module, source, *, views: int, batch_size: int, amp: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     """Logits (averaged over all cached views, before softmax) and labels for a whole split."""
     model.eval()
-    device_type = source.device.type
+    device_type, dtype = source.device.type, amp_dtype(source.device)
     logits, labels = [], []
     total, count = None, 0
     for x, y in iterate_batches(source, eval_plans(len(source), batch_size), views=range(views)):
-        with torch.autocast(device_type=device_type, dtype=amp_dtype(source.device), enabled=amp):
+        with torch.autocast(device_type=device_type, dtype=dtype, enabled=amp):
             out = model(x).float()
         total = out if total is None else total + out
         count += 1
@@ -200,7 +200,7 @@ def train(cfg: TrainHeadConfig, data: TrainData, *, run_dir: str | Path | None =
     complexity = model_complexity(model, spec)
     optimizer = OPTIMIZERS[cfg.optimizer](model.parameters(), cfg)
     schedule = SCHEDULES[cfg.schedule](optimizer, cfg)
-    scaler = grad_scaler(device, amp)
+    scaler, dtype = grad_scaler(device, amp), amp_dtype(device)
     generator = torch.Generator().manual_seed(cfg.seed)
     train_src = make_source(data.train, device=device, num_segments=cfg.segments, stats=data.stats,
                             max_batch=cfg.batch_size)
@@ -229,7 +229,7 @@ def train(cfg: TrainHeadConfig, data: TrainData, *, run_dir: str | Path | None =
         hits = torch.zeros((), device=device)
         seen = 0
         for x, y in iterate_batches(train_src, plans):
-            with torch.autocast(device_type=device.type, dtype=amp_dtype(device), enabled=amp):
+            with torch.autocast(device_type=device.type, dtype=dtype, enabled=amp):
                 per_stream = model.stream_logits(x)
                 loss = sum(F.cross_entropy(out.float(), y) for out in per_stream.values()) / len(per_stream)
             optimizer.zero_grad(set_to_none=True)
