@@ -123,9 +123,10 @@ class NaiveDataset(torch.utils.data.Dataset):
         return torch.from_numpy(feats[view, idx].astype(np.float32)), int(self.labels[i])
 
 
-def naive_loader(npy_dir: Path, workers: int = 2):
-    return torch.utils.data.DataLoader(NaiveDataset(npy_dir, SEGMENTS), batch_size=BATCH, shuffle=True,
-                                       num_workers=workers, drop_last=True, persistent_workers=workers > 0)
+def naive_loader(npy_dir: Path, workers: int = 2, *, batch_size: int = BATCH, pin_memory: bool = False):
+    return torch.utils.data.DataLoader(NaiveDataset(npy_dir, SEGMENTS), batch_size=batch_size, shuffle=True,
+                                       num_workers=workers, drop_last=True, persistent_workers=workers > 0,
+                                       pin_memory=pin_memory)
 
 
 # ---- measurements ---------------------------------------------------------------------------------

@@ -42,7 +42,8 @@ def load_models(cfg: ExtractConfig, device=None):
 
     device = device or pick_device(cfg.device)
     weights = cfg.backbone_checkpoint or cfg.weights
-    backbone = build_backbone(cfg.backbone, weights=weights, features=cfg.features, device=device,
+    amp = cfg.amp or None
+    backbone = build_backbone(cfg.backbone, weights=weights, features=cfg.features, device=device, amp=amp,
                               **checkpoint_preprocessing(cfg))
     flow_method = flow_backbone = None
     if cfg.flow:
@@ -53,7 +54,7 @@ def load_models(cfg: ExtractConfig, device=None):
         from pipeline.backbones import build_flow_backbone
 
         flow_backbone = build_flow_backbone(cfg.backbone, stack=cfg.flow_stack, weights=cfg.weights,
-                                            features=cfg.features, device=device)
+                                            features=cfg.features, device=device, amp=amp)
     return device, backbone, flow_method, flow_backbone
 
 

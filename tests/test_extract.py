@@ -69,6 +69,35 @@ def test_resume_redoes_only_unfinished_videos_bit_identically(demo, tmp_path):
         assert np.array_equal(a.read(video_id, "rgb"), b.read(video_id, "rgb")), video_id
 
 
+def test_a_batch_in_flight_writes_the_same_store(demo, tmp_path, monkeypatch):
+    """CUDA's schedule (a batch's features handed out while the next one runs), here on the CPU."""
+    from pipeline.extraction import Extractor
+
+    direct = tmp_path / "direct.zarr"
+    extract.run(config(demo, direct, batch_size=5, amp="bf16"))
+    original = Extractor.__init__
+
+    def overlapped(self, *args, **kwargs):
+        original(self, *args, **kwargs)
+        self.in_flight = 2
+
+    monkeypatch.setattr(Extractor, "__init__", overlapped)
+    overlap = tmp_path / "overlap.zarr"
+    result = extract.run(config(demo, overlap, batch_size=5, amp="bf16"))
+    assert (result.done, result.failed) == (20, 0)
+    a, b = FeatureStore.open(str(direct)), FeatureStore.open(str(overlap))
+    assert a.meta["backbone"]["amp"] == "bf16" and a.meta["content"]["amp"] == "bf16"
+    for video_id in a.index()["video_id"]:
+        x, y = a.read(video_id, "rgb"), b.read(video_id, "rgb")
+        assert x.dtype == np.float16 and np.array_equal(x, y), video_id
+
+
+def test_amp_is_content_only_when_set(demo, tmp_path):
+    plain = config(demo, tmp_path / "s.zarr")
+    assert "amp" not in plain.content()  # stores made before the option keep their config hash
+    assert config(demo, tmp_path / "s.zarr", amp="fp16").content()["amp"] == "fp16"
+
+
 FLOW = dict(flow=True, flow_method="tvl1-fastest", flow_short_side=32, flow_batch=3)
 
 

@@ -57,6 +57,8 @@ class ImagePreprocess:
         # (x / 255 - mean) / std as one multiply-add per element
         self._scale = torch.tensor([1.0 / s for s in self.std]).view(-1, 1, 1)
         self._shift = torch.tensor([-m / s for m, s in zip(self.mean, self.std)]).view(-1, 1, 1)
+        # per device, made once: a host-to-GPU copy per batch would wait for the GPU (a sync per batch)
+        self._constants: dict[torch.device, tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = {}
 
     def resize(self, frames: torch.Tensor | np.ndarray) -> torch.Tensor:
         x = _as_nchw(frames, self.channels)
@@ -64,10 +66,12 @@ class ImagePreprocess:
 
     def normalize(self, x: torch.Tensor) -> torch.Tensor:
         """(..., C, h, w) uint8 or [0, 1] float -> normalised float32."""
-        scale, shift = self._scale.to(x.device), self._shift.to(x.device)
-        if x.dtype == torch.uint8:
-            scale = scale / 255.0
-        return torch.addcmul(shift, x.float(), scale)
+        constants = self._constants.get(x.device)
+        if constants is None:
+            scale, shift = self._scale.to(x.device), self._shift.to(x.device)
+            constants = self._constants[x.device] = (scale, scale / 255.0, shift)
+        scale, scale_uint8, shift = constants
+        return torch.addcmul(shift, x.float(), scale_uint8 if x.dtype == torch.uint8 else scale)
 
     def __call__(self, frames: torch.Tensor | np.ndarray) -> torch.Tensor:
         return self.normalize(TF.center_crop(self.resize(frames), [self.crop_size]))

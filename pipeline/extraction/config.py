@@ -35,6 +35,7 @@ class ExtractConfig:
     flow_features: bool = False  # also run a flow-stream backbone on stacked flow
     flow_stack: int = 5
     backbone_checkpoint: str = ""  # fine-tuned backbone weights (stage three) replacing `weights`
+    amp: Literal["", "bf16", "fp16"] = ""  # autocast the backbones (CUDA); "" = float32. Stored features stay float16
     # how it runs (free to change between resumed runs)
     # frames per backbone forward, across videos; 0 = 64 on CUDA, 32 on CPU (on CPU 32 runs as fast
     # as 64 and peaks at 1.6 GB instead of 2.3 GB on a 10k-frame video: benchmarks/README.md)
@@ -59,7 +60,7 @@ class ExtractConfig:
     content_fields = (
         "backbone", "weights", "features", "views", "frames", "frame_step", "frame_fps", "frame_num",
         "max_frames", "folder_fps", "flow", "flow_method", "flow_short_side", "flow_bound", "flow_dtype",
-        "flow_features", "flow_stack", "backbone_checkpoint",
+        "flow_features", "flow_stack", "backbone_checkpoint", "amp",
     )
 
     def batch_for(self, device_type: str) -> int:
@@ -89,7 +90,8 @@ class ExtractConfig:
             raise ConfigError(f"flow_bound must be > 0, got {self.flow_bound}")
 
     def content(self) -> dict[str, Any]:
-        return {name: getattr(self, name) for name in self.content_fields}
+        # amp joins the content only when set: stores made before the option existed keep their hash
+        return {name: getattr(self, name) for name in self.content_fields if name != "amp" or self.amp}
 
     def with_absolute_paths(self) -> ExtractConfig:
         """Manifest, video root, store, weights file and checkpoint as absolute paths (URLs and the

@@ -14,6 +14,7 @@ not depend on which other videos happened to share its batch: resumed runs are b
 
 from __future__ import annotations
 
+import contextlib
 import queue
 import threading
 import time
@@ -164,6 +165,11 @@ class Extractor:
         resize = backbone.meta.get("resize_size") or [256]
         self.decode_short = max(int(min(resize)), cfg.flow_short_side if cfg.flow else 0)
         self._local = threading.local()  # per decode thread: its flow method
+        # CUDA: batches go up from pinned memory without blocking, and a batch's features come back
+        # while the next batch runs (one batch in flight), so the GPU does not wait on this thread
+        self.pinned = torch.device(device).type == "cuda"
+        self.in_flight = 1 if self.pinned else 0
+        self._outputs: list[tuple[torch.Tensor, Any, list]] = []  # (features, copy-done event, owners)
 
     # ---- public ---------------------------------------------------------------------------
 
@@ -195,6 +201,7 @@ class Extractor:
                         item = items.get(timeout=0.05)
                     except queue.Empty:
                         self._run_batch(force=self._drained())
+                        self._scatter_outputs(keep=0)  # idle: no later batch to overlap with
                         self._check_writes()
                         continue
                     self._handle(item)
@@ -277,13 +284,15 @@ class Extractor:
             return None, small[-1]
         method, out = self._thread_flow(), []
         b = self.cfg.flow_batch_for(method.device.type)
-        seq = seq.to(method.device, non_blocking=True)
-        for i in range(0, seq.shape[0] - 1, b):
-            nxt = seq[i + 1 : i + b + 1]
-            out.append(method.pairs(seq[i : i + nxt.shape[0]], nxt))
-        # quantised where computed: on a GPU a quarter of the bytes cross to the host (uint8)
-        q = quantize_flow(torch.cat(out), bound=self.cfg.flow_bound, dtype=self.cfg.flow_dtype)
-        return (q.cpu().numpy() if isinstance(q, torch.Tensor) else np.asarray(q)), small[-1]
+        with self._thread_stream(method.device):
+            seq = seq.to(method.device, non_blocking=True)
+            for i in range(0, seq.shape[0] - 1, b):
+                nxt = seq[i + 1 : i + b + 1]
+                out.append(method.pairs(seq[i : i + nxt.shape[0]], nxt))
+            # quantised where computed: on a GPU a quarter of the bytes cross to the host (uint8)
+            q = quantize_flow(torch.cat(out), bound=self.cfg.flow_bound, dtype=self.cfg.flow_dtype)
+            fields = q.cpu().numpy() if isinstance(q, torch.Tensor) else np.asarray(q)
+        return fields, small[-1]
 
     def _thread_flow(self):
         """This thread's flow method: methods are not thread-safe (OpenCV's solver keeps buffers)."""
@@ -295,6 +304,16 @@ class Extractor:
             method = build_flow(base.name, device=base.device, max_batch=base.max_batch, **base.params)
             self._local.flow = method
         return method
+
+    def _thread_stream(self, device: torch.device):
+        """On CUDA, this decode thread's own stream: its copies and waits then wait for its own flow
+        only, not for the backbone batches the compute thread queued on the default stream."""
+        if torch.device(device).type != "cuda":
+            return contextlib.nullcontext()
+        stream = getattr(self._local, "stream", None)
+        if stream is None:
+            stream = self._local.stream = torch.cuda.Stream(device)
+        return torch.cuda.stream(stream)
 
     def _flow_frames(self, frames: torch.Tensor) -> torch.Tensor:
         """uint8 (n, H, W, 3) -> uint8 (n, h, w, 3) with the shorter side at flow_short_side."""
@@ -389,7 +408,7 @@ class Extractor:
                 else:
                     self._pending[0] = (state, x[:, k:])
                 take -= views * k
-            inputs = self._normalize(torch.cat(batch).to(self.device, non_blocking=True))
+            inputs = self._normalize(self._upload(batch))
             real = inputs.shape[0]
             if real < size:
                 pad = inputs.new_zeros((size - real, *inputs.shape[1:]))
@@ -397,8 +416,41 @@ class Extractor:
             self._stats.batches += 1
             self._stats.padded_rows += size - real
             feats = self.backbone.forward_features(inputs)[:real]
-            feats = feats.to("cpu", torch.float16).numpy()
-            offset = 0
+            self._outputs.append(self._download(feats.to(torch.float16), owners))
+            self._scatter_outputs(keep=self.in_flight)
+        if force:
+            self._scatter_outputs(keep=0)
+
+    def _upload(self, batch: list[torch.Tensor]) -> torch.Tensor:
+        """Concatenated uint8 crops on the device; on CUDA through pinned memory, without blocking.
+
+        The pinned block comes from torch's caching host allocator, which keeps it until the copy
+        that reads it has finished, so it is safe to drop here.
+        """
+        if not self.pinned:
+            return torch.cat(batch).to(self.device)
+        rows = sum(x.shape[0] for x in batch)
+        staging = torch.empty((rows, *batch[0].shape[1:]), dtype=batch[0].dtype, pin_memory=True)
+        torch.cat(batch, out=staging)
+        return staging.to(self.device, non_blocking=True)
+
+    def _download(self, feats: torch.Tensor, owners: list) -> tuple[torch.Tensor, Any, list]:
+        """Start copying a batch's float16 features to the host; the event says when they are there."""
+        if not self.pinned:
+            return feats.cpu(), None, owners
+        host = torch.empty(feats.shape, dtype=feats.dtype, pin_memory=True)
+        host.copy_(feats, non_blocking=True)
+        done = torch.cuda.Event()
+        done.record()
+        return host, done, owners
+
+    def _scatter_outputs(self, keep: int) -> None:
+        """Hand finished batches' features to their videos, oldest first, leaving `keep` in flight."""
+        while len(self._outputs) > keep:
+            host, done, owners = self._outputs.pop(0)
+            if done is not None:
+                done.synchronize()
+            feats, offset = host.numpy(), 0
             for state, views, k in owners:
                 part = feats[offset : offset + views * k].reshape(views, k, *feats.shape[1:])
                 offset += views * k

@@ -182,6 +182,8 @@ def eval_batches(num_videos: int, *, batch_size: int, rank: int, world: int) -> 
     return [[Request(int(i), 0) for i in mine[s:s + batch_size]] for s in range(0, len(mine), batch_size)]
 
 
-def make_loader(dataset: ClipDataset, batches, *, workers: int) -> torch.utils.data.DataLoader:
+def make_loader(dataset: ClipDataset, batches, *, workers: int, pin_memory: bool = False) -> torch.utils.data.DataLoader:
+    """pin_memory (for CUDA): batches arrive in pinned memory, so their copies to the GPU do not block."""
     return torch.utils.data.DataLoader(dataset, batch_sampler=batches, collate_fn=collate, num_workers=workers,
-                                       persistent_workers=False, prefetch_factor=2 if workers else None)
+                                       persistent_workers=False, prefetch_factor=2 if workers else None,
+                                       pin_memory=pin_memory)

@@ -32,6 +32,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from pipeline.device import amp_dtype, grad_scaler
 from pipeline.errors import RunError
 from pipeline.finetune.data import ClipDataset, StepBatches, epoch_steps, eval_batches, make_loader
 from pipeline.finetune.model import FinetuneModel, build_finetune_model, fuse
@@ -104,7 +105,7 @@ def train_worker(setup: Setup, *, run_dir: str | Path, dist: Dist | None = None,
     model = build_finetune_model(setup, device=device)
     optimizer = OPTIMIZERS[cfg.optimizer](model.parameter_groups(cfg.lr, cfg.backbone_lr_mult), cfg)
     schedule = SCHEDULES[cfg.schedule](optimizer, cfg)
-    scaler = torch.amp.GradScaler("cuda", enabled=amp)
+    scaler, dtype = grad_scaler(device, amp), amp_dtype(device)
     state = {"epoch": 0, "step": 0, "partial": None, "history": [], "best_top1": -1.0, "best_epoch": 0,
              "train_seconds": 0.0, "step_seconds": 0.0, "frames": 0, "failures": {}, "stopped": ""}
     if (run_dir / "last.pt").is_file():
@@ -155,7 +156,7 @@ def train_worker(setup: Setup, *, run_dir: str | Path, dist: Dist | None = None,
         hits = torch.zeros((), device=device)
         seen = 0
         failed: list[tuple[int, str]] = []
-        micro = iter(make_loader(train_set, batches, workers=cfg.loader_workers))
+        micro = iter(make_loader(train_set, batches, workers=cfg.loader_workers, pin_memory=device.type == "cuda"))
         tick, tick_cpu = time.perf_counter(), cpu_seconds()
         for step in range(first, len(steps)):
             optimizer.zero_grad(set_to_none=True)
@@ -172,8 +173,9 @@ def train_worker(setup: Setup, *, run_dir: str | Path, dist: Dist | None = None,
                     if n == 0 and dist.world == 1:
                         continue
                     inputs = {s: x.to(device, non_blocking=True) for s, x in batch["inputs"].items()} if n else ghost
-                    labels = batch["labels"].to(device) if n else torch.zeros(1, dtype=torch.long, device=device)
-                    with torch.autocast(device_type=device.type, dtype=torch.float16, enabled=amp):
+                    labels = (batch["labels"].to(device, non_blocking=True) if n
+                              else torch.zeros(1, dtype=torch.long, device=device))
+                    with torch.autocast(device_type=device.type, dtype=dtype, enabled=amp):
                         per_stream = net(inputs)
                         summed = sum(F.cross_entropy(o.float(), labels, reduction="sum") for o in per_stream.values())
                         summed = summed / len(per_stream)
@@ -240,13 +242,13 @@ def evaluate(model: FinetuneModel, dataset: ClipDataset, *, num_classes: int, di
     got = torch.zeros(len(dataset), device=device)
     failed: list[tuple[int, str]] = []
     loader = make_loader(dataset, eval_batches(len(dataset), batch_size=batch_size, rank=dist.rank, world=dist.world),
-                         workers=workers)
+                         workers=workers, pin_memory=device.type == "cuda")
     for batch in loader:
         failed += batch["failed"]
         if not len(batch["labels"]):
             continue
         inputs = {s: x.to(device, non_blocking=True) for s, x in batch["inputs"].items()}
-        with torch.autocast(device_type=device.type, dtype=torch.float16, enabled=amp):
+        with torch.autocast(device_type=device.type, dtype=amp_dtype(device), enabled=amp):
             out = fuse(model(inputs)).float()
         index = batch["index"].to(device)
         logits[index], got[index] = out, 1.0

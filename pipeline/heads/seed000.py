@@ -102,15 +102,22 @@ class TRNMultiScale(nn.Module):
                 f"eval_relations_{s}", sample_relations(num_segments, s, relations_per_scale, generator)
             )
 
-    def relations(self, scale: int) -> torch.Tensor:
-        if self.training:
-            return sample_relations(self.num_segments, scale, self.relations_per_scale)
-        return getattr(self, f"eval_relations_{scale}")
+    def relations(self, scale: int, device: torch.device | None = None) -> torch.Tensor:
+        """(k, scale) frame indices, on `device` (default: where they are made or kept)."""
+        if not self.training:
+            rel = getattr(self, f"eval_relations_{scale}")
+            return rel if device is None else rel.to(device)
+        # drawn on the CPU (the same draws on every device); on CUDA copied from pinned memory without
+        # blocking, since a plain copy would wait for the GPU once per scale and step
+        rel = sample_relations(self.num_segments, scale, self.relations_per_scale)
+        if device is not None and device.type == "cuda":
+            return rel.pin_memory().to(device, non_blocking=True)
+        return rel if device is None else rel.to(device)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = x.new_zeros(())
         for scale, mlp in zip(self.scales, self.fusion):
-            rel = self.relations(scale).to(x.device)  # (k, s)
+            rel = self.relations(scale, x.device)  # (k, s)
             out = out + mlp(x[:, rel].flatten(2)).sum(dim=1)  # (B, k, s*D) -> (B, C)
         return out
 

@@ -4,7 +4,8 @@ SGD (momentum 0.9, weight decay 5e-4 on all parameters) with cross-entropy; the 
 10x when the validation loss stops improving, twice, and the next plateau ends training (seed 000
 sec. 4.1). Cosine decay and AdamW are options. Multi-stream models train one loss per stream (the
 two-stream papers train each stream on its own labels; a joint softmax overfits to appearance)
-and predict with the average of the streams' non-softmaxed scores. Mixed precision on CUDA.
+and predict with the average of the streams' non-softmaxed scores. Mixed precision on CUDA
+(bfloat16 where the GPU has it, so no GradScaler and no host sync per step; else float16).
 
 `train(cfg, data)` takes already-loaded `TrainData`, so an ablation loads a store once and trains
 many heads from it. With `run_dir` it writes last.pt every epoch (everything needed to continue,
@@ -27,7 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from pipeline.device import pick_device
+from pipeline.device import amp_dtype, grad_scaler, pick_device
 from pipeline.errors import RunError
 from pipeline.training.batches import MemoryFeatures, Standardizer, eval_plans, train_plans
 from pipeline.training.config import TrainHeadConfig
@@ -147,11 +148,11 @@ def num_views(split: SplitData) -> int:
 def predict(model: nn.Module, source, *, views: int, batch_size: int, amp: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     """Logits (averaged over all cached views, before softmax) and labels for a whole split."""
     model.eval()
-    device_type = source.device.type
+    device_type, dtype = source.device.type, amp_dtype(source.device)
     logits, labels = [], []
     total, count = None, 0
     for x, y in iterate_batches(source, eval_plans(len(source), batch_size), views=range(views)):
-        with torch.autocast(device_type=device_type, dtype=torch.float16, enabled=amp):
+        with torch.autocast(device_type=device_type, dtype=dtype, enabled=amp):
             out = model(x).float()
         total = out if total is None else total + out
         count += 1
@@ -199,7 +200,7 @@ def train(cfg: TrainHeadConfig, data: TrainData, *, run_dir: str | Path | None =
     complexity = model_complexity(model, spec)
     optimizer = OPTIMIZERS[cfg.optimizer](model.parameters(), cfg)
     schedule = SCHEDULES[cfg.schedule](optimizer, cfg)
-    scaler = torch.amp.GradScaler("cuda", enabled=amp)
+    scaler, dtype = grad_scaler(device, amp), amp_dtype(device)
     generator = torch.Generator().manual_seed(cfg.seed)
     train_src = make_source(data.train, device=device, num_segments=cfg.segments, stats=data.stats,
                             max_batch=cfg.batch_size)
@@ -228,7 +229,7 @@ def train(cfg: TrainHeadConfig, data: TrainData, *, run_dir: str | Path | None =
         hits = torch.zeros((), device=device)
         seen = 0
         for x, y in iterate_batches(train_src, plans):
-            with torch.autocast(device_type=device.type, dtype=torch.float16, enabled=amp):
+            with torch.autocast(device_type=device.type, dtype=dtype, enabled=amp):
                 per_stream = model.stream_logits(x)
                 loss = sum(F.cross_entropy(out.float(), y) for out in per_stream.values()) / len(per_stream)
             optimizer.zero_grad(set_to_none=True)
@@ -241,6 +242,8 @@ def train(cfg: TrainHeadConfig, data: TrainData, *, run_dir: str | Path | None =
                 loss_sum += loss.detach() * len(y)
             seen += len(y)
             emit("batch", size=len(y))
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)  # the steps' time, not just the time to queue them
         step_seconds = time.perf_counter() - started
         val = evaluate(model, val_src, views=views, batch_size=cfg.eval_batch_size, amp=amp)
         state["stopped"] = schedule.end_epoch(val["loss"])
