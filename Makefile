@@ -32,4 +32,4 @@ gpu-inputs:
 	$(PY) benchmarks/gpu/bench_flow_gpu.py --prepare .gpu-inputs/pairs.npz
 	du -sh .gpu-inputs
 gpu-dry-run:
-	bash benchmarks/gpu/run.sh gpu-results-dry --dry-run
+	PYTHON=$(PY) bash benchmarks/gpu/run.sh gpu-results-dry --dry-run

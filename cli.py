@@ -523,7 +523,7 @@ def _echo_epoch(info: dict, throughput: str) -> None:
 @click.option("--val-split", help="Split used for validation (default val).")
 @click.option("--seed", type=int, help="Random seed (default 0).")
 @click.option("--device", help="auto, cpu, cuda or cuda:N.")
-@click.option("--amp/--no-amp", default=None, help="Mixed precision on CUDA (default on).")
+@click.option("--amp/--no-amp", default=None, help="bf16 autocast on CUDA (default off: slower for light heads).")
 @click.option("--memory-budget-gb", type=float,
               help="Features above this stream from Zarr (default 0 = half the free RAM, or GPU memory on CUDA).")
 @click.option("--head-options", help='JSON object of head options, e.g. \'{"hidden": 512}\'.')
@@ -861,7 +861,7 @@ def demo_cmd(out, weights, executor, seeds, config_file):
 @click.option("--loader-workers", type=int, help="Decoding processes per worker (default 2; 0 = in-process).")
 @click.option("--checkpoint-every", type=int, help="Also write last.pt every this many steps (default: epoch ends).")
 @click.option("--device", help="auto, cpu, cuda or cuda:N (in-process runs).")
-@click.option("--amp/--no-amp", default=None, help="Mixed precision on CUDA (default on).")
+@click.option("--amp/--no-amp", default=None, help="bf16 autocast on CUDA (default off: slower for light heads).")
 @click.option("--storage-options", help="JSON object passed to fsspec for the store URL.")
 @click.option("--resume", is_flag=True, default=None, help="Continue the run in -o (re-running the same command does too).")
 @click.option("--overwrite", is_flag=True, default=None, help="Replace a run with a different config in -o.")

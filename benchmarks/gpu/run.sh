@@ -34,7 +34,7 @@ say() { echo "$@" | tee -a "$LOG"; }
 PY=${PYTHON:-python3}
 SITE=/tmp/stpipe-gpu-site
 wheels=$(ls .whl-gpu/*.whl .whl-ocv/*.whl 2>/dev/null || true)
-if [ -n "$wheels" ]; then
+if [ -n "$wheels" ] && [ -z "$DRY" ]; then  # a dry run uses this machine's environment (PYTHON=.venv/bin/python)
   # shellcheck disable=SC2086
   $PY -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target "$SITE" $wheels \
     >>"$LOG" 2>&1 || { say "run.sh: installing the carried wheels failed (see $LOG)"; exit 1; }

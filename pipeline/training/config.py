@@ -48,7 +48,10 @@ class TrainHeadConfig:
     seed: int = 0
     # how it runs (free to change when resuming)
     device: str = "auto"
-    amp: bool = True  # mixed precision, CUDA only
+    # mixed precision (bf16 autocast where supported), CUDA only. Off by default: on an H200 the light
+    # heads ran slower under autocast than in fp32 (mlp 78k vs 119k samples/s, trn_multiscale 24k vs
+    # 30k, lstm 61k vs 71k at batch 256; benchmarks/README.md, GPU section)
+    amp: bool = False
     memory_budget_gb: float = 0.0  # features above this stream from Zarr; 0 = half the free RAM (GPU memory on CUDA)
     eval_batch_size: int = 256
     resume: bool = False
