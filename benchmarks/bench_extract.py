@@ -83,14 +83,14 @@ def config(manifest: Path, output: Path, **kw) -> ExtractConfig:
     return ExtractConfig(**{**base, **kw})
 
 
-def timed_extract(cfg: ExtractConfig):
+def timed_extract(cfg: ExtractConfig, models=None):
     """`stages.extract.run` step by step, to keep the work unit's Stats (padding counts).
 
     Returns (Stats, CPU seconds of this process, all threads, during `Extractor.process`).
     `Stats.seconds` is the time of `Extractor.process`: decoding, preprocessing, backbone, flow and
-    writes, not model loading.
+    writes, not model loading. `models` (from `extract.load_models`) lets repeated runs share them.
     """
-    models = extract.load_models(cfg)
+    models = models or extract.load_models(cfg)
     work = extract.plan(cfg, models)
     device, backbone, flow_method, flow_backbone = models
     extractor = Extractor(cfg, work.store, device=device, backbone=backbone, flow_method=flow_method,

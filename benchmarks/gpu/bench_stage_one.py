@@ -37,11 +37,11 @@ HERE = Path(__file__).resolve().parent
 sys.path[:0] = [str(HERE), str(HERE.parent), str(HERE.parents[1])]  # these helpers, the CPU benchmarks, the project
 
 from bench_backbones import forward_limit  # noqa: E402
-from bench_extract import write_manifest  # noqa: E402
+from bench_extract import timed_extract, write_manifest  # noqa: E402
 from common import PeakMemory, device_for, environment, parser, table, write_results  # noqa: E402
 
 from pipeline.backbones import build_backbone  # noqa: E402
-from pipeline.extraction import ExtractConfig, Extractor  # noqa: E402
+from pipeline.extraction import ExtractConfig  # noqa: E402
 from stages import extract  # noqa: E402
 
 PRECISIONS = {"fp32": "", "bf16": "bf16"}  # name -> ExtractConfig.amp
@@ -132,15 +132,7 @@ def forward(backbone, batch: int, args, device: torch.device) -> dict:
 
 def run_extract(cfg: ExtractConfig, models):
     """`stages.extract.run` with models already built: (Stats, CPU seconds of `Extractor.process`)."""
-    work = extract.plan(cfg, models)
-    extractor = Extractor(cfg, work.store, device=models[0], backbone=models[1])
-    cpu = time.process_time()
-    stats = extractor.process(work.jobs)
-    cpu = time.process_time() - cpu
-    work.store.write_index()
-    if stats.failed:
-        raise SystemExit(f"benchmark videos failed: {[f.error for f in stats.failures]}")
-    return stats, cpu
+    return timed_extract(cfg, (models[0], models[1], None, None))
 
 
 def end_to_end(models, name: str, precision: str, batch: int, args, device, work: Path, manifest: Path,

@@ -81,6 +81,19 @@ if triton is not None:
         return w0, w1, w2, 1.0 - w0 - w1 - w2
 
     @triton.jit
+    def _tap(w0, w1, w2, w3, K: tl.constexpr):
+        """The weight of tap K (resolved at compile time: Triton cannot index a tuple of tensors)."""
+        if K == 0:
+            w = w0
+        elif K == 1:
+            w = w1
+        elif K == 2:
+            w = w2
+        else:
+            w = w3
+        return w
+
+    @triton.jit
     def _warp_kernel(img_ptr, u_ptr, out_ptr, height, width, hw, REPLICATE: tl.constexpr, BLOCK: tl.constexpr):
         """(I1, I1x, I1y, I0) warped by u -> (I1wx, I1wy, rho_c): kernels.warp_data for one tile."""
         n = tl.program_id(0).to(tl.int64)
@@ -101,25 +114,11 @@ if triton is not None:
         iyw = tl.zeros([BLOCK], tl.float32)
         for j in tl.static_range(4):
             yj = yi0 + (j - 1)
-            if j == 0:
-                wy = wy0
-            elif j == 1:
-                wy = wy1
-            elif j == 2:
-                wy = wy2
-            else:
-                wy = wy3
+            wy = _tap(wy0, wy1, wy2, wy3, j)
             rowj = tl.minimum(tl.maximum(yj, 0), height - 1) * width
             for i in tl.static_range(4):
                 xi = xi0 + (i - 1)
-                if i == 0:
-                    wx = wx0
-                elif i == 1:
-                    wx = wx1
-                elif i == 2:
-                    wx = wx2
-                else:
-                    wx = wx3
+                wx = _tap(wx0, wx1, wx2, wx3, i)
                 w = wy * wx
                 if not REPLICATE:
                     w = tl.where((yj >= 0) & (yj < height) & (xi >= 0) & (xi < width), w, 0.0)
