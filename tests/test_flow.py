@@ -25,7 +25,7 @@ from pipeline.flow import (
     flow_to_color,
     quantize_flow,
 )
-from pipeline.flow.kernels import Compiled, median_filter, primal_dual_compiled, primal_dual_steps
+from pipeline.flow.kernels import Compiled, median_filter, primal_dual_compiled, primal_dual_steps, warp_data
 from pipeline.flow.tvl1 import pyramid_sizes
 
 HAVE_CV2 = importlib.util.find_spec("cv2") is not None
@@ -224,6 +224,16 @@ def test_recovers_a_large_translation_of_a_real_frame(assets_dir, shift):
     inside = torch.from_numpy((xs + dx >= 0) & (xs + dx < w) & (ys + dy >= 0) & (ys + dy < h))
     err = (flow - torch.tensor([dx, dy], dtype=torch.float32)[:, None, None]).norm(dim=0)[inside]
     assert err.median() < 0.05 and err.mean() < 1.0 and (err < 1).float().mean() > 0.9
+
+
+def test_replicate_warp_has_no_data_term_where_the_match_leaves_the_image():
+    images = torch.rand(1, 4, 6, 8)
+    u = torch.zeros(1, 2, 6, 8)
+    u[:, 0] = 3.0  # columns 5-7 look at x = 8-10, outside
+    data = warp_data(images, u, replicate=True)
+    assert torch.equal(data[..., 5:], torch.zeros(1, 3, 6, 3))
+    assert torch.allclose(data[:, 0, :, :5], images[:, 1, :, 3:], atol=1e-6) and (data[..., :5] != 0).all()
+    assert (warp_data(images, u, replicate=False)[:, 2, :, 5:] != 0).all()  # OpenCV's zeros keep rho_c
 
 
 def test_median_filter_matches_sorting():
