@@ -20,8 +20,9 @@ Where we differ from OpenCV, on purpose:
   by 1/scale_step, which is off by up to 0.5% after rounding);
 - grey conversion of RGB is done in float (OpenCV rounds to uint8 first); the illumination term
   `gamma` (0 by default in OpenCV) is not implemented;
-- outside the image the warp replicates the border as the IPOL code does (OpenCV reads zeros
-  there: `border="zeros"`).
+- outside the image the warp replicates the border as the IPOL code does, and a pixel whose match
+  x + u leaves the image gets no data term (the TV term fills its flow in); OpenCV reads zeros
+  there (`border="zeros"`), which fakes an edge within the bicubic support.
 `scales=5, antialias=False, border="zeros"` reproduces OpenCV's own defaults.
 
 Speed comes from batching pairs, fusing `check_every` primal-dual steps into one compiled call,
@@ -64,9 +65,9 @@ class TVL1Params:
     # Gaussian pre-smoothing before each downscale (IPOL: sigma = 0.6 sqrt(1/scale_step^2 - 1));
     # OpenCV resizes without it, which aliases fine texture into the coarse levels
     antialias: bool = True
-    # outside the image the warped I1 is the replicated border (IPOL's Neumann condition: lower EPE
-    # where the flow leaves the frame, see benchmarks/README.md) or 0 (cv::remap's default, which
-    # OpenCV's DualTVL1 uses; `border="zeros"` reproduces it)
+    # outside the image the warped I1 is the replicated border (IPOL's Neumann condition) and pixels
+    # matched outside get no data term (lower EPE where the flow leaves the frame, see
+    # benchmarks/README.md), or 0 (cv::remap's default, which OpenCV's DualTVL1 uses; "zeros")
     border: Literal["zeros", "replicate"] = "replicate"
 
     def __post_init__(self) -> None:
@@ -220,11 +221,14 @@ def _downscale(img: torch.Tensor, size: tuple[int, int], antialias_step: float) 
     if antialias_step > 0:
         sigma = 0.6 * (1.0 / antialias_step**2 - 1.0) ** 0.5
         r = max(1, math.ceil(3 * sigma))
-        taps = torch.arange(-r, r + 1, device=img.device, dtype=img.dtype)
-        k = torch.exp(-0.5 * (taps / sigma) ** 2)
-        k = k / k.sum()
+        k = [math.exp(-0.5 * (t / sigma) ** 2) for t in range(-r, r + 1)]
+        k = [v / sum(k) for v in k]
+        h, w = img.shape[-2:]
+        # separable taps as shifted sums, not conv2d: a pair's result must not depend on the batch
+        # it runs in (conv2d picks its algorithm by batch size, and the last bits differ)
         x = F.pad(x, (r, r, r, r), mode="replicate")
-        x = F.conv2d(F.conv2d(x, k.view(1, 1, 1, -1)), k.view(1, 1, -1, 1))
+        x = sum(k[i] * x[..., i : i + w] for i in range(2 * r + 1))
+        x = sum(k[i] * x[..., i : i + h, :] for i in range(2 * r + 1))
     return F.interpolate(x, size=size, mode="bilinear", align_corners=False)[:, 0]
 
 
