@@ -207,7 +207,7 @@ def test_agrees_with_opencv_on_real_frames(assets_dir):
     assert diff.mean() < 0.05 and torch.quantile(diff.flatten(), 0.95) < 0.2
 
 
-@pytest.mark.parametrize("shift", [(24, 0), (-17, 17)])
+@pytest.mark.parametrize("shift", [(24, 0), pytest.param((-17, 17), marks=pytest.mark.slow)])
 def test_recovers_a_large_translation_of_a_real_frame(assets_dir, shift):
     """24 px at 96x128 (a quarter of the width): OpenCV's 5-level pyramid leaves 10 px on its
     coarsest level and loses it; the full pyramid (default) brings it down to 4 px."""
