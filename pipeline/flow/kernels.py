@@ -172,10 +172,9 @@ def warp_data(images: torch.Tensor, u: torch.Tensor, replicate: bool = False) ->
     image, as cv::remap(INTER_CUBIC, BORDER_CONSTANT), or with the border replicated (`replicate`,
     the Neumann condition of the IPOL code) and no data term where x + u falls outside the image
     (OpenCV's zeros give that beyond the bicubic support, but fake edges within it). Written as 16
-    gathers rather than
-    grid_sample so that integer positions are sampled exactly: grid_sample's [-1, 1] coordinates
-    round, and with zeros outside, a 1e-5 px error on the border grows warp after warp (identical
-    frames would not give zero flow).
+    gathers rather than grid_sample so that integer positions are sampled exactly: grid_sample's
+    [-1, 1] coordinates round, and with zeros outside, a 1e-5 px error on the border grows warp
+    after warp (identical frames would not give zero flow).
     """
     target, i0 = images[:, :3], images[:, 3]
     n, c, height, width = target.shape

@@ -16,8 +16,8 @@ Where we differ from OpenCV, on purpose:
   drops from 8.9 px EPE to about 0.3 px, and the small-motion families improve too;
 - each level is pre-smoothed before the downscale (`antialias`, IPOL's zoom_out: sigma =
   0.6 sqrt(1/scale_step^2 - 1)); OpenCV's cv::resize at 0.8 aliases fine texture instead;
-- the flow is upsampled between scales by the true size ratio of the two levels (OpenCV multiplies
-  by 1/scale_step, which is off by up to 0.5% after rounding);
+- levels are resized, and the flow scaled between them, by the true size ratio of two levels
+  (OpenCV resizes with an exact scale_step mapping and scales the flow by 1/scale_step);
 - grey conversion of RGB is done in float (OpenCV rounds to uint8 first); the illumination term
   `gamma` (0 by default in OpenCV) is not implemented;
 - outside the image the warp replicates the border as the IPOL code does, and a pixel whose match
