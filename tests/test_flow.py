@@ -25,7 +25,8 @@ from pipeline.flow import (
     flow_to_color,
     quantize_flow,
 )
-from pipeline.flow.kernels import Compiled, median_filter, primal_dual_compiled, primal_dual_steps
+from pipeline.flow.kernels import Compiled, median_filter, primal_dual_compiled, primal_dual_steps, warp_data
+from pipeline.flow.tvl1 import pyramid_sizes
 
 HAVE_CV2 = importlib.util.find_spec("cv2") is not None
 
@@ -151,24 +152,37 @@ def test_both_borders_keep_translations(border):
 
 
 @pytest.mark.skipif(not HAVE_CV2, reason="opencv not installed")
-def test_defaults_equal_opencv_defaults():
+def test_defaults_equal_opencv_defaults_but_the_pyramid_depth():
     import cv2
 
     cv = cv2.optflow.DualTVL1OpticalFlow_create()
     ours = TVL1Params()
     pairs = {
-        "tau": cv.getTau(), "lambda_": cv.getLambda(), "theta": cv.getTheta(), "scales": cv.getScalesNumber(),
+        "tau": cv.getTau(), "lambda_": cv.getLambda(), "theta": cv.getTheta(),
         "warps": cv.getWarpingsNumber(), "epsilon": cv.getEpsilon(), "inner_iterations": cv.getInnerIterations(),
         "outer_iterations": cv.getOuterIterations(), "scale_step": cv.getScaleStep(),
         "median_filtering": cv.getMedianFiltering(),
     }
     assert {k: getattr(ours, k) for k in pairs} == pytest.approx(pairs)
+    # on purpose: every level down to 16 px (IPOL) instead of OpenCV's 5 (large motions, see tvl1.py)
+    assert ours.scales == 0 and cv.getScalesNumber() == 5
+
+
+def test_pyramid_goes_down_to_min_size_unless_capped():
+    full = pyramid_sizes(256, 340, TVL1Params())
+    assert full[0] == (256, 340) and len(full) == 13 and full[-1] == (18, 24)
+    assert pyramid_sizes(256, 340, TVL1Params(scales=5)) == full[:5] and full[4] == (105, 139)
+    assert pyramid_sizes(20, 400, TVL1Params()) == [(20, 400), (16, 320)]
+    with pytest.raises(ConfigError, match="scales"):
+        TVL1Params(scales=-1)
 
 
 @pytest.mark.skipif(not HAVE_CV2, reason="opencv not installed")
 def test_opencv_method_refuses_what_opencv_cannot_do():
     with pytest.raises(ConfigError, match="border"):
         build_flow("tvl1-opencv", border="replicate")
+    with pytest.raises(ConfigError, match="antialias"):
+        build_flow("tvl1-opencv", antialias=True)
     assert build_flow("tvl1-opencv", device="cpu").params["border"] == "zeros"
 
 
@@ -179,18 +193,47 @@ def test_opencv_method_names_the_extra_when_cv2_is_missing(monkeypatch):
 
 
 @pytest.mark.skipif(not HAVE_CV2, reason="opencv not installed")
-def test_agrees_with_opencv_on_real_frames(assets_dir, method):
+def test_agrees_with_opencv_on_real_frames(assets_dir):
     from pipeline.video import FrameSelection, read_frames
 
     frames = read_frames(assets_dir / "videos" / "carphone_pristine.mp4", start=1.0,
                          select=FrameSelection(max_frames=2))
     grey = np.stack([np.dot(f.astype(np.float32), [0.299, 0.587, 0.114]) / 255 for f in frames])
-    ours = method.pairs(grey[:1], grey[1:])[0]
+    ours = tvl1(antialias=False).pairs(grey[:1], grey[1:])[0]  # OpenCV's pyramid, our warp border
     ref = build_flow("tvl1-opencv", device="cpu").pairs(grey[:1], grey[1:])[0]
     diff = (ours - ref).norm(dim=0)
     magnitude = ref.norm(dim=0)
     assert magnitude.mean() > 0.3  # the pair really moves
     assert diff.mean() < 0.05 and torch.quantile(diff.flatten(), 0.95) < 0.2
+
+
+@pytest.mark.parametrize("shift", [(24, 0), pytest.param((-17, 17), marks=pytest.mark.slow)])
+def test_recovers_a_large_translation_of_a_real_frame(assets_dir, shift):
+    """24 px at 96x128 (a quarter of the width): OpenCV's 5-level pyramid leaves 10 px on its
+    coarsest level and loses it; the full pyramid (default) brings it down to 4 px."""
+    from pipeline.video import FrameSelection, read_frames
+
+    frame = read_frames(assets_dir / "videos" / "vtest.avi", start=1.0, select=FrameSelection(max_frames=1))[0]
+    grey = torch.from_numpy(np.dot(frame.astype(np.float32), [0.299, 0.587, 0.114]).astype(np.float32))
+    big = torch.nn.functional.interpolate(grey[None, None] / 255, size=(160, 213), mode="area")[0, 0].numpy()
+    (dx, dy), (h, w), y0, x0 = shift, (96, 128), 32, 32
+    i1 = big[y0 : y0 + h, x0 : x0 + w]
+    i0 = big[y0 + dy : y0 + dy + h, x0 + dx : x0 + dx + w]  # I0(x) = I1(x + shift), exactly
+    flow = tvl1().pairs(i0[None], i1[None])[0]
+    ys, xs = np.mgrid[0:h, 0:w]
+    inside = torch.from_numpy((xs + dx >= 0) & (xs + dx < w) & (ys + dy >= 0) & (ys + dy < h))
+    err = (flow - torch.tensor([dx, dy], dtype=torch.float32)[:, None, None]).norm(dim=0)[inside]
+    assert err.median() < 0.05 and err.mean() < 1.0 and (err < 1).float().mean() > 0.9
+
+
+def test_replicate_warp_has_no_data_term_where_the_match_leaves_the_image():
+    images = torch.rand(1, 4, 6, 8)
+    u = torch.zeros(1, 2, 6, 8)
+    u[:, 0] = 3.0  # columns 5-7 look at x = 8-10, outside
+    data = warp_data(images, u, replicate=True)
+    assert torch.equal(data[..., 5:], torch.zeros(1, 3, 6, 3))
+    assert torch.allclose(data[:, 0, :, :5], images[:, 1, :, 3:], atol=1e-6) and (data[..., :5] != 0).all()
+    assert (warp_data(images, u, replicate=False)[:, 2, :, 5:] != 0).all()  # OpenCV's zeros keep rho_c
 
 
 def test_median_filter_matches_sorting():

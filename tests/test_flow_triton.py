@@ -51,6 +51,20 @@ for border, median in (("replicate", 5), ("zeros", 3)):
                    "repeat_equal": bool(torch.equal(b, again)), "alone_diff": float((alone[0] - b[0]).abs().max()),
                    "mean_flow_pair0": [float(a[0, 0].mean()), float(a[0, 1].mean())],
                    "still_pair_max": float(b[2].abs().max())}
+# the warp and median kernels alone, on random data: the same numbers as kernels.py's
+from pipeline.flow import kernels, triton_tvl1 as tt
+torch.manual_seed(0)
+n, h, w = 2, 20, 27
+img, u = torch.rand(n, 4, h, w) * 255, torch.randn(n, 2, h, w) * 3
+for replicate in (True, False):
+    got = torch.zeros(n, 3, h, w)
+    tt._warp_kernel[(n, 1)](img, u, got, h, w, h * w, REPLICATE=replicate, BLOCK=1024)
+    out[f"warp_{replicate}"] = float((got - kernels.warp_data(img, u, replicate)).abs().max())
+for size in (3, 5):
+    got = torch.zeros_like(u)
+    tt._median_kernel[(n, 1)](u, got, torch.full((n, 1), float("inf")), 1, 0.0, h, w, h * w, SIZE=size,
+                              BLOCK=1024, TILES_P2=1)
+    out[f"median_{size}"] = float((got - kernels.median_filter(u, size)).abs().max())
 print(json.dumps(out))
 """
 
@@ -62,6 +76,8 @@ def test_triton_solver_equals_generic_solver_in_the_interpreter():
                           env=env, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     results = json.loads(proc.stdout.strip().splitlines()[-1])
+    for kernel in ("warp_True", "warp_False", "median_3", "median_5"):
+        assert results.pop(kernel) < 1e-3, kernel  # values up to ~2600: last-bit differences at most
     for border, r in results.items():
         # same math, same stopping iteration per pair; only float summation order differs
         assert r["mean_diff"] < 1e-3, (border, r)

@@ -44,7 +44,7 @@ def build_tvl1(
     *, device: str | torch.device | None = None, max_batch: int = 32, compile: bool = True, check_every: int = 5,
     engine: str = "auto", cuda_graphs: bool = True, **param_overrides: Any,
 ) -> TVL1Flow:
-    """Batched PyTorch TV-L1 with OpenCV's defaults; any TVL1Params field can be overridden.
+    """Batched PyTorch TV-L1 (OpenCV's parameters, IPOL's pyramid); any TVL1Params field can be overridden.
     On CUDA the per-level solver is Triton's (`engine="auto"`; see pipeline/flow/triton_tvl1.py)."""
     return TVL1Flow(
         _params(param_overrides, "tvl1"), name="tvl1", device=_device(device), max_batch=max_batch,
@@ -58,6 +58,7 @@ def build_tvl1_opencv(*, device: str | torch.device | None = None, max_batch: in
     from pipeline.flow.opencv_ref import OpenCVTVL1
 
     param_overrides.setdefault("border", "zeros")  # what cv::remap does; OpenCV offers no other
+    param_overrides.setdefault("antialias", False)  # cv::resize at 0.8 does not pre-smooth
     return OpenCVTVL1(_params(param_overrides, "tvl1-opencv"), device=_device(device), max_batch=max_batch)
 
 

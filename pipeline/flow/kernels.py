@@ -170,10 +170,11 @@ def warp_data(images: torch.Tensor, u: torch.Tensor, replicate: bool = False) ->
     images (N, 4, H, W) = I1, I1x, I1y, I0 (one fresh tensor per level, so the compiled function
     sees the same kind of input at every level); u (N, 2, H, W). Bicubic with zeros outside the
     image, as cv::remap(INTER_CUBIC, BORDER_CONSTANT), or with the border replicated (`replicate`,
-    the Neumann condition of the IPOL code). Written as 16 gathers rather than
-    grid_sample so that integer positions are sampled exactly: grid_sample's [-1, 1] coordinates
-    round, and with zeros outside, a 1e-5 px error on the border grows warp after warp (identical
-    frames would not give zero flow).
+    the Neumann condition of the IPOL code) and no data term where x + u falls outside the image
+    (OpenCV's zeros give that beyond the bicubic support, but fake edges within it). Written as 16
+    gathers rather than grid_sample so that integer positions are sampled exactly: grid_sample's
+    [-1, 1] coordinates round, and with zeros outside, a 1e-5 px error on the border grows warp
+    after warp (identical frames would not give zero flow).
     """
     target, i0 = images[:, :3], images[:, 3]
     n, c, height, width = target.shape
@@ -198,7 +199,14 @@ def warp_data(images: torch.Tensor, u: torch.Tensor, replicate: bool = False) ->
             warped = warped + flat.gather(2, index).reshape(n, c, height, width) * weight
     i1w, ix, iy = warped.unbind(1)
     rho_c = i1w - ix * u[:, 0] - iy * u[:, 1] - i0
-    return torch.stack([ix, iy, rho_c], 1)
+    data = torch.stack([ix, iy, rho_c], 1)
+    if replicate:
+        # no data term where x + u leaves the image: a zero gradient makes the thresholding step
+        # leave u alone, so the TV term fills the flow in from inside (the replicated border has
+        # no information there, and its warped gradient would pull the flow wrongly)
+        outside = (x < 0) | (x > width - 1) | (y < 0) | (y > height - 1)
+        data = torch.where(outside[:, None], 0.0, data)
+    return data
 
 
 # ---- compile once, fall back to eager ----------------------------------------------------------

@@ -127,10 +127,16 @@ if triton is not None:
                 ixw = ixw + tl.load(img + hw + idx, mask=m, other=0.0) * w
                 iyw = iyw + tl.load(img + 2 * hw + idx, mask=m, other=0.0) * w
         i0 = tl.load(img + 3 * hw + offs, mask=m, other=0.0)
+        rho_c = i1w - ixw * u1 - iyw * u2 - i0
+        if REPLICATE:  # no data term where x + u leaves the image (kernels.warp_data says why)
+            outside = (x < 0.0) | (x > width - 1.0) | (y < 0.0) | (y > height - 1.0)
+            ixw = tl.where(outside, 0.0, ixw)
+            iyw = tl.where(outside, 0.0, iyw)
+            rho_c = tl.where(outside, 0.0, rho_c)
         out = out_ptr + n * 3 * hw
         tl.store(out + offs, ixw, mask=m)
         tl.store(out + hw + offs, iyw, mask=m)
-        tl.store(out + 2 * hw + offs, i1w - ixw * u1 - iyw * u2 - i0, mask=m)
+        tl.store(out + 2 * hw + offs, rho_c, mask=m)
 
     @triton.jit
     def _primal_kernel(u_ptr, p_ptr, data_ptr, prev_ptr, next_ptr, steps_ptr, tiles, stop, l_t, theta,
