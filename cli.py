@@ -697,7 +697,8 @@ def _ablation_progress(title: str):
         bar = state["bar"]
         if bar is None:
             return
-        name = f"{p.trial.head} {p.trial.segments} seg. {p.trial.modality} seed {p.trial.seed}"
+        grid = f" {p.trial.grid_label}" if p.trial.params else ""
+        name = f"{p.trial.head} {p.trial.segments} seg. {p.trial.modality}{grid} seed {p.trial.seed}"
         if p.event == "done":
             bar.update(1)
             m = p.outcome.metrics

@@ -342,3 +342,15 @@ def test_cli_demo_runs_every_step_and_resumes(tmp_path, capsys):
     assert FeatureStore.open(str(out / "features.zarr")).meta["config"]["flow_features"] is True
     main(["demo", "-o", str(out), "--config", str(config_file)])  # resumes: nothing is redone
     assert "4 finished earlier, not repeated" in capsys.readouterr().err
+
+
+def test_cli_grid_option_parses_axes():
+    import click
+
+    from cli import _grid_option
+
+    assert _grid_option(("lr=1e-3,3e-3", "weight-decay=0.1", "standardize=true")) == {
+        "lr": [0.001, 0.003], "weight_decay": [0.1], "standardize": [True]}
+    assert _grid_option(()) is None
+    with pytest.raises(click.BadParameter, match="expected FIELD=V1,V2"):
+        _grid_option(("lr",))
