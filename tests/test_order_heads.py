@@ -29,6 +29,15 @@ ORDER_AWARE = ("mlp", "trn_multiscale", "rnn_tanh", "rnn_relu", "lstm", "gru", "
                "fcn3d", "st_resnet", "mtconv", "s3dg")
 
 
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny heads run fastest on one thread; two OpenMP threads wait at barriers on a busy machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def order_task(n: int, *, spatial: tuple[int, int] | None, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
     """(clips (n, T, D[, H, W]), labels (n,)): label 1 = the clip's frames in reverse order."""
     shape = (DIM,) if spatial is None else (DIM, *spatial)
