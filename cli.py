@@ -468,25 +468,29 @@ def heads_cmd(num_classes, num_segments, feature_shape, proj_dim):
       stpipe heads --classes 27 --segments 8 --feature-shape 1024x7x7
     """
     from pipeline.heads import complexity_table
+    from pipeline.heads.recipes import head_recipe
 
     rows = complexity_table(num_classes=num_classes, num_segments=num_segments,
                             feature_shape=feature_shape, proj_dim=proj_dim)
     shape = "x".join(map(str, feature_shape))
     click.echo(f"classes {num_classes}, segments {num_segments}, features {shape} per segment, "
                f"projection to {proj_dim}; MACs per clip")
-    header = ("head", "input", "proj params", "proj MACs", "head params", "head MACs", "note")
+    header = ("head", "input", "proj params", "proj MACs", "head params", "head MACs", "default recipe", "note")
     table = [header]
     for r in rows:
+        recipe = head_recipe(r["name"]).short()
         if r["applicable"]:
             table.append((r["name"], r["input_kind"], f"{r['projection_params']:,}",
                           f"{r['projection_macs'] / 1e6:,.2f}M", f"{r['head_params']:,}",
-                          f"{r['head_macs'] / 1e6:,.2f}M", r["note"]))
+                          f"{r['head_macs'] / 1e6:,.2f}M", recipe, r["note"]))
         else:
-            table.append((r["name"], r["input_kind"], "-", "-", "-", "-", f"n/a: {r['note']}"))
+            table.append((r["name"], r["input_kind"], "-", "-", "-", "-", recipe, f"n/a: {r['note']}"))
     widths = [max(len(row[i]) for row in table) for i in range(len(header) - 1)]
     for row in table:
-        cells = [c.ljust(w) if i < 2 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths))]
+        cells = [c.ljust(w) if i < 2 or i == 6 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths))]
         click.echo("  ".join(cells + [row[-1]]).rstrip())
+    click.echo("default recipe: AdamW, half-cosine lr, what train-head/ablate/demo use for settings not given "
+               "(chosen by a recorded sweep, benchmarks/README.md); --recipe paper = seed 000's SGD recipe")
 
 
 # ---- stage two: train-head, evaluate, stats ----
@@ -508,20 +512,22 @@ def _echo_epoch(info: dict, throughput: str) -> None:
 @click.option("--modality", type=click.Choice(["rgb", "flow", "rgb+flow"]), help="Feature streams (default rgb).")
 @click.option("--fusion", type=click.Choice(["late", "joint"]),
               help="rgb+flow: late = one head per stream, logits averaged; joint = one two-stream head (st_resnet).")
-@click.option("--epochs", type=int, help="Maximum epochs (default 60; the plateau schedule stops earlier).")
+@click.option("--epochs", type=int, help="Maximum epochs (default: the head's recipe, `stpipe heads`).")
 @click.option("--batch-size", type=int, help="Training batch size (default 64).")
-@click.option("--optimizer", type=click.Choice(["sgd", "adamw"]), help="Optimizer (default sgd, momentum 0.9).")
-@click.option("--lr", type=float, help="Initial learning rate (default 0.001).")
+@click.option("--optimizer", type=click.Choice(["sgd", "adamw"]), help="Optimizer (default: the head's recipe, `stpipe heads`); sgd uses momentum 0.9.")
+@click.option("--lr", type=float, help="Initial learning rate (default: the head's recipe, `stpipe heads`).")
 @click.option("--momentum", type=float, help="SGD momentum (default 0.9).")
-@click.option("--weight-decay", type=float, help="Weight decay on all parameters (default 5e-4).")
-@click.option("--dropout", type=float, help="Dropout on the backbone features (default 0.5).")
-@click.option("--proj-dim", type=int, help="Width of the input projection (default 256).")
-@click.option("--schedule", type=click.Choice(["plateau", "cosine"]), help="lr schedule (default plateau).")
+@click.option("--weight-decay", type=float, help="Weight decay on all parameters (default: the head's recipe, `stpipe heads`).")
+@click.option("--dropout", type=float, help="Dropout on the backbone features (default: the head's recipe, `stpipe heads`).")
+@click.option("--proj-dim", type=int, help="Width of the input projection (default: the head's recipe, `stpipe heads`).")
+@click.option("--schedule", type=click.Choice(["plateau", "cosine"]), help="lr schedule (default: the head's recipe, `stpipe heads`).")
 @click.option("--patience", "plateau_patience", type=int, help="Epochs without val-loss improvement = plateau (default 3).")
 @click.option("--lr-drops", type=int, help="10x lr reductions before a plateau stops training (default 2).")
 @click.option("--standardize/--no-standardize", default=None, help="Per-channel standardisation (training-split stats).")
 @click.option("--val-split", help="Split used for validation (default val).")
 @click.option("--seed", type=int, help="Random seed (default 0).")
+@click.option("--recipe", type=click.Choice(["head", "paper"]),
+              help="Defaults for unset lr/wd/epochs/proj-dim/dropout/optimizer/schedule: head = its recipe (default), paper = seed 000's SGD.")
 @click.option("--device", help="auto, cpu, cuda or cuda:N.")
 @click.option("--amp/--no-amp", default=None, help="bf16 autocast on CUDA (default off: slower for light heads).")
 @click.option("--memory-budget-gb", type=float,
@@ -693,7 +699,8 @@ def _ablation_progress(title: str):
         bar = state["bar"]
         if bar is None:
             return
-        name = f"{p.trial.head} {p.trial.segments} seg. {p.trial.modality} seed {p.trial.seed}"
+        grid = f" {p.trial.grid_label}" if p.trial.params else ""
+        name = f"{p.trial.head} {p.trial.segments} seg. {p.trial.modality}{grid} seed {p.trial.seed}"
         if p.event == "done":
             bar.update(1)
             m = p.outcome.metrics
@@ -721,6 +728,32 @@ def _echo_ablation(result) -> None:
                              "re-run the same command to try them again")
 
 
+def _grid_option(axes: tuple[str, ...]) -> dict[str, list] | None:
+    """('lr=1e-3,3e-3', 'dropout=0.5') -> {'lr': [0.001, 0.003], 'dropout': [0.5]}; None when not given."""
+    import yaml
+
+    grid: dict[str, list] = {}
+    for axis in axes:
+        key, sep, values = axis.partition("=")
+        key = key.strip().replace("-", "_")
+        if not sep or not key or not values.strip():
+            raise click.BadParameter(f"expected FIELD=V1,V2,... got {axis!r}", param_hint="--grid")
+        if key in grid:
+            raise click.BadParameter(f"{key} given twice", param_hint="--grid")
+        grid[key] = [_scalar(v.strip(), yaml) for v in values.split(",") if v.strip()]
+    return grid or None
+
+
+def _scalar(text: str, yaml):
+    """'1e-3' -> 0.001 (YAML 1.1 would keep it text), '8' -> 8, 'true' -> True, else the text."""
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return yaml.safe_load(text)
+
+
 @cli.command("ablate")
 @click.option("-s", "--store", help="Feature store path or URL (from `stpipe extract`).")
 @click.option("-o", "--out", help="Ablation folder (trial run dirs, results.csv, summary.md, plot).")
@@ -728,17 +761,23 @@ def _echo_ablation(result) -> None:
 @click.option("--segments", help="Comma-separated segment counts, e.g. 8,16 (default 8).")
 @click.option("--modality", "modalities", help="Comma-separated: rgb, flow, rgb+flow (default rgb).")
 @click.option("--seeds", help="Comma-separated seeds (default 0,1,2).")
-@click.option("--epochs", type=int, help="Maximum epochs per trial (train-head default 60; plateau stops earlier).")
+@click.option("--epochs", type=int, help="Maximum epochs per trial (default: the head's recipe, `stpipe heads`).")
 @click.option("--batch-size", type=int, help="Training batch size (default 64).")
-@click.option("--optimizer", type=click.Choice(["sgd", "adamw"]), help="Optimizer (default sgd).")
-@click.option("--lr", type=float, help="Initial learning rate (default 0.001).")
-@click.option("--schedule", type=click.Choice(["plateau", "cosine"]), help="lr schedule (default plateau).")
-@click.option("--proj-dim", type=int, help="Width of the input projection (default 256).")
-@click.option("--dropout", type=float, help="Dropout on the backbone features (default 0.5).")
+@click.option("--optimizer", type=click.Choice(["sgd", "adamw"]), help="Optimizer (default: the head's recipe, `stpipe heads`).")
+@click.option("--lr", type=float, help="Initial learning rate (default: the head's recipe, `stpipe heads`).")
+@click.option("--schedule", type=click.Choice(["plateau", "cosine"]), help="lr schedule (default: the head's recipe, `stpipe heads`).")
+@click.option("--weight-decay", type=float, help="Weight decay (default: the head's recipe, `stpipe heads`).")
+@click.option("--proj-dim", type=int, help="Width of the input projection (default: the head's recipe, `stpipe heads`).")
+@click.option("--dropout", type=float, help="Dropout on the backbone features (default: the head's recipe, `stpipe heads`).")
 @click.option("--fusion", type=click.Choice(["late", "joint"]), help="rgb+flow trials: late (default) or joint.")
 @click.option("--standardize/--no-standardize", default=None, help="Per-channel standardisation (training stats).")
+@click.option("--recipe", type=click.Choice(["head", "paper"]),
+              help="Defaults for unset lr/wd/epochs/proj-dim/dropout/optimizer/schedule: head = its recipe (default), paper = seed 000's SGD.")
 @click.option("--val-split", help="Split used for validation (default val).")
 @click.option("--train-options", help='JSON object of further train-head settings, e.g. \'{"patience": 2}\'.')
+@click.option("--grid", "grid_axes", multiple=True, metavar="FIELD=V1,V2,...",
+              help="Sweep a train-head setting for every head (repeatable; the axes multiply), "
+                   "e.g. --grid lr=1e-3,3e-3 --grid weight_decay=0.01,0.1.")
 @click.option("--executor", type=click.Choice(["ray", "local"]), help="ray (default: embedded or cluster) or local.")
 @click.option("--ray-address", help="auto or HOST:PORT to join a Ray cluster (default: embedded local Ray).")
 @click.option("--cpus-per-trial", type=float, help="CPUs per trial (default 1; also its torch threads).")
@@ -750,7 +789,7 @@ def _echo_ablation(result) -> None:
 @click.option("--storage-options", help="JSON object passed to fsspec for the store URL.")
 @click.option("--overwrite", is_flag=True, default=None, help="Re-run every trial (replaces their run files).")
 @click.option("--config", "config_file", type=click.Path(dir_okay=False), help="YAML config file.")
-def ablate_cmd(config_file, storage_options, train_options, **options):
+def ablate_cmd(config_file, storage_options, train_options, grid_axes, **options):
     """Compare heads x segments x modalities over seeds on one store, as parallel trials on Ray.
 
     Example: stpipe ablate -s jester.zarr -o runs/ablation --heads all --segments 8,16 --seeds 0,1,2
@@ -762,10 +801,11 @@ def ablate_cmd(config_file, storage_options, train_options, **options):
     from stages import ablate
 
     train_keys = ("epochs", "batch_size", "optimizer", "lr", "schedule", "proj_dim", "dropout", "fusion",
-                  "standardize", "val_split")
+                  "standardize", "val_split", "recipe", "weight_decay")
     train = {k: options.pop(k) for k in train_keys}
     train.update(_json_option(train_options, "--train-options") or {})
     options["storage_options"] = _json_option(storage_options, "--storage-options")
+    options["grid"] = _grid_option(grid_axes)
     cfg = build_config(AblateConfig, config_file, options)
     given = {k: v for k, v in train.items() if v is not None}
     if given:

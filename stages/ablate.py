@@ -1,4 +1,4 @@
-"""`stpipe ablate`: heads x segments x modality x seeds on one store, as parallel trials.
+"""`stpipe ablate`: heads x segments x modality x [hyper-parameters] x seeds on one store, as parallel trials.
 
 Writes into `out/`: ablation.yaml (the config), trials/<name>/ (one train-head run dir per trial),
 results.csv (one row per trial), summary.md (seed 000's Table 3 layout), accuracy_vs_macs.png and,
@@ -60,7 +60,7 @@ def train_trial(trial: Trial, shared: SharedFeatures, *, device: str, cfg: Ablat
     from stages import train_head
 
     trial_cfg = cfg.trial_config(head=trial.head, segments=trial.segments, modality=trial.modality,
-                                 seed=trial.seed, out=str(trial_dir(cfg, trial)), device=device)
+                                 seed=trial.seed, out=str(trial_dir(cfg, trial)), device=device, params=trial.params)
     result = train_head.run(trial_cfg, data=shared.train_data(trial), signature=shared.signature(trial))
     return dict(result.metrics)
 
@@ -84,7 +84,7 @@ def run(cfg: AblateConfig, progress: Callable[[Progress], None] | None = None,
     for trial in grid.trials:
         record = TrialRecord(trial, trial_dir(cfg, trial))
         trial_cfg = cfg.trial_config(head=trial.head, segments=trial.segments, modality=trial.modality,
-                                     seed=trial.seed, out=str(record.run_dir))
+                                     seed=trial.seed, out=str(record.run_dir), params=trial.params)
         metrics = None if cfg.overwrite else finished_metrics(record.run_dir, trial_cfg)
         if metrics is not None:
             record.status, record.metrics, record.resumed = "ok", metrics, True

@@ -8,10 +8,11 @@ Sizes (chosen so the whole demo takes minutes on two CPU cores, and so the resul
 30 videos per class (22 train, 8 val) of 10 frames at 112x112 (the backbone sees 224 crops either
 way; 9 per class were too few: every rgb head stayed near chance), TV-L1 at 64 px with the
 `tvl1-fast` preset, one extraction worker per core (a Ray worker runs torch on one thread), one
-8-segment setting, and short training: AdamW (lr 2e-3, weight decay 0.01) with a 10-epoch cosine
-schedule on standardised features, `proj_dim` 64, batch 32. Seed 000's SGD recipe (lr 1e-3,
-plateau drops) needs far more steps than 7 batches an epoch give; `stpipe ablate` keeps it as
-its default.
+8-segment setting, and short training on standardised features, batch 32, with each head's recipe
+(pipeline/heads/recipes.py, `stpipe heads`: AdamW, half-cosine lr, per-head lr, weight decay,
+epochs, projection width and dropout chosen from a recorded sweep on this demo's cache). Seed 000's
+SGD recipe (lr 1e-3, plateau drops) needs far more steps than 7 batches an epoch give; it stays
+available as `recipe: paper`.
 
 Weights: `auto` uses torchvision's ImageNet weights when their file is in the torch cache, first
 copying it there from `$STPIPE_ASSETS/weights/` when present; otherwise the backbone is randomly
@@ -55,9 +56,8 @@ class DemoConfig:
     segments: tuple[int, ...] = (8,)
     modalities: tuple[str, ...] = ("rgb", "flow")
     seeds: tuple[int, ...] = (0, 1, 2)
-    train: dict[str, Any] = field(default_factory=lambda: {
-        "optimizer": "adamw", "lr": 0.002, "weight_decay": 0.01, "schedule": "cosine", "epochs": 10,
-        "standardize": True, "proj_dim": 64, "batch_size": 32})
+    # lr, weight decay, epochs, proj_dim, dropout (AdamW, cosine) come from each head's recipe
+    train: dict[str, Any] = field(default_factory=lambda: {"standardize": True, "batch_size": 32})
     executor: str = "ray"
     cpus_per_trial: float = 1.0
 

@@ -188,6 +188,39 @@ def test_crashed_trial_is_retried_once_then_reported_failed(pooled_url, tmp_path
     assert "trying again 1 trial(s) that failed in the last run: gru_4seg_rgb_seed0" in notes
 
 
+def test_hyper_parameter_grid_multiplies_trials_and_sets_their_configs(pooled_url, tmp_path):
+    cfg = config(pooled_url, tmp_path, heads=("mlp",), seeds=(0, 1), grid={"lr": (0.01, 0.1), "dropout": (0.0,)})
+    grid = expand_grid(cfg, FeatureStore.open(pooled_url))
+    assert len(grid.trials) == 2 * 2  # lr points x seeds
+    assert grid.settings == [(4, "rgb", "dropout=0.0 lr=0.01"), (4, "rgb", "dropout=0.0 lr=0.1")]
+    trial = grid.trials[-1]
+    assert trial.name == "mlp_4seg_rgb_dropout0.0_lr0.1_seed1"
+    trial_cfg = cfg.trial_config(head=trial.head, segments=4, modality="rgb", seed=1, out="x", params=trial.params)
+    assert (trial_cfg.lr, trial_cfg.dropout, trial_cfg.epochs) == (0.1, 0.0, TRAIN["epochs"])  # grid over train
+    assert cfg.settings()["grid"] == {"dropout": [0.0], "lr": [0.01, 0.1]}
+
+
+def test_hyper_parameter_grid_errors_are_one_line(pooled_url, tmp_path):
+    with pytest.raises(ConfigError, match="--grid: 'seed' is set by the grid or the ablation itself"):
+        config(pooled_url, tmp_path, grid={"seed": (1, 2)})
+    with pytest.raises(ConfigError, match="--grid: 'speed' is not a train-head setting"):
+        config(pooled_url, tmp_path, grid={"speed": (1,)})
+    with pytest.raises(ConfigError, match="lr must be > 0"):
+        config(pooled_url, tmp_path, grid={"lr": (0.1, -1)})
+    with pytest.raises(ConfigError, match=r"--grid lr: \[0.1, 0.1\] repeats a value"):
+        config(pooled_url, tmp_path, grid={"lr": (0.1, 0.1)})
+
+
+def test_grid_summary_names_each_heads_best_point():
+    rows = [dict(head="mlp", segments=8, modality="rgb", grid=f"lr={lr}", seed=s, status="ok", val_top1=v, macs=1,
+                 head_params=1, head_macs=1)
+            for lr, top1 in ((0.01, (0.5, 0.6)), (0.1, (0.8, 0.9))) for s, v in enumerate(top1)]
+    settings = [(8, "rgb", "lr=0.01"), (8, "rgb", "lr=0.1")]
+    text = summary_markdown(rows, heads=["mlp"], settings=settings, seeds=(0, 1))
+    assert "| Model | MFLOPs | Params | 8 seg. rgb lr=0.01 | 8 seg. rgb lr=0.1 |" in text
+    assert "- mlp, 8 seg. rgb: lr=0.1 -> 85.0 ± 7.1" in text
+
+
 def test_summary_cells_follow_table_3():
     rows = [dict(head="mlp", segments=8, modality="rgb", seed=s, status="ok", val_top1=v, macs=2e6,
                  head_params=1_062_939, head_macs=1_062_912) for s, v in enumerate((0.8, 0.9, 1.0))]
@@ -309,3 +342,15 @@ def test_cli_demo_runs_every_step_and_resumes(tmp_path, capsys):
     assert FeatureStore.open(str(out / "features.zarr")).meta["config"]["flow_features"] is True
     main(["demo", "-o", str(out), "--config", str(config_file)])  # resumes: nothing is redone
     assert "4 finished earlier, not repeated" in capsys.readouterr().err
+
+
+def test_cli_grid_option_parses_axes():
+    import click
+
+    from cli import _grid_option
+
+    assert _grid_option(("lr=1e-3,3e-3", "weight-decay=0.1", "standardize=true")) == {
+        "lr": [0.001, 0.003], "weight_decay": [0.1], "standardize": [True]}
+    assert _grid_option(()) is None
+    with pytest.raises(click.BadParameter, match="expected FIELD=V1,V2"):
+        _grid_option(("lr",))

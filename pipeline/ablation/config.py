@@ -1,5 +1,5 @@
-"""The ablate stage's config: the grid (heads x segments x modality x seeds), the training settings
-every trial shares, and how the trials run (in-process or as Ray tasks with per-trial resources)."""
+"""The ablate stage's config: the grid (heads x segments x modality x [hyper-parameters] x seeds), the
+training settings every trial shares, and how the trials run (in-process or as Ray tasks with per-trial resources)."""
 
 from __future__ import annotations
 
@@ -25,8 +25,12 @@ class AblateConfig:
     segments: tuple[int, ...] = (8,)
     modalities: tuple[str, ...] = ("rgb",)
     seeds: tuple[int, ...] = (0, 1, 2)
-    # what every trial shares: TrainHeadConfig fields (epochs, lr, batch_size, optimizer, fusion, ...)
+    # what every trial shares: TrainHeadConfig fields (epochs, lr, batch_size, optimizer, fusion, ...);
+    # fields left out come from each head's recipe (pipeline.heads.recipes)
     train: dict[str, Any] = field(default_factory=dict)
+    # hyper-parameter axes swept for every head and setting: {TrainHeadConfig field: values}, e.g.
+    # {"lr": [1e-3, 3e-3], "weight_decay": [0.01, 0.1]}; they override `train` and the recipes
+    grid: dict[str, tuple] = field(default_factory=dict)
     # how it runs (free to change between resumed runs)
     executor: Literal["ray", "local"] = "ray"
     ray_address: str = ""  # "" = embedded local Ray; auto or HOST:PORT joins a cluster
@@ -69,15 +73,27 @@ class AblateConfig:
         if unknown:
             hint = "set by the grid or the ablation itself" if unknown[0] in TRIAL_FIELDS else "not a train-head setting"
             raise ConfigError(f"train: {unknown[0]!r} is {hint}; known: {', '.join(sorted(known))}")
+        for key, values in self.grid.items():
+            if key not in known:
+                hint = "set by the grid or the ablation itself" if key in TRIAL_FIELDS else "not a train-head setting"
+                raise ConfigError(f"--grid: {key!r} is {hint}; known: {', '.join(sorted(known))}")
+            if isinstance(values, (str, bytes)) or not isinstance(values, (list, tuple)) or not values:
+                raise ConfigError(f"--grid {key}: give a list of values, got {values!r}")
+            if len(set(map(repr, values))) != len(values):
+                raise ConfigError(f"--grid {key}: {list(values)} repeats a value")
+            for value in values:  # each value must make a valid train-head config
+                self.trial_config(head="mlp", segments=self.segments[0], modality=self.modalities[0],
+                                  seed=self.seeds[0], out="check", params=((key, value),))
         self.trial_config(head="mlp", segments=self.segments[0], modality=self.modalities[0], seed=self.seeds[0],
                           out="check")  # bad training values fail now, in one line, not in every trial
 
     def trial_config(self, *, head: str, segments: int, modality: str, seed: int, out: str,
-                     device: str | None = None) -> TrainHeadConfig:
-        """The train-head config of one trial. `fusion` applies to rgb+flow trials only."""
+                     device: str | None = None, params: tuple[tuple[str, Any], ...] = ()) -> TrainHeadConfig:
+        """The train-head config of one trial (`params`: its point of the hyper-parameter grid).
+        `fusion` applies to rgb+flow trials only; what neither sets comes from the head's recipe."""
         from pipeline.config import from_dict
 
-        train = dict(self.train)
+        train = dict(self.train, **dict(params))
         if modality != "rgb+flow":
             train.pop("fusion", None)
         values = dict(train, store=self.store, storage_options=dict(self.storage_options), out=out, head=head,
@@ -90,4 +106,6 @@ class AblateConfig:
         probe = self.trial_config(head="mlp", segments=1, modality="rgb", seed=0, out="-")
         shared = {k: v for k, v in probe.identity().items() if k not in ("head", "segments", "modality", "seed")}
         shared["fusion"] = self.train.get("fusion", probe.fusion)
+        if self.grid:
+            shared["grid"] = {k: list(v) for k, v in sorted(self.grid.items())}
         return shared

@@ -1,4 +1,6 @@
-"""The trial grid: heads x segments x modality x seeds, limited to what the store's features allow.
+"""The trial grid: heads x segments x modality x [hyper-parameters] x seeds, limited to what the
+store's features allow. The optional hyper-parameter axes (`AblateConfig.grid`, `--grid lr=...`)
+sweep train-head settings; each point is its own column of the summary table.
 
 `all` keeps every registered head that can run on the store and lists the others with the reason
 (spatial heads need spatial maps; pooled heads run on a spatial store by pooling them). Settings a
@@ -10,6 +12,7 @@ from __future__ import annotations
 
 import itertools
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -26,23 +29,41 @@ class Trial:
     segments: int
     modality: str
     seed: int
+    params: tuple[tuple[str, Any], ...] = ()  # one point of the hyper-parameter grid (--grid), sorted
 
     @property
     def name(self) -> str:
-        """Run dir name, e.g. `trn_multiscale_8seg_rgb+flow_seed1`."""
-        return f"{self.head}_{self.segments}seg_{self.modality}_seed{self.seed}"
+        """Run dir name, e.g. `trn_multiscale_8seg_rgb+flow_seed1` (`..._lr0.001_weight_decay0.1` on a grid)."""
+        grid = "".join(f"_{k}{v}" for k, v in self.params)
+        return f"{self.head}_{self.segments}seg_{self.modality}{grid}_seed{self.seed}"
 
     @property
-    def setting(self) -> tuple[int, str]:
-        """A column of the summary table: (segments, modality)."""
-        return self.segments, self.modality
+    def grid_label(self) -> str:
+        """'lr=0.001 weight_decay=0.1' ('' without a hyper-parameter grid)."""
+        return grid_label(self.params)
+
+    @property
+    def setting(self) -> tuple:
+        """A column of the summary table: (segments, modality), plus the grid label on a grid."""
+        return (self.segments, self.modality) + ((self.grid_label,) if self.params else ())
+
+
+def grid_label(params: tuple[tuple[str, Any], ...]) -> str:
+    return " ".join(f"{k}={v}" for k, v in params)
+
+
+def grid_points(grid: dict[str, tuple]) -> list[tuple[tuple[str, Any], ...]]:
+    """The cartesian product of the hyper-parameter axes, e.g. {lr: (1, 2), dropout: (0.5,)} ->
+    [(("dropout", 0.5), ("lr", 1)), (("dropout", 0.5), ("lr", 2))]; [()] without axes."""
+    keys = sorted(grid)
+    return [tuple(zip(keys, values)) for values in itertools.product(*(grid[k] for k in keys))]
 
 
 @dataclass(frozen=True)
 class Skipped:
     head: str
     reason: str
-    setting: tuple[int, str] | None = None  # None: the head is out entirely
+    setting: tuple | None = None  # (segments, modality); None: the head is out entirely
 
 
 @dataclass(frozen=True)
@@ -56,7 +77,7 @@ class Grid:
         return list(dict.fromkeys(t.head for t in self.trials))
 
     @property
-    def settings(self) -> list[tuple[int, str]]:
+    def settings(self) -> list[tuple]:
         return list(dict.fromkeys(t.setting for t in self.trials))
 
 
@@ -99,7 +120,8 @@ def expand_grid(cfg: AblateConfig, store: FeatureStore) -> Grid:
                 skipped.append(Skipped(head, reason, (segments, modality)))
                 continue
             kept += 1
-            trials.extend(Trial(head, segments, modality, seed) for seed in cfg.seeds)
+            trials.extend(Trial(head, segments, modality, seed, point)
+                          for point in grid_points(cfg.grid) for seed in cfg.seeds)
         if explicit and not kept:
             raise ConfigError(f"--heads {head}: no setting of the grid fits it ({skipped[-1].reason})")
     if not trials:

@@ -30,11 +30,22 @@ class Cell:
     macs: float
 
 
-def aggregate(rows: Sequence[dict[str, Any]]) -> dict[tuple[str, tuple[int, str]], Cell]:
-    """{(head, (segments, modality)): Cell} over the seeds of each setting (top-1 in %)."""
-    groups: dict[tuple[str, tuple[int, str]], list[dict[str, Any]]] = {}
+def row_setting(row: dict[str, Any]) -> tuple:
+    """(segments, modality), plus the hyper-parameter grid point when the ablation swept one."""
+    grid = row.get("grid") or ""
+    return (int(row["segments"]), row["modality"]) + ((str(grid),) if grid else ())
+
+
+def setting_text(setting: tuple) -> str:
+    return " ".join([f"{setting[0]} seg. {setting[1]}", *setting[2:]])
+
+
+def aggregate(rows: Sequence[dict[str, Any]]) -> dict[tuple[str, tuple], Cell]:
+    """{(head, setting): Cell} over the seeds of each setting (top-1 in %); a setting is
+    (segments, modality[, grid point])."""
+    groups: dict[tuple[str, tuple], list[dict[str, Any]]] = {}
     for row in rows:
-        groups.setdefault((row["head"], (int(row["segments"]), row["modality"])), []).append(row)
+        groups.setdefault((row["head"], row_setting(row)), []).append(row)
     cells = {}
     for key, group in groups.items():
         ok = [r for r in group if r["status"] == "ok" and r["val_top1"] not in (None, "")]
@@ -46,19 +57,19 @@ def aggregate(rows: Sequence[dict[str, Any]]) -> dict[tuple[str, tuple[int, str]
     return cells
 
 
-def _reference(rows: Sequence[dict[str, Any]], head: str, settings: list[tuple[int, str]]) -> dict | None:
+def _reference(rows: Sequence[dict[str, Any]], head: str, settings: list[tuple]) -> dict | None:
     ok = [r for r in rows if r["head"] == head and r["status"] == "ok" and r["head_params"] not in (None, "")]
     order = {s: i for i, s in enumerate(settings)}
-    ok.sort(key=lambda r: ("+" in r["modality"], order.get((int(r["segments"]), r["modality"]), 0)))
+    ok.sort(key=lambda r: ("+" in r["modality"], order.get(row_setting(r), 0)))
     return ok[0] if ok else None
 
 
-def summary_markdown(rows: Sequence[dict[str, Any]], *, heads: list[str], settings: list[tuple[int, str]],
+def summary_markdown(rows: Sequence[dict[str, Any]], *, heads: list[str], settings: list[tuple],
                      skipped: Sequence[Skipped] = (), title: str = "", val_split: str = "val",
                      seeds: Sequence[int] = ()) -> str:
     cells = aggregate(rows)
     best = {s: max((c.mean for (h, s2), c in cells.items() if s2 == s and c.runs), default=None) for s in settings}
-    header = ["Model", "MFLOPs", "Params"] + [f"{n} seg. {m}" for n, m in settings]
+    header = ["Model", "MFLOPs", "Params"] + [setting_text(s) for s in settings]
     lines = [f"# {title or 'Ablation'}", "",
              f"Top-1 accuracy (%) on `{val_split}`, mean ± std over seeds {', '.join(map(str, seeds))}; "
              "**bold** = best in its column.", "",
@@ -68,7 +79,7 @@ def summary_markdown(rows: Sequence[dict[str, Any]], *, heads: list[str], settin
         ref = _reference(rows, head, settings)
         if ref is not None:
             mflops, params = f"{2 * float(ref['head_macs']) / 1e6:.3g}", _millions(float(ref["head_params"]))
-            if (int(ref["segments"]), ref["modality"]) != settings[0]:
+            if row_setting(ref) != settings[0]:
                 notes.append(f"{head}: MFLOPs and params at {ref['segments']} segments, {ref['modality']}")
         else:
             mflops = params = "–"
@@ -80,6 +91,7 @@ def summary_markdown(rows: Sequence[dict[str, Any]], *, heads: list[str], settin
     lines += ["", "MFLOPs = 2 x multiply-adds and Params of the head per clip without its input projection "
               "(Table 3's convention); the plot and results.csv count the projection too."]
     lines += [f"- {n}" for n in notes]
+    lines += best_grid_points(cells, heads, settings)
     failed = [r for r in rows if r["status"] == "failed"]
     pending = [r for r in rows if r["status"] not in ("ok", "failed")]
     if failed:
@@ -94,6 +106,22 @@ def summary_markdown(rows: Sequence[dict[str, Any]], *, heads: list[str], settin
         lines += [f"- {s.head}: {s.reason}" for s in whole]
         lines += [f"- {s.head} at {s.setting[0]} seg. {s.setting[1]}: {s.reason}" for s in partial]
     return "\n".join(lines) + "\n"
+
+
+def best_grid_points(cells: dict[tuple[str, tuple], Cell], heads: list[str], settings: list[tuple]) -> list[str]:
+    """With a hyper-parameter grid: per head and (segments, modality), the grid point of the best mean."""
+    if not any(len(s) > 2 for s in settings):
+        return []
+    lines = ["", "## Best grid point per head (mean val top-1 over the seeds)", ""]
+    for head in heads:
+        for base in dict.fromkeys(s[:2] for s in settings):
+            done = [(cells[(head, s)], s) for s in settings if s[:2] == base and (head, s) in cells
+                    and cells[(head, s)].runs]
+            if done:
+                cell, best = max(done, key=lambda item: item[0].mean)
+                lines.append(f"- {head}, {setting_text(base)}: {' '.join(best[2:])} -> "
+                             f"{cell.mean:.1f} ± {cell.std:.1f}")
+    return lines
 
 
 def _cell_text(cell: Cell | None, best: float | None) -> str:
@@ -114,10 +142,10 @@ def _millions(value: float) -> str:
 
 
 def _trial_name(row: dict[str, Any]) -> str:
-    return f"{row['head']} {row['segments']} seg. {row['modality']} seed {row['seed']}"
+    return f"{row['head']} {setting_text(row_setting(row))} seed {row['seed']}"
 
 
-def plot_accuracy_vs_macs(rows: Sequence[dict[str, Any]], path: str | Path, *, settings: list[tuple[int, str]],
+def plot_accuracy_vs_macs(rows: Sequence[dict[str, Any]], path: str | Path, *, settings: list[tuple],
                           title: str = "") -> Path:
     """Log-scale multiply-adds per clip vs top-1 (%): one labelled point per head and setting,
     error bars = std over seeds, one marker and colour per setting."""
@@ -137,7 +165,7 @@ def plot_accuracy_vs_macs(rows: Sequence[dict[str, Any]], path: str | Path, *, s
         ys = [c.mean for _, c in points]
         errs = [c.std for _, c in points]
         ax.errorbar(xs, ys, yerr=errs, fmt=markers[i % len(markers)], capsize=3, markersize=6,
-                    label=f"{setting[0]} seg. {setting[1]}", alpha=0.85)
+                    label=setting_text(setting), alpha=0.85)
         order = sorted(range(len(points)), key=lambda k: (xs[k], ys[k]))
         for rank, k in enumerate(order):  # alternate above/below so neighbours' labels do not overlap
             ax.annotate(points[k][0], (xs[k], ys[k]), textcoords="offset points",

@@ -20,7 +20,7 @@ from pipeline.errors import StpipeError
 from pipeline.training.config import TrainHeadConfig
 from pipeline.training.runs import read_run_config
 
-COLUMNS = ("head", "segments", "modality", "seed", "params", "macs", "val_top1", "val_top5", "val_mean_class_acc",
+COLUMNS = ("head", "segments", "modality", "grid", "seed", "params", "macs", "val_top1", "val_top5", "val_mean_class_acc",
            "train_seconds", "status",
            # beyond the columns: what Table 3 counts (no projection), and how the trial went
            "head_params", "head_macs", "epochs", "best_epoch", "attempts", "run_dir", "error")
@@ -40,7 +40,7 @@ class TrialRecord:
 
     def row(self) -> dict[str, Any]:
         t = self.trial
-        row = {"head": t.head, "segments": t.segments, "modality": t.modality, "seed": t.seed,
+        row = {"head": t.head, "segments": t.segments, "modality": t.modality, "grid": t.grid_label, "seed": t.seed,
                "status": self.status, "attempts": self.attempts, "run_dir": str(self.run_dir), "error": self.error}
         row.update({k: self.metrics.get(k, "") for k in METRIC_KEYS})
         return row

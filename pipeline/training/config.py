@@ -1,8 +1,10 @@
 """The train-head config. `identity_fields` decide what a run *is*; the rest is how it runs.
 
-Defaults follow seed 000 where it is specific (SGD, cross-entropy, learning rate reduced twice by
-10x when the validation loss converges, dropout after the backbone features) and the TSN/TRN code
-bases where its numbers were lost (seeds/README.md): momentum 0.9, weight decay 5e-4, dropout 0.5,
+Built from user settings (`config.from_dict`: CLI, YAML, ablate, demo), the optimisation fields
+not given come from the head's recipe (pipeline.heads.recipes). The dataclass defaults below, used
+with `recipe: paper` or when constructing the class directly, follow seed 000 where it is specific
+(SGD, cross-entropy, learning rate reduced twice by 10x when the validation loss converges, dropout
+after the backbone features) and the TSN/TRN code bases where its numbers were lost (seeds/README.md): momentum 0.9, weight decay 5e-4, dropout 0.5,
 lr 0.001, batch 64 (TRN's `opts.py` defaults).
 """
 
@@ -46,6 +48,9 @@ class TrainHeadConfig:
     standardize: bool = False  # per-channel standardisation with training-split stats (dask)
     val_split: str = "val"
     seed: int = 0
+    # "head": lr, weight_decay, epochs, proj_dim, dropout, optimizer and schedule not given come from
+    # the head's recipe (pipeline.heads.recipes, `stpipe heads`); "paper": the seed-000 defaults above
+    recipe: Literal["head", "paper"] = "head"
     # how it runs (free to change when resuming)
     device: str = "auto"
     # mixed precision (bf16 autocast where supported), CUDA only. Off by default: on an H200 the light
@@ -83,6 +88,13 @@ class TrainHeadConfig:
             raise ConfigError("--resume and --overwrite contradict each other; pick one")
         if self.fusion == "joint" and self.modality != "rgb+flow":
             raise ConfigError(f"fusion 'joint' needs modality rgb+flow, got {self.modality!r}")
+
+    @staticmethod
+    def fill_defaults(values: dict[str, Any]) -> dict[str, Any]:
+        """Called by config.from_dict (CLI, YAML, ablate, demo): the head's recipe under `values`."""
+        from pipeline.heads.recipes import fill_recipe
+
+        return fill_recipe(values)
 
     @property
     def streams(self) -> tuple[str, ...]:
