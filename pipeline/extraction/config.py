@@ -38,6 +38,9 @@ class ExtractConfig:
     # as 64 and peaks at 1.6 GB instead of 2.3 GB on a 10k-frame video: benchmarks/README.md)
     batch_size: int = 0
     flow_batch: int = 16  # frame pairs per TV-L1 call
+    # TV-L1 kernels: compiled (minutes once per machine, faster per pair), eager, or auto = whichever
+    # finishes this run sooner (pipeline/flow/compile_policy.py); STPIPE_FLOW_COMPILE=0/1 overrides
+    flow_compile: Literal["auto", "on", "off"] = "auto"
     decode_threads: int = 2
     chunk_frames: int = 64  # decoded frames per chunk (bounds memory on long videos)
     device: str = "auto"
@@ -76,6 +79,8 @@ class ExtractConfig:
             raise ConfigError(f"max_retries must be >= 0, got {self.max_retries}")
         if self.flow_features and not self.flow:
             raise ConfigError("flow_features needs flow (--flow)")
+        if self.flow_compile not in ("auto", "on", "off"):
+            raise ConfigError(f"flow_compile must be auto, on or off, got {self.flow_compile!r}")
         if self.flow_bound <= 0:
             raise ConfigError(f"flow_bound must be > 0, got {self.flow_bound}")
 

@@ -1,0 +1,139 @@
+"""The TV-L1 compile-or-eager decision (pipeline/flow/compile_policy.py, extraction/flow_plan.py).
+
+No real compile here: the decision, its message, the job estimate and what extract does with it.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from pipeline.errors import ConfigError
+from pipeline.extraction.flow_plan import choose_flow_compile, estimate_flow_work, flow_streams
+from pipeline.flow import build_flow
+from pipeline.flow.compile_policy import CompileCosts, break_even_pairs, cache_marker, choose
+
+COSTS = CompileCosts(cold_seconds=100.0, warm_seconds=10.0, saved_ns_per_pixel=4000.0)
+PIXELS = 64 * 64  # saves 16.4 ms a pair: cold break-even 6,104 pairs on one stream
+AUTO = {}
+
+
+def test_break_even_is_compile_cost_over_saving_per_stream():
+    assert break_even_pairs(PIXELS, costs=COSTS) == int(100.0 / (4000e-9 * PIXELS)) + 1 == 6104
+    assert break_even_pairs(PIXELS, streams=2, costs=COSTS) == int(200.0 / (4000e-9 * PIXELS)) + 1
+    assert break_even_pairs(PIXELS, warm=True, costs=COSTS) == int(10.0 / (4000e-9 * PIXELS)) + 1
+    assert break_even_pairs(4 * PIXELS, costs=COSTS) < break_even_pairs(PIXELS, costs=COSTS)  # bigger frames pay sooner
+
+
+def test_small_job_runs_eager_and_large_one_compiles_with_reason():
+    small = choose(6_000, PIXELS, env=AUTO, costs=COSTS)
+    large = choose(6_200, PIXELS, env=AUTO, costs=COSTS)
+    assert (small.compile, small.mode) == (False, "eager")
+    assert (large.compile, large.mode) == (True, "compiled")
+    assert "6,000 pairs of 4,096 px < 6,104" in small.reason and "STPIPE_FLOW_COMPILE=1" in small.reason
+    assert "6,200 pairs of 4,096 px >= 6,104" in large.reason and "STPIPE_FLOW_COMPILE=0" in large.reason
+    assert small.describe().startswith("TV-L1 eager: ") and "cold inductor cache" in small.reason
+
+
+def test_a_warm_cache_and_more_streams_move_the_threshold():
+    assert choose(1_000, PIXELS, warm=True, env=AUTO, costs=COSTS).compile  # 611 pairs pay a 10 s load
+    assert "warm inductor cache" in choose(1_000, PIXELS, warm=True, env=AUTO, costs=COSTS).reason
+    assert not choose(1_000, PIXELS, warm=True, streams=2, env=AUTO, costs=COSTS).compile  # 1,221 with 2 streams
+
+
+@pytest.mark.parametrize("value, compiles", [("1", True), ("0", False)])
+def test_env_overrides_the_size_rule(value, compiles):
+    choice = choose(0 if compiles else 10**9, PIXELS, env={"STPIPE_FLOW_COMPILE": value}, costs=COSTS)
+    assert choice.compile is compiles and choice.reason == f"STPIPE_FLOW_COMPILE={value}"
+
+
+def test_bad_env_value_is_a_one_line_error():
+    with pytest.raises(ConfigError, match="STPIPE_FLOW_COMPILE='yes'.*0 .*1 .*auto"):
+        choose(10, PIXELS, env={"STPIPE_FLOW_COMPILE": "yes"})
+
+
+def test_other_devices_always_compile():
+    choice = choose(1, PIXELS, device_type="cuda", env=AUTO, costs=COSTS)
+    assert choice.compile and "cuda" in choice.reason
+
+
+def test_marker_key_follows_what_specialises_the_graphs(tmp_path, monkeypatch):
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path))
+    marker = cache_marker("cpu", 5, "replicate")
+    assert marker.parent.parent == tmp_path and marker == cache_marker("cpu", 5, "replicate")
+    assert len({marker, cache_marker("cuda", 5, "replicate"), cache_marker("cpu", 3, "replicate"),
+                cache_marker("cpu", 5, "zeros")}) == 4
+
+
+# ---- the run's estimate and extract's use of it ------------------------------------------------
+
+
+def _config(demo, **kw):
+    from pipeline.extraction import ExtractConfig
+
+    base = dict(manifest=str(demo / "manifest.csv"), output="memory://x", backbone="tiny", weights="none",
+                executor="local", flow=True, flow_method="tvl1-fastest", flow_short_side=16)
+    return ExtractConfig(**{**base, **kw})
+
+
+def _jobs(demo):
+    from manifests.table import read_manifest
+    from pipeline.extraction import VideoJob
+
+    manifest = read_manifest(str(demo / "manifest.csv"))
+    return [VideoJob(e.video_id, str(manifest.resolve(e)), e.label, 0, e.split) for e in manifest.entries]
+
+
+def test_estimate_probes_a_few_videos_and_scales_to_the_run(demo):
+    jobs = _jobs(demo)  # 20 videos of 6 frames, 32x32
+    work = estimate_flow_work(_config(demo), jobs, sample=4)
+    assert (work.pairs, work.pixels, work.probed) == (20 * 5, 16 * 16, 4)
+    assert estimate_flow_work(_config(demo, max_frames=3), jobs).pairs == 20 * 2
+    assert estimate_flow_work(_config(demo), []).pairs == 0
+
+
+def test_estimate_skips_unreadable_videos(demo, tmp_path):
+    from pipeline.extraction import VideoJob
+
+    bad = tmp_path / "bad.mp4"
+    bad.write_bytes(b"not a video")
+    jobs = [VideoJob("bad", str(bad), "x", 0, "train"), *_jobs(demo)[:1]]
+    work = estimate_flow_work(_config(demo), jobs)
+    assert (work.pairs, work.probed) == (2 * 5, 1)
+
+
+def test_config_setting_and_env_precedence(demo, monkeypatch):
+    method = build_flow("tvl1-fastest", device="cpu", compile=False)
+    jobs = _jobs(demo)
+    monkeypatch.delenv("STPIPE_FLOW_COMPILE", raising=False)
+    assert not choose_flow_compile(_config(demo), jobs, method).compile  # 100 tiny pairs: eager
+    on = choose_flow_compile(_config(demo, flow_compile="on"), jobs, method)
+    assert on.compile and on.reason == "flow_compile=on"
+    monkeypatch.setenv("STPIPE_FLOW_COMPILE", "0")
+    assert choose_flow_compile(_config(demo, flow_compile="on"), jobs, method).reason == "STPIPE_FLOW_COMPILE=0"
+    with pytest.raises(ConfigError, match="flow_compile must be auto, on or off"):
+        _config(demo, flow_compile="yes")
+
+
+def test_streams_are_decode_threads_of_all_workers_at_most_one_per_core(demo, monkeypatch):
+    monkeypatch.setattr("os.cpu_count", lambda: 8)
+    assert flow_streams(_config(demo, executor="ray", workers=2, decode_threads=2)) == 4
+    assert flow_streams(_config(demo, executor="local", workers=2, decode_threads=2)) == 2
+    monkeypatch.setattr("os.cpu_count", lambda: 2)
+    assert flow_streams(_config(demo, executor="ray", workers=2, decode_threads=2)) == 2
+
+
+def test_small_extract_runs_eager_and_says_so(demo, tmp_path, monkeypatch):
+    """A run too small to pay for the compile never compiles: the plan says eager and why, and the
+    decode threads' flow methods are built eager (torch.compile would raise here)."""
+    import torch
+
+    from stages import extract
+
+    monkeypatch.delenv("STPIPE_FLOW_COMPILE", raising=False)
+    monkeypatch.setattr(torch, "compile", lambda *a, **k: pytest.fail("torch.compile called for a small run"))
+    plans, notes = [], []
+    cfg = _config(demo, output=str(tmp_path / "s.zarr"), batch_size=8, flow_batch=3)
+    result = extract.run(cfg, on_plan=plans.append, note=notes.append)
+    assert result.done == 20 and not result.failed
+    assert plans[0].flow_compile.mode == "eager" and "100 pairs of 256 px <" in plans[0].flow_compile.reason
+    assert notes == []  # no warm-up when eager
