@@ -825,8 +825,9 @@ def demo_cmd(out, weights, executor, seeds, config_file):
     state = {"bar": None}
 
     def on_plan(plan):
+        flow_note = _flow_compile_note(plan).lstrip(", ")  # printed before the bar is drawn
         state["bar"] = tqdm(total=len(plan.jobs), unit="video", dynamic_ncols=True, desc="extract")
-        state["bar"].set_postfix_str(_flow_compile_note(plan).lstrip(", "))
+        state["bar"].set_postfix_str(flow_note)
 
     def extract_progress(event):
         if state["bar"] is not None:

@@ -137,3 +137,15 @@ def test_small_extract_runs_eager_and_says_so(demo, tmp_path, monkeypatch):
     assert result.done == 20 and not result.failed
     assert plans[0].flow_compile.mode == "eager" and "100 pairs of 256 px <" in plans[0].flow_compile.reason
     assert notes == []  # no warm-up when eager
+
+
+def test_cli_prints_the_decision_and_honours_the_flag(stpipe, tmp_path, monkeypatch):
+    from tests.extract_fixtures import extract_args, small_demo
+
+    monkeypatch.delenv("STPIPE_FLOW_COMPILE", raising=False)
+    manifest = small_demo(tmp_path / "demo")
+    flow = ["--flow", "--flow-method", "tvl1-fastest", "--flow-short-side", "16"]
+    code, _, err = stpipe([*extract_args(manifest, str(tmp_path / "a.zarr")), *flow])
+    assert code == 0 and "TV-L1 eager: ~20 pairs of 256 px <" in err and "flow eager" in err
+    code, _, err = stpipe([*extract_args(manifest, str(tmp_path / "b.zarr")), *flow, "--flow-compile", "off"])
+    assert code == 0 and "TV-L1 eager: flow_compile=off" in err
