@@ -149,3 +149,34 @@ def test_cli_prints_the_decision_and_honours_the_flag(stpipe, tmp_path, monkeypa
     assert code == 0 and "TV-L1 eager: ~20 pairs of 256 px <" in err and "flow eager" in err
     code, _, err = stpipe([*extract_args(manifest, str(tmp_path / "b.zarr")), *flow, "--flow-compile", "off"])
     assert code == 0 and "TV-L1 eager: flow_compile=off" in err
+
+
+@pytest.mark.slow
+def test_warm_up_compiles_every_graph_a_run_needs(tmp_path):
+    """A real cold compile (minutes): after `warm_up`, runs of other frame and batch sizes compile
+    no further graph, and the cache is marked warm. In a subprocess, with empty cache folders."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    script = """
+import json, torch
+from torch._dynamo.utils import counters
+from pipeline.flow import build_flow
+from pipeline.flow.compile_policy import cache_is_warm, warm_up
+method = build_flow("tvl1-fast", device="cpu")
+warm_up(method)
+graphs = counters["stats"]["unique_graphs"]
+frames = torch.randint(0, 256, (20, 48, 64), dtype=torch.uint8)
+method.pairs(frames[:17], frames[1:18])
+method.pairs(frames[:1], frames[1:2])
+big = torch.randint(0, 256, (3, 160, 120), dtype=torch.uint8)
+method.pairs(big[:2], big[1:])
+print(json.dumps([graphs, counters["stats"]["unique_graphs"], cache_is_warm(method)]))
+"""
+    env = {**os.environ, "TORCHINDUCTOR_CACHE_DIR": str(tmp_path / "inductor"), "TRITON_CACHE_DIR": str(tmp_path / "t"),
+           "STPIPE_FLOW_COMPILE": "auto"}
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, check=True)
+    graphs, after, warm = json.loads(out.stdout.strip().splitlines()[-1])
+    assert graphs == after and warm
