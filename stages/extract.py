@@ -50,7 +50,9 @@ def load_models(cfg: ExtractConfig, device=None):
         from pipeline.flow import FLOWS, build_flow
 
         torch_flow = FLOWS.meta(cfg.flow_method).get("backend") == "torch"
-        options = {"compile": cfg.flow_compile != "off"} if torch_flow else {}
+        # "off" (said or decided for the run's size) means eager on CPUs; other devices always compile
+        # (compile_policy), unless STPIPE_FLOW_COMPILE=0, which kernels.Compiled honours everywhere
+        options = {"compile": cfg.flow_compile != "off" or device.type != "cpu"} if torch_flow else {}
         flow_method = build_flow(cfg.flow_method, device=device, **options)
     if cfg.flow_features:
         from pipeline.backbones import build_flow_backbone

@@ -180,3 +180,17 @@ print(json.dumps([graphs, counters["stats"]["unique_graphs"], cache_is_warm(meth
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, check=True)
     graphs, after, warm = json.loads(out.stdout.strip().splitlines()[-1])
     assert graphs == after and warm
+
+
+def test_gpu_workers_compile_whatever_the_cpu_rule_says(demo, monkeypatch):
+    from pipeline.extraction import flow_plan
+
+    method = build_flow("tvl1-fastest", device="cpu", compile=False)
+    monkeypatch.delenv("STPIPE_FLOW_COMPILE", raising=False)
+    monkeypatch.setattr(flow_plan, "torch_has_cuda", lambda: True)
+    assert flow_plan.worker_device_type(_config(demo, executor="ray"), method) == "cuda"  # embedded Ray, CUDA here
+    assert flow_plan.worker_device_type(_config(demo, executor="ray", ray_address="auto"), method) == "cpu"
+    assert flow_plan.worker_device_type(_config(demo, executor="ray", ray_address="auto", gpus_per_worker=1),
+                                        method) == "cuda"
+    choice = choose_flow_compile(_config(demo, executor="ray"), _jobs(demo), method)
+    assert choice.compile and "cuda" in choice.reason

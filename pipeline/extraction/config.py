@@ -38,8 +38,9 @@ class ExtractConfig:
     # as 64 and peaks at 1.6 GB instead of 2.3 GB on a 10k-frame video: benchmarks/README.md)
     batch_size: int = 0
     flow_batch: int = 16  # frame pairs per TV-L1 call
-    # TV-L1 kernels: compiled (minutes once per machine, faster per pair), eager, or auto = whichever
-    # finishes this run sooner (pipeline/flow/compile_policy.py); STPIPE_FLOW_COMPILE=0/1 overrides
+    # TV-L1 kernels on CPU: compiled (minutes once per machine, faster per pair), eager, or auto =
+    # whichever finishes this run sooner (pipeline/flow/compile_policy.py); GPUs always compile;
+    # STPIPE_FLOW_COMPILE=0/1 overrides
     flow_compile: Literal["auto", "on", "off"] = "auto"
     decode_threads: int = 2
     chunk_frames: int = 64  # decoded frames per chunk (bounds memory on long videos)

@@ -57,12 +57,27 @@ def flow_streams(cfg: ExtractConfig) -> int:
     return max(1, min(os.cpu_count() or 1, workers * cfg.decode_threads))
 
 
+def worker_device_type(cfg: ExtractConfig, method) -> str:
+    """Where the run's flow will be computed. Ray workers get GPUs with --gpus-per-worker, or on an
+    embedded Ray when this machine has CUDA; on a cluster without that flag the driver cannot tell
+    (a worker that finds a GPU compiles anyway: `stages.extract.load_models`)."""
+    if cfg.executor == "ray" and (cfg.gpus_per_worker > 0 or (not cfg.ray_address and torch_has_cuda())):
+        return "cuda"
+    return method.device.type
+
+
+def torch_has_cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
 def choose_flow_compile(cfg: ExtractConfig, jobs: Sequence[VideoJob], method) -> CompileChoice:
     """Compile or eager for this run: the config's `flow_compile` (on/off), else the job's size."""
-    streams, warm = flow_streams(cfg), cache_is_warm(method)
+    streams, warm, device_type = flow_streams(cfg), cache_is_warm(method), worker_device_type(cfg, method)
     if os.environ.get(ENV, "").strip() in ("0", "1"):  # the override: no need to probe
-        return choose(0, 0, device_type=method.device.type, streams=streams, warm=warm)
+        return choose(0, 0, device_type=device_type, streams=streams, warm=warm)
     if cfg.flow_compile != "auto":
         return CompileChoice(cfg.flow_compile == "on", f"flow_compile={cfg.flow_compile}")
     work = estimate_flow_work(cfg, jobs)
-    return choose(work.pairs, work.pixels, device_type=method.device.type, streams=streams, warm=warm)
+    return choose(work.pairs, work.pixels, device_type=device_type, streams=streams, warm=warm)
