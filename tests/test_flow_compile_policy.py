@@ -61,7 +61,7 @@ def test_marker_key_follows_what_specialises_the_graphs(tmp_path, monkeypatch):
     marker = cache_marker("cpu", 5, "replicate")
     assert marker.parent.parent == tmp_path and marker == cache_marker("cpu", 5, "replicate")
     assert len({marker, cache_marker("cuda", 5, "replicate"), cache_marker("cpu", 3, "replicate"),
-                cache_marker("cpu", 5, "zeros")}) == 4
+                cache_marker("cpu", 5, "zeros"), cache_marker("cpu", 5, "replicate", threads=2)}) == 5
 
 
 # ---- the run's estimate and extract's use of it ------------------------------------------------
@@ -194,3 +194,30 @@ def test_gpu_workers_compile_whatever_the_cpu_rule_says(demo, monkeypatch):
                                         method) == "cuda"
     choice = choose_flow_compile(_config(demo, executor="ray"), _jobs(demo), method)
     assert choice.compile and "cuda" in choice.reason
+
+
+def test_warm_up_compiles_for_one_thread_like_the_flow_streams_and_marks_the_cache(tmp_path, monkeypatch):
+    """Inductor bakes torch's thread count into CPU kernels (and its cache key): the warm-up must
+    compile what a decode thread (1 thread) runs, whatever the calling thread's count."""
+    import types
+
+    import torch
+
+    from pipeline.flow.compile_policy import cache_is_warm, warm_up
+
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path))
+    seen = []
+    method = types.SimpleNamespace(compile=True, device=torch.device("cpu"), check_every=5,
+                                   config=types.SimpleNamespace(border="replicate"),
+                                   pairs=lambda a, b: seen.append((torch.get_num_threads(), tuple(a.shape))))
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        assert not cache_is_warm(method)
+        warm_up(method)
+        assert torch.get_num_threads() == 2  # restored
+    finally:
+        torch.set_num_threads(before)
+    assert seen == [(1, (3, 64, 80)), (1, (1, 64, 80))] and cache_is_warm(method)
+    with pytest.raises(ValueError, match="compile=True"):
+        warm_up(types.SimpleNamespace(compile=False))

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 ENV = "STPIPE_FLOW_COMPILE"
+STREAM_THREADS = 1  # torch threads of a flow stream: extract's decode threads run TV-L1 on one each
 
 
 @dataclass(frozen=True)
@@ -88,12 +89,13 @@ def choose(pairs: int, pixels: int, *, device_type: str = "cpu", streams: int = 
 # ---- warm-up and its marker ------------------------------------------------------------------------
 
 
-def cache_marker(device_type: str, check_every: int, border: str) -> Path:
+def cache_marker(device_type: str, check_every: int, border: str, threads: int = STREAM_THREADS) -> Path:
     """A file next to inductor's disk cache saying this kernel source was compiled there.
 
     Keyed by torch's version, the kernels' source and what specialises the graphs (device,
-    steps per call, border mode): any change means a cold compile again. It lives in inductor's
-    cache folder, so clearing that cache clears the marker too.
+    steps per call, border mode, and torch's thread count: inductor bakes it into CPU kernels and
+    its cache key): any change means a cold compile again. It lives in inductor's cache folder, so
+    clearing that cache clears the marker too.
     """
     import torch
     from torch._inductor.runtime.cache_dir_utils import cache_dir
@@ -101,7 +103,7 @@ def cache_marker(device_type: str, check_every: int, border: str) -> Path:
     from pipeline.flow import kernels
 
     key = hashlib.sha256(Path(kernels.__file__).read_bytes())
-    key.update(f"{torch.__version__}|{device_type}|{check_every}|{border}".encode())
+    key.update(f"{torch.__version__}|{device_type}|{check_every}|{border}|{threads}".encode())
     return Path(cache_dir()) / "stpipe" / f"tvl1-{key.hexdigest()[:16]}.warm"
 
 
@@ -109,15 +111,27 @@ def cache_is_warm(method) -> bool:
     return cache_marker(method.device.type, method.check_every, method.config.border).is_file()
 
 
-def warm_up(method) -> float:
+def warm_up(method, threads: int = STREAM_THREADS) -> float:
     """Compile `method`'s kernels in this process (every graph the runs use: a batch of several
-    pairs and one of a single pair), mark inductor's cache warm; returns the seconds it took."""
+    pairs and one of a single pair) for `threads` torch threads, mark inductor's cache warm;
+    returns the seconds it took."""
+    import torch
+
+    if not method.compile:
+        raise ValueError("warm_up needs a method built with compile=True")
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)  # the kernels run with the flow streams' thread count
+    try:
+        return _warm_up(method, threads)
+    finally:
+        torch.set_num_threads(previous)
+
+
+def _warm_up(method, threads: int) -> float:
     import torch
 
     from pipeline.flow import kernels
 
-    if not method.compile:
-        raise ValueError("warm_up needs a method built with compile=True")
     started = time.perf_counter()
     generator = torch.Generator().manual_seed(0)
     # 64x80: the pyramid's levels fall on both sides of 2 * H * W = 4096, where inductor
@@ -127,7 +141,7 @@ def warm_up(method) -> float:
     method.pairs(frames[:1], frames[1:2])  # one pair: torch specialises a batch of 1
     if any(k.failed for k in (kernels.primal_dual_compiled, kernels.median_padded_compiled, kernels.warp_compiled)):
         return time.perf_counter() - started  # fell back to eager (warned): nothing cached
-    marker = cache_marker(method.device.type, method.check_every, method.config.border)
+    marker = cache_marker(method.device.type, method.check_every, method.config.border, threads)
     marker.parent.mkdir(parents=True, exist_ok=True)
     marker.write_text(f"{torch.__version__}\n")
     return time.perf_counter() - started
