@@ -173,7 +173,7 @@ def warm_flow_compile(method, note: Callable[[str], None]) -> float:
 
     warm = cache_is_warm(method)
     note("TV-L1: loading the compiled kernels from inductor's disk cache" if warm else
-         "TV-L1: compiling the kernels once on this machine before the workers start (1-3 min)")
+         "TV-L1: compiling the kernels once on this machine before extracting (1-3 min cold)")
     seconds = warm_up(method)
     note(f"TV-L1: kernels ready in {seconds:.0f} s")
     return seconds
