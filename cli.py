@@ -212,6 +212,8 @@ def _json_option(value, name):
 @click.option("--flow-method", help="Flow method (see `stpipe flows`; default tvl1).")
 @click.option("--flow-short-side", type=int, help="Shorter side of frames for flow (default 256).")
 @click.option("--flow-features/--no-flow-features", default=None, help="Also cache flow-stream backbone features.")
+@click.option("--flow-compile", type=click.Choice(["auto", "on", "off"]),
+              help="torch.compile the TV-L1 kernels: auto (default) when the run is large enough to pay for it.")
 @click.option("--backbone-checkpoint", help="Fine-tuned backbone.pt from `stpipe finetune`.")
 @click.option("--batch-size", type=int, help="Frames per backbone forward (default: 64 on CUDA, 32 on CPU).")
 @click.option("--amp", type=click.Choice(["bf16", "fp16"]),
@@ -240,13 +242,16 @@ def extract_cmd(config_file, storage_options, **options):
     cfg = build_config(ExtractConfig, config_file, options)
     bar = None
     frames = 0
+    flow_note = ""
 
     def on_plan(plan):
-        nonlocal bar
+        nonlocal bar, flow_note
         skipped = plan.total - len(plan.jobs)
         if skipped:
             click.echo(f"resuming: {skipped}/{plan.total} videos already complete in {cfg.output}", err=True)
+        flow_note = _flow_compile_note(plan)
         bar = tqdm(total=len(plan.jobs), unit="video", dynamic_ncols=True, desc="extract")
+        bar.set_postfix_str(flow_note.lstrip(", "))
 
     def progress(event):
         nonlocal frames
@@ -254,10 +259,11 @@ def extract_cmd(config_file, storage_options, **options):
         if bar is not None:
             bar.update(1)
             rate = frames / max(bar.format_dict["elapsed"], 1e-9)
-            bar.set_postfix_str(f"{rate:.1f} frames/s" + (f", failed: {event.video_id}" if event.kind == "failed" else ""))
+            bar.set_postfix_str(f"{rate:.1f} frames/s{flow_note}"
+                                + (f", failed: {event.video_id}" if event.kind == "failed" else ""))
 
     try:
-        result = extract.run(cfg, progress=progress, on_plan=on_plan)
+        result = extract.run(cfg, progress=progress, on_plan=on_plan, note=_note_above(lambda: bar))
     finally:
         if bar is not None:
             bar.close()
@@ -270,6 +276,28 @@ def extract_cmd(config_file, storage_options, **options):
         for failure in result.failures[:10]:
             click.echo(f"  failed: {failure.video_id}: {failure.error}", err=True)
         raise PartialFailure(f"{result.failed} videos failed; see `stpipe inspect {result.store}`")
+
+
+def _flow_compile_note(plan) -> str:
+    """Print the TV-L1 compile decision and why; return its short form for the progress line."""
+    choice = plan.flow_compile
+    if choice is None:
+        return ""
+    click.echo(choice.describe(), err=True)
+    return f", flow {choice.mode}"
+
+
+def _note_above(bar):
+    """A note callback printing a line above the progress bar `bar()` (when there is one)."""
+    from tqdm import tqdm
+
+    def note(message: str) -> None:
+        if bar() is not None:
+            tqdm.write(message, file=sys.stderr)
+        else:
+            click.echo(message, err=True)
+
+    return note
 
 
 @cli.command("backbones")
@@ -839,7 +867,9 @@ def demo_cmd(out, weights, executor, seeds, config_file):
     state = {"bar": None}
 
     def on_plan(plan):
+        flow_note = _flow_compile_note(plan).lstrip(", ")  # printed before the bar is drawn
         state["bar"] = tqdm(total=len(plan.jobs), unit="video", dynamic_ncols=True, desc="extract")
+        state["bar"].set_postfix_str(flow_note)
 
     def extract_progress(event):
         if state["bar"] is not None:
@@ -852,7 +882,7 @@ def demo_cmd(out, weights, executor, seeds, config_file):
         on_grid(grid, finished)
 
     try:
-        result = demo.run(cfg, note=lambda message: click.echo(f"demo: {message}", err=True),
+        result = demo.run(cfg, note=lambda message: tqdm.write(f"demo: {message}", file=sys.stderr),
                           extract_progress=extract_progress, on_extract_plan=on_plan,
                           ablate_progress=progress, on_grid=on_ablation_grid)
     finally:

@@ -38,6 +38,7 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "benchmarks"))
 
 from bench_extract import CLIPS, load, pick_weights, write_manifest  # noqa: E402
+from shared_assets import default_assets  # noqa: E402
 
 from pipeline.extraction import ExtractConfig  # noqa: E402
 from stages import extract  # noqa: E402
@@ -68,7 +69,8 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--weights", default="auto")
-    parser.add_argument("--clips", default="/work/shared/assets/videos")
+    parser.add_argument("--clips", default=str(default_assets() / "videos"),
+                        help="folder holding the shared clips (default: $STPIPE_ASSETS/videos, else ../shared/assets/videos)")
     parser.add_argument("--configs", default="local,ray1,ray1x2,ray2",
                         help="local; rayN = N workers x 1 CPU; rayNxC = N workers x C CPUs")
     args = parser.parse_args()

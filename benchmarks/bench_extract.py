@@ -48,6 +48,7 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "benchmarks"))
 
 from bench_backbones import forward_limit  # noqa: E402
+from shared_assets import default_assets  # noqa: E402
 
 from pipeline.backbones import build_backbone, cache_path  # noqa: E402
 from pipeline.extraction import ExtractConfig, Extractor  # noqa: E402
@@ -419,7 +420,8 @@ def rss(args, work: Path) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sections", default="speed,flow,bytes,rss")
-    parser.add_argument("--videos", default="/work/shared/assets/videos", help="folder holding the shared clips")
+    parser.add_argument("--videos", default=str(default_assets() / "videos"),
+                        help="folder holding the shared clips (default: $STPIPE_ASSETS/videos, else ../shared/assets/videos)")
     parser.add_argument("--clips", default=",".join(CLIPS), help="comma-separated clip names in --videos")
     parser.add_argument("--copies", type=int, default=1, help="speed: times the clip set is repeated")
     parser.add_argument("--repeats", type=int, default=3)

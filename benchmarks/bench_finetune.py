@@ -27,6 +27,9 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from shared_assets import default_assets  # noqa: E402
 
 from pipeline.demo_data import DemoDataConfig, generate  # noqa: E402
 from pipeline.distributed import ray_session  # noqa: E402
@@ -72,7 +75,7 @@ def main() -> None:
     args = parser.parse_args()
     work = Path(args.out or tempfile.mkdtemp(prefix="bench_finetune_"))
     work.mkdir(parents=True, exist_ok=True)
-    os.environ.setdefault("STPIPE_ASSETS", "/work/shared/assets")
+    os.environ.setdefault("STPIPE_ASSETS", str(default_assets()))  # the demo glyphs
 
     started = time.perf_counter()
     demo = generate(DemoDataConfig(out=str(work / "demo"), videos_per_class=args.videos_per_class,

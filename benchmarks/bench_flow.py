@@ -34,6 +34,9 @@ import torch.nn.functional as F
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from shared_assets import default_assets  # noqa: E402
 
 from pipeline.flow import PRESETS, build_flow, kernels  # noqa: E402
 from pipeline.video import FrameSelection, read_frames  # noqa: E402
@@ -352,7 +355,7 @@ def preset_speed(assets: Path, threads: int, n_pairs: int, repeats: int) -> dict
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--assets", default=os.environ.get("STPIPE_ASSETS", str(ROOT.parent / "shared" / "assets")))
+    ap.add_argument("--assets", default=str(default_assets()), help="$STPIPE_ASSETS, else ../shared/assets")
     ap.add_argument("--repeats", type=int, default=2)
     ap.add_argument("--threads", default=f"{torch.get_num_threads()},1")
     ap.add_argument("--quick", action="store_true", help="fewer pairs, batches 1 and 8 only (a smoke run)")

@@ -126,11 +126,12 @@ def _worker_class(ray):
 
 
 def run_extraction(cfg: ExtractConfig, jobs: list[VideoJob],
-                   progress: Callable[[Event], None] | None = None) -> Stats:
+                   progress: Callable[[Event], None] | None = None, note: Callable[[str], None] | None = None) -> Stats:
     """Extract `jobs` on Ray actors; returns the same Stats as `Extractor.process`."""
     if cfg.output.startswith("memory://"):
         raise ConfigError("a memory:// store lives in one process; use --executor local or a shared store URL")
     progress = progress or (lambda event: None)
+    note = note or (lambda message: None)
     total = Stats()
     if not jobs:
         return total
@@ -143,6 +144,8 @@ def run_extraction(cfg: ExtractConfig, jobs: list[VideoJob],
         worker_cfg = replace(cfg, device="auto" if per_worker_gpu else "cpu", executor="local")
         actor = _worker_class(ray).options(num_cpus=cfg.cpus_per_task, num_gpus=per_worker_gpu,
                                            max_restarts=0, max_task_retries=0)
+        if cfg.flow and cfg.flow_compile == "on" and not per_worker_gpu:
+            warm_flow_compile(ray, cfg, note)
         queue: deque[VideoJob] = deque(jobs)
         # ref -> (worker, batch); batch None marks a readiness ping of a newly started worker
         in_flight: dict[Any, tuple[Any, list[VideoJob] | None]] = {}
@@ -215,6 +218,41 @@ def run_extraction(cfg: ExtractConfig, jobs: list[VideoJob],
                 _record(cfg, failure)
     total.seconds = time.perf_counter() - started
     return total
+
+
+def warm_flow_compile(ray, cfg: ExtractConfig, note: Callable[[str], None]) -> dict[str, float]:
+    """Compile the CPU TV-L1 kernels once per node, before the workers start: they then load them
+    from inductor's disk cache in seconds instead of each compiling for minutes at the same time.
+    A node whose cache is already warm answers at once. Returns seconds per node id."""
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    nodes = [n["NodeID"] for n in ray.nodes() if n.get("Alive") and n["Resources"].get("CPU", 0) >= 1]
+    if not nodes:
+        return {}
+    note(f"TV-L1: compiling the kernels once on each of {len(nodes)} node(s) before the workers start "
+         "(1-3 min on a cold machine, seconds with a warm inductor cache)")
+    task = ray.remote(num_cpus=1, max_retries=0)(_warm_node)
+    refs = {node: task.options(scheduling_strategy=NodeAffinitySchedulingStrategy(node, soft=False)).remote(cfg)
+            for node in nodes}
+    seconds: dict[str, float] = {}
+    for node, ref in refs.items():
+        try:
+            seconds[node] = ray.get(ref, timeout=WORKER_START_TIMEOUT)
+        except (ray.exceptions.RayError, ray.exceptions.GetTimeoutError) as exc:  # the workers compile themselves
+            ray.cancel(ref, force=True)
+            note(f"TV-L1: warm-up on node {node[:8]} failed ({_first_line(exc)}); its workers compile on first use")
+    if seconds:
+        note(f"TV-L1: kernels ready in {max(seconds.values()):.0f} s")
+    return seconds
+
+
+def _warm_node(cfg: ExtractConfig) -> float:
+    """In a Ray task on one node: the warm-up of `stages.extract.warm_flow_compile`, if needed."""
+    from pipeline.flow import build_flow
+    from pipeline.flow.compile_policy import cache_is_warm, warm_up
+
+    method = build_flow(cfg.flow_method, device="cpu", compile=True)
+    return 0.0 if cache_is_warm(method) else warm_up(method)
 
 
 def videos_per_call(cfg: ExtractConfig, frames_done: int, videos_done: int, device_type: str = "cpu") -> int:

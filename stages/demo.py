@@ -155,7 +155,7 @@ def run(cfg: DemoConfig, *, note: Callable[[str], None] | None = None, extract_p
     with _session(cfg):  # one embedded Ray for both stages
         mark = time.perf_counter()
         extracted = extract.run(extract_config(cfg, manifest, weights), progress=extract_progress,
-                                on_plan=on_extract_plan)
+                                on_plan=on_extract_plan, note=note)
         steps["extract"] = time.perf_counter() - mark
         if extracted.failed:
             note(f"extract: {extracted.failed} video(s) failed; the ablation uses the others")

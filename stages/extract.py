@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from pipeline.config import config_to_dict
@@ -11,6 +11,7 @@ from pipeline.device import pick_device
 from pipeline.extraction import ExtractConfig, Extractor, VideoJob
 from pipeline.extraction.config import is_weights_file
 from pipeline.extraction.extractor import Event, describe
+from pipeline.flow.compile_policy import CompileChoice
 from pipeline.store import Failure, FeatureStore, config_hash
 from pipeline.store_lease import StoreLease
 
@@ -34,6 +35,7 @@ class Plan:
     store: FeatureStore
     jobs: list[VideoJob]
     total: int
+    flow_compile: CompileChoice | None = None  # TV-L1 compiled or eager, and why (set by `run`)
 
 
 def load_models(cfg: ExtractConfig, device=None):
@@ -47,9 +49,14 @@ def load_models(cfg: ExtractConfig, device=None):
                               **checkpoint_preprocessing(cfg))
     flow_method = flow_backbone = None
     if cfg.flow:
-        from pipeline.flow import build_flow
+        from pipeline.flow import FLOWS, build_flow
 
-        flow_method = build_flow(cfg.flow_method, device=device, max_batch=cfg.flow_batch_for(device.type))
+        torch_flow = FLOWS.meta(cfg.flow_method).get("backend") == "torch"
+        # "off" (said or decided for the run's size) means eager on CPUs; other devices always compile
+        # (compile_policy), unless STPIPE_FLOW_COMPILE=0, which kernels.Compiled honours everywhere
+        options = {"compile": cfg.flow_compile != "off" or device.type != "cpu"} if torch_flow else {}
+        flow_method = build_flow(cfg.flow_method, device=device, max_batch=cfg.flow_batch_for(device.type),
+                                 **options)
     if cfg.flow_features:
         from pipeline.backbones import build_flow_backbone
 
@@ -143,7 +150,10 @@ def store_content(cfg: ExtractConfig) -> dict:
 
 
 def run(cfg: ExtractConfig, progress: Callable[[Event], None] | None = None,
-        on_plan: Callable[[Plan], None] | None = None) -> ExtractResult:
+        on_plan: Callable[[Plan], None] | None = None, note: Callable[[str], None] | None = None) -> ExtractResult:
+    """Extract what the store still lacks. `on_plan(plan)` is called once the work is known (with
+    `plan.flow_compile`, the TV-L1 compile decision); `note(line)` gets one-line status messages."""
+    note = note or (lambda message: None)
     shown = cfg.output  # the store as the user wrote it, for messages
     # once, on the driver: every executor and the store's record see the same absolute paths
     cfg = cfg.with_absolute_paths()
@@ -154,14 +164,23 @@ def run(cfg: ExtractConfig, progress: Callable[[Event], None] | None = None,
         lease.check()  # --overwrite re-made the store (and the lease with it)
         if work.jobs:
             work.store.invalidate_index()  # renewed below; a kill in between leaves no stale index
+        device, backbone, flow_method, flow_backbone = models
+        if work.jobs and hasattr(flow_method, "compile"):  # torch TV-L1: compile only if it pays off
+            from pipeline.extraction.flow_plan import choose_flow_compile
+
+            work.flow_compile = choose_flow_compile(cfg, work.jobs, flow_method)
+            flow_method.compile = work.flow_compile.compile
+            cfg = replace(cfg, flow_compile="on" if flow_method.compile else "off")  # what the workers build
         if on_plan is not None:
             on_plan(work)
-        device, backbone, flow_method, flow_backbone = models
         if cfg.executor == "ray":
             from pipeline.distributed import run_extraction
 
-            stats = run_extraction(cfg, work.jobs, progress=progress)
+            stats = run_extraction(cfg, work.jobs, progress=progress, note=note)
         else:
+            # the generic solver's inductor kernels; CUDA's Triton solver JIT-compiles in seconds
+            if cfg.flow_compile == "on" and work.jobs and getattr(flow_method, "engine", "") == "torch":
+                warm_flow_compile(flow_method, note)
             extractor = Extractor(cfg, work.store, device=device, backbone=backbone, flow_method=flow_method,
                                   flow_backbone=flow_backbone)
             stats = extractor.process(work.jobs, progress=progress)
@@ -177,3 +196,15 @@ def run(cfg: ExtractConfig, progress: Callable[[Event], None] | None = None,
         seconds=stats.seconds,
         failures=stats.failures,
     )
+
+
+def warm_flow_compile(method, note: Callable[[str], None]) -> float:
+    """Compile the TV-L1 kernels in this process before any worker needs them (seconds taken)."""
+    from pipeline.flow.compile_policy import cache_is_warm, warm_up
+
+    warm = cache_is_warm(method)
+    note("TV-L1: loading the compiled kernels from inductor's disk cache" if warm else
+         "TV-L1: compiling the kernels once on this machine before extracting (1-3 min cold)")
+    seconds = warm_up(method)
+    note(f"TV-L1: kernels ready in {seconds:.0f} s")
+    return seconds

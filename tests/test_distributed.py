@@ -45,22 +45,37 @@ def assert_same_store(a: FeatureStore, b: FeatureStore):
         assert a.video_attrs(video_id)["frame_index"] == b.video_attrs(video_id)["frame_index"]
 
 
-def test_simulated_three_node_cluster_equals_in_process(demo, tmp_path, local_store):
+def test_simulated_three_node_cluster_equals_in_process(demo, tmp_path, local_store, monkeypatch):
     from ray.cluster_utils import Cluster
 
+    from pipeline.distributed import warm_flow_compile
+    from pipeline.flow import build_flow
+    from pipeline.flow.compile_policy import cache_is_warm, cache_marker
+
+    # an inductor cache the nodes see as warm (the marker only: the warm-up must then skip compiling)
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path / "inductor"))
+    method = build_flow("tvl1-fastest", device="cpu")
+    cache_marker("cpu", method.check_every, method.config.border).parent.mkdir(parents=True)
+    cache_marker("cpu", method.check_every, method.config.border).write_text("test\n")
+    assert cache_is_warm(method)
     cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False})
+    notes = []
     try:
         cluster.add_node(num_cpus=1)
         cluster.add_node(num_cpus=1)
         ray.init(address=cluster.address, logging_level="WARNING")
         result = extract.run(config(demo, tmp_path / "s.zarr", executor="ray", workers=3))
         nodes = {n["NodeID"] for n in ray.nodes() if n["Alive"]}
+        warmed = warm_flow_compile(ray, config(demo, tmp_path / "s.zarr", flow=True, flow_method="tvl1-fastest",
+                                               flow_compile="on"), notes.append)
     finally:
         ray.shutdown()
         cluster.shutdown()
     assert len(nodes) == 3
     assert (result.done, result.failed) == (20, 0)
     assert_same_store(local_store, FeatureStore.open(str(tmp_path / "s.zarr")))
+    assert warmed == {node: 0.0 for node in nodes}  # one warm-up task on every node, each found it warm
+    assert notes[0].startswith("TV-L1: compiling the kernels once on each of 3 node(s)") and "ready in 0 s" in notes[-1]
 
 
 def free_port() -> int:

@@ -43,6 +43,10 @@ class ExtractConfig:
     # frame pairs per TV-L1 call; 0 = 64 on CUDA (a chunk's pairs in one call: the Triton solver runs
     # 518 pairs/s at batch 32 and 760 at 128 on an H200), 16 on CPU (batching barely matters there)
     flow_batch: int = 0
+    # TV-L1 kernels on CPU: compiled (minutes once per machine, faster per pair), eager, or auto =
+    # whichever finishes this run sooner (pipeline/flow/compile_policy.py); GPUs always compile;
+    # STPIPE_FLOW_COMPILE=0/1 overrides
+    flow_compile: Literal["auto", "on", "off"] = "auto"
     decode_threads: int = 2
     chunk_frames: int = 64  # decoded frames per chunk (bounds memory on long videos)
     device: str = "auto"
@@ -86,6 +90,8 @@ class ExtractConfig:
             raise ConfigError(f"max_retries must be >= 0, got {self.max_retries}")
         if self.flow_features and not self.flow:
             raise ConfigError("flow_features needs flow (--flow)")
+        if self.flow_compile not in ("auto", "on", "off"):
+            raise ConfigError(f"flow_compile must be auto, on or off, got {self.flow_compile!r}")
         if self.flow_bound <= 0:
             raise ConfigError(f"flow_bound must be > 0, got {self.flow_bound}")
 

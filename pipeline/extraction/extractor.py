@@ -301,7 +301,8 @@ class Extractor:
             from pipeline.flow import build_flow
 
             base = self.flow_method
-            method = build_flow(base.name, device=base.device, max_batch=base.max_batch, **base.params)
+            options = {"compile": base.compile} if hasattr(base, "compile") else {}  # torch TV-L1 only
+            method = build_flow(base.name, device=base.device, max_batch=base.max_batch, **options, **base.params)
             self._local.flow = method
         return method
 

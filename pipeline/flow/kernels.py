@@ -222,7 +222,9 @@ class Compiled:
 
     Compiled code is cached in memory per process and on disk by inductor
     (TORCHINDUCTOR_CACHE_DIR), so only the first process on a machine pays the full compile cost.
-    STPIPE_FLOW_COMPILE=0 forces eager everywhere.
+    Whether a run compiles at all is decided per run from its size (`compile_policy.choose`: a
+    small one finishes sooner eager), and stage one compiles once per node before its workers start
+    (`compile_policy.warm_up`). STPIPE_FLOW_COMPILE=0 forces eager everywhere.
     """
 
     def __init__(self, fn: Callable[..., Any], **options: Any):
