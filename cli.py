@@ -446,7 +446,7 @@ def import_cmd(source, **options):
 
 
 @cli.command("demo-data")
-@click.option("-o", "--out", default="demo-data", show_default=True, help="Output folder.")
+@click.option("-o", "--out", default=None, help="Output folder (default demo-data).")
 @click.option("--videos-per-class", type=int, default=None, help="Videos per class (default 24).")
 @click.option("--frames", type=int, default=None, help="Frames per video (default 16).")
 @click.option("--size", type=int, default=None, help="Frame side in pixels (default 112).")
@@ -848,7 +848,7 @@ def ablate_cmd(config_file, storage_options, train_options, grid_axes, **options
 
 
 @cli.command("demo")
-@click.option("-o", "--out", default="demo", show_default=True, help="Folder for data, store and ablation.")
+@click.option("-o", "--out", default=None, help="Folder for data, store and ablation (default demo).")
 @click.option("--weights", help="auto (ImageNet weights when in the torch cache, else random init), none, or a file.")
 @click.option("--executor", type=click.Choice(["ray", "local"]), help="ray (embedded local Ray, default) or local.")
 @click.option("--seeds", help="Comma-separated seeds of the ablation (default 0,1,2).")

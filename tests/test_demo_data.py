@@ -41,3 +41,15 @@ def test_uses_digits_sheet_when_available(tmp_path, assets_dir):
                        digits=str(assets_dir / "images" / "digits.png"))
     )
     assert result.glyphs == "digits"
+
+
+def test_cli_out_comes_from_the_config_file_unless_given(tmp_path, stpipe, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    config = tmp_path / "demo-data.yaml"
+    config.write_text("out: from-config\nvideos_per_class: 2\nframes: 4\nsize: 32\n")
+    code, _, err = stpipe(["demo-data", "--config", config])
+    assert code == 0, err
+    assert (tmp_path / "from-config" / "manifest.csv").is_file() and not (tmp_path / "demo-data").exists()
+    code, _, err = stpipe(["demo-data", "--config", config, "-o", tmp_path / "flag"])
+    assert code == 0, err
+    assert (tmp_path / "flag" / "manifest.csv").is_file()
