@@ -125,8 +125,8 @@ def test_workers_that_cannot_start_stop_the_run_in_one_line(demo, tmp_path, stpi
 
     real = distributed.run_extraction
 
-    def unseen_store(cfg, jobs, progress=None):  # the workers are handed a path with no store
-        return real(replace(cfg, output=str(tmp_path / "unseen.zarr")), jobs, progress=progress)
+    def unseen_store(cfg, jobs, **kw):  # the workers are handed a path with no store
+        return real(replace(cfg, output=str(tmp_path / "unseen.zarr")), jobs, **kw)
 
     args = ["extract", "-m", demo / "manifest.csv", "-o", tmp_path / "s.zarr", "--backbone", "tiny", "--weights",
             "none", "--batch-size", "8"]
