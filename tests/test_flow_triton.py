@@ -116,3 +116,31 @@ def test_triton_solver_reports_what_it_cannot_do():
         return
     assert "median_filtering=7" in triton_tvl1.available(torch.device("cuda"), TVL1Params(median_filtering=7))
     assert triton_tvl1.available(torch.device("cuda"), TVL1Params()) is None
+
+
+@pytest.mark.skipif(not HAVE_TRITON, reason="Triton is not installed")
+def test_kernels_compile_for_hopper_without_a_gpu(tmp_path, monkeypatch):
+    """The interpreter does not check what only the compiler checks (constexpr use, types): compile
+    every kernel to PTX for sm_90 (the H200 that measured them) with Triton's bundled toolchain."""
+    from triton.backends.compiler import GPUTarget
+    from triton.compiler import ASTSource, compile
+
+    monkeypatch.setenv("TRITON_CACHE_DIR", str(tmp_path))
+    f32, i32, const = "*fp32", "i32", "constexpr"
+    level = {"tiles": i32, "stop": "fp32"}
+    size = {"height": i32, "width": i32, "hw": i32}
+    kernels = {
+        triton_tvl1._warp_kernel: ({"img_ptr": f32, "u_ptr": f32, "out_ptr": f32, **size, "REPLICATE": const,
+                                    "BLOCK": const}, {"REPLICATE": True, "BLOCK": 1024}),
+        triton_tvl1._primal_kernel: ({"u_ptr": f32, "p_ptr": f32, "data_ptr": f32, "prev_ptr": f32, "next_ptr": f32,
+                                      "steps_ptr": "*i32", **level, "l_t": "fp32", "theta": "fp32", "width": i32,
+                                      "hw": i32, "BLOCK": const, "TILES_P2": const}, {"BLOCK": 1024, "TILES_P2": 128}),
+        triton_tvl1._dual_kernel: ({"u_ptr": f32, "p_ptr": f32, "prev_ptr": f32, **level, "taut": "fp32", **size,
+                                    "BLOCK": const, "TILES_P2": const}, {"BLOCK": 1024, "TILES_P2": 128}),
+        triton_tvl1._median_kernel: ({"u_ptr": f32, "out_ptr": f32, "prev_ptr": f32, **level, **size, "SIZE": const,
+                                      "BLOCK": const, "TILES_P2": const}, {"SIZE": 5, "BLOCK": 512, "TILES_P2": 128}),
+    }
+    for fn, (signature, constexprs) in kernels.items():
+        compiled = compile(ASTSource(fn=fn, signature=signature, constexprs=constexprs),
+                           target=GPUTarget("cuda", 90, 32))
+        assert ".entry" in compiled.asm["ptx"], fn.__name__

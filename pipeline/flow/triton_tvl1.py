@@ -71,6 +71,12 @@ if triton is not None:
         return tl.sum(tl.load(parts_ptr + n * tiles + t, mask=t < tiles, other=0.0), 0) > stop
 
     @triton.jit
+    def _tile(tile, hw, width, BLOCK: tl.constexpr):
+        """This program's pixels of one pair: flat offsets, in-image mask, column and row."""
+        offs = tile * BLOCK + tl.arange(0, BLOCK)
+        return offs, offs < hw, offs % width, offs // width
+
+    @triton.jit
     def _cubic(t):
         """Keys cubic convolution weights (a = -0.75, as cv::remap INTER_CUBIC) for taps -1..2."""
         a = -0.75
@@ -97,9 +103,7 @@ if triton is not None:
     def _warp_kernel(img_ptr, u_ptr, out_ptr, height, width, hw, REPLICATE: tl.constexpr, BLOCK: tl.constexpr):
         """(I1, I1x, I1y, I0) warped by u -> (I1wx, I1wy, rho_c): kernels.warp_data for one tile."""
         n = tl.program_id(0).to(tl.int64)
-        offs = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)
-        m = offs < hw
-        col, row = offs % width, offs // width
+        offs, m, col, row = _tile(tl.program_id(1), hw, width, BLOCK)
         img, u = img_ptr + n * 4 * hw, u_ptr + n * 2 * hw
         u1 = tl.load(u + offs, mask=m, other=0.0)
         u2 = tl.load(u + hw + offs, mask=m, other=0.0)
@@ -146,9 +150,7 @@ if triton is not None:
         tile = tl.program_id(1)
         if _active(prev_ptr, n, tiles, stop, TILES_P2):
             n64 = n.to(tl.int64)
-            offs = tile * BLOCK + tl.arange(0, BLOCK)
-            m = offs < hw
-            col, row = offs % width, offs // width
+            offs, m, col, row = _tile(tile, hw, width, BLOCK)
             u, p, d = u_ptr + n64 * 2 * hw, p_ptr + n64 * 4 * hw, data_ptr + n64 * 3 * hw
             u1 = tl.load(u + offs, mask=m, other=0.0)
             u2 = tl.load(u + hw + offs, mask=m, other=0.0)
@@ -185,9 +187,7 @@ if triton is not None:
         n = tl.program_id(0)
         if _active(prev_ptr, n, tiles, stop, TILES_P2):
             n64 = n.to(tl.int64)
-            offs = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)
-            m = offs < hw
-            col, row = offs % width, offs // width
+            offs, m, col, row = _tile(tl.program_id(1), hw, width, BLOCK)
             u, p = u_ptr + n64 * 2 * hw, p_ptr + n64 * 4 * hw
             right, down = m & (col < width - 1), m & (row < height - 1)
             u1 = tl.load(u + offs, mask=m, other=0.0)
@@ -214,9 +214,7 @@ if triton is not None:
         n = tl.program_id(0)
         if _active(prev_ptr, n, tiles, stop, TILES_P2):
             n64 = n.to(tl.int64)
-            offs = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)
-            m = offs < hw
-            col, row = offs % width, offs // width
+            offs, m, col, row = _tile(tl.program_id(1), hw, width, BLOCK)
             for c in tl.static_range(2):
                 base = u_ptr + (n64 * 2 + c) * hw
                 if SIZE == 3:
