@@ -557,7 +557,8 @@ def _echo_epoch(info: dict, throughput: str) -> None:
 @click.option("--recipe", type=click.Choice(["head", "paper"]),
               help="Defaults for unset lr/wd/epochs/proj-dim/dropout/optimizer/schedule: head = its recipe (default), paper = seed 000's SGD.")
 @click.option("--device", help="auto, cpu, cuda or cuda:N.")
-@click.option("--amp/--no-amp", default=None, help="bf16 autocast on CUDA (default off: slower for light heads).")
+@click.option("--amp/--no-amp", default=None,
+              help="bf16 autocast on CUDA or a CPU with native bf16 (default off: slower for light heads on GPU).")
 @click.option("--memory-budget-gb", type=float,
               help="Features above this stream from Zarr (default 0 = half the free RAM, or GPU memory on CUDA).")
 @click.option("--head-options", help='JSON object of head options, e.g. \'{"hidden": 512}\'.')

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pipeline.device import pick_device
+from pipeline.device import amp_on, pick_device
 from pipeline.errors import ConfigError
 from pipeline.store import FeatureStore
 from pipeline.training.data import load_split, memory_budget_bytes
@@ -74,7 +74,7 @@ def run(cfg: EvaluateConfig) -> EvaluateResult:
     source = make_source(split, device=device, num_segments=checkpoint["segments"], stats=stats,
                          max_batch=cfg.batch_size)
     metrics = evaluate(model, source, views=num_views(split), batch_size=cfg.batch_size,
-                       amp=train_cfg.amp and device.type == "cuda")
+                       amp=amp_on(device, train_cfg.amp)[0])
     if hasattr(source, "close"):
         source.close()
     classes = checkpoint["classes"]

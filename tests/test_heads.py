@@ -301,3 +301,15 @@ def test_cli_heads_lists_every_head():
     assert "n/a: needs spatial features" in pooled.output
     bad = CliRunner().invoke(cli, ["heads", "--feature-shape", "16x2"])
     assert bad.exit_code != 0 and "--feature-shape" in bad.output
+
+
+def test_spatial_projection_drops_whole_channel_maps_per_frame():
+    head = build_head("fcn3d", num_classes=3, num_segments=4, in_dim=16, spatial=(5, 5), proj_dim=8, dropout=0.5)
+    dropped = head.projection.train().dropout(torch.ones(6, 16, 5, 5))
+    per_map = dropped.flatten(2)
+    # each frame's channel is either zeroed or kept (scaled by 1 / (1 - p)) over its whole map
+    assert set(per_map.unique().tolist()) == {0.0, 2.0}
+    assert (per_map.amin(-1) == per_map.amax(-1)).all()
+    assert 0 < (per_map[..., 0] == 0).float().mean() < 1
+    x = torch.randn(2, 4, 16, 5, 5)
+    assert torch.equal(head.projection.eval()(x), head.projection(x))  # no dropout in eval

