@@ -217,7 +217,8 @@ def _json_option(value, name):
 @click.option("--backbone-checkpoint", help="Fine-tuned backbone.pt from `stpipe finetune`.")
 @click.option("--batch-size", type=int, help="Frames per backbone forward (default: 64 on CUDA, 32 on CPU).")
 @click.option("--amp", type=click.Choice(["bf16", "fp16"]),
-              help="Autocast the backbone (for CUDA; default float32). Features are stored as float16 either way.")
+              help="Autocast the backbone (CUDA; bf16 also on CPUs with AVX512-BF16/AMX; default float32). "
+                   "Features are stored as float16 either way.")
 @click.option("--decode-threads", type=int, help="Decoder threads (default 2).")
 @click.option("--device", help="auto, cpu, cuda or cuda:N.")
 @click.option("--max-retries", type=int, help="Retries per video for transient errors (default 1).")

@@ -60,6 +60,10 @@ class DemoConfig:
     train: dict[str, Any] = field(default_factory=lambda: {"standardize": True, "batch_size": 32})
     executor: str = "ray"
     cpus_per_trial: float = 1.0
+    # bf16 autocast for the backbone and the heads where the hardware runs bf16 natively (CUDA with
+    # bf16, CPUs with AVX512-BF16/AMX), float32 elsewhere: on a 2-core Zen 4 laptop it halves the
+    # backbone's time and cuts the spatial heads' 1.2-1.6x (features are stored float16 either way)
+    amp: bool = True
 
     def __post_init__(self) -> None:
         DemoDataConfig(out=self.out, videos_per_class=self.videos_per_class, frames=self.frames, size=self.size)
@@ -126,13 +130,28 @@ def extract_config(cfg: DemoConfig, manifest: Path, weights: str) -> ExtractConf
     return ExtractConfig(manifest=str(manifest), output=str(Path(cfg.out) / "features.zarr"), backbone=cfg.backbone,
                          weights=weights, features="spatial", flow=True, flow_features=True,
                          flow_method=cfg.flow_method, flow_short_side=min(cfg.flow_short_side, cfg.size),
+                         amp="bf16" if cfg.amp and native_bf16() else "",
                          executor=cfg.executor, workers=cfg.extract_workers or min(4, os.cpu_count() or 1))
 
 
 def ablate_config(cfg: DemoConfig) -> AblateConfig:
+    train = dict(cfg.train)
+    if cfg.amp and native_bf16():
+        train.setdefault("amp", True)
     return AblateConfig(store=str(Path(cfg.out) / "features.zarr"), out=str(Path(cfg.out) / "ablation"),
                         heads=cfg.heads, segments=cfg.segments, modalities=cfg.modalities, seeds=cfg.seeds,
-                        train=dict(cfg.train), executor=cfg.executor, cpus_per_trial=cfg.cpus_per_trial)
+                        train=train, executor=cfg.executor, cpus_per_trial=cfg.cpus_per_trial)
+
+
+def native_bf16() -> bool:
+    """Whether the device the demo will run on (CUDA when present, else the CPU) has native bf16."""
+    import torch
+
+    from pipeline.device import cpu_has_native_bf16
+
+    if torch.cuda.is_available():
+        return torch.cuda.is_bf16_supported()
+    return cpu_has_native_bf16()
 
 
 def run(cfg: DemoConfig, *, note: Callable[[str], None] | None = None, extract_progress=None, on_extract_plan=None,
@@ -197,7 +216,7 @@ def _check_saved(cfg: DemoConfig, out: Path) -> None:
     mine = config_to_dict(cfg)
     if path.is_file():
         saved = read_yaml(path)
-        fixed = DATA_FIELDS + ("backbone", "weights", "flow_method", "flow_short_side")
+        fixed = DATA_FIELDS + ("backbone", "weights", "flow_method", "flow_short_side", "amp")
         diff = [k for k in fixed if saved.get(k) != mine.get(k)]
         if diff:
             raise ConfigError(f"{out}: holds a demo made with other settings (differs in: {', '.join(diff)}); "

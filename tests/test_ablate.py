@@ -15,6 +15,7 @@ from pipeline.ablation.grid import Trial
 from pipeline.ablation.report import aggregate, summary_markdown
 from pipeline.ablation.results import read_results
 from pipeline.ablation.shared import load_shared
+from pipeline.config import read_yaml
 from pipeline.errors import ConfigError, RegistryError
 from pipeline.heads import HEADS
 from pipeline.store import FeatureStore
@@ -339,7 +340,14 @@ def test_cli_demo_runs_every_step_and_resumes(tmp_path, capsys):
     rows = read_results(out / "ablation" / "results.csv")
     assert [(r["head"], r["modality"], r["status"]) for r in rows] == [
         ("mlp", "rgb", "ok"), ("mlp", "flow", "ok"), ("tsn", "rgb", "ok"), ("tsn", "flow", "ok")]
-    assert FeatureStore.open(str(out / "features.zarr")).meta["config"]["flow_features"] is True
+    store_config = FeatureStore.open(str(out / "features.zarr")).meta["config"]
+    assert store_config["flow_features"] is True
+    from stages.demo import native_bf16
+
+    # bf16 autocast where the hardware has it natively, for the backbone and for the heads
+    assert store_config.get("amp", "") == ("bf16" if native_bf16() else "")
+    trial = read_yaml(out / "ablation" / "trials" / "mlp_3seg_rgb_seed0" / "config.yaml")
+    assert trial["amp"] is native_bf16()
     main(["demo", "-o", str(out), "--config", str(config_file)])  # resumes: nothing is redone
     assert "4 finished earlier, not repeated" in capsys.readouterr().err
 

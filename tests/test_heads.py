@@ -313,3 +313,22 @@ def test_spatial_projection_drops_whole_channel_maps_per_frame():
     assert 0 < (per_map[..., 0] == 0).float().mean() < 1
     x = torch.randn(2, 4, 16, 5, 5)
     assert torch.equal(head.projection.eval()(x), head.projection(x))  # no dropout in eval
+
+
+def test_s3dg_blocks_halve_time_and_mtconv_stacks_blocks():
+    head = build_head("s3dg", num_classes=5, num_segments=8, in_dim=12, spatial=HW, proj_dim=8)
+    assert len(head.body.blocks) == 3  # top-heavy default: 8 -> 4 -> 2 -> 1 steps
+    z = torch.randn(2, 8, 8, *HW).transpose(1, 2)
+    assert head.body.blocks(z).shape == (2, 8, 1, *HW)
+    one = build_head("s3dg", num_classes=5, num_segments=8, in_dim=12, spatial=HW, proj_dim=8, num_blocks=1,
+                     temporal_stride=1)
+    assert one.body.blocks(z).shape == (2, 8, 8, *HW)
+    with pytest.raises(HeadError, match="temporal_stride must be >= 1"):
+        build_head("s3dg", num_classes=5, num_segments=8, in_dim=12, spatial=HW, temporal_stride=0)
+    single = small_head("mtconv")
+    assert not any(k.startswith("body.more_blocks") for k in single.state_dict())  # one-block checkpoints load
+    stacked = small_head("mtconv", num_blocks=2)
+    assert any(k.startswith("body.more_blocks.0.") for k in stacked.state_dict())
+    assert stacked(features("mtconv")).shape == (2, 5)
+    with pytest.raises(HeadError, match="num_blocks must be >= 1"):
+        small_head("mtconv", num_blocks=0)

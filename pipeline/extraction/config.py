@@ -35,7 +35,8 @@ class ExtractConfig:
     flow_features: bool = False  # also run a flow-stream backbone on stacked flow
     flow_stack: int = 5
     backbone_checkpoint: str = ""  # fine-tuned backbone weights (stage three) replacing `weights`
-    amp: Literal["", "bf16", "fp16"] = ""  # autocast the backbones (CUDA); "" = float32. Stored features stay float16
+    # autocast the backbones (CUDA; bf16 also on CPUs with AVX512-BF16/AMX); "" = float32. Stored features stay float16
+    amp: Literal["", "bf16", "fp16"] = ""
     # how it runs (free to change between resumed runs)
     # frames per backbone forward, across videos; 0 = 64 on CUDA, 32 on CPU (on CPU 32 runs as fast
     # as 64 and peaks at 1.6 GB instead of 2.3 GB on a 10k-frame video: benchmarks/README.md)

@@ -104,21 +104,29 @@ class MTBlock(nn.Module):
 
 
 class MTConvHead(nn.Module):
-    def __init__(self, *, dim: int, num_classes: int, ratio: float, gru_layers: int):
+    """`num_blocks` MTBlocks, time halved by max-pooling (window 2) between consecutive ones."""
+
+    def __init__(self, *, dim: int, num_classes: int, ratio: float, gru_layers: int, num_blocks: int = 1):
         super().__init__()
-        self.block = MTBlock(dim, ratio, gru_layers)
+        self.block = MTBlock(dim, ratio, gru_layers)  # the first keeps its name: one-block checkpoints load
+        self.more_blocks = nn.ModuleList(MTBlock(dim, ratio, gru_layers) for _ in range(num_blocks - 1))
         self.fc = nn.Linear(dim, num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, T, C, H, W)
-        return self.fc(self.block(x.transpose(1, 2)).mean(dim=(-3, -2, -1)))
+        x = self.block(x.transpose(1, 2))
+        for block in self.more_blocks:
+            x = block(F.max_pool3d(x, (2, 1, 1), ceil_mode=True) if x.shape[2] >= 2 else x)
+        return self.fc(x.mean(dim=(-3, -2, -1)))
 
 
 @register_head("mtconv", input_kind="spatial",
                summary="MTBlock: local + prolonged (SoftPool, triplet-cosine) branches, GRU excitation (seed 002)")
-def mtconv(*, num_classes: int, dim: int, ratio: float = 0.875, gru_layers: int = 2) -> nn.Module:
+def mtconv(*, num_classes: int, dim: int, ratio: float = 0.875, gru_layers: int = 2, num_blocks: int = 1) -> nn.Module:
+    if num_blocks < 1:
+        raise HeadError(f"head 'mtconv': num_blocks must be >= 1, got {num_blocks}")
     if not 0.0 < ratio < 1.0 or not 1 <= math.floor(ratio * dim) < dim:
         raise HeadError(
             f"head 'mtconv': channel ratio r={ratio} must leave both branches channels "
             f"(floor(r*{dim}) in [1, {dim - 1}])"
         )
-    return MTConvHead(dim=dim, num_classes=num_classes, ratio=ratio, gru_layers=gru_layers)
+    return MTConvHead(dim=dim, num_classes=num_classes, ratio=ratio, gru_layers=gru_layers, num_blocks=num_blocks)
