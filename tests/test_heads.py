@@ -14,13 +14,17 @@ from pipeline.heads import HEADS, LateFusion, build_head, complexity_table, coun
 from pipeline.heads.mtconv import soft_pool2d, triplet_cosine_select
 from pipeline.heads.seed000 import sample_relations
 from pipeline.heads.st_resnet import TemporalResidualUnit
+from pipeline.training.config import TrainHeadConfig
+from pipeline.training.model import model_spec
 
 ALL = HEADS.names()
 SMALL = dict(num_classes=5, in_dim=12, proj_dim=8)  # small dims keep every test fast
 HW = (3, 3)
 # At 8 channels MTConv's default r=0.875 leaves a single prolonged channel, which a negative GRU
 # excitation can silence for a whole batch (9 of 20 seeds); r=0.5 keeps 4 channels per branch.
-SMALL_OPTIONS = {"mtconv": {"ratio": 0.5}}
+# Two blocks keep T >= 2 in every MTConv block at 4 segments (a block at T = 1, as the default's
+# fourth at 8 segments, runs its GRU one step, so the recurrent weights get no gradient there).
+SMALL_OPTIONS = {"mtconv": {"ratio": 0.5, "num_blocks": 2}}
 
 
 def small_head(name: str, segments: int = 4, **kw) -> torch.nn.Module:
@@ -325,10 +329,27 @@ def test_s3dg_blocks_halve_time_and_mtconv_stacks_blocks():
     assert one.body.blocks(z).shape == (2, 8, 8, *HW)
     with pytest.raises(HeadError, match="temporal_stride must be >= 1"):
         build_head("s3dg", num_classes=5, num_segments=8, in_dim=12, spatial=HW, temporal_stride=0)
-    single = small_head("mtconv")
+    single = small_head("mtconv", num_blocks=1)
     assert not any(k.startswith("body.more_blocks") for k in single.state_dict())  # one-block checkpoints load
-    stacked = small_head("mtconv", num_blocks=2)
-    assert any(k.startswith("body.more_blocks.0.") for k in stacked.state_dict())
+    stacked = build_head("mtconv", num_segments=4, spatial=HW, **SMALL)
+    assert len(stacked.body.more_blocks) == 3  # default: 4 blocks, time 4 -> 2 -> 1 -> 1 here
     assert stacked(features("mtconv")).shape == (2, 5)
     with pytest.raises(HeadError, match="num_blocks must be >= 1"):
         small_head("mtconv", num_blocks=0)
+
+
+def test_saved_specs_record_every_option_and_old_ones_rebuild_as_trained():
+    from pipeline.training.model import build_model
+
+    # a run's spec records the options' defaults, so later default changes cannot alter it
+    cfg = TrainHeadConfig(store="x", head="s3dg", proj_dim=8, recipe="paper")
+    spec = model_spec(cfg, num_classes=5, frame_shapes={"rgb": (12, *HW)})
+    assert spec["heads"]["rgb"]["num_blocks"] == 3 and spec["heads"]["rgb"]["temporal_stride"] == 2
+    # a spec saved before s3dg/mtconv's defaults changed (no such keys) rebuilds the one-block head
+    for name in ("s3dg", "mtconv"):
+        old = {k: v for k, v in model_spec(TrainHeadConfig(store="x", head=name, proj_dim=8, recipe="paper"),
+                                           num_classes=5, frame_shapes={"rgb": (12, *HW)})["heads"]["rgb"].items()
+               if k not in ("num_blocks", "temporal_stride")}
+        model = build_model({"fusion": "single", "heads": {"rgb": old}})
+        blocks = model.body.blocks if name == "s3dg" else [model.body.block, *model.body.more_blocks]
+        assert len(blocks) == 1, name

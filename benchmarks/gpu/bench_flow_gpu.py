@@ -168,6 +168,8 @@ def main() -> None:
     ap.add_argument("--opencv-pairs-per-proc", type=int, default=3)
     ap.add_argument("--sections", default="speed,opencv", help="any of speed, opencv, accuracy")
     ap.add_argument("--no-graphs-row", action="store_true", help="skip the Triton-without-graphs row")
+    ap.add_argument("--scales", default="0,5",
+                    help="pyramid depths to time with Triton + graphs (0 = the full pyramid, the default; 5 = OpenCV's)")
     ap.add_argument("--torch-engine", action="store_true", help="also time the generic torch.compile solver")
     ap.add_argument("--dry-run", action="store_true", help="tiny sizes on the CPU")
     args = ap.parse_args()
@@ -190,7 +192,8 @@ def main() -> None:
     result: dict = {"device": torch.cuda.get_device_name() if device.type == "cuda" else "cpu (dry run)",
                     "torch": torch.__version__, "size": list(prev.shape[1:]), "pairs": args.pairs,
                     "distinct_pairs": len(prev_np), "copy_gbs": copy_bandwidth_gbs(device), "rows": []}
-    engines = [("triton + CUDA graphs", dict(engine="triton", cuda_graphs=True))]
+    engines = [(f"triton + CUDA graphs{'' if sc == 0 else f', {sc} levels'}", dict(engine="triton", cuda_graphs=True, scales=sc))
+               for sc in (int(v) for v in args.scales.split(","))]
     if not args.no_graphs_row:
         engines.append(("triton, no graphs", dict(engine="triton", cuda_graphs=False)))
     if args.torch_engine or dry:

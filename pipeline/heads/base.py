@@ -153,6 +153,27 @@ class Head(nn.Module):
         return f"name={self.name!r}, input_kind={self.input_kind!r}, streams={self.streams}"
 
 
+# Options whose defaults changed, with the values earlier runs were built with: a saved spec that
+# lacks them predates the change (specs record every option since), so it rebuilds as trained.
+EARLIER_DEFAULTS = {
+    "s3dg": {"num_blocks": 1, "temporal_stride": 1},  # 2026-12-04: 3 strided blocks
+    "mtconv": {"num_blocks": 1},  # 2026-12-04: 4 blocks
+}
+
+
+def head_options(name: str, given: Mapping[str, Any]) -> dict[str, Any]:
+    """Every keyword option of head `name`'s builder: its default, or the value in `given`."""
+    params = inspect.signature(HEADS.get(name)).parameters
+    defaults = {k: p.default for k, p in params.items()
+                if k not in _COMMON and p.default is not inspect.Parameter.empty}
+    return {**defaults, **given}
+
+
+def saved_spec_options(name: str, spec: Mapping[str, Any]) -> dict[str, Any]:
+    """Options of a saved spec, with EARLIER_DEFAULTS filled in where it predates a default change."""
+    return {**EARLIER_DEFAULTS.get(name, {}), **spec}
+
+
 def build_head(
     name: str,
     *,

@@ -1,6 +1,11 @@
 """MTConv head (Stergiou & Poppe, Multi-Temporal Convolutions; seed 002 sec. III) on spatial features.
 
-One MTBlock on the projected (B, C, T, H, W) volume, then global average pooling and a Linear:
+`num_blocks` MTBlocks (default 4) on the projected (B, C, T, H, W) volume, time halved by temporal
+max-pooling (window 2) between consecutive blocks (8 segments: 8 -> 4 -> 2 -> 1), then global average
+pooling and a Linear. MTNet stacks MTBlocks in place of X3D's residual blocks; the pooling between
+them is ours (as in ST-ResNet and S3D): one block sees a few frames and then averages over the clip,
+and on the demo's time-reversed classes it stayed at TSN's level (rgb top-1 25% vs TSN's 20%);
+2 / 3 / 4 pooled blocks reached 28 / 38 / 48-55% (benchmarks/README.md, "Order-aware heads"). Each block:
 - local branch: Conv3D 3x3x3 to C_L = floor(r*C) channels, BN, ReLU (eq. 1-2);
 - prolonged branch (eq. 3-4): the local output and the block input are each reduced 2x in space by
   SoftPool (eq. 5) and 2x in time by temporal triplet-cosine frame selection (eq. 6-7), convolved
@@ -120,8 +125,8 @@ class MTConvHead(nn.Module):
 
 
 @register_head("mtconv", input_kind="spatial",
-               summary="MTBlock: local + prolonged (SoftPool, triplet-cosine) branches, GRU excitation (seed 002)")
-def mtconv(*, num_classes: int, dim: int, ratio: float = 0.875, gru_layers: int = 2, num_blocks: int = 1) -> nn.Module:
+               summary="4 MTBlocks (local + prolonged branches, GRU excitation), time pooled 2x between (seed 002)")
+def mtconv(*, num_classes: int, dim: int, ratio: float = 0.875, gru_layers: int = 2, num_blocks: int = 4) -> nn.Module:
     if num_blocks < 1:
         raise HeadError(f"head 'mtconv': num_blocks must be >= 1, got {num_blocks}")
     if not 0.0 < ratio < 1.0 or not 1 <= math.floor(ratio * dim) < dim:

@@ -17,6 +17,7 @@ from torch import nn
 from pipeline.errors import ConfigError, RunError
 from pipeline.faults import fault_point
 from pipeline.heads import HEADS, LateFusion, build_head, head_complexity
+from pipeline.heads.base import head_options, saved_spec_options
 from pipeline.training.config import TrainHeadConfig
 
 CHECKPOINT_FORMAT = 1
@@ -33,8 +34,10 @@ def model_spec(cfg: TrainHeadConfig, *, num_classes: int, frame_shapes: Mapping[
     clash = sorted(reserved & set(cfg.head_options))
     if clash:
         raise ConfigError(f"head_options: {clash[0]!r} is set by train-head itself; use its own option")
+    # every option is recorded, defaults included, so a later change of a default cannot change
+    # what a saved run rebuilds
     common = dict(name=cfg.head, num_classes=num_classes, num_segments=cfg.segments, dropout=cfg.dropout,
-                  proj_dim=cfg.proj_dim, **cfg.head_options)
+                  proj_dim=cfg.proj_dim, **head_options(cfg.head, cfg.head_options))
     spatial = {s: list(shape[1:]) or None for s, shape in frame_shapes.items()}
     if len(streams) == 1 or cfg.fusion == "late":
         heads = {s: dict(common, in_dim=frame_shapes[s][0], spatial=spatial[s], streams=[s]) for s in streams}
@@ -66,7 +69,7 @@ def build_model(spec: Mapping[str, Any]) -> nn.Module:
 
 
 def _build_args(args: Mapping[str, Any]) -> dict[str, Any]:
-    out = dict(args)
+    out = saved_spec_options(args["name"], args)
     if out.get("spatial") is not None:
         out["spatial"] = tuple(out["spatial"])
     out["streams"] = tuple(out["streams"])
