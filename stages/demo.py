@@ -60,9 +60,10 @@ class DemoConfig:
     train: dict[str, Any] = field(default_factory=lambda: {"standardize": True, "batch_size": 32})
     executor: str = "ray"
     cpus_per_trial: float = 1.0
-    # bf16 autocast for the backbone and the heads where the hardware runs bf16 natively (CUDA with
-    # bf16, CPUs with AVX512-BF16/AMX), float32 elsewhere: on a 2-core Zen 4 laptop it halves the
-    # backbone's time and cuts the spatial heads' 1.2-1.6x (features are stored float16 either way)
+    # bf16 autocast for the backbone where the hardware runs bf16 natively (CUDA with bf16, CPUs with
+    # AVX512-BF16/AMX), float32 elsewhere: on a 2-core Zen 4 laptop it halves the backbone's time
+    # (features are stored float16 either way). The heads train in float32: under CPU bf16 autocast
+    # mtconv's loss went NaN in its first epoch (benchmarks/README.md, "bf16 on the CPU")
     amp: bool = True
 
     def __post_init__(self) -> None:
@@ -135,12 +136,9 @@ def extract_config(cfg: DemoConfig, manifest: Path, weights: str) -> ExtractConf
 
 
 def ablate_config(cfg: DemoConfig) -> AblateConfig:
-    train = dict(cfg.train)
-    if cfg.amp and native_bf16():
-        train.setdefault("amp", True)
     return AblateConfig(store=str(Path(cfg.out) / "features.zarr"), out=str(Path(cfg.out) / "ablation"),
                         heads=cfg.heads, segments=cfg.segments, modalities=cfg.modalities, seeds=cfg.seeds,
-                        train=train, executor=cfg.executor, cpus_per_trial=cfg.cpus_per_trial)
+                        train=dict(cfg.train), executor=cfg.executor, cpus_per_trial=cfg.cpus_per_trial)
 
 
 def native_bf16() -> bool:

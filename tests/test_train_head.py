@@ -427,3 +427,8 @@ def test_amp_on_cpu_needs_native_bf16(monkeypatch, store_url):
     result = train(config(store_url, epochs=2, amp=True), data)
     assert ("cpu", torch.bfloat16, True) in seen
     assert np.isfinite(result.history[-1]["train_loss"])
+
+
+def test_a_diverged_run_stops_with_one_clear_error(store_url, tmp_path):
+    with pytest.raises(RunError, match=r"training diverged: the loss is nan in epoch 1; lower the learning rate"):
+        train_head.run(config(store_url, str(tmp_path / "run"), lr=float("inf"), epochs=2))

@@ -56,7 +56,8 @@ class TrainHeadConfig:
     # mixed precision: bf16 autocast on CUDA, and on CPUs with native bf16 (AVX512-BF16/AMX; ignored
     # with a note elsewhere). Off by default: on an H200 the light heads ran slower under autocast
     # than in fp32 (mlp 78k vs 119k samples/s, trn_multiscale 24k vs 30k, lstm 61k vs 71k at batch
-    # 256; benchmarks/README.md, GPU section); on a Zen 4 CPU spatial heads train 1.2-1.6x faster
+    # 256; benchmarks/README.md, GPU section); on a Zen 4 CPU spatial heads train 1.2-1.6x faster, but
+    # mtconv's loss went NaN in its first bf16 epoch there (a diverged run stops with an error)
     amp: bool = False
     memory_budget_gb: float = 0.0  # features above this stream from Zarr; 0 = half the free RAM (GPU memory on CUDA)
     eval_batch_size: int = 256

@@ -247,6 +247,10 @@ def train(cfg: TrainHeadConfig, data: TrainData, *, run_dir: str | Path | None =
         if device.type == "cuda":
             torch.cuda.synchronize(device)  # the steps' time, not just the time to queue them
         step_seconds = time.perf_counter() - started
+        if not math.isfinite(float(loss_sum)):  # diverged: say so now rather than train on NaN weights
+            hint = "train without --amp (bf16), or " if amp else ""
+            raise RunError(f"training diverged: the loss is {float(loss_sum)} in epoch {epoch}; "
+                           f"{hint}lower the learning rate (--lr, now {cfg.lr:g})")
         val = evaluate(model, val_src, views=views, batch_size=cfg.eval_batch_size, amp=amp)
         state["stopped"] = schedule.end_epoch(val["loss"])
         seconds = time.perf_counter() - started
