@@ -61,7 +61,8 @@ def train_trial(trial: Trial, shared: SharedFeatures, *, device: str, cfg: Ablat
 
     trial_cfg = cfg.trial_config(head=trial.head, segments=trial.segments, modality=trial.modality,
                                  seed=trial.seed, out=str(trial_dir(cfg, trial)), device=device, params=trial.params)
-    result = train_head.run(trial_cfg, data=shared.train_data(trial), signature=shared.signature(trial))
+    result = train_head.run(trial_cfg, data=shared.train_data(trial), signature=shared.signature(trial),
+                            plots=cfg.trial_plots)
     return dict(result.metrics)
 
 

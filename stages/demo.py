@@ -65,6 +65,9 @@ class DemoConfig:
     # (features are stored float16 either way). The heads train in float32: under CPU bf16 autocast
     # mtconv's loss went NaN in its first epoch (benchmarks/README.md, "bf16 on the CPU")
     amp: bool = True
+    # per-trial curves/confusion PNGs: ~0.9 CPU-s each, ~40 s of the demo's 84 trials on 2 cores; the
+    # table, summary.md and the accuracy-vs-MACs plot are what the demo shows
+    trial_plots: bool = False
 
     def __post_init__(self) -> None:
         DemoDataConfig(out=self.out, videos_per_class=self.videos_per_class, frames=self.frames, size=self.size)
@@ -138,7 +141,8 @@ def extract_config(cfg: DemoConfig, manifest: Path, weights: str) -> ExtractConf
 def ablate_config(cfg: DemoConfig) -> AblateConfig:
     return AblateConfig(store=str(Path(cfg.out) / "features.zarr"), out=str(Path(cfg.out) / "ablation"),
                         heads=cfg.heads, segments=cfg.segments, modalities=cfg.modalities, seeds=cfg.seeds,
-                        train=dict(cfg.train), executor=cfg.executor, cpus_per_trial=cfg.cpus_per_trial)
+                        train=dict(cfg.train), executor=cfg.executor, cpus_per_trial=cfg.cpus_per_trial,
+                        trial_plots=cfg.trial_plots)
 
 
 def native_bf16() -> bool:

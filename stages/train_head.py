@@ -72,8 +72,9 @@ def load_data(cfg: TrainHeadConfig, store: FeatureStore, *, run_dir: str | Path 
 
 
 def run(cfg: TrainHeadConfig, *, callback: Callback | None = None, data: TrainData | None = None,
-        signature: dict[str, Any] | None = None) -> TrainHeadResult:
-    """`data` + `signature`: features already loaded (an ablation shares one copy across trials)."""
+        signature: dict[str, Any] | None = None, plots: bool = True) -> TrainHeadResult:
+    """`data` + `signature`: features already loaded (an ablation shares one copy across trials);
+    `plots`: write curves.png and confusion.png."""
     if not cfg.out:
         raise ConfigError("train-head needs an output run dir (-o/--out)")
     started = time.perf_counter()
@@ -105,11 +106,12 @@ def run(cfg: TrainHeadConfig, *, callback: Callback | None = None, data: TrainDa
         "notes": result.notes,
     }
     (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=1))
-    title = f"{cfg.head}, {cfg.segments} segments, {cfg.modality}"
-    if result.history:
-        plot_curves(result.history, run_dir / "curves.png", title=title)
-    plot_confusion(result.val["confusion"], data.classes, run_dir / "confusion.png",
-                   title=f"{title}: val (best epoch {result.best_epoch})")
+    if plots:
+        title = f"{cfg.head}, {cfg.segments} segments, {cfg.modality}"
+        if result.history:
+            plot_curves(result.history, run_dir / "curves.png", title=title)
+        plot_confusion(result.val["confusion"], data.classes, run_dir / "confusion.png",
+                       title=f"{title}: val (best epoch {result.best_epoch})")
     return TrainHeadResult(run_dir=run_dir, metrics=metrics, train=result, resumed=resume)
 
 

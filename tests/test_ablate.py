@@ -346,7 +346,9 @@ def test_cli_demo_runs_every_step_and_resumes(tmp_path, capsys):
 
     # bf16 autocast for the backbone where the hardware has it natively; the heads train in float32
     assert store_config.get("amp", "") == ("bf16" if native_bf16() else "")
-    assert read_yaml(out / "ablation" / "trials" / "mlp_3seg_rgb_seed0" / "config.yaml")["amp"] is False
+    trial_dir = out / "ablation" / "trials" / "mlp_3seg_rgb_seed0"
+    assert read_yaml(trial_dir / "config.yaml")["amp"] is False
+    assert (trial_dir / "metrics.json").is_file() and not (trial_dir / "curves.png").exists()  # no per-trial plots
     main(["demo", "-o", str(out), "--config", str(config_file)])  # resumes: nothing is redone
     assert "4 finished earlier, not repeated" in capsys.readouterr().err
 
