@@ -207,7 +207,6 @@ def test_agrees_with_opencv_on_real_frames(assets_dir):
     assert diff.mean() < 0.05 and torch.quantile(diff.flatten(), 0.95) < 0.2
 
 
-@pytest.mark.slow  # ~15 s eager through 9 levels (30 s on a loaded machine)
 @pytest.mark.skipif(not HAVE_CV2, reason="opencv not installed")
 def test_with_opencvs_pyramid_sampling_the_solver_is_opencvs(assets_dir, monkeypatch):
     """The per-level solver (warps, median, primal-dual step, stopping rule) is OpenCV's: given OpenCV's
