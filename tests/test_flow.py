@@ -207,6 +207,39 @@ def test_agrees_with_opencv_on_real_frames(assets_dir):
     assert diff.mean() < 0.05 and torch.quantile(diff.flatten(), 0.95) < 0.2
 
 
+@pytest.mark.skipif(not HAVE_CV2, reason="opencv not installed")
+def test_with_opencvs_pyramid_sampling_the_solver_is_opencvs(assets_dir, monkeypatch):
+    """The per-level solver (warps, median, primal-dual step, stopping rule) is OpenCV's: given OpenCV's
+    pyramid sampling (cv::resize at exactly scale_step, flow times 1/scale_step; ours resamples by the
+    levels' size ratio) and its zeros border, a 10 px motion at 96x128 through the full pyramid gives
+    OpenCV's flow. Large motions are bistable (an object is found or lost), so the sampling alone can
+    flip a pair: benchmarks/README.md, TV-L1 accuracy."""
+    import cv2
+
+    from pipeline.flow import tvl1 as tvl1_module
+    from pipeline.video import FrameSelection, read_frames
+
+    def resize(x: torch.Tensor, size=None) -> np.ndarray:
+        dsize = None if size is None else (size[1], size[0])
+        return cv2.resize(x.numpy(), dsize, fx=0.8, fy=0.8, interpolation=cv2.INTER_LINEAR)
+
+    monkeypatch.setattr(tvl1_module, "_downscale", lambda img, size, _: torch.from_numpy(np.stack([resize(x) for x in img])))
+    monkeypatch.setattr(tvl1_module, "_upsample_flow",
+                        lambda u, size: torch.from_numpy(np.array([[resize(c, size) for c in x] for x in u])) / 0.8)
+    frame = read_frames(assets_dir / "videos" / "vtest.avi", start=1.0, select=FrameSelection(max_frames=1))[0]
+    grey = torch.from_numpy(np.dot(frame.astype(np.float32), [0.299, 0.587, 0.114]).astype(np.float32))
+    big = torch.nn.functional.interpolate(grey[None, None] / 255, size=(160, 213), mode="area")[0, 0].numpy()
+    i1, i0 = big[32:128, 32:160], big[26:122, 42:170]  # I0(x) = I1(x + (10, -6))
+    ours = tvl1(border="zeros", antialias=False).pairs(i0[None], i1[None])[0]
+    ref = build_flow("tvl1-opencv", device="cpu").pairs(i0[None], i1[None])[0]
+    diff = (ours - ref).norm(dim=0)
+    assert ref[:, 16:-16, 16:-16].mean((1, 2)).tolist() == pytest.approx([10, -6], abs=0.5)  # it is a large motion
+    # everywhere, the 16 columns and 6 rows whose match leaves the image included (there the flow is
+    # extrapolated, and our own sampling differs by 0.14 px on average); the rest is OpenCV's
+    # remap, which rounds positions to 1/32 px
+    assert diff.mean() < 0.04 and torch.quantile(diff[6:, :-10].flatten(), 0.99) < 0.1, diff.mean()
+
+
 @pytest.mark.parametrize("shift", [(24, 0), pytest.param((-17, 17), marks=pytest.mark.slow)])
 def test_recovers_a_large_translation_of_a_real_frame(assets_dir, shift):
     """24 px at 96x128 (a quarter of the width): OpenCV's 5-level pyramid leaves 10 px on its
