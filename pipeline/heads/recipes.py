@@ -21,13 +21,15 @@ RECIPE_CHOICES = ("head", "paper")
 
 @dataclass(frozen=True)
 class Recipe:
-    """AdamW with a half-cosine lr over `epochs`; `proj_dim`/`dropout` are the input projection's."""
+    """AdamW with a half-cosine lr over `epochs`; `proj_dim`/`dropout`/`temporal_center` are the input
+    projection's (temporal_center: pipeline.heads.projection)."""
 
     lr: float = 2e-3
     weight_decay: float = 0.01
     epochs: int = 10
     proj_dim: int = 64
     dropout: float = 0.5
+    temporal_center: float = 0.0
     optimizer: str = "adamw"
     schedule: str = "cosine"
 
@@ -35,9 +37,9 @@ class Recipe:
         return asdict(self)
 
     def short(self) -> str:
-        """One line for `stpipe heads`: 'lr 2e-03 wd 0.01 10 ep proj 64 drop 0.5'."""
+        """One line for `stpipe heads`: 'lr 2e-03 wd 0.01 10 ep proj 64 drop 0.5[ center 0.75]'."""
         return (f"lr {self.lr:.0e} wd {self.weight_decay:g} {self.epochs} ep proj {self.proj_dim} "
-                f"drop {self.dropout:g}")
+                f"drop {self.dropout:g}" + (f" center {self.temporal_center:g}" if self.temporal_center else ""))
 
 
 # Chosen from the sweeps in benchmarks/README.md ("Per-head training recipes") on the demo cache's
