@@ -549,6 +549,9 @@ def _echo_epoch(info: dict, throughput: str) -> None:
 @click.option("--weight-decay", type=float, help="Weight decay on all parameters (default: the head's recipe, `stpipe heads`).")
 @click.option("--dropout", type=float, help="Dropout on the backbone features (default: the head's recipe, `stpipe heads`).")
 @click.option("--proj-dim", type=int, help="Width of the input projection (default: the head's recipe, `stpipe heads`).")
+@click.option("--temporal-center", type=float,
+              help="Fraction of projected channels centred on each clip's temporal mean, pooled heads "
+                   "(default: the head's recipe, `stpipe heads`).")
 @click.option("--schedule", type=click.Choice(["plateau", "cosine"]), help="lr schedule (default: the head's recipe, `stpipe heads`).")
 @click.option("--patience", "plateau_patience", type=int, help="Epochs without val-loss improvement = plateau (default 3).")
 @click.option("--lr-drops", type=int, help="10x lr reductions before a plateau stops training (default 2).")
@@ -556,7 +559,7 @@ def _echo_epoch(info: dict, throughput: str) -> None:
 @click.option("--val-split", help="Split used for validation (default val).")
 @click.option("--seed", type=int, help="Random seed (default 0).")
 @click.option("--recipe", type=click.Choice(["head", "paper"]),
-              help="Defaults for unset lr/wd/epochs/proj-dim/dropout/optimizer/schedule: head = its recipe (default), paper = seed 000's SGD.")
+              help="Defaults for unset lr/wd/epochs/proj-dim/dropout/temporal-center/optimizer/schedule: head = its recipe (default), paper = seed 000's SGD.")
 @click.option("--device", help="auto, cpu, cuda or cuda:N.")
 @click.option("--amp/--no-amp", default=None,
               help="bf16 autocast on CUDA or a CPU with native bf16 (default off: slower for light heads on GPU).")
@@ -798,11 +801,14 @@ def _scalar(text: str, yaml):
 @click.option("--schedule", type=click.Choice(["plateau", "cosine"]), help="lr schedule (default: the head's recipe, `stpipe heads`).")
 @click.option("--weight-decay", type=float, help="Weight decay (default: the head's recipe, `stpipe heads`).")
 @click.option("--proj-dim", type=int, help="Width of the input projection (default: the head's recipe, `stpipe heads`).")
+@click.option("--temporal-center", type=float,
+              help="Fraction of projected channels centred on each clip's temporal mean, pooled heads "
+                   "(default: the head's recipe, `stpipe heads`).")
 @click.option("--dropout", type=float, help="Dropout on the backbone features (default: the head's recipe, `stpipe heads`).")
 @click.option("--fusion", type=click.Choice(["late", "joint"]), help="rgb+flow trials: late (default) or joint.")
 @click.option("--standardize/--no-standardize", default=None, help="Per-channel standardisation (training stats).")
 @click.option("--recipe", type=click.Choice(["head", "paper"]),
-              help="Defaults for unset lr/wd/epochs/proj-dim/dropout/optimizer/schedule: head = its recipe (default), paper = seed 000's SGD.")
+              help="Defaults for unset lr/wd/epochs/proj-dim/dropout/temporal-center/optimizer/schedule: head = its recipe (default), paper = seed 000's SGD.")
 @click.option("--val-split", help="Split used for validation (default val).")
 @click.option("--train-options", help='JSON object of further train-head settings, e.g. \'{"patience": 2}\'.')
 @click.option("--grid", "grid_axes", multiple=True, metavar="FIELD=V1,V2,...",
@@ -833,7 +839,7 @@ def ablate_cmd(config_file, storage_options, train_options, grid_axes, **options
     from stages import ablate
 
     train_keys = ("epochs", "batch_size", "optimizer", "lr", "schedule", "proj_dim", "dropout", "fusion",
-                  "standardize", "val_split", "recipe", "weight_decay")
+                  "standardize", "val_split", "recipe", "weight_decay", "temporal_center")
     train = {k: options.pop(k) for k in train_keys}
     train.update(_json_option(train_options, "--train-options") or {})
     options["storage_options"] = _json_option(storage_options, "--storage-options")

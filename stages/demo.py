@@ -10,9 +10,9 @@ way; 9 per class were too few: every rgb head stayed near chance), TV-L1 at 64 p
 `tvl1-fast` preset, one extraction worker per core (a Ray worker runs torch on one thread), one
 8-segment setting, and short training on standardised features, batch 32, with each head's recipe
 (pipeline/heads/recipes.py, `stpipe heads`: AdamW, half-cosine lr, per-head lr, weight decay,
-epochs, projection width and dropout chosen from a recorded sweep on this demo's cache). Seed 000's
-SGD recipe (lr 1e-3, plateau drops) needs far more steps than 7 batches an epoch give; it stays
-available as `recipe: paper`.
+epochs, projection width, dropout and temporal centring chosen from recorded sweeps on this
+demo's cache). Seed 000's SGD recipe (lr 1e-3, plateau drops) needs far more steps than 7
+batches an epoch give; it stays available as `recipe: paper`.
 
 Weights: `auto` uses torchvision's ImageNet weights when their file is in the torch cache, first
 copying it there from `$STPIPE_ASSETS/weights/` when present; otherwise the backbone is randomly
@@ -56,7 +56,7 @@ class DemoConfig:
     segments: tuple[int, ...] = (8,)
     modalities: tuple[str, ...] = ("rgb", "flow")
     seeds: tuple[int, ...] = (0, 1, 2)
-    # lr, weight decay, epochs, proj_dim, dropout (AdamW, cosine) come from each head's recipe
+    # lr, weight decay, epochs, proj_dim, dropout, temporal_center (AdamW, cosine): each head's recipe
     train: dict[str, Any] = field(default_factory=lambda: {"standardize": True, "batch_size": 32})
     executor: str = "ray"
     cpus_per_trial: float = 1.0

@@ -353,3 +353,44 @@ def test_saved_specs_record_every_option_and_old_ones_rebuild_as_trained():
         model = build_model({"fusion": "single", "heads": {"rgb": old}})
         blocks = model.body.blocks if name == "s3dg" else [model.body.block, *model.body.more_blocks]
         assert len(blocks) == 1, name
+
+
+POOLED_TO_DIM = [n for n in ALL if HEADS.meta(n)["input_kind"] == "pooled" and HEADS.meta(n)["projects_to"] == "dim"]
+
+
+def test_temporal_center_centres_that_fraction_of_the_projected_channels():
+    torch.manual_seed(0)
+    plain = build_head("lstm", num_classes=5, num_segments=4, in_dim=12, proj_dim=8).eval()
+    centred = build_head("lstm", num_classes=5, num_segments=4, in_dim=12, proj_dim=8, temporal_center=0.75).eval()
+    centred.load_state_dict(plain.state_dict())  # no parameters of its own: same weights load
+    x = torch.randn(3, 4, 12)
+    with torch.no_grad():
+        y, z = plain.projection(x), centred.projection(x)
+    assert torch.allclose(z[..., :6], y[..., :6] - y[..., :6].mean(dim=1, keepdim=True), atol=1e-6)
+    assert torch.allclose(z[..., :6].mean(dim=1), torch.zeros(3, 6), atol=1e-6)
+    assert torch.equal(z[..., 6:], y[..., 6:])  # the rest keep the clip's static content
+    assert "temporal_center" not in plain.spec and centred.spec["temporal_center"] == 0.75
+    rebuilt = build_head(**centred.spec)
+    rebuilt.load_state_dict(centred.state_dict())
+    with torch.no_grad():
+        assert torch.equal(rebuilt.eval()(x), centred(x))
+
+
+@pytest.mark.parametrize("name", POOLED_TO_DIM)
+def test_fully_centred_heads_ignore_a_clip_constant(name):
+    """temporal_center=1: a per-clip offset (static content, the same in every frame) changes nothing."""
+    head = small_head(name, temporal_center=1.0).eval()
+    x = features(name)
+    offset = torch.randn(2, 1, 12) * 3
+    with torch.no_grad():
+        assert torch.allclose(head(x + offset), head(x), atol=1e-4)
+        assert not torch.allclose(small_head(name).eval()(x + offset), small_head(name).eval()(x), atol=1e-4)
+
+
+def test_temporal_center_errors():
+    with pytest.raises(HeadError, match="temporal_center must be a fraction in"):
+        build_head("gru", num_classes=5, num_segments=4, in_dim=12, temporal_center=1.5)
+    with pytest.raises(HeadError, match="would cancel them"):
+        build_head("tsn", num_classes=5, num_segments=4, in_dim=12, temporal_center=0.5)
+    with pytest.raises(HeadError, match="pooled heads only"):
+        build_head("fcn3d", num_classes=5, num_segments=4, in_dim=12, spatial=HW, temporal_center=0.5)

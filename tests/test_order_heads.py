@@ -4,8 +4,9 @@ Each clip is T frames drifting along one fixed direction v of feature space (the
 clip: frame t = a per-clip appearance + s_t * v + noise, s_t rising from -1 to 1), class 0 as
 generated, class 1 the same frames in reverse order. Both classes hold exactly the same set of
 frames, so order is the only signal: TSN's average of per-frame scores stays near chance, and a head
-that can read order reaches >= 90%. Each head trains with its recipe's lr, weight decay, dropout and
-projection width (pipeline.heads.recipes, AdamW, half-cosine lr) for a fixed budget of steps.
+that can read order reaches >= 90%. Each head trains with its recipe's lr, weight decay, dropout,
+temporal centring and projection width (pipeline.heads.recipes, AdamW, half-cosine lr) for a fixed
+budget of steps.
 """
 
 from __future__ import annotations
@@ -60,7 +61,8 @@ def train_and_score(name: str) -> tuple[float, float]:
     recipe = head_recipe(name)
     torch.manual_seed(0)
     head = build_head(name, num_classes=2, num_segments=SEGMENTS, in_dim=DIM, spatial=spatial,
-                      proj_dim=min(recipe.proj_dim, 32), dropout=recipe.dropout)
+                      proj_dim=min(recipe.proj_dim, 32), dropout=recipe.dropout,
+                      temporal_center=recipe.temporal_center)
     optimizer = torch.optim.AdamW(head.parameters(), lr=recipe.lr, weight_decay=recipe.weight_decay)
     started = time.perf_counter()
     head.train()

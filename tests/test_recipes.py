@@ -51,3 +51,49 @@ def test_heads_command_shows_each_recipe():
     for head in HEADS.names():
         line = next(row for row in result.output.splitlines() if row.startswith(head + " "))
         assert head_recipe(head).short() in line
+
+
+def test_temporal_center_is_a_recipe_field_of_the_config():
+    recipe = head_recipe("lstm")
+    assert from_dict(TrainHeadConfig, {"store": "s", "head": "lstm"}).temporal_center == recipe.temporal_center
+    assert from_dict(TrainHeadConfig, {"store": "s", "head": "lstm", "temporal_center": 0}).temporal_center == 0
+    assert from_dict(TrainHeadConfig, {"store": "s", "head": "lstm", "recipe": "paper"}).temporal_center == 0
+    assert "temporal_center" in TrainHeadConfig.identity_fields  # a run dir refuses another value
+    with pytest.raises(ConfigError, match="temporal_center must be a fraction in"):
+        from_dict(TrainHeadConfig, {"store": "s", "head": "lstm", "temporal_center": 2})
+
+
+def test_temporal_center_reaches_the_head_spec():
+    from pipeline.training.model import build_model, model_spec
+
+    cfg = from_dict(TrainHeadConfig, {"store": "s", "head": "gru", "temporal_center": 0.5, "proj_dim": 8})
+    spec = model_spec(cfg, num_classes=5, frame_shapes={"rgb": (12,)})
+    assert spec["heads"]["rgb"]["temporal_center"] == 0.5
+    assert build_model(spec).projection.centered == 4
+    with pytest.raises(ConfigError, match="'temporal_center' is set by train-head itself"):
+        model_spec(from_dict(TrainHeadConfig, {"store": "s", "head": "gru", "head_options": {"temporal_center": 1}}),
+                   num_classes=5, frame_shapes={"rgb": (12,)})
+
+
+class _Stop(Exception):
+    pass
+
+
+@pytest.mark.parametrize("command", ["train-head", "ablate"])
+def test_cli_sets_temporal_center(monkeypatch, command):
+    import stages.ablate
+    import stages.train_head
+
+    seen = []
+
+    def capture(cfg, **kw):
+        seen.append(cfg)
+        raise _Stop
+
+    monkeypatch.setattr(stages.train_head, "run", capture)
+    monkeypatch.setattr(stages.ablate, "run", capture)
+    args = [command, "-s", "store.zarr", "-o", "out", "--temporal-center", "0.25"]
+    CliRunner().invoke(cli, args + (["--head", "gru"] if command == "train-head" else ["--heads", "gru"]))
+    (cfg,) = seen
+    value = cfg.temporal_center if command == "train-head" else cfg.train["temporal_center"]
+    assert value == 0.25

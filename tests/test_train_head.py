@@ -432,3 +432,23 @@ def test_amp_on_cpu_needs_native_bf16(monkeypatch, store_url):
 def test_a_diverged_run_stops_with_one_clear_error(store_url, tmp_path):
     with pytest.raises(RunError, match=r"training diverged: the loss is nan in epoch 1; lower the learning rate"):
         train_head.run(config(store_url, str(tmp_path / "run"), lr=float("inf"), epochs=2))
+
+
+def test_resume_accepts_a_last_pt_written_before_a_field_existed(store_url, tmp_path):
+    """A last.pt from before temporal_center existed resumes when the run uses its default (0)."""
+    kw = dict(head="gru", epochs=3, lr=0.1, temporal_center=0.0)
+    with pytest.raises(Interrupt):
+        train_head.run(config(store_url, str(tmp_path / "run"), **kw),
+                       callback=lambda event, **info: _raise_after(event, info, 1))
+    last = tmp_path / "run" / "last.pt"
+    payload = load_checkpoint(last)
+    del payload["identity"]["temporal_center"]
+    torch.save(payload, last)
+    assert train_head.run(config(store_url, str(tmp_path / "run"), resume=True, **kw)).resumed
+    with pytest.raises(RunError, match="differs in: temporal_center"):
+        train_head.run(config(store_url, str(tmp_path / "run"), resume=True, **{**kw, "temporal_center": 0.5}))
+
+
+def _raise_after(event, info, epoch):
+    if event == "epoch_end" and info["record"]["epoch"] == epoch:
+        raise Interrupt

@@ -184,9 +184,14 @@ def build_head(
     dropout: float = 0.5,
     proj_dim: int = 256,
     streams: Sequence[str] = ("rgb",),
+    temporal_center: float = 0.0,
     **options: Any,
 ) -> Head:
-    """Build a registered head with its input projection (see the package docstring)."""
+    """Build a registered head with its input projection (see the package docstring).
+
+    temporal_center: fraction of the projected channels centred on each clip's temporal mean
+    (pooled heads that project to `proj_dim`; see pipeline.heads.projection).
+    """
     builder = HEADS.get(name)
     meta = HEADS.meta(name)
     streams = tuple(streams)
@@ -202,6 +207,7 @@ def build_head(
         raise HeadError(f"head {name!r} needs at least {meta['min_segments']} segments, got {num_segments}")
     if not 0.0 <= dropout < 1.0:
         raise HeadError(f"head {name!r}: dropout must be in [0, 1), got {dropout}")
+    _check_center(name, temporal_center, meta)
     dims = _stream_dims(name, in_dim, streams)
     if spatial is not None:
         spatial = tuple(int(v) for v in spatial)
@@ -216,13 +222,15 @@ def build_head(
     dim = num_classes if meta["projects_to"] == "classes" else proj_dim
     common = dict(num_classes=num_classes, num_segments=num_segments, dim=dim, dropout=dropout, streams=streams)
     body = builder(**{k: v for k, v in common.items() if k in params}, **options)
-    projection = build_projection(meta["input_kind"], dims, dim, dropout)
+    projection = build_projection(meta["input_kind"], dims, dim, dropout, center=temporal_center)
 
     spec = dict(
         name=name, num_classes=num_classes, num_segments=num_segments,
         in_dim=dims[streams[0]] if len(streams) == 1 else dict(dims), spatial=spatial,
         dropout=dropout, proj_dim=proj_dim, streams=list(streams), **options,
     )
+    if temporal_center:  # absent = 0 (specs saved before the option build the same head)
+        spec["temporal_center"] = temporal_center
     return Head(
         name=name, projection=projection, body=body, input_kind=meta["input_kind"],
         num_classes=num_classes, num_segments=num_segments, in_dim=dims, spatial=spatial,
@@ -256,6 +264,15 @@ def _check_positive(name: str, **values: int) -> None:
     for key, value in values.items():
         if not isinstance(value, int) or isinstance(value, bool) or value < 1:
             raise HeadError(f"head {name!r}: {key} must be a positive integer, got {value!r}")
+
+
+def _check_center(name: str, center: float, meta: Mapping[str, Any]) -> None:
+    if isinstance(center, bool) or not isinstance(center, (int, float)) or not 0.0 <= center <= 1.0:
+        raise HeadError(f"head {name!r}: temporal_center must be a fraction in [0, 1], got {center!r}")
+    if center and meta["input_kind"] != "pooled":
+        raise HeadError(f"head {name!r}: temporal_center applies to pooled heads only (this head reads spatial maps)")
+    if center and meta["projects_to"] == "classes":
+        raise HeadError(f"head {name!r} averages class scores over time; temporal_center would cancel them")
 
 
 def _stream_dims(name: str, in_dim: int | Mapping[str, int], streams: tuple[str, ...]) -> dict[str, int]:

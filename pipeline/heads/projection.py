@@ -10,6 +10,16 @@ On spatial maps the dropout drops whole channels of a frame's map (Dropout2d, To
 a map's neighbouring cells are strongly correlated, so zeroing single cells barely regularises, and
 dropping a channel is what dropout on the pooled feature does to its map. It is also ~4x cheaper:
 one draw per channel instead of per cell (element-wise dropout was ~40% of an fcn3d trial on CPU).
+
+Temporal centring (`center`, pooled heads; not in seed 000): a fraction of the projected channels
+has each clip's mean over time subtracted, so those channels carry only how the clip changes and
+the rest keep its static content. Why: in cached features the static per-clip part (what is in
+the scene) dwarfs the change over time; it is order-blind, and a small training set lets a head
+memorise clips by it. Heads that read one step (the RNNs' last output) or pool local temporal
+filters (FCN-2D, ST-ResNet) then see the clip's end but not where it started; a centred channel
+at the last step says where the clip ended relative to its whole course. No parameters; the
+Linear decides what goes to the centred and what to the plain channels (benchmarks/README.md,
+"Per-head training recipes": rgb +10-30 points for those heads on the demo, flow unchanged).
 """
 
 from __future__ import annotations
@@ -21,16 +31,25 @@ from torch import nn
 
 
 class PooledProjection(nn.Module):
-    """(B, T, D) -> dropout -> Linear(D, out) -> (B, T, out)."""
+    """(B, T, D) -> dropout -> Linear(D, out) -> (B, T, out); the first round(center * out) output
+    channels then have the clip's temporal mean subtracted (see the module docstring)."""
 
-    def __init__(self, in_dim: int, out_dim: int, dropout: float):
+    def __init__(self, in_dim: int, out_dim: int, dropout: float, center: float = 0.0):
         super().__init__()
         self.dropout = nn.Dropout(dropout)
         self.linear = nn.Linear(in_dim, out_dim)
         _tsn_init(self.linear)
+        self.centered = round(center * out_dim)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.linear(self.dropout(x))
+        y = self.linear(self.dropout(x))
+        if not self.centered:
+            return y
+        moving, static = y[..., :self.centered], y[..., self.centered:]
+        return torch.cat([moving - moving.mean(dim=1, keepdim=True), static], dim=-1)
+
+    def extra_repr(self) -> str:
+        return f"centered={self.centered}" if self.centered else ""
 
 
 class SpatialProjection(nn.Module):
@@ -65,9 +84,14 @@ def _tsn_init(layer: nn.Module) -> None:
 _KINDS = {"pooled": PooledProjection, "spatial": SpatialProjection}
 
 
-def build_projection(input_kind: str, in_dims: Mapping[str, int], out_dim: int, dropout: float) -> nn.Module:
-    """A single projection for one stream, a StreamProjections for several."""
-    make = _KINDS[input_kind]
+def build_projection(input_kind: str, in_dims: Mapping[str, int], out_dim: int, dropout: float,
+                     center: float = 0.0) -> nn.Module:
+    """A single projection for one stream, a StreamProjections for several. `center`: pooled only."""
+    kind = _KINDS[input_kind]
+
+    def make(dim: int, out: int, rate: float) -> nn.Module:
+        return kind(dim, out, rate, center) if center else kind(dim, out, rate)
+
     if len(in_dims) == 1:
         (dim,) = in_dims.values()
         return make(dim, out_dim, dropout)

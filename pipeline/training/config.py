@@ -35,6 +35,9 @@ class TrainHeadConfig:
     fusion: Literal["late", "joint"] = "late"
     proj_dim: int = 256
     dropout: float = 0.5
+    # fraction of the projected channels centred on each clip's temporal mean (pooled heads; see
+    # pipeline.heads.projection); not in seed 000, so 0 here and set by the head recipes
+    temporal_center: float = 0.0
     epochs: int = 60  # upper bound; the plateau schedule usually stops earlier
     batch_size: int = 64
     optimizer: Literal["sgd", "adamw"] = "sgd"
@@ -48,7 +51,7 @@ class TrainHeadConfig:
     standardize: bool = False  # per-channel standardisation with training-split stats (dask)
     val_split: str = "val"
     seed: int = 0
-    # "head": lr, weight_decay, epochs, proj_dim, dropout, optimizer and schedule not given come from
+    # "head": lr, weight_decay, epochs, proj_dim, dropout, temporal_center, optimizer and schedule not given come from
     # the head's recipe (pipeline.heads.recipes, `stpipe heads`); "paper": the seed-000 defaults above
     recipe: Literal["head", "paper"] = "head"
     # how it runs (free to change when resuming)
@@ -65,8 +68,8 @@ class TrainHeadConfig:
     overwrite: bool = False
 
     identity_fields = (
-        "head", "head_options", "segments", "modality", "fusion", "proj_dim", "dropout", "epochs",
-        "batch_size", "optimizer", "lr", "momentum", "weight_decay", "schedule", "plateau_patience",
+        "head", "head_options", "segments", "modality", "fusion", "proj_dim", "dropout", "temporal_center",
+        "epochs", "batch_size", "optimizer", "lr", "momentum", "weight_decay", "schedule", "plateau_patience",
         "plateau_threshold", "lr_drops", "standardize", "val_split", "seed",
     )
 
@@ -82,6 +85,8 @@ class TrainHeadConfig:
             raise ConfigError("weight_decay must be >= 0 and momentum in [0, 1)")
         if not 0.0 <= self.dropout < 1.0:
             raise ConfigError(f"dropout must be in [0, 1), got {self.dropout}")
+        if not 0.0 <= self.temporal_center <= 1.0:
+            raise ConfigError(f"temporal_center must be a fraction in [0, 1], got {self.temporal_center}")
         if self.lr_drops < 0:
             raise ConfigError(f"lr_drops must be >= 0, got {self.lr_drops}")
         if self.memory_budget_gb < 0:

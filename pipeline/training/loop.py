@@ -15,6 +15,7 @@ checkpoint.pt whenever val top-1 improves, and metrics.jsonl.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import time
@@ -316,8 +317,9 @@ def load_last_checkpoint(path: Path, cfg, model, optimizer, schedule, scaler, *,
     saved = load_checkpoint(path)
     if saved.get("kind") != kind:
         raise RunError(f"{path}: not a {name} checkpoint")
-    if saved["identity"] != _plain(cfg.identity()):
-        diff = sorted(k for k, v in _plain(cfg.identity()).items() if saved["identity"].get(k) != v)
+    identity = _saved_identity(saved["identity"], cfg)
+    if identity != _plain(cfg.identity()):
+        diff = sorted(k for k, v in _plain(cfg.identity()).items() if identity.get(k) != v)
         raise RunError(f"{path}: was written by a different config (differs in: {', '.join(diff)}); cannot resume")
     model.load_state_dict(saved["model"])
     optimizer.load_state_dict(saved["optimizer"])
@@ -325,6 +327,14 @@ def load_last_checkpoint(path: Path, cfg, model, optimizer, schedule, scaler, *,
     if saved["scaler"]:
         scaler.load_state_dict(saved["scaler"])
     return saved
+
+
+def _saved_identity(saved: dict[str, Any], cfg) -> dict[str, Any]:
+    """A checkpoint's identity with fields added to the config since it was written at their
+    defaults (they did not exist then, so the run had what the default means, e.g. temporal_center 0)."""
+    defaults = {f.name: f.default for f in dataclasses.fields(cfg) if f.default is not dataclasses.MISSING}
+    missing = {k: defaults[k] for k in cfg.identity_fields if k not in saved and k in defaults}
+    return {**_plain(missing), **saved}
 
 
 def _save_last(path: Path, cfg, state, model, optimizer, schedule, scaler, generator) -> None:

@@ -30,7 +30,8 @@ def head_input_kind(head: str) -> str:
 def model_spec(cfg: TrainHeadConfig, *, num_classes: int, frame_shapes: Mapping[str, tuple[int, ...]]) -> dict[str, Any]:
     """Build arguments for every head of the run. frame_shapes: {stream: (D,) or (C, H, W)}."""
     streams = cfg.streams
-    reserved = {"name", "num_classes", "num_segments", "dropout", "proj_dim", "in_dim", "spatial", "streams"}
+    reserved = {"name", "num_classes", "num_segments", "dropout", "proj_dim", "in_dim", "spatial", "streams",
+                "temporal_center"}
     clash = sorted(reserved & set(cfg.head_options))
     if clash:
         raise ConfigError(f"head_options: {clash[0]!r} is set by train-head itself; use its own option")
@@ -38,6 +39,8 @@ def model_spec(cfg: TrainHeadConfig, *, num_classes: int, frame_shapes: Mapping[
     # what a saved run rebuilds
     common = dict(name=cfg.head, num_classes=num_classes, num_segments=cfg.segments, dropout=cfg.dropout,
                   proj_dim=cfg.proj_dim, **head_options(cfg.head, cfg.head_options))
+    if cfg.temporal_center:  # absent = 0: a spec without it is what runs before the option saved
+        common["temporal_center"] = cfg.temporal_center
     spatial = {s: list(shape[1:]) or None for s, shape in frame_shapes.items()}
     if len(streams) == 1 or cfg.fusion == "late":
         heads = {s: dict(common, in_dim=frame_shapes[s][0], spatial=spatial[s], streams=[s]) for s in streams}
