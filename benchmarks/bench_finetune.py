@@ -89,7 +89,8 @@ def main() -> None:
 
     head = train_head.run(TrainHeadConfig(store=str(work / "store.zarr"), out=str(work / "head"), head="mlp",
                                           segments=args.segments, modality="rgb+flow", standardize=True, epochs=60,
-                                          batch_size=args.batch_size, lr=0.01, overwrite=True))
+                                          batch_size=args.batch_size, lr=0.01, overwrite=True,
+                                          recipe="paper"))
     base = dict(run=str(work / "head"), manifest=str(demo.manifest), batch_size=args.batch_size, lr=args.lr,
                 optimizer=args.optimizer, backbone_lr_mult=args.backbone_lr_mult, loader_workers=0, overwrite=True)
     tuned = finetune.run(FinetuneConfig(out=str(work / "ft"), epochs=args.epochs, **base))

@@ -77,14 +77,9 @@ def build_config(
 
 
 def from_dict(cls: type[C], data: Mapping[str, Any], *, source: str = "config") -> C:
-    """Build `cls` from a mapping, coercing each value to its field's annotated type.
-
-    A class with a `fill_defaults(data) -> data` static method fills in data-dependent defaults
-    first (TrainHeadConfig: the head's training recipe under the values given)."""
+    """Build `cls` from a mapping, coercing each value to its field's annotated type (the class's own
+    construction does the rest, e.g. TrainHeadConfig resolving its recipe)."""
     _check_keys(cls, data, source)
-    fill = getattr(cls, "fill_defaults", None)
-    if fill is not None:
-        data = fill(data)
     hints = typing.get_type_hints(cls)
     kwargs = {}
     for f in dataclasses.fields(cls):

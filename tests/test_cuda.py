@@ -201,7 +201,7 @@ def cpu_run(store, tmp_path_factory):
 
     out = tmp_path_factory.mktemp("cuda-runs") / "gru"
     train_head.run(TrainHeadConfig(store=store, out=str(out), head="gru", segments=3, epochs=2, batch_size=4,
-                                   lr=0.05, dropout=0.0, device="cpu", amp=False))
+                                   lr=0.05, dropout=0.0, device="cpu", amp=False, recipe="paper"))
     return out
 
 

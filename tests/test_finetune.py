@@ -49,7 +49,8 @@ def store(demo, tmp_path_factory):
 
 
 def head_run(store, out, **kw):
-    base = dict(store=store, out=str(out), head="mlp", segments=SEGMENTS, epochs=2, batch_size=4, dropout=0.0)
+    base = dict(store=store, out=str(out), head="mlp", segments=SEGMENTS, epochs=2, batch_size=4, dropout=0.0,
+                recipe="paper")
     train_head.run(TrainHeadConfig(**{**base, **kw}))
     return str(out)
 

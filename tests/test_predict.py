@@ -29,7 +29,7 @@ def trained(tmp_path_factory):
                               weights="none", executor="local", views="flip", batch_size=8))
     run = str(root / "run")
     train_head.run(TrainHeadConfig(store=store, out=run, head="lstm", segments=4, epochs=2, lr=0.05,
-                                   standardize=True, proj_dim=16))
+                                   standardize=True, proj_dim=16, recipe="paper"))
     return root, store, run
 
 

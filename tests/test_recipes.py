@@ -9,7 +9,7 @@ from cli import cli
 from pipeline.config import build_config, from_dict
 from pipeline.errors import ConfigError
 from pipeline.heads import HEADS
-from pipeline.heads.recipes import RECIPES, head_recipe
+from pipeline.heads.recipes import PAPER, RECIPE_FIELDS, RECIPES, head_recipe
 from pipeline.training.config import TrainHeadConfig
 
 
@@ -30,19 +30,46 @@ def test_paper_recipe_keeps_seed_000_defaults(tmp_path):
     path = tmp_path / "c.yaml"
     path.write_text("store: s\nhead: gru\nrecipe: paper\n")
     cfg = build_config(TrainHeadConfig, path, {"epochs": 7})
-    paper = TrainHeadConfig(store="s")
-    assert (cfg.optimizer, cfg.lr, cfg.weight_decay, cfg.schedule, cfg.epochs) == (
-        paper.optimizer, paper.lr, paper.weight_decay, paper.schedule, 7)
-    with pytest.raises(ConfigError, match="recipe must be one of head, paper"):
+    assert (cfg.optimizer, cfg.lr, cfg.weight_decay, cfg.schedule, cfg.epochs, cfg.proj_dim, cfg.temporal_center) == (
+        "sgd", 1e-3, 5e-4, "plateau", 7, 256, 0.0)
+    assert TrainHeadConfig(store="s", head="gru", recipe="paper", epochs=7) == cfg
+    with pytest.raises(ConfigError, match="recipe: 'fast' is not one of 'head', 'paper'"):
         from_dict(TrainHeadConfig, {"store": "s", "recipe": "fast"})
+    with pytest.raises(ConfigError, match="recipe must be one of head, paper"):
+        TrainHeadConfig(store="s", recipe="fast")
+
+
+@pytest.mark.parametrize("head", ["lstm", "mlp"])
+def test_api_cli_and_yaml_build_one_config(tmp_path, head):
+    """The same arguments mean the same config whichever way they come in, resolved from the head's recipe."""
+    recipe = head_recipe(head)
+    api = TrainHeadConfig(store="s", head=head, epochs=3)
+    path = tmp_path / "c.yaml"
+    path.write_text(f"store: s\nhead: {head}\nepochs: 3\n")
+    assert api == build_config(TrainHeadConfig, None, {"store": "s", "head": head, "epochs": 3, "lr": None}) == \
+        build_config(TrainHeadConfig, path) == from_dict(TrainHeadConfig, {"store": "s", "head": head, "epochs": 3})
+    assert {k: getattr(api, k) for k in RECIPE_FIELDS} == {**recipe.fields(), "epochs": 3}
+    assert api.given == ("epochs",) and api.recipe == "head"
 
 
 def test_saved_configs_read_back_unchanged():
-    """A run's saved config holds every field, so reading it back fills in nothing."""
+    """A run's saved config holds every resolved value, so reading it back resolves nothing."""
     from pipeline.config import config_to_dict
 
-    cfg = TrainHeadConfig(store="s", head="gru")  # direct construction: the dataclass (paper) defaults
-    assert from_dict(TrainHeadConfig, config_to_dict(cfg)) == cfg
+    cfg = TrainHeadConfig(store="s", head="gru", lr=0.5)
+    saved = config_to_dict(cfg)
+    assert all(saved[k] is not None for k in RECIPE_FIELDS)
+    assert TrainHeadConfig.from_saved(saved) == from_dict(TrainHeadConfig, saved) == cfg
+    assert TrainHeadConfig.from_saved(saved).given == RECIPE_FIELDS  # all of them are in the file
+
+
+def test_saved_config_is_not_refilled_from_todays_recipe():
+    """A recipe field a saved file lacks predates that field: seed 000's value, never today's recipe."""
+    saved = {"store": "s", "head": "lstm", **{k: v for k, v in head_recipe("lstm").fields().items()
+                                              if k != "temporal_center"}}
+    old = TrainHeadConfig.from_saved(saved)
+    assert old.temporal_center == PAPER.temporal_center == 0.0 and old.lr == head_recipe("lstm").lr
+    assert TrainHeadConfig(store="s", head="lstm").temporal_center == head_recipe("lstm").temporal_center == 0.75
 
 
 def test_heads_command_shows_each_recipe():
@@ -97,3 +124,38 @@ def test_cli_sets_temporal_center(monkeypatch, command):
     (cfg,) = seen
     value = cfg.temporal_center if command == "train-head" else cfg.train["temporal_center"]
     assert value == 0.25
+
+
+TIMING = ("seconds", "samples_per_second", "train_seconds", "load_seconds", "step_seconds")
+
+
+def test_api_cli_and_yaml_train_the_same_head_identically(tmp_path):
+    """One head trained through the Python API, the CLI's flags and a YAML file: the same metrics; the API's
+    run is then resumed by the CLI with the same flags (the same config, so it is accepted)."""
+    import json
+
+    from store_fixtures import make_store
+
+    from stages import train_head
+
+    store = str(tmp_path / "s.zarr")
+    make_store(store, per_class={"train": 6, "val": 3})
+    args = dict(head="gru", segments=4, epochs=2, batch_size=16, device="cpu")
+    flags = [f"--{k.replace('_', '-')}={v}" for k, v in args.items()]
+    train_head.run(TrainHeadConfig(store=store, out=str(tmp_path / "api"), **args))
+    cli_run = CliRunner().invoke(cli, ["train-head", "-s", store, "-o", str(tmp_path / "cli"), *flags])
+    assert cli_run.exit_code == 0, cli_run.output
+    (tmp_path / "c.yaml").write_text("".join(f"{k}: {v}\n" for k, v in
+                                             dict(args, store=store, out=str(tmp_path / "yaml")).items()))
+    yaml_run = CliRunner().invoke(cli, ["train-head", "--config", str(tmp_path / "c.yaml")])
+    assert yaml_run.exit_code == 0, yaml_run.output
+
+    def metrics(name):
+        data = json.loads((tmp_path / name / "metrics.json").read_text())
+        return {k: v for k, v in data.items() if k not in TIMING}
+
+    assert metrics("api") == metrics("cli") == metrics("yaml")
+    assert metrics("api")["val_top1"] > 0  # it trained
+    resumed = CliRunner().invoke(cli, ["train-head", "-s", store, "-o", str(tmp_path / "api"), *flags, "--resume"])
+    assert resumed.exit_code == 0, resumed.output
+    assert "different config" not in resumed.output

@@ -41,7 +41,9 @@ def spatial_url(tmp_path_factory):
 
 
 def config(store_url, out="", **kw):
-    base = dict(store=store_url, out=out, head="mlp", segments=4, epochs=3, lr=0.05, batch_size=16, proj_dim=32)
+    # seed 000's SGD recipe: these tests' learning rates are SGD's
+    base = dict(store=store_url, out=out, head="mlp", segments=4, epochs=3, lr=0.05, batch_size=16, proj_dim=32,
+                recipe="paper")
     return TrainHeadConfig(**{**base, **kw})
 
 
@@ -333,7 +335,7 @@ def test_mismatched_modality_and_feature_kind_are_clear_errors(spatial_url, tmp_
 def test_run_dir_with_another_config_is_refused(store_url, tmp_path):
     out = str(tmp_path / "run")
     train_head.run(config(store_url, out, epochs=1))
-    with pytest.raises(RunError, match=r"different config \(differs in: head\)"):
+    with pytest.raises(RunError, match=r"different config \(differs in: head; head .mlp. there, .lstm. here\)"):
         train_head.run(config(store_url, out, epochs=1, head="lstm"))
     assert train_head.run(config(store_url, out, epochs=1, head="lstm", overwrite=True)).metrics["head"] == "lstm"
     with pytest.raises(RunError, match="nothing to resume"):

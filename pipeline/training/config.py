@@ -1,19 +1,22 @@
 """The train-head config. `identity_fields` decide what a run *is*; the rest is how it runs.
 
-Built from user settings (`config.from_dict`: CLI, YAML, ablate, demo), the optimisation fields
-not given come from the head's recipe (pipeline.heads.recipes). The dataclass defaults below, used
-with `recipe: paper` or when constructing the class directly, follow seed 000 where it is specific
-(SGD, cross-entropy, learning rate reduced twice by 10x when the validation loss converges, dropout
-after the backbone features) and the TSN/TRN code bases where its numbers were lost (seeds/README.md): momentum 0.9, weight decay 5e-4, dropout 0.5,
-lr 0.001, batch 64 (TRN's `opts.py` defaults).
+One construction for every entry point (Python API, CLI flags, YAML, ablate trials, the demo): the
+fields a training recipe owns (pipeline.heads.recipes.RECIPE_FIELDS: lr, weight decay, epochs,
+projection width, dropout, temporal centring, optimizer, schedule) default to None = "not given",
+and `__post_init__` resolves them once from `recipe` ("head": the head's registered recipe,
+`stpipe heads`; "paper": seed 000's SGD). The resolved values are what the run saves, compares on
+resume and trains with; `given` says which of them the user set. Saved files are read back as they
+are (`from_saved`): nothing is refilled from today's recipes.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from pipeline.errors import ConfigError
+from pipeline.heads.recipes import PAPER, RECIPE_FIELDS, resolve_recipe
 
 MODALITY_STREAMS = {"rgb": ("rgb",), "flow": ("flow",), "rgb+flow": ("rgb", "flow")}
 # stream name (what heads and checkpoints call it) -> array name in a store's video group
@@ -33,26 +36,27 @@ class TrainHeadConfig:
     # rgb+flow: "late" = one head per stream, logits averaged (two-stream late fusion);
     # "joint" = one two-stream head (e.g. st_resnet with motion->appearance residuals)
     fusion: Literal["late", "joint"] = "late"
-    proj_dim: int = 256
-    dropout: float = 0.5
+    # None = from the recipe (resolved in __post_init__, so never None on a built config)
+    proj_dim: int | None = None
+    dropout: float | None = None
     # fraction of the projected channels centred on each clip's temporal mean (pooled heads; see
-    # pipeline.heads.projection); not in seed 000, so 0 here and set by the head recipes
-    temporal_center: float = 0.0
-    epochs: int = 60  # upper bound; the plateau schedule usually stops earlier
+    # pipeline.heads.projection); not in seed 000 (0 in the paper recipe)
+    temporal_center: float | None = None
+    epochs: int | None = None  # with the plateau schedule an upper bound: it usually stops earlier
     batch_size: int = 64
-    optimizer: Literal["sgd", "adamw"] = "sgd"
-    lr: float = 0.001
+    optimizer: Literal["sgd", "adamw"] | None = None
+    lr: float | None = None
     momentum: float = 0.9
-    weight_decay: float = 5e-4
-    schedule: Literal["plateau", "cosine"] = "plateau"
+    weight_decay: float | None = None
+    schedule: Literal["plateau", "cosine"] | None = None
     plateau_patience: int = 3  # epochs without a val-loss improvement that count as a plateau
     plateau_threshold: float = 1e-3  # relative improvement that counts
     lr_drops: int = 2  # seed 000: reduced twice by 10x, then the next plateau stops training
     standardize: bool = False  # per-channel standardisation with training-split stats (dask)
     val_split: str = "val"
     seed: int = 0
-    # "head": lr, weight_decay, epochs, proj_dim, dropout, temporal_center, optimizer and schedule not given come from
-    # the head's recipe (pipeline.heads.recipes, `stpipe heads`); "paper": the seed-000 defaults above
+    # where the recipe fields not given come from: "head" = the head's recipe (pipeline.heads.recipes,
+    # `stpipe heads`); "paper" = seed 000's SGD (recipes.PAPER). Not identity: the resolved values are
     recipe: Literal["head", "paper"] = "head"
     # how it runs (free to change when resuming)
     device: str = "auto"
@@ -74,6 +78,15 @@ class TrainHeadConfig:
     )
 
     def __post_init__(self) -> None:
+        recipe = resolve_recipe(self.recipe, self.head)
+        given = tuple(name for name in RECIPE_FIELDS if getattr(self, name) is not None)
+        for name in RECIPE_FIELDS:
+            if name not in given:
+                object.__setattr__(self, name, getattr(recipe, name))
+        object.__setattr__(self, "_given", given)  # not a field: equality and saving see resolved values
+        if self.optimizer not in ("sgd", "adamw") or self.schedule not in ("plateau", "cosine"):
+            raise ConfigError(f"optimizer must be sgd or adamw and schedule plateau or cosine, got "
+                              f"{self.optimizer!r} and {self.schedule!r}")
         if not self.store:
             raise ConfigError("train-head needs a feature store (-s/--store)")
         for name in ("segments", "epochs", "batch_size", "proj_dim", "plateau_patience", "eval_batch_size"):
@@ -96,12 +109,23 @@ class TrainHeadConfig:
         if self.fusion == "joint" and self.modality != "rgb+flow":
             raise ConfigError(f"fusion 'joint' needs modality rgb+flow, got {self.modality!r}")
 
-    @staticmethod
-    def fill_defaults(values: dict[str, Any]) -> dict[str, Any]:
-        """Called by config.from_dict (CLI, YAML, ablate, demo): the head's recipe under `values`."""
-        from pipeline.heads.recipes import fill_recipe
+    @property
+    def given(self) -> tuple[str, ...]:
+        """The recipe fields the user set (the others came from the recipe)."""
+        return self._given
 
-        return fill_recipe(values)
+    @classmethod
+    def from_saved(cls, data: Mapping[str, Any], *, source: str = "saved config") -> TrainHeadConfig:
+        """A config as a run saved it (config.yaml): every value as written. A recipe field the file
+        lacks was added after it was written, when runs trained as seed 000 did (recipes.PAPER)."""
+        from pipeline.config import from_dict
+
+        return from_dict(cls, cls.saved_values(data), source=source)
+
+    @staticmethod
+    def saved_values(data: Mapping[str, Any]) -> dict[str, Any]:
+        """Saved values (config.yaml, a last.pt identity) with the recipe fields they predate (PAPER)."""
+        return {**{name: getattr(PAPER, name) for name in RECIPE_FIELDS if name not in data}, **data}
 
     @property
     def streams(self) -> tuple[str, ...]:
@@ -109,3 +133,4 @@ class TrainHeadConfig:
 
     def identity(self) -> dict[str, Any]:
         return {name: getattr(self, name) for name in self.identity_fields}
+

@@ -330,8 +330,10 @@ def load_last_checkpoint(path: Path, cfg, model, optimizer, schedule, scaler, *,
 
 
 def _saved_identity(saved: dict[str, Any], cfg) -> dict[str, Any]:
-    """A checkpoint's identity with fields added to the config since it was written at their
-    defaults (they did not exist then, so the run had what the default means, e.g. temporal_center 0)."""
+    """A checkpoint's identity with the fields added to the config since it was written: they did
+    not exist then, so the run had what their absence means. Read as config.yaml is (train-head:
+    TrainHeadConfig.saved_values, seed 000's value of a recipe field), else the field's default."""
+    saved = getattr(cfg, "saved_values", dict)(saved)
     defaults = {f.name: f.default for f in dataclasses.fields(cfg) if f.default is not dataclasses.MISSING}
     missing = {k: defaults[k] for k in cfg.identity_fields if k not in saved and k in defaults}
     return {**_plain(missing), **saved}

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from pipeline.config import config_to_dict, from_dict, read_yaml
+from pipeline.config import config_to_dict, read_yaml
 from pipeline.errors import RunError, StoreError
 from pipeline.store import FeatureStore
 from pipeline.training.config import STREAM_ARRAYS, TrainHeadConfig
@@ -81,7 +81,7 @@ def read_run_config(run_dir: str | Path) -> TrainHeadConfig:
     path = Path(run_dir) / "config.yaml"
     if not path.is_file():
         raise RunError(f"{run_dir}: not a train-head run (no config.yaml)")
-    return from_dict(TrainHeadConfig, read_yaml(path), source=str(path))
+    return TrainHeadConfig.from_saved(read_yaml(path), source=str(path))
 
 
 def prepare_run_dir(cfg: TrainHeadConfig) -> bool:
@@ -114,12 +114,24 @@ def resume_same_config(run_dir: Path, cfg, old, *, what: str = "run") -> bool:
     mine, theirs = _plain(cfg.identity()), _plain(old.identity())
     if mine != theirs:
         diff = sorted(k for k in mine if mine[k] != theirs.get(k))
-        raise RunError(f"{run_dir}: holds a {what} with a different config (differs in: {', '.join(diff)}); "
-                       "use another -o or --overwrite")
+        values = "; ".join(f"{k} {theirs.get(k)!r} there, {mine[k]!r} here" for k in diff[:4])
+        raise RunError(f"{run_dir}: holds a {what} with a different config (differs in: {', '.join(diff)}; "
+                       f"{values}){_paper_hint(cfg, old, diff)}; use another -o or --overwrite")
     resumable = (run_dir / "last.pt").is_file()
     if cfg.resume and not resumable:
         raise RunError(f"{run_dir}: nothing to resume (no last.pt); drop --resume to start the run")
     return resumable
+
+
+def _paper_hint(cfg, old, diff: list[str]) -> str:
+    """Runs built with TrainHeadConfig(...) before configs resolved recipes hold seed 000's values."""
+    from pipeline.heads.recipes import PAPER, RECIPE_FIELDS
+
+    if getattr(cfg, "recipe", "paper") == "paper" or not set(diff) <= set(RECIPE_FIELDS):
+        return ""
+    if any(getattr(old, k) != getattr(PAPER, k) for k in RECIPE_FIELDS if k not in cfg.given):
+        return ""
+    return "; it was trained with seed 000's recipe: to continue it, add --recipe paper (recipe: paper)"
 
 
 def _plain(value: Any) -> Any:

@@ -19,7 +19,6 @@ import pytest
 import torch
 from store_fixtures import make_store
 
-from pipeline.config import build_config
 from pipeline.training.config import TrainHeadConfig
 from pipeline.training.model import load_checkpoint
 from stages import train_head
@@ -40,8 +39,7 @@ def store_url(tmp_path_factory):
 @pytest.fixture(scope="module")
 def reference(store_url, tmp_path_factory):
     out = tmp_path_factory.mktemp("ref") / "run"
-    # built as the CLI builds it, so the head's recipe fills the same fields for both runs
-    train_head.run(build_config(TrainHeadConfig, None, dict(store=store_url, out=str(out), **OPTIONS)))
+    train_head.run(TrainHeadConfig(store=store_url, out=str(out), **OPTIONS))
     return out
 
 
@@ -135,5 +133,5 @@ def test_kill_between_last_checkpoint_and_metrics_log(store_url, reference, tmp_
     lines = (out / "metrics.jsonl").read_text().splitlines()
     (out / "metrics.jsonl").write_text("\n".join(lines[:-1]) + "\n")
     (out / "metrics.json").unlink()
-    train_head.run(build_config(TrainHeadConfig, None, dict(store=store_url, out=str(out), resume=True, **OPTIONS)))
+    train_head.run(TrainHeadConfig(store=store_url, out=str(out), resume=True, **OPTIONS))
     assert_same_run(reference, out)

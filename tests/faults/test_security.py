@@ -21,7 +21,6 @@ from fault_tools import REPO
 from store_fixtures import make_store
 
 from cli import main
-from pipeline.config import build_config
 from pipeline.errors import RunError, StpipeError
 from pipeline.store import FeatureStore
 from pipeline.training.config import TrainHeadConfig
@@ -95,9 +94,9 @@ def store_url(tmp_path_factory):
 @pytest.fixture(scope="module")
 def run_dir(store_url):
     out = Path(store_url).parent / "run"
-    # built as the CLI builds it (the head's recipe fills what is not given): the CLI resumes it below
-    train_head.run(build_config(TrainHeadConfig, None, dict(store=store_url, out=str(out), head="mlp", segments=4,
-                                                            epochs=2, batch_size=8, proj_dim=16, device="cpu")))
+    # the CLI resumes it below: the same arguments make the same config
+    train_head.run(TrainHeadConfig(store=store_url, out=str(out), head="mlp", segments=4, epochs=2, batch_size=8,
+                                   proj_dim=16, device="cpu"))
     return out
 
 

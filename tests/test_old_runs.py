@@ -1,0 +1,90 @@
+"""Runs saved before configs resolved their recipe in their own construction (commit f7105b0) still
+resume: the fixtures in tests/fixtures/runs-f7105b0 are train-head runs stopped after epoch 1, written by
+that commit's code (tests/fixtures/make_old_runs.py says how), on a store this test rebuilds."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+from click.testing import CliRunner
+from store_fixtures import make_store
+
+from cli import cli
+from pipeline.errors import RunError
+from pipeline.training.config import TrainHeadConfig
+from pipeline.training.model import load_checkpoint
+from stages import train_head
+
+FIXTURES = Path(__file__).parent / "fixtures" / "runs-f7105b0"
+ARGS = dict(head="lstm", segments=4, epochs=3, batch_size=16, proj_dim=32, device="cpu")  # as make_old_runs.py
+FLAGS = [f"--{k.replace('_', '-')}={v}" for k, v in ARGS.items()]
+TIMING = ("seconds", "samples_per_second", "train_seconds", "load_seconds", "step_seconds")
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    url = str(tmp_path_factory.mktemp("old-runs") / "s.zarr")
+    make_store(url, per_class={"train": 6, "val": 3})
+    return url
+
+
+def copy(name: str, tmp_path: Path) -> Path:
+    out = tmp_path / name
+    shutil.copytree(FIXTURES / name, out)
+    return out
+
+
+def history(run: Path) -> list[dict]:
+    return [{k: v for k, v in json.loads(line).items() if k not in TIMING}
+            for line in (run / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_a_cli_run_resumes_from_the_cli_and_the_api_with_the_same_arguments(store, tmp_path):
+    saved = load_checkpoint(FIXTURES / "cli" / "last.pt")
+    assert saved["state"]["epoch"] == 1 and saved["identity"]["lr"] == 6e-3  # the lstm recipe, as the CLI filled it
+    by_cli = copy("cli", tmp_path)
+    result = CliRunner().invoke(cli, ["train-head", "-s", store, "-o", str(by_cli), *FLAGS])
+    assert result.exit_code == 0, result.output
+    assert f"resuming {by_cli} after epoch 1" in result.output
+    by_api = copy("cli", tmp_path / "api")
+    train_head.run(TrainHeadConfig(store=store, out=str(by_api), **ARGS))
+    fresh = train_head.run(TrainHeadConfig(store=store, out=str(tmp_path / "fresh"), **ARGS))
+    # the old files mean what a run of today's code with the same arguments does, epoch for epoch
+    assert history(by_cli) == history(by_api) == history(Path(fresh.run_dir))
+    assert len(history(by_cli)) == 3
+
+
+def test_an_api_run_of_seed_000_values_resumes_with_recipe_paper(store, tmp_path):
+    """TrainHeadConfig(head=...) used to mean seed 000's values: the same call now means the head's recipe,
+    so it is refused with the way to continue, and recipe="paper" (the same values) continues it."""
+    out = copy("api", tmp_path)
+    assert load_checkpoint(out / "last.pt")["identity"]["optimizer"] == "sgd"
+    with pytest.raises(RunError, match="differs in: .*lr.*add --recipe paper"):
+        train_head.run(TrainHeadConfig(store=store, out=str(out), **ARGS))
+    result = train_head.run(TrainHeadConfig(store=store, out=str(out), recipe="paper", **ARGS))
+    assert result.metrics["epochs"] == 3
+    fresh = train_head.run(TrainHeadConfig(store=store, out=str(tmp_path / "fresh"), recipe="paper", **ARGS))
+    assert history(out) == history(Path(fresh.run_dir))
+
+
+def test_files_that_predate_a_recipe_field_read_as_seed_000_in_both_readers(store, tmp_path):
+    """config.yaml and last.pt written before temporal_center existed: both read it as 0 (what those runs
+    did), not as today's lstm recipe (0.75); continuing needs --temporal-center 0."""
+    import yaml
+
+    out = copy("cli", tmp_path)
+    config = yaml.safe_load((out / "config.yaml").read_text())
+    del config["temporal_center"]
+    (out / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    saved = torch.load(out / "last.pt", weights_only=False)
+    del saved["identity"]["temporal_center"]
+    torch.save(saved, out / "last.pt")
+    result = CliRunner().invoke(cli, ["train-head", "-s", store, "-o", str(out), *FLAGS])
+    assert isinstance(result.exception, RunError) and "differs in: temporal_center;" in str(result.exception)
+    result = CliRunner().invoke(cli, ["train-head", "-s", store, "-o", str(out), *FLAGS, "--temporal-center", "0"])
+    assert result.exit_code == 0, result.output
+    assert f"resuming {out} after epoch 1" in result.output
