@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import sys
 from pathlib import Path
 
@@ -33,6 +34,92 @@ def main(argv: list[str] | None = None) -> None:
     except KeyboardInterrupt:
         click.echo("stpipe: interrupted; re-run the same command to resume", err=True)
         sys.exit(130)
+
+
+# ---- rendering -------------------------------------------------------------------------------
+
+
+class _Renderer:
+    """The one renderer of the stages' progress events (pipeline.progress): a tqdm bar per task with
+    its rate, ETA and amounts per second (frames/s); notes and per-unit lines above the bars on
+    stderr; a finished task's summary on stdout. Event types it does not know are skipped, or shown
+    as a line when they carry a `message`."""
+
+    def __init__(self) -> None:
+        self.tasks: dict[str, dict] = {}
+
+    def __call__(self, event) -> None:
+        from pipeline.progress import Advanced, Finished, Note, Started
+
+        if isinstance(event, Started):
+            self._close(event.task)
+            self.tasks[event.task] = {"start": event, "bar": None, "amounts": {}}
+            if event.total is not None:  # unknown totals wait for the first unit: an early error stays one line
+                self._bar(event.task)
+        elif isinstance(event, Advanced):
+            self._advance(event)
+        elif isinstance(event, Finished):
+            self._close(event.task)
+            if event.summary:
+                self._line(event.summary, err=False)
+        elif isinstance(event, Note):
+            self._line(event.line())
+        elif getattr(event, "message", ""):
+            self._line(str(event.message))
+
+    def _bar(self, task: str):
+        from tqdm import tqdm
+
+        state = self.tasks[task]
+        start = state["start"]
+        state["bar"] = tqdm(total=start.total, initial=start.done, unit=start.unit, desc=task, dynamic_ncols=True,
+                            leave=not start.transient)
+        if start.detail:
+            state["bar"].set_postfix_str(start.detail)
+        return state["bar"]
+
+    def _advance(self, event) -> None:
+        from pipeline.progress import Started
+
+        state = self.tasks.get(event.task) or self.tasks.setdefault(
+            event.task, {"start": Started(event.task), "bar": None, "amounts": {}})
+        bar = state["bar"] if state["bar"] is not None else self._bar(event.task)
+        if event.message:
+            self._line(event.message)
+        bar.update(event.done - bar.n if event.done is not None else event.n)
+        for name, value in event.amounts.items():
+            state["amounts"][name] = state["amounts"].get(name, 0) + value
+        if state["amounts"] or event.detail:
+            elapsed = max(bar.format_dict["elapsed"], 1e-9)
+            rates = [f"{total / elapsed:.1f} {name}/s" for name, total in state["amounts"].items()]
+            bar.set_postfix_str(", ".join(rates + ([event.detail] if event.detail else [])), refresh=False)
+
+    def _line(self, text: str, *, err: bool = True) -> None:
+        from tqdm import tqdm
+
+        if any(state["bar"] is not None for state in self.tasks.values()):
+            tqdm.write(text, file=sys.stderr if err else sys.stdout)
+        else:
+            click.echo(text, err=err)
+
+    def _close(self, task: str) -> None:
+        state = self.tasks.pop(task, None)
+        if state is not None and state["bar"] is not None:
+            state["bar"].close()
+
+    def close(self) -> None:
+        for task in list(self.tasks):
+            self._close(task)
+
+
+@contextlib.contextmanager
+def _rendered():
+    """A renderer for one command's run, its bars closed however the run ends."""
+    renderer = _Renderer()
+    try:
+        yield renderer
+    finally:
+        renderer.close()
 
 
 # ---- commands -------------------------------------------------------------------------------
@@ -232,8 +319,6 @@ def _json_option(value, name):
 @click.option("--config", "config_file", type=click.Path(dir_okay=False), help="YAML config file.")
 def extract_cmd(config_file, storage_options, **options):
     """Stage one: decode videos, run the backbone (and TV-L1 flow), cache features in a Zarr store."""
-    from tqdm import tqdm
-
     from pipeline.config import build_config
     from pipeline.errors import PartialFailure
     from pipeline.extraction import ExtractConfig
@@ -241,33 +326,8 @@ def extract_cmd(config_file, storage_options, **options):
 
     options["storage_options"] = _json_option(storage_options, "--storage-options")
     cfg = build_config(ExtractConfig, config_file, options)
-    bar = None
-    frames = 0
-    flow_note = ""
-
-    def on_plan(plan):
-        nonlocal bar, flow_note
-        skipped = plan.total - len(plan.jobs)
-        if skipped:
-            click.echo(f"resuming: {skipped}/{plan.total} videos already complete in {cfg.output}", err=True)
-        flow_note = _flow_compile_note(plan)
-        bar = tqdm(total=len(plan.jobs), unit="video", dynamic_ncols=True, desc="extract")
-        bar.set_postfix_str(flow_note.lstrip(", "))
-
-    def progress(event):
-        nonlocal frames
-        frames += event.frames
-        if bar is not None:
-            bar.update(1)
-            rate = frames / max(bar.format_dict["elapsed"], 1e-9)
-            bar.set_postfix_str(f"{rate:.1f} frames/s{flow_note}"
-                                + (f", failed: {event.video_id}" if event.kind == "failed" else ""))
-
-    try:
-        result = extract.run(cfg, progress=progress, on_plan=on_plan, note=_note_above(lambda: bar))
-    finally:
-        if bar is not None:
-            bar.close()
+    with _rendered() as show:
+        result = extract.run(cfg, progress=show)
     rate = result.frames / result.seconds if result.seconds else 0.0
     click.echo(
         f"{result.store}: {result.done} extracted, {result.skipped} already complete, {result.failed} failed "
@@ -277,28 +337,6 @@ def extract_cmd(config_file, storage_options, **options):
         for failure in result.failures[:10]:
             click.echo(f"  failed: {failure.video_id}: {failure.error}", err=True)
         raise PartialFailure(f"{result.failed} videos failed; see `stpipe inspect {result.store}`")
-
-
-def _flow_compile_note(plan) -> str:
-    """Print the TV-L1 compile decision and why; return its short form for the progress line."""
-    choice = plan.flow_compile
-    if choice is None:
-        return ""
-    click.echo(choice.describe(), err=True)
-    return f", flow {choice.mode}"
-
-
-def _note_above(bar):
-    """A note callback printing a line above the progress bar `bar()` (when there is one)."""
-    from tqdm import tqdm
-
-    def note(message: str) -> None:
-        if bar() is not None:
-            tqdm.write(message, file=sys.stderr)
-        else:
-            click.echo(message, err=True)
-
-    return note
 
 
 @cli.command("backbones")
@@ -357,24 +395,6 @@ def inspect_cmd(store, storage_options, as_json):
 # ---- interop: export, import ----
 
 
-class _LazyBar:
-    """A progress bar that appears with the first finished video, so an early error stays one clean line."""
-
-    def __init__(self, desc: str):
-        self.desc, self.bar = desc, None
-
-    def update(self, _video_id=None) -> None:
-        if self.bar is None:
-            from tqdm import tqdm
-
-            self.bar = tqdm(unit="video", dynamic_ncols=True, desc=self.desc)
-        self.bar.update(1)
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.close()
-
-
 @cli.command("export")
 @click.argument("store")
 @click.argument("output", type=click.Path(dir_okay=False))
@@ -394,11 +414,8 @@ def export_cmd(store, output, arrays, compression, overwrite, storage_options):
     cfg = build_config(ExportConfig, None, dict(
         store=store, output=output, arrays=arrays, compression=compression, overwrite=overwrite,
         storage_options=_json_option(storage_options, "--storage-options")))
-    bar = _LazyBar("export")
-    try:
-        result = run(cfg, progress=bar.update)
-    finally:
-        bar.close()
+    with _rendered() as show:
+        result = run(cfg, progress=show)
     click.echo(f"{result.target}: {result.done} videos from {result.source}"
                + (f" (+ {result.failed} failed ones listed in /index)" if result.failed else ""))
 
@@ -430,11 +447,8 @@ def import_cmd(source, **options):
 
     options["storage_options"] = _json_option(options["storage_options"], "--storage-options")
     cfg = build_config(ImportConfig, None, {**options, "source": source})
-    bar = _LazyBar("import")
-    try:
-        result = run(cfg, progress=bar.update)
-    finally:
-        bar.close()
+    with _rendered() as show:
+        result = run(cfg, progress=show)
     click.echo(f"{result.target}: {result.done} imported, {result.skipped} already complete, "
                f"{result.failed} failed of {result.total} videos from {result.source}")
     if result.failed:
@@ -456,13 +470,12 @@ def import_cmd(source, **options):
 @click.option("--config", "config_file", type=click.Path(dir_okay=False), help="YAML config file.")
 def demo_data_cmd(out, videos_per_class, frames, size, seed, digits, config_file):
     """Write a small labelled video set whose classes depend on temporal order."""
-    from pipeline.config import build_config, save_config
+    from pipeline.config import build_config
     from pipeline.demo_data import DemoDataConfig, generate
 
     overrides = dict(out=out, videos_per_class=videos_per_class, frames=frames, size=size, seed=seed, digits=digits)
     cfg = build_config(DemoDataConfig, config_file, overrides)
     result = generate(cfg)
-    save_config(cfg, f"{cfg.out}/demo-data.yaml")
     click.echo(f"wrote {result.num_videos} videos ({result.glyphs}) and {result.manifest}")
 
 
@@ -525,14 +538,6 @@ def heads_cmd(num_classes, num_segments, feature_shape, proj_dim):
 # ---- stage two: train-head, evaluate, stats ----
 
 
-def _echo_epoch(info: dict, throughput: str) -> None:
-    """The line of a finished epoch ("epoch_end" event), one format for train-head and finetune."""
-    r = info["record"]
-    click.echo(f"epoch {r['epoch']:3d}  lr {r['lr']:.2e}  train loss {r['train_loss']:.4f}  "
-               f"val loss {r['val_loss']:.4f}  val top-1 {r['val_top1']:.2%}  top-5 {r['val_top5']:.2%}  "
-               f"{throughput}" + (f"  ({info['stopped']})" if info["stopped"] else ""))
-
-
 @cli.command("train-head")
 @click.option("-s", "--store", help="Feature store path or URL (from `stpipe extract`).")
 @click.option("--head", help="Head name (see `stpipe heads`; default mlp).")
@@ -575,8 +580,6 @@ def train_head_cmd(config_file, storage_options, head_options, **options):
 
     Example: stpipe train-head -s jester.zarr --head trn_multiscale --segments 8 -o runs/trn
     """
-    from tqdm import tqdm
-
     from pipeline.config import build_config
     from pipeline.training.config import TrainHeadConfig
     from stages import train_head
@@ -584,38 +587,8 @@ def train_head_cmd(config_file, storage_options, head_options, **options):
     options["storage_options"] = _json_option(storage_options, "--storage-options")
     options["head_options"] = _json_option(head_options, "--head-options")
     cfg = build_config(TrainHeadConfig, config_file, options)
-    bar = None
-
-    def progress(event, **info):
-        nonlocal bar
-        if event == "note":
-            if bar is not None:
-                tqdm.write(f"note: {info['message']}", file=sys.stderr)
-            else:
-                click.echo(f"note: {info['message']}", err=True)
-        elif event == "load":
-            if bar is None:
-                bar = tqdm(total=info["total"], unit="video", dynamic_ncols=True, leave=False,
-                           desc=f"loading {info['split']}")
-            bar.update(info["done"] - bar.n)
-            if info["done"] == info["total"]:
-                bar.close()
-                bar = None
-        elif event == "epoch_start":
-            bar = tqdm(total=info["batches"], unit="batch", dynamic_ncols=True, leave=False,
-                       desc=f"epoch {info['epoch']}/{info['epochs']}")
-        elif event == "batch" and bar is not None:
-            bar.update(1)
-        elif event == "epoch_end" and bar is not None:
-            bar.close()
-            bar = None
-            _echo_epoch(info, f"{info['record']['samples_per_second']:.0f} samples/s")
-
-    try:
-        result = train_head.run(cfg, callback=progress)
-    finally:
-        if bar is not None:
-            bar.close()
+    with _rendered() as show:
+        result = train_head.run(cfg, progress=show)
     m = result.metrics
     click.echo(f"{result.run_dir}: val top-1 {m['val_top1']:.2%}, top-5 {m['val_top5']:.2%}, mean class "
                f"{m['val_mean_class_acc']:.2%} (best epoch {m['best_epoch']} of {m['epochs']}; {m['stopped']}); "
@@ -713,44 +686,6 @@ def predict_cmd(run_dir, videos, top_k, checkpoint, store, device, storage_optio
 # ---- ablation: ablate, demo ----
 
 
-def _ablation_progress(title: str):
-    """(on_grid, progress, close) callbacks drawing one bar of trials with done / running / failed."""
-    from tqdm import tqdm
-
-    state: dict = {"bar": None}
-
-    def on_grid(grid, finished):
-        heads = len(grid.heads)
-        click.echo(f"{title}: {heads} heads x {len(grid.settings)} settings -> {len(grid.trials)} trials"
-                   + (f" ({finished} finished earlier, not repeated)" if finished else ""), err=True)
-        for skip in grid.skipped:
-            where = f" at {skip.setting[0]} seg. {skip.setting[1]}" if skip.setting else ""
-            click.echo(f"  left out: {skip.head}{where}: {skip.reason}", err=True)
-        state["bar"] = tqdm(total=len(grid.trials), initial=finished, unit="trial", dynamic_ncols=True, desc=title)
-
-    def progress(p):
-        bar = state["bar"]
-        if bar is None:
-            return
-        grid = f" {p.trial.grid_label}" if p.trial.params else ""
-        name = f"{p.trial.head} {p.trial.segments} seg. {p.trial.modality}{grid} seed {p.trial.seed}"
-        if p.event == "done":
-            bar.update(1)
-            m = p.outcome.metrics
-            tqdm.write(f"  done    {name}: top-1 {m['val_top1']:.1%} ({m['epochs']} epochs, {p.outcome.seconds:.1f} s)",
-                       file=sys.stderr)
-        elif p.event in ("retry", "failed"):
-            bar.update(p.event == "failed")
-            tqdm.write(f"  {p.event:7s} {name} (attempt {p.attempt}): {p.outcome.error}", file=sys.stderr)
-        bar.set_postfix_str(f"{p.running} running, {p.failed} failed")
-
-    def close():
-        if state["bar"] is not None:
-            state["bar"].close()
-
-    return on_grid, progress, close
-
-
 def _echo_ablation(result) -> None:
     click.echo(result.summary_text)
     click.echo(f"results: {result.results}\nsummary: {result.summary}\nplot:    {result.plot}")
@@ -759,32 +694,6 @@ def _echo_ablation(result) -> None:
 
         raise PartialFailure(f"{len(result.failed)} trial(s) failed after a retry (see {result.summary}); "
                              "re-run the same command to try them again")
-
-
-def _grid_option(axes: tuple[str, ...]) -> dict[str, list] | None:
-    """('lr=1e-3,3e-3', 'dropout=0.5') -> {'lr': [0.001, 0.003], 'dropout': [0.5]}; None when not given."""
-    import yaml
-
-    grid: dict[str, list] = {}
-    for axis in axes:
-        key, sep, values = axis.partition("=")
-        key = key.strip().replace("-", "_")
-        if not sep or not key or not values.strip():
-            raise click.BadParameter(f"expected FIELD=V1,V2,... got {axis!r}", param_hint="--grid")
-        if key in grid:
-            raise click.BadParameter(f"{key} given twice", param_hint="--grid")
-        grid[key] = [_scalar(v.strip(), yaml) for v in values.split(",") if v.strip()]
-    return grid or None
-
-
-def _scalar(text: str, yaml):
-    """'1e-3' -> 0.001 (YAML 1.1 would keep it text), '8' -> 8, 'true' -> True, else the text."""
-    for kind in (int, float):
-        try:
-            return kind(text)
-        except ValueError:
-            pass
-    return yaml.safe_load(text)
 
 
 @cli.command("ablate")
@@ -832,28 +741,16 @@ def ablate_cmd(config_file, storage_options, train_options, grid_axes, **options
 
     Example: stpipe ablate -s jester.zarr -o runs/ablation --heads all --segments 8,16 --seeds 0,1,2
     """
-    from dataclasses import replace
-
-    from pipeline.ablation import AblateConfig
-    from pipeline.config import build_config
+    from pipeline.ablation.config import ablate_config
+    from pipeline.ablation.grid import parse_grid
     from stages import ablate
 
-    train_keys = ("epochs", "batch_size", "optimizer", "lr", "schedule", "proj_dim", "dropout", "fusion",
-                  "standardize", "val_split", "recipe", "weight_decay", "temporal_center")
-    train = {k: options.pop(k) for k in train_keys}
-    train.update(_json_option(train_options, "--train-options") or {})
+    options["train"] = _json_option(train_options, "--train-options")
     options["storage_options"] = _json_option(storage_options, "--storage-options")
-    options["grid"] = _grid_option(grid_axes)
-    cfg = build_config(AblateConfig, config_file, options)
-    given = {k: v for k, v in train.items() if v is not None}
-    if given:
-        cfg = replace(cfg, train={**cfg.train, **given})
-    on_grid, progress, close = _ablation_progress("ablate")
-    try:
-        result = ablate.run(cfg, progress=progress, on_grid=on_grid,
-                            note=lambda message: click.echo(f"note: {message}", err=True))
-    finally:
-        close()
+    options["grid"] = parse_grid(grid_axes)
+    cfg = ablate_config(config_file, options)
+    with _rendered() as show:
+        result = ablate.run(cfg, progress=show)
     _echo_ablation(result)
 
 
@@ -866,39 +763,13 @@ def ablate_cmd(config_file, storage_options, train_options, grid_axes, **options
 def demo_cmd(out, weights, executor, seeds, config_file):
     """The whole pipeline on generated videos, offline, in minutes: demo data -> extract (TV-L1 flow,
     embedded Ray) -> ablate over every head -> the summary table and plots."""
-    from tqdm import tqdm
-
     from pipeline.config import build_config
     from stages import demo
 
     cfg = build_config(demo.DemoConfig, config_file,
                        {"out": out, "weights": weights, "executor": executor, "seeds": seeds})
-    on_grid, progress, close = _ablation_progress("ablate")
-    state = {"bar": None}
-
-    def on_plan(plan):
-        flow_note = _flow_compile_note(plan).lstrip(", ")  # printed before the bar is drawn
-        state["bar"] = tqdm(total=len(plan.jobs), unit="video", dynamic_ncols=True, desc="extract")
-        state["bar"].set_postfix_str(flow_note)
-
-    def extract_progress(event):
-        if state["bar"] is not None:
-            state["bar"].update(1)
-
-    def on_ablation_grid(grid, finished):
-        if state["bar"] is not None:
-            state["bar"].close()
-            state["bar"] = None
-        on_grid(grid, finished)
-
-    try:
-        result = demo.run(cfg, note=lambda message: tqdm.write(f"demo: {message}", file=sys.stderr),
-                          extract_progress=extract_progress, on_extract_plan=on_plan,
-                          ablate_progress=progress, on_grid=on_ablation_grid)
-    finally:
-        if state["bar"] is not None:
-            state["bar"].close()
-        close()
+    with _rendered() as show:
+        result = demo.run(cfg, progress=show)
     steps = ", ".join(f"{name} {seconds:.0f} s" for name, seconds in result.steps.items())
     click.echo(f"demo: {result.videos} videos; backbone: {result.weights_note}; {steps} "
                f"(total {result.seconds / 60:.1f} min)")
@@ -951,36 +822,14 @@ def finetune_cmd(config_file, storage_options, **options):
 
     Example: stpipe finetune --run runs/trn -m jester.csv --root /data/jester -o runs/trn-ft --workers 2
     """
-    from tqdm import tqdm
-
     from pipeline.config import build_config
     from pipeline.finetune.config import FinetuneConfig
     from stages import finetune
 
     options["storage_options"] = _json_option(storage_options, "--storage-options")
     cfg = build_config(FinetuneConfig, config_file, options)
-    bar = None
-
-    def progress(event, **info):
-        nonlocal bar
-        if event == "note":
-            (tqdm.write if bar is not None else click.echo)(f"note: {info['message']}", file=sys.stderr)
-        elif event == "epoch_start":
-            bar = tqdm(total=info["batches"] * cfg.accum_steps, unit="batch", dynamic_ncols=True, leave=False,
-                       desc=f"epoch {info['epoch']}/{info['epochs']}")
-        elif event == "batch" and bar is not None:
-            bar.update(1)
-        elif event == "epoch_end":
-            if bar is not None:
-                bar.close()
-                bar = None
-            _echo_epoch(info, f"{info['record']['frames_per_second']:.1f} frames/s")
-
-    try:
-        result = finetune.run(cfg, callback=progress)
-    finally:
-        if bar is not None:
-            bar.close()
+    with _rendered() as show:
+        result = finetune.run(cfg, progress=show)
     m = result.metrics
     head_only = f" (head only: {m['head_only_val_top1']:.2%})" if m["head_only_val_top1"] is not None else ""
     click.echo(f"{result.run_dir}: val top-1 {m['val_top1']:.2%}{head_only}, top-5 {m['val_top5']:.2%} (best epoch "

@@ -182,7 +182,10 @@ def overheads(records) -> list[float]:
 def run(cfg: AblateConfig, *, num_cpus: int | None = None, progress=None):
     seconds: dict = {}
 
-    def keep(p):
+    def keep(event):
+        p = getattr(event, "item", None)  # a trial's runner record (pipeline.progress.Advanced)
+        if p is None or not hasattr(p, "trial"):
+            return
         if p.event == "done":
             p.outcome.metrics["_seconds"] = p.outcome.seconds
         if progress is not None:

@@ -302,20 +302,21 @@ def data_path_naive(loader, batches: int):
 
 def first_step(store_url: str, out: str) -> None:
     """Subprocess mode: time from process start to the first finished training step, peak RSS."""
+    from pipeline.progress import Advanced
     from pipeline.training.config import TrainHeadConfig
     from stages import train_head
 
     class Done(Exception):
         pass
 
-    def callback(event, **info):
-        if event == "batch":
+    def progress(event):
+        if isinstance(event, Advanced) and event.task.startswith("epoch"):  # the first training step
             raise Done
 
     cfg = TrainHeadConfig(store=store_url, out=out, head="mlp", segments=SEGMENTS, batch_size=BATCH, device="cpu",
                           overwrite=True, recipe="paper")
     try:
-        train_head.run(cfg, callback=callback)
+        train_head.run(cfg, progress=progress)
     except Done:
         pass
     print(json.dumps({"seconds": time.perf_counter() - START,

@@ -65,7 +65,10 @@ class DemoData:
 
 
 def generate(cfg: DemoDataConfig) -> DemoData:
-    """Write `out/videos/*.mp4`, `out/manifest.csv` and `out/manifest.classes.txt`."""
+    """Write `out/videos/*.mp4`, `out/manifest.csv`, `out/manifest.classes.txt` and the config that made
+    them, `out/demo-data.yaml` (what a later run or a reader checks the videos against)."""
+    from pipeline.config import save_config
+
     out = Path(cfg.out)
     (out / "videos").mkdir(parents=True, exist_ok=True)
     glyphs, kind = _load_glyphs(cfg.digits)
@@ -82,6 +85,7 @@ def generate(cfg: DemoDataConfig) -> DemoData:
             entries.append(VideoEntry(video_id, f"videos/{video_id}.mp4", label, split))
     manifest = out / "manifest.csv"
     write_manifest(Manifest(entries=entries, classes=list(CLASSES)), manifest)
+    save_config(cfg, out / "demo-data.yaml")
     return DemoData(manifest, classes_path(manifest), len(entries), kind)
 
 

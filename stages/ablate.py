@@ -4,14 +4,15 @@ Writes into `out/`: ablation.yaml (the config), trials/<name>/ (one train-head r
 results.csv (one row per trial), summary.md (seed 000's Table 3 layout), accuracy_vs_macs.png and,
 when trials failed, failures.json. The store is read once; trials share the features (on Ray through
 the object store, zero-copy). Re-running resumes: finished trials are read back, unfinished ones
-continue from their last epoch, failed ones are tried again. Progress goes to `progress(Progress)`.
+continue from their last epoch, failed ones are tried again. Progress goes to `progress(event)` as
+pipeline.progress events: the grid (Notes), then the "ablate" task, one unit per finished trial (the
+Advanced event's `item` is the runner's Progress record of the trial).
 """
 
 from __future__ import annotations
 
 import functools
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -31,6 +32,8 @@ from pipeline.ablation.runner import LocalExecutor, Progress, run_trials
 from pipeline.ablation.shared import SharedFeatures, is_pooled, load_shared
 from pipeline.config import config_to_dict, from_dict, read_yaml, save_config
 from pipeline.errors import ConfigError
+from pipeline.progress import Advanced, Finished, Note, Started, emitter, note_sink
+from pipeline.progress import Progress as Events
 from pipeline.store import FeatureStore
 from pipeline.store_urls import absolute
 
@@ -70,11 +73,11 @@ def trial_dir(cfg: AblateConfig, trial: Trial) -> Path:
     return Path(absolute(cfg.out)) / "trials" / trial.name
 
 
-def run(cfg: AblateConfig, progress: Callable[[Progress], None] | None = None,
-        note: Callable[[str], None] | None = None, on_grid: Callable[[Grid, int], None] | None = None) -> AblateResult:
-    """Run (or resume) the ablation. `on_grid(grid, finished)` is called once the grid is known."""
+def run(cfg: AblateConfig, progress: Events | None = None) -> AblateResult:
+    """Run (or resume) the ablation."""
     started = time.perf_counter()
-    note = note or (lambda message: None)
+    emit = emitter(progress)
+    note = note_sink(progress)
     out = Path(cfg.out)  # as the user wrote it, for messages
     # once, on the driver: trials run in Ray workers whose working directory is not this one
     cfg = replace(cfg, store=absolute(cfg.store), out=absolute(cfg.out))
@@ -93,8 +96,7 @@ def run(cfg: AblateConfig, progress: Callable[[Progress], None] | None = None,
     by_trial = {r.trial: r for r in records}
     # spatial heads first: the longest trials start early, so no slot idles behind one at the end
     todo = sorted((r.trial for r in records if r.status != "ok"), key=lambda t: is_pooled(t.head))
-    if on_grid is not None:
-        on_grid(grid, len(records) - len(todo))
+    _announce(grid, len(records) - len(todo), emit)
     paths = _paths(out)
     again = [name for name in read_failures(paths["failures"]) if name in {t.name for t in todo}]
     if again:
@@ -115,8 +117,7 @@ def run(cfg: AblateConfig, progress: Callable[[Progress], None] | None = None,
         def record_progress(p: Progress) -> None:
             if p.event == "start":
                 by_trial[p.trial].status = "running"
-            if progress is not None:
-                progress(p)
+            emit(_trial_event(p))
 
         context = _executor(cfg, fn, shared)
         del shared  # on Ray the object store holds the one copy; the driver keeps none
@@ -130,6 +131,7 @@ def run(cfg: AblateConfig, progress: Callable[[Progress], None] | None = None,
                 record.metrics, record.error = (outcome.metrics, "") if outcome.ok else ({}, outcome.error)
                 write_results(paths["results"], records)  # a killed run keeps every finished row
                 write_failures(paths["failures"], records)
+    emit(Finished("ablate"))
     write_results(paths["results"], records)
     write_failures(paths["failures"], records)
     rows = read_results(paths["results"])
@@ -141,6 +143,28 @@ def run(cfg: AblateConfig, progress: Callable[[Progress], None] | None = None,
     return AblateResult(out=out, records=records, skipped=grid.skipped, results=paths["results"],
                         summary=paths["summary"], plot=paths["plot"], summary_text=text,
                         seconds=time.perf_counter() - started, load_seconds=load_seconds, shared_bytes=shared_bytes)
+
+
+def _announce(grid: Grid, finished: int, emit: Events) -> None:
+    emit(Note(f"ablate: {len(grid.heads)} heads x {len(grid.settings)} settings -> {len(grid.trials)} trials"
+              + (f" ({finished} finished earlier, not repeated)" if finished else ""), source=""))
+    for skip in grid.skipped:
+        where = f" at {skip.setting[0]} seg. {skip.setting[1]}" if skip.setting else ""
+        emit(Note(f"  left out: {skip.head}{where}: {skip.reason}", source=""))
+    emit(Started("ablate", total=len(grid.trials), done=finished, unit="trial"))
+
+
+def _trial_event(p: Progress) -> Advanced:
+    grid = f" {p.trial.grid_label}" if p.trial.params else ""
+    name = f"{p.trial.head} {p.trial.segments} seg. {p.trial.modality}{grid} seed {p.trial.seed}"
+    message = ""
+    if p.event == "done":
+        m = p.outcome.metrics
+        message = f"  done    {name}: top-1 {m['val_top1']:.1%} ({m['epochs']} epochs, {p.outcome.seconds:.1f} s)"
+    elif p.event in ("retry", "failed"):
+        message = f"  {p.event:7s} {name} (attempt {p.attempt}): {p.outcome.error}"
+    return Advanced("ablate", n=int(p.event in ("done", "failed")), detail=f"{p.running} running, {p.failed} failed",
+                    message=message, item=p)
 
 
 def _paths(out: Path) -> dict[str, Path]:

@@ -23,7 +23,6 @@ from __future__ import annotations
 import os
 import shutil
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,6 +32,7 @@ from pipeline.config import config_to_dict, read_yaml, save_config
 from pipeline.demo_data import DemoDataConfig, generate
 from pipeline.errors import ConfigError
 from pipeline.extraction import ExtractConfig
+from pipeline.progress import Progress, note_sink
 
 DATA_FIELDS = ("videos_per_class", "frames", "size", "seed")
 
@@ -156,11 +156,11 @@ def native_bf16() -> bool:
     return cpu_has_native_bf16()
 
 
-def run(cfg: DemoConfig, *, note: Callable[[str], None] | None = None, extract_progress=None, on_extract_plan=None,
-        ablate_progress=None, on_grid=None) -> DemoResult:
+def run(cfg: DemoConfig, *, progress: Progress | None = None) -> DemoResult:
+    """The demo's own lines are Notes from "demo"; extract's and ablate's events pass through."""
     from stages import ablate, extract
 
-    note = note or (lambda message: None)
+    note = note_sink(progress, source="demo")
     started = time.perf_counter()
     out = Path(cfg.out)
     _check_saved(cfg, out)
@@ -175,13 +175,12 @@ def run(cfg: DemoConfig, *, note: Callable[[str], None] | None = None, extract_p
     steps["data"] = time.perf_counter() - started
     with _session(cfg):  # one embedded Ray for both stages
         mark = time.perf_counter()
-        extracted = extract.run(extract_config(cfg, manifest, weights), progress=extract_progress,
-                                on_plan=on_extract_plan, note=note)
+        extracted = extract.run(extract_config(cfg, manifest, weights), progress=progress)
         steps["extract"] = time.perf_counter() - mark
         if extracted.failed:
             note(f"extract: {extracted.failed} video(s) failed; the ablation uses the others")
         mark = time.perf_counter()
-        result = ablate.run(ablate_config(cfg), progress=ablate_progress, note=note, on_grid=on_grid)
+        result = ablate.run(ablate_config(cfg), progress=progress)
         steps["ablate"] = time.perf_counter() - mark
     from pipeline.ablation.results import read_results
 

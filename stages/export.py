@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from pipeline.errors import ConfigError
 from pipeline.interop import InteropResult, export_hdf5
+from pipeline.progress import Progress, count_units
 from pipeline.store import FeatureStore
 
 
@@ -27,8 +27,9 @@ class ExportConfig:
             raise ConfigError(f"compression must be a gzip level 0-9, got {self.compression}")
 
 
-def run(cfg: ExportConfig, progress: Callable[[str], None] | None = None) -> InteropResult:
+def run(cfg: ExportConfig, progress: Progress | None = None) -> InteropResult:
+    """`progress`: the "export" task, one unit per video written (pipeline.progress)."""
     store = FeatureStore.open(cfg.store, storage_options=cfg.storage_options)
     arrays = [name.strip() for name in cfg.arrays.split(",") if name.strip()]
     return export_hdf5(store, cfg.output, arrays=arrays, overwrite=cfg.overwrite, compression=cfg.compression,
-                       progress=progress)
+                       progress=count_units(progress, "export", "video"))

@@ -12,6 +12,7 @@ from pipeline.extraction.config import is_weights_file
 from pipeline.extraction.extractor import Event, describe
 from pipeline.extraction.models import Models, load_models, warm_flow_compile
 from pipeline.flow.compile_policy import CompileChoice
+from pipeline.progress import Advanced, Finished, Note, Progress, Started, emitter, note_sink
 from pipeline.store import Failure, FeatureStore, config_hash
 from pipeline.store_lease import StoreLease
 
@@ -126,11 +127,13 @@ def store_content(cfg: ExtractConfig) -> dict:
     return content
 
 
-def run(cfg: ExtractConfig, progress: Callable[[Event], None] | None = None,
-        on_plan: Callable[[Plan], None] | None = None, note: Callable[[str], None] | None = None) -> ExtractResult:
+def run(cfg: ExtractConfig, progress: Progress | None = None,
+        on_plan: Callable[[Plan], None] | None = None) -> ExtractResult:
     """Extract what the store still lacks. `on_plan(plan)` is called once the work is known (with
-    `plan.flow_compile`, the TV-L1 compile decision); `note(line)` gets one-line status messages."""
-    note = note or (lambda message: None)
+    `plan.flow_compile`, the TV-L1 compile decision); `progress` gets pipeline.progress events: status
+    lines (Note), then the "extract" task, one unit per video (with its frames)."""
+    emit = emitter(progress)
+    note = note_sink(progress, source="")
     shown = cfg.output  # the store as the user wrote it, for messages
     # once, on the driver: every executor and the store's record see the same absolute paths
     cfg = cfg.with_absolute_paths()
@@ -153,17 +156,19 @@ def run(cfg: ExtractConfig, progress: Callable[[Event], None] | None = None,
             cfg = replace(cfg, flow_compile="on" if flow_method.compile else "off")  # what the workers build
         if on_plan is not None:
             on_plan(work)
+        video_done = _video_events(work, emit, shown)
         if cfg.executor == "ray":
             from pipeline.distributed import run_extraction
 
-            stats = run_extraction(cfg, work.jobs, progress=progress, note=note)
+            stats = run_extraction(cfg, work.jobs, progress=video_done, note=note)
         else:
             # the generic solver's inductor kernels; CUDA's Triton solver JIT-compiles in seconds
             if cfg.flow_compile == "on" and work.jobs and getattr(flow_method, "engine", "") == "torch":
                 warm_flow_compile(flow_method, note)
             extractor = Extractor(cfg, work.store, device=device, backbone=backbone, flow_method=flow_method,
                                   flow_backbone=flow_backbone)
-            stats = extractor.process(work.jobs, progress=progress)
+            stats = extractor.process(work.jobs, progress=video_done)
+        emit(Finished("extract"))
         lease.check()
         work.store.write_index()
     return ExtractResult(
@@ -176,3 +181,23 @@ def run(cfg: ExtractConfig, progress: Callable[[Event], None] | None = None,
         seconds=stats.seconds,
         failures=stats.failures,
     )
+
+
+def _video_events(work: Plan, emit: Progress, shown: str) -> Callable[[Event], None]:
+    """Announce the run (resumed videos, the TV-L1 compile decision, the "extract" task) and return the
+    extractor's per-video callback as "extract" progress."""
+    skipped = work.total - len(work.jobs)
+    if skipped:
+        emit(Note(f"resuming: {skipped}/{work.total} videos already complete in {shown}", source=""))
+    flow = ""
+    if work.flow_compile is not None:
+        emit(Note(work.flow_compile.describe(), source=""))
+        flow = f"flow {work.flow_compile.mode}"
+    emit(Started("extract", total=len(work.jobs), unit="video", detail=flow))
+
+    def video_done(event: Event) -> None:
+        failed = f"failed: {event.video_id}" if event.kind == "failed" else ""
+        emit(Advanced("extract", amounts={"frames": event.frames}, detail=", ".join(p for p in (flow, failed) if p),
+                      message=f"{failed}: {event.error}" if failed else "", item=event))
+
+    return video_done

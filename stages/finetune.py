@@ -6,7 +6,7 @@ decoded frames in-process or on Ray Train, and writes the run dir: config.yaml, 
 confusion.png, and per stream a plain per-frame backbone file (`backbone.pt` for appearance,
 `flow_backbone.pt` for motion) with a `.json` sidecar, which `stpipe extract --backbone-checkpoint`
 loads to re-cache features so that stage two benefits. Never prints; progress goes to
-`callback(event, **info)` (see `pipeline.finetune.loop`).
+`progress(event)` as pipeline.progress events (each epoch's batches and its line, notes).
 """
 
 from __future__ import annotations
@@ -22,9 +22,11 @@ from pipeline.config import from_dict, read_yaml, save_config
 from pipeline.device import pick_device
 from pipeline.errors import ConfigError, RunError
 from pipeline.finetune.config import FinetuneConfig
-from pipeline.finetune.loop import Callback, Dist, train_worker
+from pipeline.finetune.loop import Dist, train_worker
 from pipeline.finetune.model import build_finetune_model
 from pipeline.finetune.source import Setup, prepare
+from pipeline.progress import Progress
+from pipeline.training.events import finetune_throughput, loop_callback
 from pipeline.training.model import load_checkpoint
 from pipeline.training.reports import plot_confusion, plot_curves
 from pipeline.training.runs import resume_same_config
@@ -42,7 +44,8 @@ class FinetuneResult:
     backbone_files: dict[str, Path]  # {stream: .pt}
 
 
-def run(cfg: FinetuneConfig, *, callback: Callback | None = None) -> FinetuneResult:
+def run(cfg: FinetuneConfig, *, progress: Progress | None = None) -> FinetuneResult:
+    callback = loop_callback(progress, throughput=finetune_throughput, batch_units=cfg.accum_steps)
     shown = Path(cfg.out)  # the run dir as the user wrote it, for messages
     # once, on the driver: Ray Train workers run in a trial folder, not in this working directory
     cfg = cfg.with_absolute_paths()

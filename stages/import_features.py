@@ -6,13 +6,13 @@ plus a manifest for labels and splits (`pipeline/interop.py`).
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from pipeline.errors import ConfigError
 from pipeline.interop import InteropResult, import_hdf5, import_npy
+from pipeline.progress import Progress, count_units
 
 
 @dataclass(frozen=True)
@@ -50,8 +50,10 @@ class ImportConfig:
         return bool(self.source) and Path(self.source).is_file()
 
 
-def run(cfg: ImportConfig, progress: Callable[[str], None] | None = None) -> InteropResult:
-    options = dict(storage_options=cfg.storage_options, overwrite=cfg.overwrite, progress=progress)
+def run(cfg: ImportConfig, progress: Progress | None = None) -> InteropResult:
+    """`progress`: the "import" task, one unit per video stored (pipeline.progress)."""
+    options = dict(storage_options=cfg.storage_options, overwrite=cfg.overwrite,
+                   progress=count_units(progress, "import", "video"))
     if cfg.is_hdf5:
         return import_hdf5(cfg.source, cfg.output, **options)
     return import_npy(cfg.manifest, cfg.output, features_dir=cfg.source or None, flow_dir=cfg.flow_dir or None,

@@ -1,8 +1,9 @@
 """Stage two: train a temporal head on a feature store. `run(cfg) -> TrainHeadResult`.
 
 Writes the run dir: config.yaml, checkpoint.pt (best val top-1), last.pt, metrics.jsonl (per epoch),
-metrics.json (final), curves.png, confusion.png. Progress and notes go to `callback(event, **info)`
-(see `pipeline.training.loop`); this module never prints.
+metrics.json (final), curves.png, confusion.png. Progress and notes go to `progress(event)` as
+pipeline.progress events (loading a split, each epoch's batches and its line, notes); this module
+never prints.
 """
 
 from __future__ import annotations
@@ -16,9 +17,11 @@ from typing import Any
 from pipeline.config import save_config
 from pipeline.device import pick_device
 from pipeline.errors import ConfigError
+from pipeline.progress import Progress
 from pipeline.store import FeatureStore
 from pipeline.training.config import TrainHeadConfig
 from pipeline.training.data import load_split, memory_budget_bytes
+from pipeline.training.events import loop_callback
 from pipeline.training.loop import Callback, TrainData, TrainResult, train
 from pipeline.training.model import check_buildable, head_input_kind
 from pipeline.training.reports import plot_confusion, plot_curves
@@ -71,10 +74,11 @@ def load_data(cfg: TrainHeadConfig, store: FeatureStore, *, run_dir: str | Path 
     return TrainData(train=train_split, val=val_split, classes=store.classes, stats=stats), signature
 
 
-def run(cfg: TrainHeadConfig, *, callback: Callback | None = None, data: TrainData | None = None,
+def run(cfg: TrainHeadConfig, *, progress: Progress | None = None, data: TrainData | None = None,
         signature: dict[str, Any] | None = None, plots: bool = True) -> TrainHeadResult:
     """`data` + `signature`: features already loaded (an ablation shares one copy across trials);
     `plots`: write curves.png and confusion.png."""
+    callback = loop_callback(progress)
     if not cfg.out:
         raise ConfigError("train-head needs an output run dir (-o/--out)")
     started = time.perf_counter()

@@ -18,6 +18,7 @@ from pipeline.ablation.shared import load_shared
 from pipeline.config import read_yaml
 from pipeline.errors import ConfigError, RegistryError
 from pipeline.heads import HEADS
+from pipeline.progress import Advanced, Note
 from pipeline.store import FeatureStore
 from pipeline.training.runs import RUN_FILES
 from stages import ablate
@@ -37,6 +38,16 @@ def spatial_url(tmp_path_factory):
     url = str(tmp_path_factory.mktemp("stores") / "maps.zarr")
     make_store(url, dim=6, spatial=(2, 2), views=1, per_class={"train": 4, "val": 2})
     return url
+
+
+def trial_events(into: list, pick=lambda p: p):
+    """A progress callback keeping `pick(p)` (when truthy) of each trial's runner record."""
+    def progress(event):
+        if isinstance(event, Advanced) and event.item is not None:
+            kept = pick(event.item)
+            if kept:
+                into.append(kept)
+    return progress
 
 
 def config(store, out, **kw):
@@ -113,7 +124,7 @@ def test_trials_share_one_copy_of_the_features(pooled_url, tmp_path):
 
 def test_local_ablation_writes_every_output(pooled_url, tmp_path):
     events = []
-    result = ablate.run(config(pooled_url, tmp_path, heads=("mlp", "tsn"), seeds=(0, 1)), progress=events.append)
+    result = ablate.run(config(pooled_url, tmp_path, heads=("mlp", "tsn"), seeds=(0, 1)), progress=trial_events(events))
     assert [r.status for r in result.records] == ["ok"] * 4
     rows = read_results(result.results)
     assert [(r["head"], r["seed"], r["status"]) for r in rows] == [("mlp", 0, "ok"), ("mlp", 1, "ok"),
@@ -139,12 +150,12 @@ def test_rerun_resumes_without_repeating_trials(pooled_url, tmp_path, monkeypatc
     stamp = (tmp_path / "trials" / "mlp_4seg_rgb_seed0" / "metrics.json").stat().st_mtime_ns
     started = []
     grown = config(pooled_url, tmp_path, seeds=(0, 1))  # one more seed: only its trials run
-    result = ablate.run(grown, progress=lambda p: p.event == "start" and started.append(p.trial.name))
+    result = ablate.run(grown, progress=trial_events(started, lambda p: p.event == "start" and p.trial.name))
     assert started == ["mlp_4seg_rgb_seed1", "tsn_4seg_rgb_seed1"]
     assert [r.resumed for r in result.records] == [True, False, True, False]
     assert (tmp_path / "trials" / "mlp_4seg_rgb_seed0" / "metrics.json").stat().st_mtime_ns == stamp
     started.clear()
-    ablate.run(grown, progress=lambda p: started.append(p.trial.name))
+    ablate.run(grown, progress=trial_events(started, lambda p: p.trial.name))
     assert started == [] and len(read_results(tmp_path / "results.csv")) == 4
     with pytest.raises(ConfigError, match=r"different settings \(differs in: epochs\)"):
         ablate.run(config(pooled_url, tmp_path, train={**TRAIN, "epochs": 4}))
@@ -164,7 +175,7 @@ def test_crashed_trial_is_retried_once_then_reported_failed(pooled_url, tmp_path
 
     monkeypatch.setattr(train_head, "train", flaky_train)
     events = []
-    result = ablate.run(config(pooled_url, tmp_path, heads=("mlp", "tsn", "gru")), progress=events.append)
+    result = ablate.run(config(pooled_url, tmp_path, heads=("mlp", "tsn", "gru")), progress=trial_events(events))
     assert calls == ["mlp", "tsn", "tsn", "gru", "gru"]  # a retry goes ahead of untried trials
     by_head = {r.trial.head: r for r in result.records}
     assert (by_head["tsn"].status, by_head["tsn"].attempts) == ("ok", 2)
@@ -183,8 +194,14 @@ def test_crashed_trial_is_retried_once_then_reported_failed(pooled_url, tmp_path
 
     monkeypatch.setattr(train_head, "train", real_train)  # fixed: the next run retries only the failed one
     started, notes = [], []
-    again = ablate.run(config(pooled_url, tmp_path, heads=("mlp", "tsn", "gru")), note=notes.append,
-                       progress=lambda p: p.event == "start" and started.append(p.trial.head))
+    trials = trial_events(started, lambda p: p.event == "start" and p.trial.head)
+
+    def progress(event):
+        if isinstance(event, Note):
+            notes.append(event.message)
+        trials(event)
+
+    again = ablate.run(config(pooled_url, tmp_path, heads=("mlp", "tsn", "gru")), progress=progress)
     assert started == ["gru"] and not again.failed and not (tmp_path / "failures.json").exists()
     assert "trying again 1 trial(s) that failed in the last run: gru_4seg_rgb_seed0" in notes
 
@@ -254,7 +271,7 @@ def test_ablation_on_embedded_ray(pooled_url, tmp_path):
     cfg = config(pooled_url, tmp_path, modalities=("rgb+flow",), executor="ray", cpus_per_trial=1, max_concurrent=2)
     events = []
     with ray_session("", num_cpus=2):  # one embedded Ray for both parts of this test
-        result = ablate.run(cfg, progress=events.append)
+        result = ablate.run(cfg, progress=trial_events(events))
         assert [r.status for r in result.records] == ["ok"] * 2, [r.error for r in result.records]
         assert max(e.running for e in events) == 2  # trials ran side by side
         assert all(r.metrics["dispatch_seconds"] >= 0 for r in result.records)
@@ -290,12 +307,12 @@ def test_cli_ablate_prints_progress_summary_and_paths(pooled_url, tmp_path, caps
 
 
 def test_cli_names_left_out_heads(pooled_url, tmp_path, capsys):
-    from cli import _ablation_progress
+    from cli import _rendered
+    from stages.ablate import _announce
 
     grid = expand_grid(config(pooled_url, tmp_path, heads=("all",), segments=(1,)), FeatureStore.open(pooled_url))
-    on_grid, _, close = _ablation_progress("ablate")
-    on_grid(grid, 0)
-    close()
+    with _rendered() as show:
+        _announce(grid, 0, show)
     err = capsys.readouterr().err
     assert "left out: fcn3d: needs spatial feature maps" in err
     assert "left out: trn_multiscale at 1 seg. rgb: needs at least 2 segments" in err
@@ -353,13 +370,11 @@ def test_cli_demo_runs_every_step_and_resumes(tmp_path, capsys):
     assert "4 finished earlier, not repeated" in capsys.readouterr().err
 
 
-def test_cli_grid_option_parses_axes():
-    import click
+def test_grid_axes_parse():
+    from pipeline.ablation.grid import parse_grid
 
-    from cli import _grid_option
-
-    assert _grid_option(("lr=1e-3,3e-3", "weight-decay=0.1", "standardize=true")) == {
+    assert parse_grid(("lr=1e-3,3e-3", "weight-decay=0.1", "standardize=true")) == {
         "lr": [0.001, 0.003], "weight_decay": [0.1], "standardize": [True]}
-    assert _grid_option(()) is None
-    with pytest.raises(click.BadParameter, match="expected FIELD=V1,V2"):
-        _grid_option(("lr",))
+    assert parse_grid(()) is None
+    with pytest.raises(ConfigError, match="--grid: expected FIELD=V1,V2"):
+        parse_grid(("lr",))

@@ -21,6 +21,7 @@ from pipeline.finetune.loop import Dist, evaluate
 from pipeline.finetune.model import FinetuneModel, build_finetune_model
 from pipeline.finetune.source import prepare
 from pipeline.finetune.st_resnet import STResNetTrunks, TemporalConv, collapse_to_2d
+from pipeline.progress import Advanced
 from pipeline.store import FeatureStore
 from pipeline.training.config import TrainHeadConfig
 from pipeline.training.data import load_split
@@ -155,15 +156,15 @@ def test_resume_mid_epoch_ends_identical(demo, two_stream_run, tmp_path):
 
     batches = 0
 
-    def stop_in_epoch_two(event, **info):
+    def stop_in_epoch_two(event):
         nonlocal batches
-        batches += event == "batch"
+        batches += isinstance(event, Advanced) and event.task.startswith("epoch")
         if batches == 7:  # epoch 1 has 5 steps; stop inside epoch 2
             raise Stop
 
     interrupted = replace(cfg, out=str(tmp_path / "b"))
     with pytest.raises(Stop):
-        finetune.run(interrupted, callback=stop_in_epoch_two)
+        finetune.run(interrupted, progress=stop_in_epoch_two)
     assert load_checkpoint(tmp_path / "b" / "last.pt")["state"]["step"] == 1
     result = finetune.run(replace(interrupted, resume=True))
     assert result.resumed

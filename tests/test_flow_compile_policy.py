@@ -11,6 +11,7 @@ from pipeline.errors import ConfigError
 from pipeline.extraction.flow_plan import choose_flow_compile, estimate_flow_work, flow_streams
 from pipeline.flow import build_flow
 from pipeline.flow.compile_policy import CompileCosts, break_even_pairs, cache_marker, choose
+from pipeline.progress import Note
 
 COSTS = CompileCosts(cold_seconds=100.0, warm_seconds=10.0, saved_ns_per_pixel=4000.0)
 PIXELS = 64 * 64  # saves 16.4 ms a pair: cold break-even 6,104 pairs on one stream
@@ -133,10 +134,11 @@ def test_small_extract_runs_eager_and_says_so(demo, tmp_path, monkeypatch):
     monkeypatch.setattr(torch, "compile", lambda *a, **k: pytest.fail("torch.compile called for a small run"))
     plans, notes = [], []
     cfg = _config(demo, output=str(tmp_path / "s.zarr"), batch_size=8, flow_batch=3)
-    result = extract.run(cfg, on_plan=plans.append, note=notes.append)
+    result = extract.run(cfg, on_plan=plans.append,
+                         progress=lambda e: isinstance(e, Note) and notes.append(e.message))
     assert result.done == 20 and not result.failed
     assert plans[0].flow_compile.mode == "eager" and "100 pairs of 256 px <" in plans[0].flow_compile.reason
-    assert notes == []  # no warm-up when eager
+    assert notes == [plans[0].flow_compile.describe()]  # the decision, and no warm-up when eager
 
 
 def test_cli_prints_the_decision_and_honours_the_flag(stpipe, tmp_path, monkeypatch):

@@ -10,6 +10,7 @@ import torch
 from store_fixtures import make_store
 
 from pipeline.errors import ConfigError, HeadError, RunError, StoreError
+from pipeline.progress import Finished
 from pipeline.store import FeatureStore
 from pipeline.training.batches import MemoryFeatures, eval_plans, segment_indices, train_plans
 from pipeline.training.config import TrainHeadConfig
@@ -255,12 +256,8 @@ def test_resume_ends_identical_to_an_uninterrupted_run(store_url, tmp_path):
     kw = dict(head="trn_multiscale", epochs=4, plateau_patience=1, lr=0.5)
     whole = train_head.run(config(store_url, str(tmp_path / "whole"), **kw))
 
-    def stop_after_two(event, **info):
-        if event == "epoch_end" and info["record"]["epoch"] == 2:
-            raise Interrupt
-
     with pytest.raises(Interrupt):
-        train_head.run(config(store_url, str(tmp_path / "cut"), **kw), callback=stop_after_two)
+        train_head.run(config(store_url, str(tmp_path / "cut"), **kw), progress=_raise_after(2))
     assert len((tmp_path / "cut" / "metrics.jsonl").read_text().splitlines()) == 2
     resumed = train_head.run(config(store_url, str(tmp_path / "cut"), resume=True, **kw))
     assert resumed.resumed
@@ -441,7 +438,7 @@ def test_resume_accepts_a_last_pt_written_before_a_field_existed(store_url, tmp_
     kw = dict(head="gru", epochs=3, lr=0.1, temporal_center=0.0)
     with pytest.raises(Interrupt):
         train_head.run(config(store_url, str(tmp_path / "run"), **kw),
-                       callback=lambda event, **info: _raise_after(event, info, 1))
+                       progress=_raise_after(1))
     last = tmp_path / "run" / "last.pt"
     payload = load_checkpoint(last)
     del payload["identity"]["temporal_center"]
@@ -451,6 +448,9 @@ def test_resume_accepts_a_last_pt_written_before_a_field_existed(store_url, tmp_
         train_head.run(config(store_url, str(tmp_path / "run"), resume=True, **{**kw, "temporal_center": 0.5}))
 
 
-def _raise_after(event, info, epoch):
-    if event == "epoch_end" and info["record"]["epoch"] == epoch:
-        raise Interrupt
+def _raise_after(epoch):
+    """A progress callback that interrupts the run once epoch `epoch` has finished."""
+    def progress(event):
+        if isinstance(event, Finished) and event.task.startswith(f"epoch {epoch}/"):
+            raise Interrupt
+    return progress

@@ -112,3 +112,16 @@ class AblateConfig:
         if self.grid:
             shared["grid"] = {k: list(v) for k, v in sorted(self.grid.items())}
         return shared
+
+
+def ablate_config(file: str | None, options: dict[str, Any]) -> AblateConfig:
+    """An AblateConfig from a YAML `file` and `options` (CLI flags; None = not given) that may also hold
+    train-head settings beside AblateConfig's own fields (--epochs, --lr, ...) and a `train` mapping
+    (--train-options): both are merged key by key over the file's `train`, the mapping last."""
+    from pipeline.config import build_config
+
+    own = {f.name for f in dataclasses.fields(AblateConfig)} - {"train"}
+    flags = {k: v for k, v in options.items() if k not in own and k != "train" and v is not None}
+    train = {**flags, **(options.get("train") or {})}
+    cfg = build_config(AblateConfig, file, {k: v for k, v in options.items() if k in own})
+    return dataclasses.replace(cfg, train={**cfg.train, **train}) if train else cfg

@@ -11,6 +11,7 @@ out with their reason too. A head named explicitly that cannot run at all is a o
 from __future__ import annotations
 
 import itertools
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -135,3 +136,30 @@ def _setting_problem(meta: dict, segments: int, modality: str, fusion: str) -> s
     if modality == "rgb+flow" and fusion == "joint" and meta["max_streams"] < 2:
         return "is single-stream; --fusion joint needs a two-stream head"
     return ""
+
+
+def parse_grid(axes: Sequence[str]) -> dict[str, list] | None:
+    """('lr=1e-3,3e-3', 'dropout=0.5') -> {'lr': [0.001, 0.003], 'dropout': [0.5]}, as --grid gives them;
+    None when there are none."""
+    grid: dict[str, list] = {}
+    for axis in axes:
+        key, sep, values = axis.partition("=")
+        key = key.strip().replace("-", "_")
+        if not sep or not key or not values.strip():
+            raise ConfigError(f"--grid: expected FIELD=V1,V2,... got {axis!r}")
+        if key in grid:
+            raise ConfigError(f"--grid: {key} given twice")
+        grid[key] = [_scalar(v.strip()) for v in values.split(",") if v.strip()]
+    return grid or None
+
+
+def _scalar(text: str) -> Any:
+    """'1e-3' -> 0.001 (YAML 1.1 would keep it text), '8' -> 8, 'true' -> True, else the text."""
+    import yaml
+
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return yaml.safe_load(text)

@@ -46,7 +46,8 @@ from pipeline.training.model import (
 from pipeline.training.streaming import ZarrFeatures, iterate_batches
 
 # callback(event, **info): "note" (message), "load" (split, done, total; from stages.train_head),
-# "epoch_start" (epoch, epochs, batches), "batch" (size), "epoch_end" (record, stopped)
+# "epoch_start" (epoch, epochs, batches), "batch" (size), "epoch_end" (record, stopped). Plain
+# keywords, so they cross Ray as they are; stages hand out typed events (pipeline.training.events)
 Callback = Callable[..., None]
 
 

@@ -42,7 +42,7 @@ def test_store_over_the_memory_budget_trains_by_streaming(tmp_path):
     in_memory = train_head.run(TrainHeadConfig(out=str(tmp_path / "mem"), memory_budget_gb=4.0, **options))
     notes = []
     streamed = train_head.run(TrainHeadConfig(out=str(tmp_path / "stream"), memory_budget_gb=1e-6, **options),
-                              callback=lambda event, **info: notes.append(info.get("message", "")))
+                              progress=lambda event: notes.append(getattr(event, "message", "")))
     assert sum("streamed from Zarr" in n for n in notes) == 2, notes  # train and val
     assert [{k: v for k, v in r.items() if k not in TIMING} for r in in_memory.train.history] == \
            [{k: v for k, v in r.items() if k not in TIMING} for r in streamed.train.history]

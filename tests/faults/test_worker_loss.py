@@ -19,6 +19,7 @@ from fault_tools import assert_identical_store
 import pipeline.distributed.extract as distributed
 from pipeline.demo_data import DemoDataConfig, generate
 from pipeline.extraction import ExtractConfig
+from pipeline.progress import Advanced
 from stages import extract
 
 ray = pytest.importorskip("ray")
@@ -82,6 +83,8 @@ def test_worker_killed_and_node_removed_mid_run(longer_demo, tmp_path, monkeypat
         head_raylet = cluster.head_node.all_processes["raylet"][0].process.pid
 
         def progress(event):
+            if not isinstance(event, Advanced):  # videos only
+                return
             events.append(event)
             if len(events) == 1:
                 victims = actor_pids(head_raylet)
