@@ -6,7 +6,8 @@ projection width, dropout, temporal centring, optimizer, schedule) default to No
 and `__post_init__` resolves them once from `recipe` ("head": the head's registered recipe,
 `stpipe heads`; "paper": seed 000's SGD). The resolved values are what the run saves, compares on
 resume and trains with; `given` says which of them the user set. Saved files are read back as they
-are (`from_saved`): nothing is refilled from today's recipes.
+are (`from_saved`): nothing is refilled from today's recipes. `dataclasses.replace` keeps the resolved
+values (build a new config from the arguments to change the head and get its recipe).
 """
 
 from __future__ import annotations
