@@ -34,6 +34,7 @@ import numpy as np
 
 from pipeline.errors import StoreError
 from pipeline.store import Failure, FeatureStore, config_hash, video_key
+from pipeline.store_pack import write_pack
 
 HDF5_FORMAT = "stpipe-hdf5"
 HDF5_VERSION = 1
@@ -177,6 +178,7 @@ def import_hdf5(path: str | Path, url: str, *, storage_options: dict[str, Any] |
                 store.record_failure(Failure(**failure))
                 result.failed += 1
     store.write_index()
+    write_pack(store)
     result.failures = store.failures()
     return result
 
@@ -261,6 +263,7 @@ def import_npy(manifest_path: str | Path, url: str, *, features_dir: str | Path 
         if progress is not None:
             progress(entry.video_id)
     store.write_index()
+    write_pack(store)
     result.failures = store.failures()
     return result
 

@@ -363,8 +363,8 @@ class FeatureStore:
         videos without one, sorted by id; and the failures.
 
         One listing of `videos/`; the groups a stored index (complete or invalidated) lists as
-        complete are taken from it, since complete videos are never rewritten; only the others'
-        zarr.json are read. Memory: the rows themselves, nothing per group beyond them.
+        complete are taken from it, since stpipe never rewrites a complete video; only the others'
+        zarr.json are read (locally also those modified since the index was written). Memory: the rows themselves, nothing per group beyond them.
         """
         failures = self.failures()
         failed = {f.video_id for f in failures}
@@ -377,9 +377,12 @@ class FeatureStore:
                     known[str(key)] = (str(vid), str(key), int(label), str(split), int(frames), "complete")
             del stored, c
         rows, unknown = [], []
+        since = self.io.mtime_ns(f"index/{META}") if known and self.io.local else None
         for key in self.io.list_dirs("videos"):
             row = known.get(key)
-            if row is not None:
+            # on a local disk a stat is cheap: a group touched after the index was (by hand, or by
+            # a tool other than stpipe) is read again
+            if row is not None and (since is None or self.io.mtime_ns(f"videos/{key}/{META}") < since):
                 rows.append(row)
             else:
                 unknown.append(key)

@@ -14,6 +14,7 @@ from pipeline.extraction.extractor import Event, describe
 from pipeline.flow.compile_policy import CompileChoice
 from pipeline.store import Failure, FeatureStore, config_hash
 from pipeline.store_lease import StoreLease
+from pipeline.store_pack import write_pack
 
 
 @dataclass
@@ -186,6 +187,7 @@ def run(cfg: ExtractConfig, progress: Callable[[Event], None] | None = None,
             stats = extractor.process(work.jobs, progress=progress)
         lease.check()
         work.store.write_index()
+        write_pack(work.store)  # stage two's copy; kept when the complete set did not change
     return ExtractResult(
         store=shown,
         total=work.total,
