@@ -182,7 +182,7 @@ def _executor(cfg: AblateConfig, fn, shared: SharedFeatures):
 
         return trial_executor(fn, shared, address=cfg.ray_address, cpus_per_trial=cfg.cpus_per_trial,
                               gpus_per_trial=cfg.gpus_per_trial, max_concurrent=cfg.max_concurrent)
-    return contextlib.nullcontext(LocalExecutor(fn, shared, device=cfg.device))
+    return contextlib.nullcontext(LocalExecutor(fn, shared, device=cfg.device, cpus_per_trial=cfg.cpus_per_trial))
 
 
 def load_config(path: str | Path) -> AblateConfig:

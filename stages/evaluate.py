@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pipeline.cpus import apply_threads
 from pipeline.device import amp_on, pick_device
 from pipeline.errors import ConfigError
 from pipeline.store import FeatureStore
@@ -56,6 +57,7 @@ class EvaluateResult:
 
 
 def run(cfg: EvaluateConfig) -> EvaluateResult:
+    apply_threads()
     run_dir = Path(cfg.run)
     train_cfg = read_run_config(run_dir)
     checkpoint = load_checkpoint(run_dir / cfg.checkpoint)

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from pipeline.config import config_to_dict
+from pipeline.cpus import apply_threads
 from pipeline.device import pick_device
 from pipeline.extraction import ExtractConfig, Extractor, VideoJob
 from pipeline.extraction.config import is_weights_file
@@ -155,6 +156,7 @@ def run(cfg: ExtractConfig, progress: Callable[[Event], None] | None = None,
     """Extract what the store still lacks. `on_plan(plan)` is called once the work is known (with
     `plan.flow_compile`, the TV-L1 compile decision); `note(line)` gets one-line status messages."""
     note = note or (lambda message: None)
+    apply_threads()  # the backbone's threads: the CPUs this process may use (pipeline/cpus.py)
     shown = cfg.output  # the store as the user wrote it, for messages
     # once, on the driver: every executor and the store's record see the same absolute paths
     cfg = cfg.with_absolute_paths()

@@ -18,6 +18,7 @@ from typing import Any
 import torch
 
 from pipeline.config import from_dict
+from pipeline.cpus import apply_threads
 from pipeline.errors import ConfigError, StoreError
 from pipeline.extraction import ExtractConfig, Extractor, VideoJob
 from pipeline.store import FeatureStore
@@ -80,6 +81,7 @@ def run(cfg: PredictConfig) -> PredictResult:
     from stages.extract import load_models  # stage one's model loading, shared rather than copied
 
     started = time.perf_counter()
+    apply_threads()
     run_dir = Path(cfg.run)
     train_cfg = read_run_config(run_dir)
     checkpoint = load_checkpoint(run_dir / cfg.checkpoint)

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.config import save_config
+from pipeline.cpus import apply_threads
 from pipeline.device import pick_device
 from pipeline.errors import ConfigError
 from pipeline.store import FeatureStore
@@ -86,7 +87,8 @@ def run(cfg: TrainHeadConfig, *, callback: Callback | None = None, data: TrainDa
     check_buildable(cfg, signature)  # bad head options fail here, before anything is written
     run_dir.mkdir(parents=True, exist_ok=True)
     check_recorded_signature(run_dir, signature, store_url=cfg.store)  # a continued run refuses another store
-    if data is None:
+    if data is None:  # a standalone run (an ablation's executor sets its trials' threads itself)
+        apply_threads()
         data, signature = load_data(cfg, store, run_dir=run_dir, callback=callback)
     # written once the data is in: a start that fails earlier leaves nothing that blocks a corrected re-run
     record_signature(run_dir, signature)
