@@ -208,7 +208,7 @@ class FeatureStore:
         # replaces a half-written group from a crash, and also the remains of a delete cut short by
         # one (arrays whose group zarr.json is already gone, invisible to `key in videos`)
         self.io.delete_tree(rel)
-        doc = _jsonable({**attrs, "video_id": video_id, "complete": False})
+        doc = {**attrs, "video_id": video_id, "complete": False}
         self.io.put(f"{rel}/{META}", group_document(doc))
         fault_point("begin")
         return VideoWriter(self, rel, doc)
@@ -432,7 +432,7 @@ class VideoWriter:
         chunks[time_axis] = time_chunk(frame_shape, np.dtype(dtype).itemsize, max(1, shape[time_axis]))
         chunks = tuple(max(1, c) for c in chunks)
         array = ChunkWriter(self.store, f"{self.rel}/{name}", shape=tuple(int(s) for s in shape), chunks=chunks,
-                            dtype=np.dtype(dtype), dims=tuple(dims), attrs=_jsonable(dict(attrs or {})))
+                            dtype=np.dtype(dtype), dims=tuple(dims), attrs=dict(attrs or {}))
         array.write_metadata()
         return array
 
@@ -443,7 +443,7 @@ class VideoWriter:
             array[...] = values
 
     def finish(self, **attrs: Any) -> None:
-        self.attrs = {**self.attrs, **_jsonable(attrs), "complete": False}
+        self.attrs = {**self.attrs, **attrs, "complete": False}
         fault_point("finish")
         # one write, last: the attributes and `complete` together; a crash before it means "redo"
         self.store.io.put(f"{self.rel}/{META}", group_document({**self.attrs, "complete": True}))
@@ -460,7 +460,7 @@ class ChunkWriter:
 
     def write_metadata(self) -> None:
         self.store.io.put(f"{self.rel}/{META}", array_document(shape=self.shape, chunks=self.chunks, dtype=self.dtype,
-                                                              dims=self.dims, attributes=self.attrs))
+                                                              dims=self.dims, attributes=self.attrs), atomic=False)
 
     def resize(self, shape: tuple[int, ...]) -> None:
         self.shape = tuple(int(s) for s in shape)
@@ -487,7 +487,7 @@ class ChunkWriter:
                 full = np.zeros(self.chunks, dtype=self.dtype)
                 full[tuple(slice(0, n) for n in block.shape)] = block
                 block = full
-            self.store.io.put(f"{self.rel}/{chunk_key(chunk)}", encode_chunk(block))
+            self.store.io.put(f"{self.rel}/{chunk_key(chunk)}", encode_chunk(block), atomic=False)
 
 
 def _aligned_box(selection, shape, chunks) -> tuple[list[int], list[int]] | None:

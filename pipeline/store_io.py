@@ -15,7 +15,6 @@ resume scan) go out concurrently on object stores (`cat` of a batch).
 
 from __future__ import annotations
 
-import copy
 import json
 import os
 import shutil
@@ -66,18 +65,21 @@ class StoreIO:
 
     # ---- writes -------------------------------------------------------------------------------
 
-    def put(self, rel: str, data: bytes) -> None:
+    def put(self, rel: str, data: bytes, *, atomic: bool = True) -> None:
+        """Write a whole object. `atomic=False` (local disks): written in place, for documents whose
+        torn remains a re-run discards anyway (chunks and arrays of a group not yet complete)."""
         if self.local:
             path = os.path.join(self.root, rel)
-            tmp = f"{path}.{uuid.uuid4().hex}.partial"
+            target = f"{path}.{uuid.uuid4().hex}.partial" if atomic else path
             try:
-                with open(tmp, "wb") as f:
-                    f.write(data)
+                f = open(target, "wb")
             except FileNotFoundError:
                 os.makedirs(os.path.dirname(path), exist_ok=True)
-                with open(tmp, "wb") as f:
-                    f.write(data)
-            os.replace(tmp, path)  # atomic: readers see the old document or the new, never half
+                f = open(target, "wb")
+            with f:
+                f.write(data)
+            if atomic:
+                os.replace(target, path)  # readers see the old document or the new, never half
         else:
             self.fs.pipe_file(self._remote(rel), data)
 
@@ -170,9 +172,18 @@ class StoreIO:
 
 
 def group_document(attributes: Mapping[str, Any]) -> bytes:
-    doc = copy.copy(_group_template())
+    doc = dict(_group_template())
     doc["attributes"] = attributes
-    return json.dumps(doc, allow_nan=False).encode()
+    return _dumps(doc)
+
+
+def _dumps(doc: dict[str, Any]) -> bytes:
+    try:
+        return json.dumps(doc, allow_nan=False).encode()
+    except (TypeError, ValueError):  # numpy values, NaN: the slow, careful conversion
+        from pipeline.store import _jsonable
+
+        return json.dumps(_jsonable(doc), allow_nan=False).encode()
 
 
 @lru_cache(maxsize=1)
@@ -186,12 +197,12 @@ def _group_template() -> dict[str, Any]:
 
 def array_document(*, shape: tuple[int, ...], chunks: tuple[int, ...], dtype, dims: tuple[str, ...],
                    attributes: Mapping[str, Any] | None) -> bytes:
-    doc = copy.deepcopy(_array_template(np.dtype(dtype).str, len(shape)))
+    doc = dict(_array_template(np.dtype(dtype).str, len(shape)))  # shallow: the parts below are replaced
     doc["shape"] = [int(s) for s in shape]
-    doc["chunk_grid"]["configuration"]["chunk_shape"] = [int(c) for c in chunks]
+    doc["chunk_grid"] = {**doc["chunk_grid"], "configuration": {"chunk_shape": [int(c) for c in chunks]}}
     doc["dimension_names"] = list(dims)
     doc["attributes"] = dict(attributes or {})
-    return json.dumps(doc, allow_nan=False).encode()
+    return _dumps(doc)
 
 
 @lru_cache(maxsize=16)
