@@ -105,6 +105,7 @@ class FeatureStore:
         self.io = StoreIO(url, storage_options)  # the hot paths (writes, resume scan) without zarr's per-call cost
         self._index: dict[str, np.ndarray] | None = None  # read once per FeatureStore (see `index`)
         self._failure_keys: set[str] | None = None  # object stores: failure groups listed once
+        self._listed: set[str] | None = None  # object stores: the keys under videos/ at the last scan
 
     # ---- opening ----------------------------------------------------------------------------
 
@@ -204,10 +205,15 @@ class FeatureStore:
 
         The group's zarr.json is born with every attribute (one write; `complete` false).
         """
-        rel = f"videos/{video_key(video_id)}"
+        key = video_key(video_id)
+        rel = f"videos/{key}"
         # replaces a half-written group from a crash, and also the remains of a delete cut short by
-        # one (arrays whose group zarr.json is already gone, invisible to `key in videos`)
-        self.io.delete_tree(rel)
+        # one (arrays whose group zarr.json is already gone, invisible to `key in videos`); a key the
+        # resume scan did not list has nothing to remove (saves a LIST per video on object stores)
+        listed = self._listed
+        self.io.delete_tree(rel, known_absent=listed is not None and key not in listed)
+        if listed is not None:
+            listed.add(key)  # a second attempt at this video in this run removes the first one's writes
         doc = {**attrs, "video_id": video_id, "complete": False}
         self.io.put(f"{rel}/{META}", group_document(doc))
         fault_point("begin")
@@ -378,7 +384,10 @@ class FeatureStore:
             del stored, c
         rows, unknown = [], []
         since = self.io.mtime_ns(f"index/{META}") if known and self.io.local else None
-        for key in self.io.list_dirs("videos"):
+        listed = self.io.list_dirs("videos")
+        if not self.io.local:
+            self._listed = set(listed)
+        for key in listed:
             row = known.get(key)
             # on a local disk a stat is cheap: a group touched after the index was (by hand, or by
             # a tool other than stpipe) is read again
