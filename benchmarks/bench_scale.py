@@ -44,6 +44,11 @@ TARGETS = (220_000, 650_000)
 # ---- child side: one measurement with one code --------------------------------------------------
 
 
+def has(code: str, module: str) -> bool:
+    """Whether that checkout has pipeline/<module>.py (an installed checkout's modules must not stand in)."""
+    return Path(code, "pipeline", f"{module}.py").is_file()
+
+
 def child(args) -> dict:
     sys.path.insert(0, args.code)
     import resource
@@ -67,10 +72,9 @@ def child(args) -> dict:
             "config_hash": "bench", "classes": [f"c{i}" for i in range(CLASSES)], "config": {}})
         rng = np.random.default_rng(0)
         block = rng.standard_normal((64, args.frames, args.dim)).astype(np.float16)
-        try:  # this checkout: several videos in flight on object stores, as import does
+        WritePool = None
+        if has(args.code, "store_writes"):  # this checkout: several videos in flight on object stores, as import does
             from pipeline.store_writes import WritePool, write_threads
-        except ImportError:
-            WritePool = None
         t = time.perf_counter()
         store.complete_ids()  # as import and extract do first (the resume scan of an empty store)
 
@@ -94,11 +98,9 @@ def child(args) -> dict:
             t = time.perf_counter()
             store.write_index()
             out["index_seconds"] = time.perf_counter() - t
-            try:
+            if has(args.code, "store_pack"):
                 from pipeline.store_pack import write_pack
-            except ImportError:
-                pass
-            else:
+
                 t = time.perf_counter()
                 write_pack(store)
                 out["pack_seconds"] = time.perf_counter() - t

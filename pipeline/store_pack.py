@@ -74,7 +74,15 @@ def fingerprint(keys) -> str:
 
 
 def open_pack(store, name: str) -> Pack | None:
-    """The complete pack of array `name`, or None (absent, being rebuilt, cut short)."""
+    """The complete pack of array `name`, or None (absent, being rebuilt, cut short); opened once
+    per FeatureStore (its small columns are read once however many splits are loaded)."""
+    cache = store.__dict__.setdefault("_packs", {})
+    if name not in cache:
+        cache[name] = _open(store, name)
+    return cache[name]
+
+
+def _open(store, name: str) -> Pack | None:
     try:
         group = store.root[f"{PACK_GROUP}/{name}"]
         attrs = dict(group.attrs)
@@ -156,6 +164,7 @@ def _build(store, name: str, keys: np.ndarray, splits: np.ndarray, want: str,
     offsets = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
     total = int(lengths.sum())
     per_chunk = max(1, PACK_CHUNK_BYTES // (views * channels * 2))
+    store.__dict__.get("_packs", {}).pop(name, None)
     if f"{PACK_GROUP}/{name}" in store.root:
         del store.root[f"{PACK_GROUP}/{name}"]
     group = store.root.require_group(PACK_GROUP).create_group(name, overwrite=True,
@@ -189,6 +198,7 @@ def _build(store, name: str, keys: np.ndarray, splits: np.ndarray, want: str,
     fault_point("pack")
     group.update_attributes({"fingerprint": want, "videos": len(keys), "frames": total, "from_maps": from_maps,
                              "complete": True})
+    store.__dict__.get("_packs", {}).pop(name, None)
 
 
 def _strings(values: np.ndarray) -> np.ndarray:

@@ -33,6 +33,7 @@ from pipeline.config import config_to_dict, from_dict, read_yaml, save_config
 from pipeline.errors import ConfigError
 from pipeline.store import FeatureStore
 from pipeline.store_urls import absolute
+from pipeline.training.session import run_head
 
 SETTINGS_FILE = "ablation.yaml"
 
@@ -57,11 +58,9 @@ class AblateResult:
 
 def train_trial(trial: Trial, shared: SharedFeatures, *, device: str, cfg: AblateConfig) -> dict[str, Any]:
     """One trial: a train-head run on the shared features; returns its metrics.json values."""
-    from stages import train_head
-
     trial_cfg = cfg.trial_config(head=trial.head, segments=trial.segments, modality=trial.modality,
                                  seed=trial.seed, out=str(trial_dir(cfg, trial)), device=device, params=trial.params)
-    result = train_head.run(trial_cfg, data=shared.train_data(trial), signature=shared.signature(trial),
+    result = run_head(trial_cfg, data=shared.train_data(trial), signature=shared.signature(trial),
                             plots=cfg.trial_plots)
     return dict(result.metrics)
 

@@ -113,6 +113,9 @@ def test_dask_opens_per_video_arrays_and_the_pack(tmp_path):
     xr = pytest.importorskip("xarray")
     opened = xr.open_zarr(str(tmp_path / "s.zarr"), group="pack/rgb", consolidated=False)
     assert opened["frames"].dims == ("view", "frame", "channel")
+    video = xr.open_zarr(str(tmp_path / "s.zarr"), group="videos/v0001", consolidated=False)
+    assert video["rgb"].dims == ("view", "time", "channel")
+    assert np.array_equal(video["rgb"].values, written["v0001"])
 
 
 def test_resume_scan_reads_only_groups_the_index_does_not_know(tmp_path):
