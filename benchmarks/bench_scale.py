@@ -67,6 +67,7 @@ def child(args) -> dict:
     opts = json.loads(args.storage_options) if args.storage_options else None
     out: dict = {}
     t = time.perf_counter()  # imports done: only the operation is timed
+    cpu = time.process_time()
     if args.op == "write":
         store = FeatureStore.create(args.store, storage_options=opts, overwrite=True, provenance={
             "config_hash": "bench", "classes": [f"c{i}" for i in range(CLASSES)], "config": {}})
@@ -136,6 +137,7 @@ def child(args) -> dict:
 
         out["samples_per_second"] = result.metrics["samples_per_second"]
         out["threads"] = torch.get_num_threads()
+    out["cpu_seconds"] = time.process_time() - cpu  # all threads; on a shared machine the steadier figure
     out["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     return out
 
@@ -167,7 +169,8 @@ def line(label: str, new: dict | None, base: dict | None, n: int, *, unit: str =
             return "-"
         per = r["seconds"] / max(n, 1)
         extra = "".join(f" -> {per * t / 60:.1f} min @{t // 1000}k" for t in TARGETS)
-        return f"{per * 1e3:8.3f} {unit} ({r['seconds']:.2f} s, RSS {r['peak_rss_mb']:.0f} MB){extra}"
+        cpu = f", CPU {r['cpu_seconds']:.2f} s" if "cpu_seconds" in r else ""
+        return f"{per * 1e3:8.3f} {unit} ({r['seconds']:.2f} s{cpu}, RSS {r['peak_rss_mb']:.0f} MB){extra}"
     ratio = f"  x{base['seconds'] / new['seconds']:.1f}" if new and base and new["seconds"] > 0 else ""
     return f"  {label:<10} new {cell(new)}\n  {'':<10} old {cell(base)}{ratio}"
 
