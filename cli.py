@@ -350,6 +350,9 @@ def inspect_cmd(store, storage_options, as_json):
         click.echo(f"array     {name}: {info['dtype']} dims={info['dims']} e.g. {info['shape_example']}")
     if summary.get("bytes"):
         click.echo(f"bytes     {summary['bytes']}")
+    packs = summary.get("pack") or {}
+    click.echo("pack      " + (", ".join(f"{name} {state}" for name, state in packs.items()) or "none")
+               + ("  (run `stpipe pack` for stage two's fast reads)" if set(packs.values()) != {"fresh"} else ""))
     for f in summary["failures"]:
         click.echo(f"failed    {f['video_id']}: {f['error']} (attempts: {f['attempts']})")
 

@@ -603,5 +603,19 @@ def summarize(store: FeatureStore) -> dict[str, Any]:
         "arrays": shapes,
         "meta": store.meta,
         "failures": [f.__dict__ for f in store.failures()],
+        "pack": _pack_states(store),
     }
+
+
+def _pack_states(store: FeatureStore) -> dict[str, str]:
+    """{array: "fresh" | "stale"} of the packs present (stale: videos were added since; `stpipe pack`)."""
+    from pipeline.store_pack import PACKED_ARRAYS, fingerprint, open_pack, packed_order
+
+    keys, _ = packed_order(store.index())
+    states = {}
+    for name in PACKED_ARRAYS:
+        found = open_pack(store, name)
+        if found is not None:
+            states[name] = "fresh" if found.fingerprint == fingerprint(keys) else "stale"
+    return states
 

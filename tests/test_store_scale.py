@@ -224,6 +224,8 @@ def test_pack_command(tmp_path, capsys):
     assert "rgb: written" in capsys.readouterr().out
     main(["pack", str(tmp_path / "s.zarr")])
     assert "rgb: already up to date" in capsys.readouterr().out
+    main(["inspect", str(tmp_path / "s.zarr")])
+    assert "pack      rgb fresh\n" in capsys.readouterr().out
 
 
 def _old_format_store(path: Path) -> dict[str, np.ndarray]:
