@@ -152,14 +152,11 @@ def write_pack(store, *, names: tuple[str, ...] | None = None, force: bool = Fal
 def _build(store, name: str, keys: np.ndarray, splits: np.ndarray, want: str,
            progress: Callable[[str, int, int], None] | None) -> None:
     rels = [f"videos/{k}/{name}" for k in keys]
-    docs = dict(store.io.read_json(f"{rel}/{META}" for rel in rels))
-    shapes = []
-    for key, rel in zip(keys, rels):
-        doc = docs.get(f"{rel}/{META}")
-        if doc is None:
+    shapes = []  # only the shapes are kept: 100k parsed documents would be ~300 MB
+    for key, (_, doc) in zip(keys, store.io.read_json(f"{rel}/{META}" for rel in rels)):
+        if doc is None or "shape" not in doc:
             raise StoreError(f"{store.url}: video {key!r} has no {name!r} array; cannot pack it")
         shapes.append(tuple(doc["shape"]))
-    del docs
     first = shapes[0]
     for key, shape in zip(keys, shapes):
         if len(shape) != len(first) or shape[0] != first[0] or shape[2:] != first[2:]:
