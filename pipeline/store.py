@@ -328,6 +328,10 @@ class FeatureStore:
         if "index" in self.root and self.root["index"].attrs.get("complete"):
             self.root["index"].attrs["complete"] = False
 
+    def index_is_current(self) -> bool:
+        """Whether the consolidated index was written after the last change to the videos."""
+        return "index" in self.root and bool(self.root["index"].attrs.get("complete"))
+
     def index(self) -> dict[str, np.ndarray]:
         """The consolidated index, or an on-the-fly one when it is missing or stale.
 
