@@ -388,11 +388,43 @@ def inspect_cmd(store, storage_options, as_json):
         click.echo(f"array     {name}: {info['dtype']} dims={info['dims']} e.g. {info['shape_example']}")
     if summary.get("bytes"):
         click.echo(f"bytes     {summary['bytes']}")
+    packs = summary.get("pack") or {}
+    click.echo("pack      " + (", ".join(f"{name} {state}" for name, state in packs.items()) or "none")
+               + ("  (run `stpipe pack` for stage two's fast reads)" if set(packs.values()) != {"fresh"} else ""))
     for f in summary["failures"]:
         click.echo(f"failed    {f['video_id']}: {f['error']} (attempts: {f['attempts']})")
 
 
 # ---- interop: export, import ----
+
+
+@cli.command("pack")
+@click.argument("store")
+@click.option("--force", is_flag=True, help="Rebuild even when the pack matches the store's index.")
+@click.option("--storage-options", help="JSON object passed to fsspec for the store URL.")
+def pack_cmd(store, force, storage_options):
+    """(Re)build STORE's pack: its pooled features back to back, read by stage two in a few requests."""
+    from tqdm import tqdm
+
+    from pipeline.config import build_config
+    from stages import pack
+
+    cfg = build_config(pack.PackConfig, None, dict(store=store, force=force or None,
+                                                   storage_options=_json_option(storage_options, "--storage-options")))
+    bars = {}
+
+    def progress(name, done, total):
+        bar = bars.get(name) or bars.setdefault(name, tqdm(total=total, unit="video", desc=f"pack {name}",
+                                                           dynamic_ncols=True, leave=False))
+        bar.update(done - bar.n)
+
+    try:
+        outcome = pack.run(cfg, progress=progress)
+    finally:
+        for bar in bars.values():
+            bar.close()
+    words = {"written": "written", "fresh": "already up to date", "absent": "not in the store"}
+    click.echo("; ".join(f"{name}: {words[state]}" for name, state in outcome.items()))
 
 
 @cli.command("export")

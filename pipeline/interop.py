@@ -34,6 +34,8 @@ import numpy as np
 
 from pipeline.errors import StoreError
 from pipeline.store import Failure, FeatureStore, config_hash, video_key
+from pipeline.store_pack import write_pack
+from pipeline.store_writes import WritePool, write_threads
 
 HDF5_FORMAT = "stpipe-hdf5"
 HDF5_VERSION = 1
@@ -151,32 +153,37 @@ def import_hdf5(path: str | Path, url: str, *, storage_options: dict[str, Any] |
                     checker.check(f"{path}:/videos/{key}/{name}", name, dataset.shape, _dims(path, key, name, dataset))
         store = FeatureStore.create(url, provenance=meta, overwrite=overwrite, storage_options=storage_options)
         done = store.complete_ids()
+        store.invalidate_index()  # renewed at the end; a kill in between leaves no index that hides videos
         result = InteropResult(str(path), url, len(groups), 0, 0, 0)
-        for key, group in groups.items():
-            attrs = json.loads(group.attrs["stpipe"])
-            video_id = attrs.get("video_id")
-            if not video_id or video_key(video_id) != key:
-                raise StoreError(f"{path}:/videos/{key}: video_id attr {video_id!r} does not match the group key")
-            if video_id in done:
-                result.skipped += 1
-                continue
-            writer = store.begin_video(video_id, {k: v for k, v in attrs.items() if k not in ("video_id", "complete")})
-            for name, dataset in group.items():
-                if name != "frame_index":
-                    dims = _dims(path, key, name, dataset)
-                    writer.write(name, dataset[...], dims=dims, time_axis=dims.index("time"),
-                                 attrs=json.loads(dataset.attrs.get("stpipe", "{}")))
-            writer.finish()
-            store.clear_failure(video_id)
+
+        def written(video_id: str) -> None:
             result.done += 1
             if progress is not None:
                 progress(video_id)
+
+        with WritePool(write_threads(store), on_done=written) as pool:
+            for key, group in groups.items():
+                attrs = json.loads(group.attrs["stpipe"])
+                video_id = attrs.get("video_id")
+                if not video_id or video_key(video_id) != key:
+                    raise StoreError(f"{path}:/videos/{key}: video_id attr {video_id!r} does not match the group key")
+                if video_id in done:
+                    result.skipped += 1
+                    continue
+                arrays = []
+                for name, dataset in group.items():
+                    if name != "frame_index":
+                        dims = _dims(path, key, name, dataset)
+                        arrays.append((name, dataset[...], dims, json.loads(dataset.attrs.get("stpipe", "{}"))))
+                video_attrs = {k: v for k, v in attrs.items() if k not in ("video_id", "complete")}
+                pool.submit(_write_video, store, video_id, video_attrs, arrays, {})
         present = store.complete_ids()
         for failure in json.loads(h5.attrs.get("failures", "[]")):
             if failure["video_id"] not in present:
                 store.record_failure(Failure(**failure))
                 result.failed += 1
     store.write_index()
+    write_pack(store)
     result.failures = store.failures()
     return result
 
@@ -249,44 +256,62 @@ def import_npy(manifest_path: str | Path, url: str, *, features_dir: str | Path 
     }
     store = FeatureStore.create(url, provenance=provenance, overwrite=overwrite, storage_options=storage_options)
     done = store.complete_ids()
+    store.invalidate_index()  # renewed at the end; a kill in between leaves no index that hides videos
     result = InteropResult(str(origin), url, len(manifest), 0, 0, 0)
-    for entry in manifest.entries:
-        if entry.video_id in done:
-            result.skipped += 1
-            continue
-        if entry.video_id in missing:
-            _fail(store, result, entry.video_id, missing[entry.video_id], f"missing features file {missing[entry.video_id]}")
-        else:
-            _import_video(store, result, manifest, entry, files[entry.video_id])
+
+    def written(video_id: str) -> None:
+        result.done += 1
         if progress is not None:
-            progress(entry.video_id)
+            progress(video_id)
+
+    with WritePool(write_threads(store), on_done=written) as pool:
+        for entry in manifest.entries:
+            if entry.video_id in done:
+                result.skipped += 1
+                continue
+            if entry.video_id in missing:
+                _fail(store, result, entry.video_id, missing[entry.video_id], f"missing features file {missing[entry.video_id]}")
+            else:
+                job = _npy_video(store, result, manifest, entry, files[entry.video_id])
+                if job is not None:
+                    pool.submit(_write_video, store, *job)
+                    continue
+            if progress is not None:
+                progress(entry.video_id)
     store.write_index()
+    write_pack(store)
     result.failures = store.failures()
     return result
 
 
-def _import_video(store: FeatureStore, result: InteropResult, manifest, entry, files: dict[str, Path]) -> None:
-    arrays = {}
+def _npy_video(store: FeatureStore, result: InteropResult, manifest, entry, files: dict[str, Path]):
+    """(video_id, attrs, arrays, finish attrs) of one video's checked features; None when it failed."""
+    arrays = []
     for name, file in files.items():
         values = np.load(file, allow_pickle=False)
         if values.dtype.kind == "f" and not np.isfinite(values).all():
             return _fail(store, result, entry.video_id, file, f"{file}: NaN or infinite values")
         if np.abs(values).max(initial=0) > FLOAT16_MAX:
             return _fail(store, result, entry.video_id, file, f"{file}: values beyond the float16 range (+-{FLOAT16_MAX:g})")
-        arrays[name] = values.astype(np.float16)[None]  # one view
-    length = arrays["rgb"].shape[1]
-    writer = store.begin_video(entry.video_id, {
-        "path": str(manifest.resolve(entry)), "label": entry.label,
-        "label_index": manifest.label_index(entry.label) if entry.label is not None else -1,
-        "split": entry.split, "start": entry.start, "end": entry.end, "fps": None,
-        "features_files": {name: str(file) for name, file in files.items()}})
-    for name, values in arrays.items():
-        dims = ("view", "time", "channel", "y", "x")[: values.ndim]
-        writer.write(name, values, dims=dims, time_axis=1)
+        values = values.astype(np.float16)[None]  # one view
+        arrays.append((name, values, ("view", "time", "channel", "y", "x")[: values.ndim], None))
+    length = arrays[0][1].shape[1]
+    attrs = {"path": str(manifest.resolve(entry)), "label": entry.label,
+             "label_index": manifest.label_index(entry.label) if entry.label is not None else -1,
+             "split": entry.split, "start": entry.start, "end": entry.end, "fps": None,
+             "features_files": {name: str(file) for name, file in files.items()}}
     # source frame numbers are unknown: time steps of the imported sequence
-    writer.finish(num_frames=length, frame_index=list(range(length)))
-    store.clear_failure(entry.video_id)
-    result.done += 1
+    return entry.video_id, attrs, arrays, {"num_frames": length, "frame_index": list(range(length))}
+
+
+def _write_video(store: FeatureStore, video_id: str, attrs: dict[str, Any], arrays: list, finish: dict[str, Any]) -> str:
+    """One video's writes, in order, by one writer (a `WritePool` task)."""
+    writer = store.begin_video(video_id, attrs)
+    for name, values, dims, array_attrs in arrays:
+        writer.write(name, values, dims=dims, time_axis=dims.index("time"), attrs=array_attrs)
+    writer.finish(**finish)
+    store.clear_failure(video_id)
+    return video_id
 
 
 def _fail(store: FeatureStore, result: InteropResult, video_id: str, file: Path, error: str) -> None:

@@ -33,6 +33,7 @@ import numpy as np
 
 from pipeline.errors import StoreError
 from pipeline.faults import fault_point
+from pipeline.store_io import META, StoreIO, array_document, chunk_key, encode_chunk, group_document
 from pipeline.store_urls import explain, is_local, local_path, resolve_url
 
 FORMAT_VERSION = 1
@@ -98,9 +99,13 @@ class Failure:
 class FeatureStore:
     """Read/write access to one store. Create with `FeatureStore.create` or `FeatureStore.open`."""
 
-    def __init__(self, group, url: str):
+    def __init__(self, group, url: str, storage_options: Mapping[str, Any] | None = None):
         self.root = group
         self.url = url
+        self.io = StoreIO(url, storage_options)  # the hot paths (writes, resume scan) without zarr's per-call cost
+        self._index: dict[str, np.ndarray] | None = None  # read once per FeatureStore (see `index`)
+        self._failure_keys: set[str] | None = None  # object stores: failure groups listed once
+        self._listed: set[str] | None = None  # object stores: the keys under videos/ at the last scan
 
     # ---- opening ----------------------------------------------------------------------------
 
@@ -117,7 +122,7 @@ class FeatureStore:
             raise StoreError(f"{url}: cannot open store ({_reason(exc)})") from None
         if "stpipe" not in group.attrs:
             raise StoreError(f"{url}: not an stpipe feature store (no 'stpipe' attrs)")
-        return cls(group, url)
+        return cls(group, url, opts)
 
     @classmethod
     def create(
@@ -151,7 +156,7 @@ class FeatureStore:
                 group = zarr.open_group(store=target, mode="r+", storage_options=opts)
                 group.require_group("videos")  # a creation cut short after the root's attrs
                 group.require_group("failures")
-                return cls(group, url)
+                return cls(group, url, opts)
         meta = dict(provenance)
         meta.setdefault("version", FORMAT_VERSION)
         meta.setdefault("created", _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"))
@@ -164,7 +169,7 @@ class FeatureStore:
         group.attrs["stpipe"] = _jsonable(meta)  # an existing, empty group ignores `attributes`
         group.require_group("videos")
         group.require_group("failures")
-        return cls(group, url)
+        return cls(group, url, opts)
 
     # ---- provenance -------------------------------------------------------------------------
 
@@ -191,22 +196,28 @@ class FeatureStore:
             return False
 
     def complete_ids(self) -> set[str]:
-        done = set()
-        videos = self.root["videos"]
-        for key, group in videos.groups():
-            attrs = group.attrs
-            if attrs.get("complete"):
-                done.add(attrs.get("video_id") or key_to_id(key))
-        return done
+        """Ids of the complete videos: the resume scan (see `_rows`; one listing, documents only
+        for the videos the index does not already know as complete)."""
+        return {row[0] for row in self._rows()[0] if row[5] == "complete"}
 
     def begin_video(self, video_id: str, attrs: Mapping[str, Any]) -> VideoWriter:
-        """Start (or restart) a video's group; nothing is complete until `VideoWriter.finish`."""
-        # overwrite: replaces a half-written group from a crash, and also the remains of a delete
-        # cut short by one (arrays whose group zarr.json is already gone, invisible to `key in videos`)
-        group = self.root["videos"].create_group(video_key(video_id), overwrite=True)
-        group.attrs.update(_jsonable({**attrs, "video_id": video_id, "complete": False}))
+        """Start (or restart) a video's group; nothing is complete until `VideoWriter.finish`.
+
+        The group's zarr.json is born with every attribute (one write; `complete` false).
+        """
+        key = video_key(video_id)
+        rel = f"videos/{key}"
+        # replaces a half-written group from a crash, and also the remains of a delete cut short by
+        # one (arrays whose group zarr.json is already gone, invisible to `key in videos`); a key the
+        # resume scan did not list has nothing to remove (saves a LIST per video on object stores)
+        listed = self._listed
+        self.io.delete_tree(rel, known_absent=listed is not None and key not in listed)
+        if listed is not None:
+            listed.add(key)  # a second attempt at this video in this run removes the first one's writes
+        doc = {**attrs, "video_id": video_id, "complete": False}
+        self.io.put(f"{rel}/{META}", group_document(doc))
         fault_point("begin")
-        return VideoWriter(group)
+        return VideoWriter(self, rel, doc)
 
     def remove_debris(self) -> list[str]:
         """Delete what a killed writer leaves on a local disk outside the groups it redoes anyway:
@@ -236,10 +247,7 @@ class FeatureStore:
 
     def discard_video(self, video_id: str) -> None:
         """Remove a video's (incomplete) group, e.g. after it failed for good."""
-        key = video_key(video_id)
-        videos = self.root["videos"]
-        if key in videos:
-            del videos[key]
+        self.io.delete_tree(f"videos/{video_key(video_id)}")
 
     def read(self, video_id: str, name: str, view: int | slice | None = None) -> np.ndarray:
         array = self.video_group(video_id)[name]
@@ -251,29 +259,48 @@ class FeatureStore:
     # ---- failures ---------------------------------------------------------------------------
 
     def record_failure(self, failure: Failure) -> None:
-        failures = self.root.require_group("failures")
         key = video_key(failure.video_id)
-        group = failures[key] if key in failures else failures.create_group(key)
-        group.attrs.update(_jsonable(failure.__dict__))
+        self.io.put(f"failures/{key}/{META}", group_document(_jsonable(failure.__dict__)))  # one write, whole
+        if self._failure_keys is not None:
+            self._failure_keys.add(key)
         fault_point("failure")
 
     def clear_failure(self, video_id: str) -> None:
-        failures = self.root.require_group("failures")
         key = video_key(video_id)
-        if key in failures:
-            del failures[key]
+        if not self.io.local:  # a LIST per video on object stores otherwise; failures are few
+            if self._failure_keys is None:
+                self._failure_keys = set(self.io.list_dirs("failures"))
+            if key not in self._failure_keys:
+                return
+            self._failure_keys.discard(key)
+        self.io.delete_tree(f"failures/{key}")
 
     def failures(self) -> list[Failure]:
-        if "failures" not in self.root:
-            return []
-        out = [Failure(**{k: g.attrs[k] for k in Failure.__dataclass_fields__}) for _, g in self.root["failures"].groups()]
+        keys = self.io.list_dirs("failures")
+        out = []
+        for _, doc in self.io.read_json(f"failures/{key}/{META}" for key in keys):
+            attrs = (doc or {}).get("attributes") or {}
+            if all(k in attrs for k in Failure.__dataclass_fields__):
+                out.append(Failure(**{k: attrs[k] for k in Failure.__dataclass_fields__}))
         return sorted(out, key=lambda f: f.video_id)
 
     # ---- index ------------------------------------------------------------------------------
 
     def write_index(self) -> dict[str, np.ndarray]:
-        """Consolidate per-video attrs into columnar arrays (`complete` set last)."""
-        columns = self._scan_index()
+        """Consolidate per-video attrs into columnar arrays (`complete` set last).
+
+        Incremental (see `_rows`); when the groups and failures say what the index already says,
+        nothing is rewritten (an invalidated index is only marked complete again).
+        """
+        rows, failures = self._rows()
+        columns = _columns(rows)
+        failed = [_jsonable(f.__dict__) for f in failures]
+        old = self._stored_index()
+        if old is not None and _same_columns(old[0], columns) and _plain(old[1].get("failures", [])) == _plain(failed):
+            if not old[1].get("complete"):
+                self.root["index"].attrs["complete"] = True
+            self._index = columns
+            return columns
         if "index" in self.root:
             del self.root["index"]
         fault_point("index")
@@ -284,16 +311,20 @@ class FeatureStore:
                                        chunks=(max(1, len(values)),))
             if len(values):
                 array[:] = values
-        index.attrs["failures"] = [_jsonable(f.__dict__) for f in self.failures()]
+        index.attrs["failures"] = failed
         fault_point("index")
         index.attrs["complete"] = True
+        self._index = columns
         return columns
 
     def invalidate_index(self) -> None:
         """Mark the index stale before a run changes the videos; `write_index` at its end renews it.
 
-        A run killed in between leaves no index that contradicts the groups (readers rescan).
+        A run killed in between leaves no index that contradicts the groups (readers rescan). Its
+        rows of complete videos stay true (a complete video is never rewritten), so the next scan
+        reads only the groups it does not list as complete.
         """
+        self._index = None
         if "index" in self.root and self.root["index"].attrs.get("complete"):
             self.root["index"].attrs["complete"] = False
 
@@ -302,37 +333,86 @@ class FeatureStore:
         return "index" in self.root and bool(self.root["index"].attrs.get("complete"))
 
     def index(self) -> dict[str, np.ndarray]:
-        """The consolidated index, or an on-the-fly one when it is missing or stale."""
-        if self.index_is_current():
-            group = self.root["index"]
-            return {name: np.asarray(group[name][...]) for name in group.array_keys()}
-        return self.write_index() if not self.read_only else self._scan_index()
+        """The consolidated index, or an on-the-fly one when it is missing or stale.
+
+        Read once per FeatureStore: every later call (signature, splits, stats) gets the same arrays.
+        """
+        if self._index is not None:
+            return self._index
+        stored = self._stored_index()
+        if stored is not None and stored[1].get("complete"):
+            self._index = stored[0]
+        elif not self.read_only:
+            self.write_index()
+        else:
+            self._index = _columns(self._rows()[0])
+        return self._index
 
     @property
     def read_only(self) -> bool:
         return bool(getattr(self.root, "read_only", False))
 
+    def _stored_index(self) -> tuple[dict[str, np.ndarray], dict[str, Any]] | None:
+        """The index arrays and attrs as stored (complete or not); None when absent or cut short."""
+        try:
+            group = self.root["index"]
+            attrs = dict(group.attrs)
+            columns = {name: np.asarray(group[name][...]) for name in INDEX_COLUMNS}
+        except Exception:  # noqa: BLE001 - absent, or a kill mid-rewrite (any zarr error): rescan instead
+            return None
+        if len({len(v) for v in columns.values()}) != 1:
+            return None
+        return columns, attrs
+
     def _scan_index(self) -> dict[str, np.ndarray]:
-        """The index from the groups themselves: one row per video group, plus failed videos without one."""
-        failed = {f.video_id for f in self.failures()}
-        rows = []
-        for key, group in self.root["videos"].groups():
-            a = group.attrs
-            video_id = a.get("video_id", key)
+        """The index from the groups themselves, every group read (the truth `write_index` must equal)."""
+        return _columns(self._rows(trust_index=False)[0])
+
+    def _rows(self, *, trust_index: bool = True) -> tuple[list[tuple], list[Failure]]:
+        """One row (video_id, key, label, split, num_frames, status) per video group, plus failed
+        videos without one, sorted by id; and the failures.
+
+        One listing of `videos/`; the groups a stored index (complete or invalidated) lists as
+        complete are taken from it, since stpipe never rewrites a complete video; only the others'
+        zarr.json are read (locally also those modified since the index was written). Memory: the rows themselves, nothing per group beyond them.
+        """
+        failures = self.failures()
+        failed = {f.video_id for f in failures}
+        known: dict[str, tuple] = {}
+        stored = self._stored_index() if trust_index else None
+        if stored is not None:
+            c = stored[0]
+            for vid, key, label, split, frames, status in zip(*(c[n].tolist() for n in INDEX_COLUMNS)):
+                if status == "complete":
+                    known[str(key)] = (str(vid), str(key), int(label), str(split), int(frames), "complete")
+            del stored, c
+        rows, unknown = [], []
+        since = self.io.mtime_ns(f"index/{META}") if known and self.io.local else None
+        listed = self.io.list_dirs("videos")
+        if not self.io.local:
+            self._listed = set(listed)
+        for key in listed:
+            row = known.get(key)
+            # on a local disk a stat is cheap: a group touched after the index was (by hand, or by
+            # a tool other than stpipe) is read again
+            if row is not None and (since is None or self.io.mtime_ns(f"videos/{key}/{META}") < since):
+                rows.append(row)
+            else:
+                unknown.append(key)
+        del known
+        for rel, doc in self.io.read_json(f"videos/{key}/{META}" for key in unknown):
+            if doc is None or doc.get("node_type") != "group":
+                continue  # no zarr.json: the folder of a cut-short delete, not a group
+            key = rel.split("/")[1]
+            a = doc.get("attributes") or {}
+            video_id = a.get("video_id") or key_to_id(key) or key
             status = "complete" if a.get("complete") else "failed" if video_id in failed else "incomplete"
-            rows.append((video_id, key, int(a.get("label_index", -1)), a.get("split", ""),
-                         int(a.get("num_frames", 0)), status))
+            rows.append((video_id, key, int(a.get("label_index", -1) if a.get("label_index") is not None else -1),
+                         a.get("split") or "", int(a.get("num_frames") or 0), status))
         present = {r[0] for r in rows}
         rows += [(v, video_key(v), -1, "", 0, "failed") for v in sorted(failed - present)]
         rows.sort(key=lambda r: r[0])
-        return {
-            "video_id": np.array([r[0] for r in rows], dtype=str),
-            "key": np.array([r[1] for r in rows], dtype=str),
-            "label": np.array([r[2] for r in rows], dtype=np.int64),
-            "split": np.array([r[3] for r in rows], dtype=str),
-            "num_frames": np.array([r[4] for r in rows], dtype=np.int64),
-            "status": np.array([r[5] for r in rows], dtype=str),
-        }
+        return rows, failures
 
     def iter_complete(self, split: str | None = None) -> Iterator[tuple[str, dict[str, Any]]]:
         index = self.index()
@@ -342,23 +422,31 @@ class FeatureStore:
 
 
 class VideoWriter:
-    """Writes one video's arrays (optionally in time slices, for long videos), then marks it complete."""
+    """Writes one video's arrays (optionally in time slices, for long videos), then marks it complete.
 
-    def __init__(self, group):
-        self.group = group
+    Each array's metadata is one write, each chunk one write, and `finish` one write of the
+    group's attributes with `complete` true: 4 writes (object-store PUTs) for a one-chunk video.
+    """
+
+    def __init__(self, store: FeatureStore, rel: str, attrs: dict[str, Any]):
+        self.store, self.rel, self.attrs = store, rel, attrs
+
+    @property
+    def group(self):
+        """The video's zarr group (opened on demand; the writes above do not need it)."""
+        return self.store.root[self.rel]
 
     def create(self, name: str, *, shape: tuple[int, ...], dtype, dims: tuple[str, ...],
-               time_axis: int, attrs: Mapping[str, Any] | None = None):
+               time_axis: int, attrs: Mapping[str, Any] | None = None) -> ChunkWriter:
         frame_shape = tuple(s for i, s in enumerate(shape) if i != time_axis and dims[i] != "view")
         chunks = list(shape)
         if "view" in dims:
             chunks[dims.index("view")] = 1
         chunks[time_axis] = time_chunk(frame_shape, np.dtype(dtype).itemsize, max(1, shape[time_axis]))
         chunks = tuple(max(1, c) for c in chunks)
-        array = self.group.create_array(name, shape=shape, dtype=dtype, chunks=chunks,
-                                        compressors=_compressor(), dimension_names=dims, fill_value=0)
-        if attrs:
-            array.attrs.update(_jsonable(attrs))
+        array = ChunkWriter(self.store, f"{self.rel}/{name}", shape=tuple(int(s) for s in shape), chunks=chunks,
+                            dtype=np.dtype(dtype), dims=tuple(dims), attrs=dict(attrs or {}))
+        array.write_metadata()
         return array
 
     def write(self, name: str, values: np.ndarray, **create_kwargs) -> None:
@@ -368,9 +456,97 @@ class VideoWriter:
             array[...] = values
 
     def finish(self, **attrs: Any) -> None:
-        self.group.attrs.update(_jsonable(attrs))
+        self.attrs = {**self.attrs, **attrs, "complete": False}
         fault_point("finish")
-        self.group.attrs["complete"] = True  # last: a crash before this line means "redo"
+        # one write, last: the attributes and `complete` together; a crash before it means "redo"
+        self.store.io.put(f"{self.rel}/{META}", group_document({**self.attrs, "complete": True}))
+
+
+class ChunkWriter:
+    """A per-video array written chunk by chunk as whole objects (what zarr would write, minus its
+    per-call overhead). `array[sel] = values` takes selections aligned to chunk boundaries, as the
+    extractor's time buffers and `VideoWriter.write` make; any other selection goes through zarr."""
+
+    def __init__(self, store: FeatureStore, rel: str, *, shape, chunks, dtype, dims, attrs):
+        self.store, self.rel = store, rel
+        self.shape, self.chunks, self.dtype, self.dims, self.attrs = shape, chunks, dtype, dims, attrs
+
+    def write_metadata(self) -> None:
+        self.store.io.put(f"{self.rel}/{META}", array_document(shape=self.shape, chunks=self.chunks, dtype=self.dtype,
+                                                              dims=self.dims, attributes=self.attrs), atomic=False)
+
+    def resize(self, shape: tuple[int, ...]) -> None:
+        self.shape = tuple(int(s) for s in shape)
+        self.write_metadata()  # chunks past the new end are never read
+
+    def __setitem__(self, selection, values) -> None:
+        box = _aligned_box(selection, self.shape, self.chunks)
+        values = np.asarray(values, dtype=self.dtype)
+        if box is None:
+            import zarr
+
+            zarr.open_array(store=self.store.root.store, path=self.rel, mode="r+")[selection] = values
+            return
+        starts, stops = box
+        values = np.broadcast_to(values, tuple(b - a for a, b in zip(starts, stops)))
+        first = [a // c for a, c in zip(starts, self.chunks)]
+        last = [-(-b // c) for b, c in zip(stops, self.chunks)]
+        for index in np.ndindex(*[hi - lo for lo, hi in zip(first, last)]):
+            chunk = tuple(lo + i for lo, i in zip(first, index))
+            lo = [i * c for i, c in zip(chunk, self.chunks)]
+            hi = [min(a + c, s) for a, c, s in zip(lo, self.chunks, self.shape)]
+            block = values[tuple(slice(a - s0, b - s0) for a, b, s0 in zip(lo, hi, starts))]
+            if block.shape != self.chunks:  # the edge of the array: zarr pads with the fill value
+                full = np.zeros(self.chunks, dtype=self.dtype)
+                full[tuple(slice(0, n) for n in block.shape)] = block
+                block = full
+            self.store.io.put(f"{self.rel}/{chunk_key(chunk)}", encode_chunk(block), atomic=False)
+
+
+def _aligned_box(selection, shape, chunks) -> tuple[list[int], list[int]] | None:
+    """(starts, stops) of a selection of whole chunks (the array's end may cut the last); else None."""
+    if selection is Ellipsis:
+        selection = ()
+    if not isinstance(selection, tuple):
+        selection = (selection,)
+    if any(s is Ellipsis for s in selection):
+        if sum(s is Ellipsis for s in selection) > 1:
+            return None
+        at = next(i for i, s in enumerate(selection) if s is Ellipsis)
+        selection = selection[:at] + (slice(None),) * (len(shape) - len(selection) + 1) + selection[at + 1:]
+    selection = tuple(selection) + (slice(None),) * (len(shape) - len(selection))
+    if len(selection) != len(shape) or not all(isinstance(s, slice) for s in selection):
+        return None
+    starts, stops = [], []
+    for sel, size, chunk in zip(selection, shape, chunks):
+        start, stop, step = sel.indices(size)
+        if step != 1 or start % chunk or (stop % chunk and stop != size) or stop <= start:
+            return None
+        starts.append(start)
+        stops.append(stop)
+    return starts, stops
+
+
+INDEX_COLUMNS = ("video_id", "key", "label", "split", "num_frames", "status")
+
+
+def _columns(rows: list[tuple]) -> dict[str, np.ndarray]:
+    return {
+        "video_id": np.array([r[0] for r in rows], dtype=str),
+        "key": np.array([r[1] for r in rows], dtype=str),
+        "label": np.array([r[2] for r in rows], dtype=np.int64),
+        "split": np.array([r[3] for r in rows], dtype=str),
+        "num_frames": np.array([r[4] for r in rows], dtype=np.int64),
+        "status": np.array([r[5] for r in rows], dtype=str),
+    }
+
+
+def _same_columns(a: Mapping[str, np.ndarray], b: Mapping[str, np.ndarray]) -> bool:
+    return all(a[name].tolist() == b[name].tolist() for name in INDEX_COLUMNS)
+
+
+def _plain(value: Any) -> Any:
+    return json.loads(json.dumps(value))
 
 
 def config_hash(content: Mapping[str, Any]) -> str:
@@ -431,5 +607,19 @@ def summarize(store: FeatureStore) -> dict[str, Any]:
         "arrays": shapes,
         "meta": store.meta,
         "failures": [f.__dict__ for f in store.failures()],
+        "pack": _pack_states(store),
     }
+
+
+def _pack_states(store: FeatureStore) -> dict[str, str]:
+    """{array: "fresh" | "stale"} of the packs present (stale: videos were added since; `stpipe pack`)."""
+    from pipeline.store_pack import PACKED_ARRAYS, fingerprint, open_pack, packed_order
+
+    keys, _ = packed_order(store.index())
+    states = {}
+    for name in PACKED_ARRAYS:
+        found = open_pack(store, name)
+        if found is not None:
+            states[name] = "fresh" if found.fingerprint == fingerprint(keys) else "stale"
+    return states
 

@@ -36,6 +36,7 @@ from pipeline.progress import Advanced, Finished, Note, Started, emitter, note_s
 from pipeline.progress import Progress as Events
 from pipeline.store import FeatureStore
 from pipeline.store_urls import absolute
+from pipeline.training.session import run_head
 
 SETTINGS_FILE = "ablation.yaml"
 
@@ -60,11 +61,9 @@ class AblateResult:
 
 def train_trial(trial: Trial, shared: SharedFeatures, *, device: str, cfg: AblateConfig) -> dict[str, Any]:
     """One trial: a train-head run on the shared features; returns its metrics.json values."""
-    from stages import train_head
-
     trial_cfg = cfg.trial_config(head=trial.head, segments=trial.segments, modality=trial.modality,
                                  seed=trial.seed, out=str(trial_dir(cfg, trial)), device=device, params=trial.params)
-    result = train_head.run(trial_cfg, data=shared.train_data(trial), signature=shared.signature(trial),
+    result = run_head(trial_cfg, data=shared.train_data(trial), signature=shared.signature(trial),
                             plots=cfg.trial_plots)
     return dict(result.metrics)
 
@@ -206,7 +205,7 @@ def _executor(cfg: AblateConfig, fn, shared: SharedFeatures):
 
         return trial_executor(fn, shared, address=cfg.ray_address, cpus_per_trial=cfg.cpus_per_trial,
                               gpus_per_trial=cfg.gpus_per_trial, max_concurrent=cfg.max_concurrent)
-    return contextlib.nullcontext(LocalExecutor(fn, shared, device=cfg.device))
+    return contextlib.nullcontext(LocalExecutor(fn, shared, device=cfg.device, cpus_per_trial=cfg.cpus_per_trial))
 
 
 def load_config(path: str | Path) -> AblateConfig:

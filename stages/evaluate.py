@@ -12,10 +12,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pipeline.cpus import apply_threads
 from pipeline.device import amp_on, pick_device
 from pipeline.errors import ConfigError
 from pipeline.store import FeatureStore
-from pipeline.training.data import load_split, memory_budget_bytes
+from pipeline.training.data import memory_budget_bytes
+from pipeline.training.features import load_features
 from pipeline.training.loop import evaluate, make_source, num_views
 from pipeline.training.model import build_model, head_input_kind, load_checkpoint
 from pipeline.training.reports import plot_confusion
@@ -56,18 +58,21 @@ class EvaluateResult:
 
 
 def run(cfg: EvaluateConfig) -> EvaluateResult:
+    apply_threads()
     run_dir = Path(cfg.run)
     train_cfg = read_run_config(run_dir)
     checkpoint = load_checkpoint(run_dir / cfg.checkpoint)
     store_url = cfg.store or train_cfg.store
     store = FeatureStore.open(store_url, storage_options=(cfg.storage_options or train_cfg.storage_options) or None)
     pooled = head_input_kind(train_cfg.head) == "pooled"
-    check_signature(checkpoint["store"], store_signature(store, train_cfg.streams, pooled=pooled, split=cfg.split),
-                    store_url=store_url, run=run_dir)
+    signature = store_signature(store, train_cfg.streams, pooled=pooled, split=cfg.split)
+    check_signature(checkpoint["store"], signature, store_url=store_url, run=run_dir)
     device = pick_device(cfg.device)
-    split = load_split(store, cfg.split, streams=train_cfg.streams, pooled=pooled,
-                       memory_budget_bytes=memory_budget_bytes(train_cfg.memory_budget_gb, device),
-                       storage_options=cfg.storage_options or train_cfg.storage_options)
+    use = (train_cfg.streams, pooled)
+    split = load_features(store, uses=[use], splits=(cfg.split,), signatures={use: signature},
+                          memory_budget_bytes=memory_budget_bytes(train_cfg.memory_budget_gb, device),
+                          storage_options=cfg.storage_options or train_cfg.storage_options,
+                          ).split(cfg.split, *use)
     model = build_model(checkpoint["spec"]).to(device)
     model.load_state_dict(checkpoint["model"])
     stats = {s: (v["mean"].numpy(), v["std"].numpy()) for s, v in checkpoint.get("stats", {}).items()}

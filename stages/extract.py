@@ -7,6 +7,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from pipeline.config import config_to_dict
+from pipeline.cpus import apply_threads
 from pipeline.extraction import ExtractConfig, Extractor, VideoJob
 from pipeline.extraction.config import is_weights_file
 from pipeline.extraction.extractor import Event, describe
@@ -15,6 +16,7 @@ from pipeline.flow.compile_policy import CompileChoice
 from pipeline.progress import Advanced, Finished, Note, Progress, Started, emitter, note_sink
 from pipeline.store import Failure, FeatureStore, config_hash
 from pipeline.store_lease import StoreLease
+from pipeline.store_pack import write_pack
 
 
 @dataclass
@@ -134,6 +136,7 @@ def run(cfg: ExtractConfig, progress: Progress | None = None,
     lines (Note), then the "extract" task, one unit per video (with its frames)."""
     emit = emitter(progress)
     note = note_sink(progress, source="")
+    apply_threads()  # the backbone's threads: the CPUs this process may use (pipeline/cpus.py)
     shown = cfg.output  # the store as the user wrote it, for messages
     # once, on the driver: every executor and the store's record see the same absolute paths
     cfg = cfg.with_absolute_paths()
@@ -171,6 +174,7 @@ def run(cfg: ExtractConfig, progress: Progress | None = None,
         emit(Finished("extract"))
         lease.check()
         work.store.write_index()
+        write_pack(work.store)  # stage two's copy; kept when the complete set did not change
     return ExtractResult(
         store=shown,
         total=work.total,

@@ -18,6 +18,7 @@ from typing import Any
 import torch
 
 from pipeline.config import from_dict
+from pipeline.cpus import apply_threads
 from pipeline.errors import ConfigError, StoreError
 from pipeline.extraction import ExtractConfig, Extractor, VideoJob
 from pipeline.extraction.models import load_models
@@ -79,6 +80,7 @@ def extract_config_of(store: FeatureStore, *, output: str, device: str) -> Extra
 
 def run(cfg: PredictConfig) -> PredictResult:
     started = time.perf_counter()
+    apply_threads()
     run_dir = Path(cfg.run)
     train_cfg = read_run_config(run_dir)
     checkpoint = load_checkpoint(run_dir / cfg.checkpoint)

@@ -1,123 +1,25 @@
 """Stage two: train a temporal head on a feature store. `run(cfg) -> TrainHeadResult`.
 
 Writes the run dir: config.yaml, checkpoint.pt (best val top-1), last.pt, metrics.jsonl (per epoch),
-metrics.json (final), curves.png, confusion.png. Progress and notes go to `progress(event)` as
-pipeline.progress events (loading a split, each epoch's batches and its line, notes); this module
-never prints.
+metrics.json (final), curves.png, confusion.png. The run itself is `pipeline.training.session.run_head`,
+which every ablation trial calls too; features come from stage two's one loader (`load_data`).
+Progress and notes go to `progress(event)` as pipeline.progress events; this module never prints.
 """
 
 from __future__ import annotations
 
-import json
-import time
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
-from pipeline.config import save_config
-from pipeline.device import pick_device
-from pipeline.errors import ConfigError
 from pipeline.progress import Progress
-from pipeline.store import FeatureStore
 from pipeline.training.config import TrainHeadConfig
-from pipeline.training.data import load_split, memory_budget_bytes
 from pipeline.training.events import loop_callback
-from pipeline.training.loop import Callback, TrainData, TrainResult, train
-from pipeline.training.model import check_buildable, head_input_kind
-from pipeline.training.reports import plot_confusion, plot_curves
-from pipeline.training.runs import (
-    check_recorded_signature,
-    prepare_run_dir,
-    record_signature,
-    store_signature,
-)
-from pipeline.training.stats import stats_for_training
+from pipeline.training.loop import TrainData
+from pipeline.training.session import TrainHeadResult, load_data, run_head
 
-
-@dataclass
-class TrainHeadResult:
-    run_dir: Path
-    metrics: dict[str, Any]
-    train: TrainResult
-    resumed: bool
-
-
-def load_data(cfg: TrainHeadConfig, store: FeatureStore, *, run_dir: str | Path | None = None,
-              callback: Callback | None = None) -> tuple[TrainData, dict[str, Any]]:
-    """Store -> TrainData (train and val splits in memory or streamed, stats when asked) + signature.
-
-    Also the entry point for ablations: load once, then `train(cfg, data)` per trial.
-    """
-    emit = callback or (lambda event, **info: None)
-    pooled = head_input_kind(cfg.head) == "pooled"
-    signature = store_signature(store, cfg.streams, pooled=pooled)
-    budget = memory_budget_bytes(cfg.memory_budget_gb, pick_device(cfg.device))
-
-    def progress(name):
-        return lambda done, total: emit("load", split=name, done=done, total=total)
-
-    train_split = load_split(store, "train", streams=cfg.streams, pooled=pooled, memory_budget_bytes=budget,
-                             storage_options=cfg.storage_options, progress=progress("train"))
-    remaining = max(budget - (0 if train_split.streamed else train_split.nbytes), 1.0)
-    val_split = load_split(store, cfg.val_split, streams=cfg.streams, pooled=pooled, memory_budget_bytes=remaining,
-                           storage_options=cfg.storage_options, progress=progress(cfg.val_split))
-    for split in (train_split, val_split):
-        where = "streamed from Zarr" if split.streamed else "in memory"
-        where += f" (memory budget {budget / 2**30:.1f} GiB)"
-        emit("note", message=f"{split.split}: {len(split)} videos, {split.nbytes / 2**20:.1f} MiB of features {where}")
-    stats = {}
-    if cfg.standardize:
-        for stream in cfg.streams:
-            found = stats_for_training(store, split="train", stream=stream, pooled=pooled,
-                                       run_dir=run_dir or Path(cfg.out))
-            stats[stream] = (found.mean, found.std)
-    return TrainData(train=train_split, val=val_split, classes=store.classes, stats=stats), signature
+__all__ = ["TrainHeadResult", "load_data", "run"]
 
 
 def run(cfg: TrainHeadConfig, *, progress: Progress | None = None, data: TrainData | None = None,
         signature: dict[str, Any] | None = None, plots: bool = True) -> TrainHeadResult:
-    """`data` + `signature`: features already loaded (an ablation shares one copy across trials);
-    `plots`: write curves.png and confusion.png."""
-    callback = loop_callback(progress)
-    if not cfg.out:
-        raise ConfigError("train-head needs an output run dir (-o/--out)")
-    started = time.perf_counter()
-    run_dir = Path(cfg.out)
-    resume = prepare_run_dir(cfg)
-    store = FeatureStore.open(cfg.store, storage_options=cfg.storage_options or None)
-    if signature is None:
-        signature = store_signature(store, cfg.streams, pooled=head_input_kind(cfg.head) == "pooled")
-    check_buildable(cfg, signature)  # bad head options fail here, before anything is written
-    run_dir.mkdir(parents=True, exist_ok=True)
-    check_recorded_signature(run_dir, signature, store_url=cfg.store)  # a continued run refuses another store
-    if data is None:
-        data, signature = load_data(cfg, store, run_dir=run_dir, callback=callback)
-    # written once the data is in: a start that fails earlier leaves nothing that blocks a corrected re-run
-    record_signature(run_dir, signature)
-    save_config(cfg, run_dir / "config.yaml")
-    load_seconds = time.perf_counter() - started
-    result = train(cfg, data, run_dir=run_dir, resume=resume, callback=callback,
-                   checkpoint_extra={"store": signature})
-    metrics = {
-        "val_top1": result.val["top1"], "val_top5": result.val["top5"],
-        "val_mean_class_acc": result.val["mean_class_acc"], "val_loss": result.val["loss"],
-        "best_epoch": result.best_epoch, "epochs": result.epochs, "stopped": result.stopped,
-        **result.complexity,
-        "train_seconds": result.train_seconds, "samples_per_second": result.samples_per_second,
-        "load_seconds": load_seconds, "head": cfg.head, "segments": cfg.segments, "modality": cfg.modality,
-        "train_videos": len(data.train), "val_videos": len(data.val),
-        "val_per_class": dict(zip(data.classes, _floats(result.val["per_class"]))),
-        "notes": result.notes,
-    }
-    (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=1))
-    if plots:
-        title = f"{cfg.head}, {cfg.segments} segments, {cfg.modality}"
-        if result.history:
-            plot_curves(result.history, run_dir / "curves.png", title=title)
-        plot_confusion(result.val["confusion"], data.classes, run_dir / "confusion.png",
-                       title=f"{title}: val (best epoch {result.best_epoch})")
-    return TrainHeadResult(run_dir=run_dir, metrics=metrics, train=result, resumed=resume)
-
-
-def _floats(values) -> list[float | None]:
-    return [None if v != v else float(v) for v in values]  # NaN (class absent from val) -> null
+    """`data` + `signature`: features already loaded; `plots`: write curves.png and confusion.png."""
+    return run_head(cfg, callback=loop_callback(progress), data=data, signature=signature, plots=plots)

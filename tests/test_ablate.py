@@ -162,9 +162,9 @@ def test_rerun_resumes_without_repeating_trials(pooled_url, tmp_path, monkeypatc
 
 
 def test_crashed_trial_is_retried_once_then_reported_failed(pooled_url, tmp_path, monkeypatch):
-    from stages import train_head
+    from pipeline.training import session
 
-    real_train = train_head.train
+    real_train = session.train
     calls = []
 
     def flaky_train(cfg, data, **kw):
@@ -173,7 +173,7 @@ def test_crashed_trial_is_retried_once_then_reported_failed(pooled_url, tmp_path
             raise RuntimeError(f"simulated crash in {cfg.head}")
         return real_train(cfg, data, **kw)
 
-    monkeypatch.setattr(train_head, "train", flaky_train)
+    monkeypatch.setattr(session, "train", flaky_train)
     events = []
     result = ablate.run(config(pooled_url, tmp_path, heads=("mlp", "tsn", "gru")), progress=trial_events(events))
     assert calls == ["mlp", "tsn", "tsn", "gru", "gru"]  # a retry goes ahead of untried trials
@@ -192,7 +192,7 @@ def test_crashed_trial_is_retried_once_then_reported_failed(pooled_url, tmp_path
     assert "| gru | – | – | failed |" in summary and "## Failed trials" in summary
     assert json.loads((tmp_path / "failures.json").read_text())["gru_4seg_rgb_seed0"]["attempts"] == 2
 
-    monkeypatch.setattr(train_head, "train", real_train)  # fixed: the next run retries only the failed one
+    monkeypatch.setattr(session, "train", real_train)  # fixed: the next run retries only the failed one
     started, notes = [], []
     trials = trial_events(started, lambda p: p.event == "start" and p.trial.head)
 

@@ -228,7 +228,7 @@ def test_bad_inputs_are_recorded_and_good_videos_complete(demo, tmp_path):
     keys = {p.name for p in (store_path / "videos").iterdir()}
     assert all("/" not in k and not k.startswith(".") for k in keys)
     assert not (tmp_path / "escape").exists() and sorted(p.name for p in store_path.iterdir()) == [
-        "failures", "index", "videos", "zarr.json"]
+        "failures", "index", "pack", "videos", "zarr.json"]
     index = store.index()
     assert sorted(index["video_id"][index["status"] == "failed"]) == sorted(failed)
 

@@ -2,7 +2,7 @@
 
 Imports go one way: cli.py -> stages -> pipeline (+ manifests). Only cli.py prints; only the
 pipeline.distributed package imports Ray; a stage does not import another stage (the demo, which
-runs the verbs in order, and the ablation, a grid of train-head runs, are the compositions of stages).
+runs the verbs in order, is the one composition of stages).
 """
 
 from __future__ import annotations
@@ -14,10 +14,9 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("pipeline", "stages", "manifests")
-# (importer, imported) stage pairs that are allowed: the demo is a script of other verbs; each
-# ablation trial is one train-head run (its run dir, config and metrics exactly as `stpipe train-head`'s)
+# (importer, imported) stage pairs that are allowed: the demo is a script of other verbs
 STAGE_COMPOSITION = {("stages.demo", "stages.extract"), ("stages.demo", "stages.ablate"),
-                     ("stages.demo", "stages.demo_data"), ("stages.ablate", "stages.train_head")}
+                     ("stages.demo", "stages.demo_data")}
 # a generator run by hand (`python -m pipeline.flow.median_codegen`), not library code
 PRINT_ALLOWED = {"pipeline.flow.median_codegen"}
 

@@ -224,3 +224,35 @@ def test_s3_failures_are_one_line_and_fast(demo, s3_endpoint, tmp_path, capsys):
     zarr.open_group(store=f"s3://{bucket}/plain.zarr", mode="w", storage_options=json.loads(good))
     with pytest.raises(StoreError, match="plain.zarr: not an stpipe feature store"):
         FeatureStore.open(f"s3://{bucket}/plain.zarr", storage_options=json.loads(good))
+
+
+def test_s3_videos_written_in_flight_then_read_from_the_pack(s3_endpoint, tmp_path):
+    """Many videos in flight (WritePool), the resume scan, the index and the pack on an object store;
+    stage two reads the pack and gets what the per-video groups hold."""
+    from pipeline.store_pack import open_pack, write_pack
+    from pipeline.store_writes import WritePool, write_threads
+    from pipeline.training.data import load_split
+
+    options = {"key": KEY, "secret": SECRET, "endpoint_url": s3_endpoint}
+    url = f"s3://{_bucket(s3_endpoint, 'pack')}/s.zarr"
+    store = FeatureStore.create(url, provenance={"config_hash": "h", "classes": ["a", "b"]}, storage_options=options)
+    assert store.complete_ids() == set()
+    rng = np.random.default_rng(0)
+    videos = {f"v{i:02d}": rng.standard_normal((1, int(rng.integers(2, 9)), 8)).astype(np.float16) for i in range(24)}
+
+    def write(video_id):
+        writer = store.begin_video(video_id, {"label_index": int(video_id[1:]) % 2, "split": "train"})
+        writer.write("rgb", videos[video_id], dims=("view", "time", "channel"), time_axis=1)
+        writer.finish(num_frames=videos[video_id].shape[1])
+
+    with WritePool(write_threads(store)) as pool:
+        for video_id in videos:
+            pool.submit(write, video_id)
+    reopened = FeatureStore.open(url, mode="r+", storage_options=options)
+    assert reopened.complete_ids() == set(videos)
+    reopened.write_index()
+    assert write_pack(reopened)["rgb"] == "written"
+    reader = FeatureStore.open(url, storage_options=options)
+    assert open_pack(reader, "rgb") is not None
+    split = load_split(reader, "train", storage_options=options)
+    assert np.array_equal(split.streams["rgb"].frames, np.concatenate([videos[k] for k in sorted(videos)], axis=1))

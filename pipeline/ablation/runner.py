@@ -72,15 +72,19 @@ class LocalExecutor:
 
     slots = 1
 
-    def __init__(self, fn: TrialFn, shared: Any, *, device: str = "auto"):
+    def __init__(self, fn: TrialFn, shared: Any, *, device: str = "auto", cpus_per_trial: float | None = None):
         self.fn, self.shared, self.device = fn, shared, device
+        self.cpus_per_trial = cpus_per_trial
         self.queue: deque[Trial] = deque()
 
     def submit(self, trial: Trial) -> None:
         self.queue.append(trial)
 
     def next_done(self) -> tuple[Trial, Outcome]:
+        from pipeline.cpus import apply_threads
+
         trial = self.queue.popleft()
+        apply_threads(self.cpus_per_trial)  # --cpus-per-trial holds here as on Ray
         return trial, run_attempt(self.fn, trial, self.shared, device=self.device)
 
 

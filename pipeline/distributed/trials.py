@@ -48,11 +48,10 @@ class TrialExecutor:
 def _trial_task(ray):
     @ray.remote(max_retries=0)
     def run_trial(fn, shared, trial, threads: int, device: str):
-        import torch
-
         from pipeline.ablation.runner import run_attempt
+        from pipeline.cpus import apply_threads
 
-        torch.set_num_threads(threads)
+        apply_threads(threads)  # the trial's num_cpus, within what the worker may use
         return run_attempt(fn, trial, shared, device=device)
 
     return run_trial

@@ -20,6 +20,7 @@ import numpy as np
 
 from pipeline.errors import StoreError
 from pipeline.store import FeatureStore
+from pipeline.store_pack import open_pack
 from pipeline.training.config import STREAM_ARRAYS
 
 log = logging.getLogger(__name__)
@@ -143,6 +144,12 @@ def load_split(
     progress(videos_done, videos) is called from this thread as arrays are opened and read.
     """
     video_ids, keys, labels, notes = select_videos(store, split, labelled=labelled)
+    packed = _from_pack(store, split, keys, streams, pooled, memory_budget_bytes)
+    if packed is not None:
+        if progress is not None:
+            progress(len(keys), len(keys))
+        return SplitData(split=split, video_ids=video_ids, keys=keys, labels=labels, streams=packed,
+                         store_url=store.url, storage_options=dict(storage_options or {}), notes=notes)
     videos = store.root["videos"]
     report = _Progress(progress, len(keys), 2 * len(streams) * len(keys))  # open every array, then read it
     with ThreadPoolExecutor(READ_THREADS) as pool:
@@ -163,6 +170,34 @@ def load_split(
              "streamed" if stream_it else "in memory")
     return SplitData(split=split, video_ids=video_ids, keys=keys, labels=labels, streams=layout,
                      store_url=store.url, storage_options=dict(storage_options or {}), notes=notes)
+
+
+def _from_pack(store: FeatureStore, split: str, keys: np.ndarray, streams: Sequence[str], pooled: bool,
+               memory_budget_bytes: float | None) -> dict[str, StreamData] | None:
+    """Each stream's frames read from the store's pack in a few large requests (`pipeline.store_pack`);
+    None when a pack is missing or does not hold every video, the head wants maps, or the split is
+    over the memory budget (streamed from the per-video groups)."""
+    if not pooled:
+        return None
+    found = {}
+    for s in streams:
+        pack = open_pack(store, STREAM_ARRAYS[s])
+        rows = pack.rows_of(keys) if pack is not None else None
+        if rows is None:
+            return None
+        found[s] = (pack, rows)
+    total = sum(int(p.lengths[r].sum()) * p.frames.shape[0] * p.frames.shape[2] * 2 for p, r in found.values())
+    if memory_budget_bytes is not None and total > memory_budget_bytes:
+        return None
+    out = {}
+    for s, (pack, rows) in found.items():
+        lengths = pack.lengths[rows]
+        offsets = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
+        frames = pack.read(rows)
+        log.info("split %s: %s read from the pack (%d videos)", split, s, len(rows))
+        out[s] = StreamData(array=STREAM_ARRAYS[s], frame_shape=(int(frames.shape[2]),), views=int(frames.shape[0]),
+                            offsets=offsets, lengths=lengths, frames=frames, pool=pack.from_maps)
+    return out
 
 
 class _Progress:

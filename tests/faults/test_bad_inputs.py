@@ -92,7 +92,7 @@ def test_corpus_each_extracted_or_recorded_and_nothing_escapes(launcher, good_cl
     keys = {p.name for p in (store / "videos").iterdir() if p.is_dir()}
     assert keys == {video_key(v) for v in done}
     assert all("/" not in k and not k.startswith(".") and len(k) <= 160 for k in keys)
-    assert sorted(p.name for p in store.iterdir()) == ["failures", "index", "videos", "zarr.json"]
+    assert sorted(p.name for p in store.iterdir()) == ["failures", "index", "pack", "videos", "zarr.json"]
     after = listing(tmp_path, store) | listing(out, store)
     assert after - before == {"clean.zarr"} | {x for x in after if x.startswith("clean.zarr/")} | {
         "good.csv", "good.classes.txt"}, sorted(after - before)[:20]

@@ -72,6 +72,7 @@ def moments(seed: int):
         ("failure recorded, group not yet discarded", "failure:1", None),
         ("index consolidation: old index deleted", "index:1", None),
         ("index consolidation: arrays written, not marked", "index:2", None),
+        ("pack written, not yet marked complete", "pack:1", None),
         ("random time after 2 groups", "", 2),
         ("random time after 5 groups", "", 5),
     ]
@@ -99,7 +100,7 @@ def test_kill_at_every_write_kind_then_resume_to_an_identical_store(launcher, ma
         state = kill_and_resume(launcher, manifest, reference, tmp_path / f"m{i}.zarr", fault, after, rng)
         seen.append((name, fault or f"timed>={after}", state))
     print("\n".join(f"killed at {name} ({fault}): store then held {state}" for name, fault, state in seen))
-    assert len(seen) >= 10
+    assert len(seen) >= 13
 
 
 def test_killed_again_while_resuming(launcher, manifest, reference, tmp_path):

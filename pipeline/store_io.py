@@ -1,0 +1,304 @@
+"""The store's hot paths without zarr's per-call machinery: whole objects put, listed and read.
+
+Why: through zarr's synchronous API a 10-frame pooled video cost ~10 ms to write (each call hops to
+zarr's event-loop thread, and group attributes were rewritten once per key) and ~1 ms to look at on
+resume; at 220k videos that is hours. The documents written here are zarr's own: group and array
+metadata come from templates that zarr itself generated (`_array_template`), and chunks are encoded
+by the same numcodecs Blosc codec zarr's `BloscCodec` wraps, so zarr, xarray and dask read the store
+as before (tests/test_store_scale.py compares the bytes with what zarr writes).
+
+`StoreIO` puts whole objects: on a local disk through a temp file named like zarr's own
+(`<name>.<32 hex>.partial`, swept by `FeatureStore.remove_debris`) and an atomic rename, on object
+stores with one PUT each (object stores write whole objects). Reads of many small documents (the
+resume scan) go out concurrently on object stores (`cat` of a batch).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import threading
+import uuid
+from collections.abc import Iterable, Iterator, Mapping
+from functools import lru_cache
+from typing import Any
+
+import numpy as np
+
+from pipeline.store_urls import is_local, local_path
+
+META = "zarr.json"
+READ_BATCH = 512  # documents per concurrent read on object stores
+
+
+class StoreIO:
+    """Whole-object access below a store's root (`rel` paths use `/`)."""
+
+    def __init__(self, url: str, storage_options: Mapping[str, Any] | None = None):
+        self.url = url
+        self.local = is_local(url)
+        self._options = dict(storage_options or {})
+        self._fs = None
+        self._lock = threading.Lock()
+        if self.local:
+            self.root = os.path.abspath(local_path(url))
+        else:
+            self.root = None
+
+    # ---- object stores: one filesystem per StoreIO, made on first use -----------------------
+
+    @property
+    def fs(self):
+        if self._fs is None:
+            with self._lock:
+                if self._fs is None:
+                    import fsspec
+
+                    self._fs, self._base = fsspec.url_to_fs(self.url, **self._options)
+                    self._base = self._base.rstrip("/")
+        return self._fs
+
+    def _remote(self, rel: str) -> str:
+        self.fs  # noqa: B018 - sets _base
+        return f"{self._base}/{rel}" if rel else self._base
+
+    # ---- writes -------------------------------------------------------------------------------
+
+    def put(self, rel: str, data: bytes, *, atomic: bool = True) -> None:
+        """Write a whole object. `atomic=False` (local disks): written in place, for documents whose
+        torn remains a re-run discards anyway (chunks and arrays of a group not yet complete)."""
+        if self.local:
+            path = os.path.join(self.root, rel)
+            target = f"{path}.{uuid.uuid4().hex}.partial" if atomic else path
+            try:
+                f = open(target, "wb")
+            except FileNotFoundError:
+                os.makedirs(os.path.dirname(path), exist_ok=True)
+                f = open(target, "wb")
+            with f:
+                f.write(data)
+            if atomic:
+                os.replace(target, path)  # readers see the old document or the new, never half
+        else:
+            self.fs.pipe_file(self._remote(rel), data)
+
+    def delete_tree(self, rel: str, *, known_absent: bool = False) -> None:
+        """Remove everything under `rel` (nothing to do when absent)."""
+        if known_absent:
+            return
+        if self.local:
+            path = os.path.join(self.root, rel)
+            if os.path.lexists(path):
+                shutil.rmtree(path, ignore_errors=True)
+            return
+        paths = self.fs.find(self._remote(rel))  # one LIST per 1,000 objects
+        if paths:
+            self.fs.rm(paths)
+
+    # ---- reads --------------------------------------------------------------------------------
+
+    def list_dirs(self, rel: str) -> list[str]:
+        """Names of the child folders (prefixes) of `rel`; [] when it does not exist."""
+        if self.local:
+            try:
+                with os.scandir(os.path.join(self.root, rel)) as entries:
+                    return [e.name for e in entries if e.is_dir(follow_symlinks=False)]
+            except FileNotFoundError:
+                return []
+        try:
+            listed = self.fs.ls(self._remote(rel), detail=True, refresh=True)
+        except FileNotFoundError:
+            return []
+        return [str(e["name"]).rstrip("/").rsplit("/", 1)[-1] for e in listed if e.get("type") == "directory"]
+
+    def mtime_ns(self, rel: str) -> int:
+        """Local only: modification time of a file (newer than anything when missing)."""
+        try:
+            return os.stat(os.path.join(self.root, rel)).st_mtime_ns
+        except OSError:
+            return 2**63
+
+    def read_json(self, rels: Iterable[str]) -> Iterator[tuple[str, dict[str, Any] | None]]:
+        """(rel, document) for each path, None where it is missing or unreadable (a kill mid-write)."""
+        if self.local:
+            for rel in rels:
+                try:
+                    with open(os.path.join(self.root, rel), "rb") as f:
+                        yield rel, json.loads(f.read())
+                except (OSError, ValueError):
+                    yield rel, None
+            return
+        batch: list[str] = []
+        for rel in rels:
+            batch.append(rel)
+            if len(batch) >= READ_BATCH:
+                yield from self._cat(batch)
+                batch = []
+        if batch:
+            yield from self._cat(batch)
+
+    def read_bytes(self, rels: list[str]) -> dict[str, bytes]:
+        """{rel: bytes} of the objects that exist (object stores: one concurrent batch)."""
+        out: dict[str, bytes] = {}
+        if self.local:
+            for rel in rels:
+                try:
+                    with open(os.path.join(self.root, rel), "rb") as f:
+                        out[rel] = f.read()
+                except FileNotFoundError:
+                    pass
+            return out
+        paths = [self._remote(rel) for rel in rels]
+        found = self.fs.cat(paths, on_error="return") if paths else {}
+        for rel, path in zip(rels, paths):
+            data = found.get(path)
+            if isinstance(data, (bytes, bytearray)):
+                out[rel] = bytes(data)
+        return out
+
+    def _cat(self, rels: list[str]) -> Iterator[tuple[str, dict[str, Any] | None]]:
+        paths = [self._remote(rel) for rel in rels]
+        found = self.fs.cat(paths, on_error="return")
+        for rel, path in zip(rels, paths):
+            data = found.get(path)
+            try:
+                yield rel, json.loads(data) if isinstance(data, (bytes, bytearray)) else None
+            except ValueError:
+                yield rel, None
+
+
+# ---- zarr documents ---------------------------------------------------------------------------
+
+
+def group_document(attributes: Mapping[str, Any]) -> bytes:
+    doc = dict(_group_template())
+    doc["attributes"] = attributes
+    return _dumps(doc)
+
+
+def _dumps(doc: dict[str, Any]) -> bytes:
+    try:
+        return json.dumps(doc, allow_nan=False).encode()
+    except (TypeError, ValueError):  # numpy values, NaN: the slow, careful conversion
+        from pipeline.store import _jsonable
+
+        return json.dumps(_jsonable(doc), allow_nan=False).encode()
+
+
+@lru_cache(maxsize=1)
+def _group_template() -> dict[str, Any]:
+    import zarr
+
+    store = zarr.storage.MemoryStore()
+    zarr.open_group(store=store, mode="w")
+    return _document(store, META)
+
+
+def array_document(*, shape: tuple[int, ...], chunks: tuple[int, ...], dtype, dims: tuple[str, ...],
+                   attributes: Mapping[str, Any] | None) -> bytes:
+    doc = dict(_array_template(np.dtype(dtype).str, len(shape)))  # shallow: the parts below are replaced
+    doc["shape"] = [int(s) for s in shape]
+    doc["chunk_grid"] = {**doc["chunk_grid"], "configuration": {"chunk_shape": [int(c) for c in chunks]}}
+    doc["dimension_names"] = list(dims)
+    doc["attributes"] = dict(attributes or {})
+    return _dumps(doc)
+
+
+@lru_cache(maxsize=16)
+def _array_template(dtype: str, ndim: int) -> dict[str, Any]:
+    """The metadata zarr writes for a per-video array of this dtype and rank (store.py's settings)."""
+    import zarr
+
+    from pipeline.store import _compressor
+
+    store = zarr.storage.MemoryStore()
+    zarr.create_array(store, shape=(1,) * ndim, chunks=(1,) * ndim, dtype=np.dtype(dtype), compressors=_compressor(),
+                      dimension_names=tuple(f"d{i}" for i in range(ndim)), fill_value=0)
+    return _document(store, META)
+
+
+def _document(store, key: str) -> dict[str, Any]:
+    from zarr.core.buffer import default_buffer_prototype
+    from zarr.core.sync import sync
+
+    buffer = sync(store.get(key, prototype=default_buffer_prototype()))
+    return json.loads(buffer.to_bytes())
+
+
+def chunk_key(index: tuple[int, ...]) -> str:
+    """zarr v3's default chunk key encoding ("/" separator)."""
+    return "c/" + "/".join(str(i) for i in index)
+
+
+@lru_cache(maxsize=16)
+def _codec(itemsize: int):
+    from numcodecs.blosc import Blosc
+
+    # what zarr's BloscCodec(cname="zstd", clevel=1, shuffle="shuffle") hands numcodecs (typesize from the dtype)
+    return Blosc(cname="zstd", clevel=1, shuffle=Blosc.SHUFFLE, blocksize=0, typesize=itemsize)
+
+
+def encode_chunk(values: np.ndarray) -> bytes:
+    values = np.ascontiguousarray(values)
+    if values.dtype.byteorder == ">":
+        values = values.astype(values.dtype.newbyteorder("<"))
+    return bytes(_codec(values.dtype.itemsize).encode(values))
+
+
+# ---- whole arrays read back (the pack's builder, stage two's fallback) ---------------------------
+
+
+def decode_chunk(data: bytes, dtype: np.dtype, shape: tuple[int, ...]) -> np.ndarray:
+    from numcodecs.blosc import Blosc
+
+    return np.frombuffer(Blosc().decode(data), dtype=dtype.newbyteorder("<")).reshape(shape)
+
+
+def _plain(doc: dict[str, Any] | None) -> bool:
+    """An array as `VideoWriter` writes it (bytes + blosc, regular grid, "/" keys): decoded here."""
+    if not doc or doc.get("node_type") != "array":
+        return False
+    codecs = [c.get("name") for c in doc.get("codecs", [])]
+    encoding = doc.get("chunk_key_encoding", {})
+    return (codecs == ["bytes", "blosc"] and doc["codecs"][0].get("configuration", {}).get("endian", "little") == "little"
+            and encoding.get("name") == "default" and encoding.get("configuration", {}).get("separator", "/") == "/"
+            and doc.get("chunk_grid", {}).get("name") == "regular" and isinstance(doc.get("data_type"), str))
+
+
+def read_arrays(store, rels: list[str], *, batch: int = 256) -> Iterator[np.ndarray]:
+    """Each array's whole contents, in order; object stores fetch a batch's documents and chunks
+    concurrently (two rounds of requests per batch). Arrays of another layout go through zarr."""
+    import zarr
+
+    io = store.io
+    for lo in range(0, len(rels), batch):
+        part = rels[lo:lo + batch]
+        docs = dict(io.read_json(f"{rel}/{META}" for rel in part))
+        plans = []
+        for rel in part:
+            doc = docs.get(f"{rel}/{META}")
+            if not _plain(doc):
+                plans.append((rel, None, []))
+                continue
+            shape = tuple(doc["shape"])
+            chunks = tuple(doc["chunk_grid"]["configuration"]["chunk_shape"])
+            grid = [-(-s // c) for s, c in zip(shape, chunks)]
+            plans.append((rel, doc, [idx for idx in np.ndindex(*grid)]))
+        blobs = io.read_bytes([f"{rel}/{chunk_key(idx)}" for rel, doc, idxs in plans if doc for idx in idxs])
+        for rel, doc, idxs in plans:
+            if doc is None:
+                yield zarr.open_array(store=store.root.store, path=rel, mode="r")[...]
+                continue
+            dtype = np.dtype(doc["data_type"])
+            shape = tuple(doc["shape"])
+            chunks = tuple(doc["chunk_grid"]["configuration"]["chunk_shape"])
+            out = np.full(shape, doc.get("fill_value") or 0, dtype=dtype)
+            for idx in idxs:
+                data = blobs.get(f"{rel}/{chunk_key(idx)}")
+                if data is None:
+                    continue  # never written: the fill value
+                block = decode_chunk(data, dtype, chunks)
+                at = tuple(slice(i * c, min((i + 1) * c, s)) for i, c, s in zip(idx, chunks, shape))
+                out[at] = block[tuple(slice(0, a.stop - a.start) for a in at)]
+            yield out

@@ -1,0 +1,106 @@
+"""A train-head run: `run_head(cfg) -> TrainHeadResult` (stages/train_head.py and every ablation trial).
+
+Writes the run dir: config.yaml, checkpoint.pt (best val top-1), last.pt, metrics.jsonl (per epoch),
+metrics.json (final), curves.png, confusion.png. Progress and notes go to `callback(event, **info)`
+(see `pipeline.training.loop`); this module never prints.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pipeline.config import save_config
+from pipeline.cpus import apply_threads
+from pipeline.device import pick_device
+from pipeline.errors import ConfigError
+from pipeline.store import FeatureStore
+from pipeline.training.config import TrainHeadConfig
+from pipeline.training.data import memory_budget_bytes
+from pipeline.training.features import load_features
+from pipeline.training.loop import Callback, TrainData, TrainResult, train
+from pipeline.training.model import check_buildable, head_input_kind
+from pipeline.training.reports import plot_confusion, plot_curves
+from pipeline.training.runs import (
+    check_recorded_signature,
+    prepare_run_dir,
+    record_signature,
+    store_signature,
+)
+
+
+@dataclass
+class TrainHeadResult:
+    run_dir: Path
+    metrics: dict[str, Any]
+    train: TrainResult
+    resumed: bool
+
+
+def load_data(cfg: TrainHeadConfig, store: FeatureStore, *, run_dir: str | Path | None = None,
+              callback: Callback | None = None, signature: dict[str, Any] | None = None
+              ) -> tuple[TrainData, dict[str, Any]]:
+    """Store -> TrainData (train and val splits in memory or streamed, stats when asked) + signature,
+    through stage two's one loader (`pipeline.training.features`)."""
+    emit = callback or (lambda event, **info: None)
+    pooled = head_input_kind(cfg.head) == "pooled"
+    budget = memory_budget_bytes(cfg.memory_budget_gb, pick_device(cfg.device))
+    found = load_features(store, uses=[(cfg.streams, pooled)], splits=("train", cfg.val_split),
+                          memory_budget_bytes=budget, storage_options=cfg.storage_options,
+                          standardize=cfg.standardize, stats_dir=str(run_dir or Path(cfg.out)),
+                          signatures={(cfg.streams, pooled): signature} if signature else None,
+                          note=lambda message: emit("note", message=message),
+                          progress=lambda split, done, total: emit("load", split=split, done=done, total=total))
+    return found.train_data(cfg.streams, pooled), found.signature(cfg.streams, pooled)
+
+
+def run_head(cfg: TrainHeadConfig, *, callback: Callback | None = None, data: TrainData | None = None,
+        signature: dict[str, Any] | None = None, plots: bool = True) -> TrainHeadResult:
+    """`data` + `signature`: features already loaded (an ablation shares one copy across trials);
+    `plots`: write curves.png and confusion.png."""
+    if not cfg.out:
+        raise ConfigError("train-head needs an output run dir (-o/--out)")
+    started = time.perf_counter()
+    run_dir = Path(cfg.out)
+    resume = prepare_run_dir(cfg)
+    store = FeatureStore.open(cfg.store, storage_options=cfg.storage_options or None)
+    if signature is None:
+        signature = store_signature(store, cfg.streams, pooled=head_input_kind(cfg.head) == "pooled")
+    check_buildable(cfg, signature)  # bad head options fail here, before anything is written
+    run_dir.mkdir(parents=True, exist_ok=True)
+    check_recorded_signature(run_dir, signature, store_url=cfg.store)  # a continued run refuses another store
+    if data is None:  # a standalone run (an ablation's executor sets its trials' threads itself)
+        apply_threads()
+        data, signature = load_data(cfg, store, run_dir=run_dir, callback=callback, signature=signature)
+    # written once the data is in: a start that fails earlier leaves nothing that blocks a corrected re-run
+    record_signature(run_dir, signature)
+    save_config(cfg, run_dir / "config.yaml")
+    load_seconds = time.perf_counter() - started
+    result = train(cfg, data, run_dir=run_dir, resume=resume, callback=callback,
+                   checkpoint_extra={"store": signature})
+    metrics = {
+        "val_top1": result.val["top1"], "val_top5": result.val["top5"],
+        "val_mean_class_acc": result.val["mean_class_acc"], "val_loss": result.val["loss"],
+        "best_epoch": result.best_epoch, "epochs": result.epochs, "stopped": result.stopped,
+        **result.complexity,
+        "train_seconds": result.train_seconds, "samples_per_second": result.samples_per_second,
+        "load_seconds": load_seconds, "head": cfg.head, "segments": cfg.segments, "modality": cfg.modality,
+        "train_videos": len(data.train), "val_videos": len(data.val),
+        "val_per_class": dict(zip(data.classes, _floats(result.val["per_class"]))),
+        "notes": result.notes,
+    }
+    (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=1))
+    if plots:
+        title = f"{cfg.head}, {cfg.segments} segments, {cfg.modality}"
+        if result.history:
+            plot_curves(result.history, run_dir / "curves.png", title=title)
+        plot_confusion(result.val["confusion"], data.classes, run_dir / "confusion.png",
+                       title=f"{title}: val (best epoch {result.best_epoch})")
+    return TrainHeadResult(run_dir=run_dir, metrics=metrics, train=result, resumed=resume)
+
+
+def _floats(values) -> list[float | None]:
+    return [None if v != v else float(v) for v in values]  # NaN (class absent from val) -> null

@@ -1,0 +1,36 @@
+"""`stpipe pack STORE`: (re)build the store's pack, stage two's few-request copy of the pooled features.
+
+Extract and import rebuild it at their end when the complete set changed; `stpipe pack` does it for
+stores written before the pack existed, or after a run that was stopped before its end. Layout and
+why: `pipeline/store_pack.py`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from pipeline.errors import ConfigError
+from pipeline.store import FeatureStore
+from pipeline.store_lease import StoreLease
+from pipeline.store_pack import write_pack
+
+
+@dataclass(frozen=True)
+class PackConfig:
+    store: str = ""
+    storage_options: dict[str, Any] = field(default_factory=dict)
+    force: bool = False  # rebuild even when the pack matches the index
+
+    def __post_init__(self) -> None:
+        if not self.store:
+            raise ConfigError("pack needs a STORE")
+
+
+def run(cfg: PackConfig, progress: Callable[[str, int, int], None] | None = None) -> dict[str, str]:
+    """{array: "written" | "fresh" | "absent"} for each feature array."""
+    with StoreLease(cfg.store, storage_options=cfg.storage_options or None):  # no extract writes meanwhile
+        store = FeatureStore.open(cfg.store, mode="r+", storage_options=cfg.storage_options or None)
+        store.write_index()  # the pack covers exactly what the index lists as complete
+        return write_pack(store, force=cfg.force, progress=progress)
