@@ -78,6 +78,11 @@ class Registry(Generic[T]):
 
     # -- plug-ins ------------------------------------------------------------------------------------
 
+    def use_plugins(self, group: str) -> None:
+        """Load the entry points of `group` on the next lookup (after the built-in entries, so
+        those keep their names and listing order)."""
+        self.plugin_group, self._plugins_loaded = group, False
+
     def load_plugins(self) -> None:
         """Load the entry points of `plugin_group` once (every lookup and listing calls this)."""
         if self._plugins_loaded:
