@@ -48,7 +48,7 @@ def actor_startup(cfg: ExtractConfig, workers: int) -> float:
     """Seconds until `workers` actors of the executor's class have loaded their models."""
     import ray
 
-    from pipeline.distributed import _worker_class
+    from pipeline.distributed.extract import _worker_class
 
     worker_cfg = replace(cfg, device="cpu", executor="local")
     actor = _worker_class(ray).options(num_cpus=cfg.cpus_per_task, num_gpus=0)

@@ -52,6 +52,7 @@ from shared_assets import default_assets  # noqa: E402
 
 from pipeline.backbones import build_backbone, cache_path  # noqa: E402
 from pipeline.extraction import ExtractConfig, Extractor  # noqa: E402
+from pipeline.extraction.models import load_models  # noqa: E402
 from stages import extract  # noqa: E402
 
 CLIPS = ("Megamind_bugy.avi", "carphone_pristine.mp4", "tree.avi", "vtest.avi")
@@ -91,7 +92,7 @@ def timed_extract(cfg: ExtractConfig, models=None):
     `Stats.seconds` is the time of `Extractor.process`: decoding, preprocessing, backbone, flow and
     writes, not model loading. `models` (from `extract.load_models`) lets repeated runs share them.
     """
-    models = models or extract.load_models(cfg)
+    models = models or load_models(cfg)
     work = extract.plan(cfg, models)
     device, backbone, flow_method, flow_backbone = models
     extractor = Extractor(cfg, work.store, device=device, backbone=backbone, flow_method=flow_method,

@@ -297,9 +297,13 @@ class FeatureStore:
         if "index" in self.root and self.root["index"].attrs.get("complete"):
             self.root["index"].attrs["complete"] = False
 
+    def index_is_current(self) -> bool:
+        """Whether the consolidated index was written after the last change to the videos."""
+        return "index" in self.root and bool(self.root["index"].attrs.get("complete"))
+
     def index(self) -> dict[str, np.ndarray]:
         """The consolidated index, or an on-the-fly one when it is missing or stale."""
-        if "index" in self.root and self.root["index"].attrs.get("complete"):
+        if self.index_is_current():
             group = self.root["index"]
             return {name: np.asarray(group[name][...]) for name in group.array_keys()}
         return self.write_index() if not self.read_only else self._scan_index()

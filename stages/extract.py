@@ -7,10 +7,10 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from pipeline.config import config_to_dict
-from pipeline.device import pick_device
 from pipeline.extraction import ExtractConfig, Extractor, VideoJob
 from pipeline.extraction.config import is_weights_file
 from pipeline.extraction.extractor import Event, describe
+from pipeline.extraction.models import Models, load_models, warm_flow_compile
 from pipeline.flow.compile_policy import CompileChoice
 from pipeline.store import Failure, FeatureStore, config_hash
 from pipeline.store_lease import StoreLease
@@ -38,54 +38,7 @@ class Plan:
     flow_compile: CompileChoice | None = None  # TV-L1 compiled or eager, and why (set by `run`)
 
 
-def load_models(cfg: ExtractConfig, device=None):
-    """Backbone, flow method and optional flow-stream backbone as the config asks, on `device`."""
-    from pipeline.backbones import build_backbone
-
-    device = device or pick_device(cfg.device)
-    weights = cfg.backbone_checkpoint or cfg.weights
-    amp = cfg.amp or None
-    backbone = build_backbone(cfg.backbone, weights=weights, features=cfg.features, device=device, amp=amp,
-                              **checkpoint_preprocessing(cfg))
-    flow_method = flow_backbone = None
-    if cfg.flow:
-        from pipeline.flow import FLOWS, build_flow
-
-        torch_flow = FLOWS.meta(cfg.flow_method).get("backend") == "torch"
-        # "off" (said or decided for the run's size) means eager on CPUs; other devices always compile
-        # (compile_policy), unless STPIPE_FLOW_COMPILE=0, which kernels.Compiled honours everywhere
-        options = {"compile": cfg.flow_compile != "off" or device.type != "cpu"} if torch_flow else {}
-        flow_method = build_flow(cfg.flow_method, device=device, max_batch=cfg.flow_batch_for(device.type),
-                                 **options)
-    if cfg.flow_features:
-        from pipeline.backbones import build_flow_backbone
-
-        flow_backbone = build_flow_backbone(cfg.backbone, stack=cfg.flow_stack, weights=cfg.weights,
-                                            features=cfg.features, device=device, amp=amp)
-    return device, backbone, flow_method, flow_backbone
-
-
-def checkpoint_preprocessing(cfg: ExtractConfig) -> dict:
-    """A fine-tuned backbone.pt from `stpipe finetune` has a .json sidecar: keep the preprocessing it was
-    trained with (the weights' own transforms, not the generic ones a plain file gets) and its backbone."""
-    import json
-
-    from pipeline.errors import ConfigError
-
-    sidecar = Path(cfg.backbone_checkpoint).with_suffix(".json") if cfg.backbone_checkpoint else None
-    if sidecar is None or not sidecar.is_file():
-        return {}
-    info = json.loads(sidecar.read_text())
-    if info.get("modality", "rgb") != "rgb":
-        raise ConfigError(f"--backbone-checkpoint {cfg.backbone_checkpoint} is a {info['modality']}-stream backbone; "
-                          "pass the appearance stream's backbone.pt")
-    if info.get("name") != cfg.backbone:
-        raise ConfigError(f"--backbone-checkpoint {cfg.backbone_checkpoint} was fine-tuned from {info.get('name')}; "
-                          f"pass --backbone {info.get('name')} (got {cfg.backbone})")
-    return {"resize_size": info["resize_size"], "crop_size": info["crop_size"]}
-
-
-def plan(cfg: ExtractConfig, models) -> Plan:
+def plan(cfg: ExtractConfig, models: Models) -> Plan:
     """Read the manifest, create or reopen the store, and list the videos not yet complete."""
     from manifests.table import read_manifest
 
@@ -126,6 +79,30 @@ def plan(cfg: ExtractConfig, models) -> Plan:
     return Plan(store, jobs, len(manifest.entries))
 
 
+def already_finished(cfg: ExtractConfig) -> int | None:
+    """The manifest's size when the store was made by this config and manifest and its up-to-date
+    index marks every video complete; None when there may be work (or no store). Reads the manifest
+    and the index only, so a re-run of a finished extraction costs no model loading."""
+    from manifests.table import read_manifest
+    from pipeline.errors import StoreError
+
+    if cfg.overwrite:
+        return None
+    try:
+        store = FeatureStore.open(cfg.output, storage_options=cfg.storage_options)
+    except StoreError:
+        return None
+    manifest = read_manifest(cfg.manifest, root=cfg.root or None)
+    meta = store.meta
+    if (meta.get("config_hash") != config_hash(store_content(cfg)) or meta.get("manifest_sha256") != manifest.sha256()
+            or not store.index_is_current()):
+        return None  # a different config or manifest is refused (or the stale index rebuilt) on the full path
+    index = store.index()
+    complete = {str(vid) for vid, status in zip(index["video_id"], index["status"]) if status == "complete"}
+    wanted = {e.video_id for e in manifest.entries}
+    return len(wanted) if wanted and wanted <= complete else None
+
+
 def store_content(cfg: ExtractConfig) -> dict:
     """What the store's config hash covers: `cfg.content()`, local files (weights, checkpoint) by absolute
     path, so a relative path resumes from the same folder and the absolute one from anywhere. A store made
@@ -157,6 +134,9 @@ def run(cfg: ExtractConfig, progress: Callable[[Event], None] | None = None,
     shown = cfg.output  # the store as the user wrote it, for messages
     # once, on the driver: every executor and the store's record see the same absolute paths
     cfg = cfg.with_absolute_paths()
+    finished = already_finished(cfg)
+    if finished is not None:  # nothing to do: answered from the store's index, no model built
+        return ExtractResult(store=shown, total=finished, skipped=finished, done=0, failed=0, frames=0, seconds=0.0)
     models = load_models(cfg)
     # one writing run per store (pipeline/store_lease.py); taken before --overwrite may delete anything
     with StoreLease(cfg.output, cfg.storage_options) as lease:
@@ -196,15 +176,3 @@ def run(cfg: ExtractConfig, progress: Callable[[Event], None] | None = None,
         seconds=stats.seconds,
         failures=stats.failures,
     )
-
-
-def warm_flow_compile(method, note: Callable[[str], None]) -> float:
-    """Compile the TV-L1 kernels in this process before any worker needs them (seconds taken)."""
-    from pipeline.flow.compile_policy import cache_is_warm, warm_up
-
-    warm = cache_is_warm(method)
-    note("TV-L1: loading the compiled kernels from inductor's disk cache" if warm else
-         "TV-L1: compiling the kernels once on this machine before extracting (1-3 min cold)")
-    seconds = warm_up(method)
-    note(f"TV-L1: kernels ready in {seconds:.0f} s")
-    return seconds

@@ -20,6 +20,7 @@ import torch
 from pipeline.config import from_dict
 from pipeline.errors import ConfigError, StoreError
 from pipeline.extraction import ExtractConfig, Extractor, VideoJob
+from pipeline.extraction.models import load_models
 from pipeline.store import FeatureStore
 from pipeline.training.data import load_split
 from pipeline.training.loop import make_source, num_views, predict
@@ -77,8 +78,6 @@ def extract_config_of(store: FeatureStore, *, output: str, device: str) -> Extra
 
 
 def run(cfg: PredictConfig) -> PredictResult:
-    from stages.extract import load_models  # stage one's model loading, shared rather than copied
-
     started = time.perf_counter()
     run_dir = Path(cfg.run)
     train_cfg = read_run_config(run_dir)
@@ -89,13 +88,13 @@ def run(cfg: PredictConfig) -> PredictResult:
     with tempfile.TemporaryDirectory(prefix="stpipe-predict-") as tmp:
         extract_cfg = extract_config_of(source_store, output=str(Path(tmp) / "features.zarr"), device=cfg.device)
         models = load_models(extract_cfg)
-        device = models[0]
+        device = models.device
         store = FeatureStore.create(extract_cfg.output, provenance={**source_store.meta, "manifest_sha256": ""})
         ids = [f"{i:06d}" for i in range(len(cfg.videos))]
         jobs = [VideoJob(video_id=vid, path=str(Path(path).absolute()), label=None, label_index=-1, split="predict")
                 for vid, path in zip(ids, cfg.videos)]
-        stats = Extractor(extract_cfg, store, device=device, backbone=models[1], flow_method=models[2],
-                          flow_backbone=models[3]).process(jobs)
+        stats = Extractor(extract_cfg, store, device=device, backbone=models.backbone, flow_method=models.flow_method,
+                          flow_backbone=models.flow_backbone).process(jobs)
         store.write_index()
         errors = {f.video_id: f.error for f in stats.failures}
         scores: dict[str, torch.Tensor] = {}

@@ -48,7 +48,7 @@ def assert_same_store(a: FeatureStore, b: FeatureStore):
 def test_simulated_three_node_cluster_equals_in_process(demo, tmp_path, local_store, monkeypatch):
     from ray.cluster_utils import Cluster
 
-    from pipeline.distributed import warm_flow_compile
+    from pipeline.distributed import warm_flow_compile_on_nodes
     from pipeline.flow import build_flow
     from pipeline.flow.compile_policy import cache_is_warm, cache_marker
 
@@ -66,7 +66,7 @@ def test_simulated_three_node_cluster_equals_in_process(demo, tmp_path, local_st
         ray.init(address=cluster.address, logging_level="WARNING")
         result = extract.run(config(demo, tmp_path / "s.zarr", executor="ray", workers=3))
         nodes = {n["NodeID"] for n in ray.nodes() if n["Alive"]}
-        warmed = warm_flow_compile(ray, config(demo, tmp_path / "s.zarr", flow=True, flow_method="tvl1-fastest",
+        warmed = warm_flow_compile_on_nodes(ray, config(demo, tmp_path / "s.zarr", flow=True, flow_method="tvl1-fastest",
                                                flow_compile="on"), notes.append)
     finally:
         ray.shutdown()

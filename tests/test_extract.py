@@ -60,6 +60,7 @@ def test_resume_redoes_only_unfinished_videos_bit_identically(demo, tmp_path):
     part = tmp_path / "part.zarr"
     shutil.copytree(full, part)
     store = FeatureStore.open(str(part), mode="r+")
+    store.invalidate_index()  # as the killed run did before its first write
     store.video_group("moving_up_000").attrs["complete"] = False  # killed before its last write
     del store.root["videos"][video_key("rotating_clockwise_001")]  # killed before it started
     result = extract.run(config(demo, part, batch_size=8))
@@ -67,6 +68,26 @@ def test_resume_redoes_only_unfinished_videos_bit_identically(demo, tmp_path):
     a, b = FeatureStore.open(str(full)), FeatureStore.open(str(part))
     for video_id in a.index()["video_id"]:
         assert np.array_equal(a.read(video_id, "rgb"), b.read(video_id, "rgb")), video_id
+
+
+def test_a_finished_extraction_answers_from_the_store_without_models(demo, tmp_path, monkeypatch):
+    """A no-op re-run reads the manifest and the index only; one unfinished video, or a stale index,
+    takes the full path again."""
+    out = tmp_path / "s.zarr"
+    extract.run(config(demo, out))
+
+    def no_models(cfg, device=None):
+        raise AssertionError("a finished extraction built its models")
+
+    monkeypatch.setattr(extract, "load_models", no_models)
+    again = extract.run(config(demo, out))
+    assert (again.total, again.skipped, again.done, again.failed) == (20, 20, 0, 0)
+    FeatureStore.open(str(out), mode="r+").invalidate_index()
+    with pytest.raises(AssertionError, match="built its models"):
+        extract.run(config(demo, out))
+    monkeypatch.undo()
+    with pytest.raises(StoreError, match="different extract config"):  # still refused, not answered
+        extract.run(config(demo, out, batch_size=8, chunk_frames=4, features="spatial"))
 
 
 def test_a_batch_in_flight_writes_the_same_store(demo, tmp_path, monkeypatch):
@@ -129,7 +150,9 @@ def test_flow_resume_is_bit_identical_and_float16_option(demo, tmp_path):
     extract.run(config(demo, full, **FLOW))
     part = tmp_path / "part.zarr"
     shutil.copytree(full, part)
-    FeatureStore.open(str(part), mode="r+").video_group("moving_up_000").attrs["complete"] = False
+    store = FeatureStore.open(str(part), mode="r+")
+    store.invalidate_index()  # as the killed run did before its first write
+    store.video_group("moving_up_000").attrs["complete"] = False
     assert extract.run(config(demo, part, **FLOW)).done == 1
     a, b = FeatureStore.open(str(full)), FeatureStore.open(str(part))
     for video_id in a.index()["video_id"]:

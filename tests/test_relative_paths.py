@@ -98,7 +98,7 @@ def test_a_store_recorded_with_a_relative_weights_path_still_resumes(folder, tmp
 
 def test_a_start_failure_is_one_line():
     """The reason taken from Ray's text: the constructor's exception, or Ray's words for a crash."""
-    from pipeline.distributed import _raised
+    from pipeline.distributed.errors import raised as _raised
 
     class Died(Exception):
         def __init__(self, text, init_failed):

@@ -42,7 +42,7 @@ from common import PeakMemory, device_for, environment, parser, table, write_res
 
 from pipeline.backbones import build_backbone  # noqa: E402
 from pipeline.extraction import ExtractConfig  # noqa: E402
-from stages import extract  # noqa: E402
+from pipeline.extraction.models import load_models  # noqa: E402
 
 PRECISIONS = {"fp32": "", "bf16": "bf16"}  # name -> ExtractConfig.amp
 
@@ -190,7 +190,7 @@ def main() -> None:
     for name, meta in metas.items():
         decode = decodes[(tuple(meta["resize_size"]), meta["input_size"][0])]
         for precision in precisions:
-            models = extract.load_models(extract_config(manifest, work / "e2e.zarr", name, precision, 0, args, device))
+            models = load_models(extract_config(manifest, work / "e2e.zarr", name, precision, 0, args, device))
             for batch in batches:
                 fwd = forward(models[1], batch, args, device)
                 e2e = end_to_end(models, name, precision, batch, args, device, work, manifest, warm_manifest)

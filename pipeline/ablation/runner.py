@@ -2,7 +2,7 @@
 
 The loop is the same for every executor. An executor has `slots` (trials it runs at once),
 `submit(trial)` and `next_done() -> (trial, Outcome)` (blocks until some trial ends). The local
-executor runs one trial at a time in this process; the Ray one (`pipeline.distributed.TrialExecutor`)
+executor runs one trial at a time in this process; the Ray one (`pipeline.distributed.trials.TrialExecutor`)
 runs them as tasks with per-trial CPUs and (fractional) GPUs.
 """
 

@@ -60,7 +60,7 @@ def flow_streams(cfg: ExtractConfig) -> int:
 def worker_device_type(cfg: ExtractConfig, method) -> str:
     """Where the run's flow will be computed. Ray workers get GPUs with --gpus-per-worker, or on an
     embedded Ray when this machine has CUDA; on a cluster without that flag the driver cannot tell
-    (a worker that finds a GPU compiles anyway: `stages.extract.load_models`)."""
+    (a worker that finds a GPU compiles anyway: `pipeline.extraction.models.load_models`)."""
     if cfg.executor == "ray" and (cfg.gpus_per_worker > 0 or (not cfg.ray_address and torch_has_cuda())):
         return "cuda"
     return method.device.type

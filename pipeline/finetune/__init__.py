@@ -4,7 +4,7 @@
     setup = prepare(FinetuneConfig(run="runs/trn", manifest="jester.csv", out="runs/trn-ft"))
     state = train_worker(setup, run_dir="runs/trn-ft", dist=Dist())    # one in-process worker
 
-`stages/finetune.py` wraps this (run dir, exports, metrics) and `pipeline/distributed.py`
+`stages/finetune.py` wraps this (run dir, exports, metrics) and `pipeline/distributed/`
 (`run_finetune`) runs the same `train_worker` on Ray Train workers.
 
 Modules: `config` (FinetuneConfig), `source` (head run + store + manifest -> a picklable Setup,

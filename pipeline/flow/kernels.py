@@ -15,7 +15,6 @@ from __future__ import annotations
 import functools
 import logging
 import os
-import sys
 import warnings
 from collections.abc import Callable
 from typing import Any
@@ -267,9 +266,11 @@ def _announce_compile() -> None:
     if not _announced:
         _announced = True
         logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
-        print("stpipe: compiling the TV-L1 kernels (torch.compile): 1-3 min the first time on a machine, "
-              "seconds once inductor's disk cache holds them; STPIPE_FLOW_COMPILE=0 runs eager instead",
-              file=sys.stderr, flush=True)
+        # a log record, not a print: pipeline/ never writes to the terminal; with no handler configured,
+        # logging's last resort still shows a warning on stderr
+        logging.getLogger("stpipe").warning(
+            "stpipe: compiling the TV-L1 kernels (torch.compile): 1-3 min the first time on a machine, "
+            "seconds once inductor's disk cache holds them; STPIPE_FLOW_COMPILE=0 runs eager instead")
 
 
 primal_dual_compiled = Compiled(primal_dual_steps)

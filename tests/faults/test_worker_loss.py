@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from fault_tools import assert_identical_store
 
-import pipeline.distributed as distributed
+import pipeline.distributed.extract as distributed
 from pipeline.demo_data import DemoDataConfig, generate
 from pipeline.extraction import ExtractConfig
 from stages import extract
