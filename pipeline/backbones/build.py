@@ -37,6 +37,7 @@ from pipeline.errors import BackboneError, ConfigError
 
 FEATURE_KINDS = ("pooled", "spatial")
 AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+RANDOM_INIT_SEED = 0
 
 
 def build_backbone(
@@ -246,7 +247,11 @@ def _make_model(
         path = spec.hub.locate(name, download=download)
         return _call(name, spec.make_model, weights=path, _label=f"weights {resolved.label} from {path}"), path
     if resolved.enum is None:
-        return _call(name, spec.make_model, weights=None, **spec.random_kwargs), None
+        # seeded: `--weights none` is the same network in every run, so a resumed store stays one
+        # network's features (and leaves the caller's RNG alone)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(RANDOM_INIT_SEED)
+            return _call(name, spec.make_model, weights=None, **spec.random_kwargs), None
     path = ensure_cached(name, resolved.enum, download=download)
     # torchvision's own loading, from the cache file we just checked
     return _call(name, spec.make_model, weights=resolved.enum, _label=f"weights {resolved.label}: {path}"), None
