@@ -79,8 +79,14 @@ def describe_backbone(name: str) -> BackboneCard:
         backbone.preprocessor = type(backbone.preprocessor)(**preset_of(spec.weights_enum.DEFAULT))
     shape = (1, 3, *((clip[0],) if clip else ()), *meta["input_size"])
     counter = FlopCounterMode(display=False)
-    with counter, torch.inference_mode():
-        backbone.trunk(torch.zeros(shape))
+    # nn.MultiheadAttention's fused inference path (OpenCLIP) is invisible to the flop counter
+    fastpath = torch.backends.mha.get_fastpath_enabled()
+    torch.backends.mha.set_fastpath_enabled(False)
+    try:
+        with counter, torch.inference_mode():
+            backbone.trunk(torch.zeros(shape))
+    finally:
+        torch.backends.mha.set_fastpath_enabled(fastpath)
     keys = ("input_size", "resize_size", "mean", "std", "interpolation", "antialias")
     return BackboneCard(
         name=name,
