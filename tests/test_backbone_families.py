@@ -268,3 +268,16 @@ def test_weights_load_from_a_filled_offline_cache_without_network(demo, tmp_path
     assert len(lines) == 1 and "not in the cache: Hugging Face hub timm/test_vit.r160_in1k file model.safetensors" in lines[0]
     assert "network used" not in run.stderr
     json.dumps(meta)  # provenance stays JSON
+
+
+def test_a_local_open_clip_file_loads_its_image_tower(tmp_path):
+    torch.manual_seed(7)
+    clip = open_clip.create_model("ViT-S-32", pretrained=None).eval()
+    path = tmp_path / "clip.pt"
+    torch.save(clip.state_dict(), path)  # the whole CLIP model: visual.* and the text tower's keys
+    backbone = build_backbone("open_clip:ViT-S-32", weights=str(path))
+    x = _x(backbone, n=1)
+    with torch.no_grad():
+        want = clip.encode_image(x)
+    torch.testing.assert_close(backbone.forward_features(x), want, rtol=1e-4, atol=1e-4)
+    assert backbone.meta["weights_sha256"] and backbone.meta["weights"] == str(path.resolve())

@@ -271,7 +271,7 @@ def _call(name: str, make_model: Callable[..., nn.Module], *, _label: str = "", 
 def _load_file(
     name: str, model: nn.Module, backbone: Backbone, resolved: ResolvedWeights, in_channels: int
 ) -> bool:
-    state = read_state_dict(resolved.file)
+    state = _within(read_state_dict(resolved.file), [model, backbone])
     classifier = [m for m in (backbone.head, backbone.spatial_head) if m is not None]
     optional = {id(t) for m in classifier for t in itertools.chain(m.parameters(), m.buffers())}
     stem = first_conv(backbone)
@@ -285,6 +285,18 @@ def _load_file(
     return load_into(
         [model, backbone], state, optional=optional, adapt=adapt, source=str(resolved.file), name=name
     )
+
+
+def _within(state: dict[str, torch.Tensor], candidates: list[nn.Module]) -> dict[str, torch.Tensor]:
+    """A whole model's file for the part we keep (OpenCLIP's `visual.` keys of a full CLIP file):
+    the file's keys as they are, or those under one top-level prefix, whichever fits best."""
+    own = set().union(*(m.state_dict().keys() for m in candidates))
+    best, fit = state, len(state.keys() & own)
+    for prefix in dict.fromkeys(k.split(".", 1)[0] + "." for k in state if "." in k):
+        inner = {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
+        if len(inner.keys() & own) > fit:
+            best, fit = inner, len(inner.keys() & own)
+    return best
 
 
 def _clip(spec: BackboneSpec, window: int | None, stride: int | None) -> tuple[int, int] | None:
