@@ -4,7 +4,7 @@ forward frames/s on preprocessed batches, and `stpipe extract` end to end on the
 The ViTs are randomly initialised (`--weights none`): speed does not depend on the weights, and no
 weights are downloaded. mobilenet_v2 uses the assets' ImageNet file when present.
 
-Run: `.venv/bin/python benchmarks/bench_backbone_families.py [--frames 24] [--batches 3]`
+Run: `.venv/bin/python benchmarks/bench_backbone_families.py [--frames 24] [--batches 3] [--device cuda]`
 Prints one table; quote `cat /proc/loadavg` beside it (printed at start and end).
 """
 
@@ -46,6 +46,7 @@ def main() -> None:
     parser.add_argument("--frames", type=int, default=24, help="frames per asset clip end to end (max_frames)")
     parser.add_argument("--batches", type=int, default=3, help="timed forward batches (median)")
     parser.add_argument("--batch", type=int, default=16)
+    parser.add_argument("--device", default="cpu", help="cpu, cuda or auto (forward and extract)")
     args = parser.parse_args()
     assets = default_assets()
     weights_file = assets / "weights" / "mobilenet_v2-b0353104.pth"
@@ -56,11 +57,12 @@ def main() -> None:
         for name in BACKBONES:
             weights = str(weights_file) if name == "mobilenet_v2" and weights_file.is_file() else "none"
             card = describe_backbone(name)
-            backbone = build_backbone(name, weights=weights, device="cpu")
+            backbone = build_backbone(name, weights=weights, device=args.device)
             forward = forward_limit(backbone, args.batch, args.batches, warmup=1)
             del backbone
             cfg = ExtractConfig(manifest=str(manifest), output=str(Path(tmp) / f"{len(rows)}.zarr"), backbone=name,
-                                weights=weights, executor="local", max_frames=args.frames, batch_size=args.batch)
+                                weights=weights, executor="local", max_frames=args.frames, batch_size=args.batch,
+                                device=args.device)
             start = time.perf_counter()
             result = extract.run(cfg)
             wall = time.perf_counter() - start
