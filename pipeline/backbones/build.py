@@ -224,7 +224,7 @@ def _build(
         "features": features,
         "in_channels": in_channels,
         **backbone.preprocessor.meta(),
-        **_shapes(backbone, in_channels, preset["crop_size"], clip),
+        **_shapes(name, backbone, in_channels, preset["crop_size"], clip),
         **({"clip_window": clip[0], "clip_stride": clip[1]} if clip else {}),
         "amp": amp,
         "torchvision": torchvision.__version__,
@@ -353,10 +353,16 @@ def cross_modality(backbone: Backbone, channels: int, *, also: nn.Module | None 
 # -- shapes ---------------------------------------------------------------------------------------
 
 
-def _shapes(backbone: Backbone, in_channels: int, crop: int, clip: tuple[int, int] | None) -> dict[str, Any]:
+def _shapes(
+    name: str, backbone: Backbone, in_channels: int, crop: int, clip: tuple[int, int] | None
+) -> dict[str, Any]:
     """Feature shapes at the input size, found by a forward pass on the meta device (no compute)."""
     shape = (1, in_channels, *((clip[0],) if clip else ()), crop, crop)
-    spatial, pooled = _meta_forward(_Both(backbone), torch.empty(shape, device="meta"))
+    try:
+        spatial, pooled = _meta_forward(_Both(backbone), torch.empty(shape, device="meta"))
+    except Exception as error:  # e.g. a ViT built for another input size than --crop asks
+        message = (str(error).splitlines() or [type(error).__name__])[0]
+        raise BackboneError(f"{name} does not run on {in_channels}x{crop}x{crop} inputs: {message}") from None
     shape = list(pooled.shape[1:]) if backbone.features == "pooled" else list(spatial.shape[1:])
     return {
         "dim": int(shape[0]),

@@ -8,7 +8,6 @@ provenance, a plain JSON-able dict).
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -44,8 +43,7 @@ class BackboneSpec:
     """How to build one backbone: what `BACKBONES.register(name, **fields)` takes.
 
     make_model(weights=<enum member | None>, **kwargs) -> nn.Module (torchvision's `get_model`
-    convention); families whose weights are files in a hub cache get `weights=None` and the file
-    is loaded by `load_weights(model, path)`.
+    convention); families whose weights are files in a hub cache (`hub`) get the file's path.
     preset() -> the preprocessing when no torchvision enum decides it: resize_size, crop_size,
     mean, std, interpolation (InterpolationMode), antialias.
     """
@@ -56,7 +54,6 @@ class BackboneSpec:
     preset: Callable[[], dict[str, Any]]
     weights_enum: Any = None  # torchvision's WeightsEnum class, or None
     hub: HubWeights | None = None  # what DEFAULT means for timm/OpenCLIP names
-    load_weights: Callable[[Any, Path], None] | None = None  # (model, hub file) -> loads it
     random_kwargs: Mapping[str, Any] = field(default_factory=dict)
     file_kwargs: Mapping[str, Any] = field(default_factory=dict)
     clip_window: int | None = None  # video backbones: frames per clip
@@ -71,6 +68,3 @@ class BackboneSpec:
         if self.kind == "video" and (self.clip_window is None or self.clip_stride is None):
             raise ValueError("a video backbone needs clip_window and clip_stride")
 
-
-def env_flag(name: str) -> bool:
-    return os.environ.get(name, "").strip().lower() in ("1", "true", "yes", "on")
