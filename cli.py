@@ -340,23 +340,47 @@ def extract_cmd(config_file, storage_options, **options):
 
 
 @cli.command("backbones")
-def backbones_cmd():
-    """List the registered backbones, their kind, weights and whether the default weights are cached."""
+@click.argument("name", required=False)
+def backbones_cmd(name):
+    """List the backbones, or describe one (preprocessing, feature shapes, MACs, weights).
+
+    \b
+    Beyond the listed names: torchvision:NAME (any torchvision classification or video model),
+    timm:NAME[.TAG] (pip install 'stpipe-video[timm]'), open_clip:MODEL/PRETRAINED (the image
+    tower; pip install 'stpipe-video[clip]'), and plug-ins (entry points `stpipe.backbones`).
+      stpipe backbones timm:vit_base_patch16_clip_224.openai
+    """
     from pipeline.backbones import BACKBONES, cache_path
 
+    if name:
+        from pipeline.backbones.describe import describe_backbone
+
+        for line in describe_backbone(name).lines():
+            click.echo(line)
+        return
     click.echo(f"{'name':<20} {'kind':<6} {'default weights':<34} cached  other weights")
-    for name in BACKBONES.names():
-        meta = BACKBONES.meta(name)
-        enum_cls = meta.get("weights_enum")
+    for entry in BACKBONES.names():
+        spec = BACKBONES.meta(entry)
+        origin = BACKBONES.origin(entry)
+        enum_cls = spec.weights_enum
         if enum_cls is None:
-            click.echo(f"{name:<20} {meta['kind']:<6} {'(own init; tests)':<34} -")
+            what = "(own init; tests)" if spec.source == "stpipe" and origin == "builtin" else f"({origin})"
+            click.echo(f"{entry:<20} {spec.kind:<6} {what:<34} -")
             continue
         default = enum_cls.DEFAULT
         mark = {m.name: m.name + ("*" if cache_path(m).is_file() else "") for m in enum_cls}
         cached = "yes" if cache_path(default).is_file() else "no"
         others = ", ".join(mark[m.name] for m in enum_cls if m is not default)
-        click.echo(f"{name:<20} {meta['kind']:<6} {default.name:<34} {cached:<7} {others}")
+        click.echo(f"{entry:<20} {spec.kind:<6} {default.name:<34} {cached:<7} {others}")
     click.echo("* = weight file present in the torch cache ($TORCH_HOME/hub/checkpoints)")
+    from pipeline.backbones.families import available
+
+    for prefix, summary in BACKBONES.families().items():
+        version = "torchvision" if prefix == "torchvision" else available(prefix)
+        state = "" if version else " [not installed]"
+        click.echo(f"{prefix + ':NAME':<20} {summary}{state}")
+    for plugin, why in BACKBONES.plugin_errors.items():
+        click.echo(f"plug-in {plugin} failed to load: {why}")
 
 
 @cli.command("inspect")
@@ -565,6 +589,10 @@ def heads_cmd(num_classes, num_segments, feature_shape, proj_dim):
         click.echo("  ".join(cells + [row[-1]]).rstrip())
     click.echo("default recipe: AdamW, half-cosine lr, what train-head/ablate/demo use for settings not given "
                "(chosen by a recorded sweep, benchmarks/README.md); --recipe paper = seed 000's SGD recipe")
+    from pipeline.heads import HEADS
+
+    for plugin, why in HEADS.plugin_errors.items():
+        click.echo(f"plug-in {plugin} failed to load: {why}")
 
 
 # ---- stage two: train-head, evaluate, stats ----

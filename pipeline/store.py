@@ -553,10 +553,16 @@ def config_hash(content: Mapping[str, Any]) -> str:
     return hashlib.sha256(json.dumps(_jsonable(content), sort_keys=True).encode()).hexdigest()[:16]
 
 
+# What turns frames into a backbone's input. The config names the backbone, but a library's
+# pretrained config (timm, OpenCLIP) or a plug-in can change what the same name means between runs.
+PREPROCESSING_KEYS = ("input_size", "resize_size", "mean", "std", "interpolation", "antialias")
+
+
 def _check_same(url: str, meta: Mapping[str, Any], provenance: Mapping[str, Any]) -> None:
     want = provenance.get("config_hash")
     have = meta.get("config_hash")
     if want == have and provenance.get("manifest_sha256") == meta.get("manifest_sha256"):
+        _check_preprocessing(url, meta, provenance)
         return
     if want != have:
         old, new = meta.get("config", {}), provenance.get("config", {})
@@ -566,6 +572,22 @@ def _check_same(url: str, meta: Mapping[str, Any], provenance: Mapping[str, Any]
             "use another output or --overwrite"
         )
     raise StoreError(f"{url}: store was made from a different manifest; use another output or --overwrite")
+
+
+def _check_preprocessing(url: str, meta: Mapping[str, Any], provenance: Mapping[str, Any]) -> None:
+    pairs = [("backbone", meta.get("backbone"), provenance.get("backbone"))]
+    old_flow, new_flow = meta.get("flow") or {}, provenance.get("flow") or {}
+    pairs.append(("flow backbone", old_flow.get("backbone"), new_flow.get("backbone")))
+    for what, old, new in pairs:
+        if not old or not new:
+            continue
+        keys = [k for k in PREPROCESSING_KEYS if k in old and k in new and _jsonable(old[k]) != _jsonable(new[k])]
+        if keys:
+            changes = "; ".join(f"{k} {old[k]} -> {new[k]}" for k in keys)
+            raise StoreError(
+                f"{url}: {what} {new.get('name')} now preprocesses differently from when the store was made "
+                f"({changes}); use another output or --overwrite"
+            )
 
 
 def _jsonable(value: Any) -> Any:

@@ -112,7 +112,7 @@ def resolve_weights(backbone: str, weights: str) -> tuple[str, str]:
     from pipeline.backbones import BACKBONES
     from pipeline.backbones.weights import cache_path, url_filename
 
-    enum_cls = BACKBONES.meta(backbone).get("weights_enum")
+    enum_cls = BACKBONES.meta(backbone).weights_enum
     members = list(enum_cls) if enum_cls is not None else []
     for member in members:
         if cache_path(member).is_file():

@@ -51,7 +51,7 @@ def assert_within_one_uint8_level(x: torch.Tensor, expected: torch.Tensor, std: 
 
 def small_input(name: str) -> torch.Tensor:
     """The smallest input each architecture takes, to keep the suite fast."""
-    if BACKBONES.meta(name)["kind"] == "video":
+    if BACKBONES.meta(name).kind == "video":
         return torch.randn(1, 3, 8, 48, 48)
     return torch.randn(2, 3, 64, 64)
 
@@ -87,7 +87,7 @@ def test_every_backbone_builds_and_gives_documented_shapes(name):
     assert meta["dim"] == meta["pooled_dim"] == DIMS[name]
     assert meta["spatial_size"] == SPATIAL.get(name, [7, 7])
     assert meta["feature_shape"] == [DIMS[name], *meta["spatial_size"]]
-    assert meta["kind"] == BACKBONES.meta(name)["kind"] and meta["weights"] == "none"
+    assert meta["kind"] == BACKBONES.meta(name).kind and meta["weights"] == "none"
     assert not backbone.training and not any(p.requires_grad for p in backbone.parameters())
     x = small_input(name)
     maps = backbone.forward_features(x)

@@ -6,9 +6,16 @@
     feats = backbone.forward_features(x.to(backbone.device))   # (N, 1280, 7, 7)
     backbone.meta                                   # provenance for the store
 
-Modules: `zoo` (the registry and torchvision entries), `tiny` (test backbones), `build` (builders,
-flow stream), `weights` (resolution, offline cache check, files), `preprocess` (batched input
-pipelines), `clips` (sliding windows of video backbones), `backbone` (the module).
+Names: the registered ones (`stpipe backbones`), `torchvision:NAME`, `timm:NAME[.TAG]`,
+`open_clip:MODEL/TAG` (families resolved on first use) and plug-ins (entry points
+`stpipe.backbones`).
+
+Modules: `zoo` (the registry and torchvision entries), `spec` (the typed registry metadata),
+`tiny` (test backbones), `torchvision_family` / `timm_family` / `open_clip_family` (the library
+families; `families`: their optional imports), `build` (builders, flow stream), `weights`
+(resolution, offline cache check, files), `hub` (Hugging Face / torch hub cache files),
+`preprocess` (batched input pipelines), `clips` (sliding windows of video backbones), `backbone`
+(the module), `describe` (what `stpipe backbones NAME` prints).
 """
 
 from pipeline.backbones import tiny as _tiny  # noqa: F401  (registers the tiny test backbones)

@@ -2,6 +2,10 @@
 
     frames --preprocess--> x --trunk--> spatial map (N, C, h, w) --pool--> pooled (N, D) --head--> logits
 
+Transformers (timm/OpenCLIP ViTs) have a trunk that returns tokens, not a map: their `spatial`
+part turns the trunk's output into the map (patch tokens reshaped, prefix/register tokens dropped)
+and `pool` takes the trunk's output to the model's own pooled vector (CLS or mean token).
+
 `forward_features` returns the spatial map or the pooled vector (the timm-style split); stage one
 caches it, stage two trains heads on it, and `forward_head` puts the original classifier back on
 top (so a stored feature can be checked against the full torchvision model). Video backbones run on
@@ -25,8 +29,9 @@ from pipeline.errors import BackboneError
 class Parts:
     """What a registered backbone function returns for a built model.
 
-    trunk: input -> spatial map `(N, C, h, w)`, the final pooling removed.
-    pool: spatial map -> pooled vector `(N, D)`, the architecture's own pre-logits pooling.
+    trunk: input -> spatial map `(N, C, h, w)`, the final pooling removed (or, with `spatial`, any
+        output both `pool` and `spatial` read: a transformer's tokens).
+    pool: trunk output -> pooled vector `(N, D)`, the architecture's own pre-logits pooling.
     head: pooled vector -> logits, or None when the classifier works on the map (see spatial_head).
     spatial_head: spatial map -> logits, only for classifiers that are not `head(pool(x))`
         (SqueezeNet's 1x1 convolution before its pooling).
@@ -36,6 +41,7 @@ class Parts:
     pool: nn.Module
     head: nn.Module | None
     spatial_head: nn.Module | None = None
+    spatial: nn.Module | None = None  # trunk output -> (N, C, h, w); None: the trunk gives the map
 
 
 class GlobalAvgPool(nn.Module):
@@ -50,6 +56,62 @@ class TemporalMean(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x.mean(2)
+
+
+class Call(nn.Module):
+    """`model.<method>(x, **kwargs)` as a module (timm's `forward_features` / `forward_head`).
+
+    `owner=False` keeps the model out of this module's children: a second view of a model that
+    another part owns (its parameters would otherwise be listed and saved twice).
+    """
+
+    def __init__(self, model: nn.Module, method: str, *, owner: bool = True, **kwargs: Any):
+        super().__init__()
+        if owner:
+            self.model = model
+        else:
+            self._borrowed = (model,)  # a tuple: not registered as a submodule
+        self.method, self.kwargs = method, kwargs
+
+    def forward(self, x: Any) -> Any:
+        model = self.model if "model" in self._modules else self._borrowed[0]
+        return getattr(model, self.method)(x, **self.kwargs)
+
+
+class Pick(nn.Module):
+    """One item of a trunk's dict/tuple output (`out[key][index]`)."""
+
+    def __init__(self, key: Any, index: int | None = None):
+        super().__init__()
+        self.key, self.index = key, index
+
+    def forward(self, out: Any) -> torch.Tensor:
+        value = out[self.key]
+        return value if self.index is None else value[self.index]
+
+
+class TokenMap(nn.Module):
+    """A transformer's output -> a spatial map (N, C, h, w).
+
+    Tokens (N, L, C): the first `prefix` (class, distillation, register tokens) are dropped and the
+    rest laid out on the square patch grid (inputs are square centre crops). (N, h, w, C) maps
+    (timm's NHWC models: Swin, ...) are permuted; (N, C, h, w) passes through.
+    """
+
+    def __init__(self, prefix: int = 0, *, channels_last: bool = False):
+        super().__init__()
+        self.prefix, self.channels_last = int(prefix), channels_last
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.ndim == 4:
+            return x.permute(0, 3, 1, 2) if self.channels_last else x
+        if x.ndim != 3:
+            raise BackboneError(f"cannot make a spatial map of a {tuple(x.shape)} output")
+        tokens = x[:, self.prefix :]
+        side = int(round(tokens.shape[1] ** 0.5))
+        if side * side != tokens.shape[1]:
+            raise BackboneError(f"{tokens.shape[1]} patch tokens do not make a square grid")
+        return tokens.transpose(1, 2).reshape(x.shape[0], x.shape[2], side, side)
 
 
 class ChannelAffine(nn.Module):
@@ -90,6 +152,8 @@ class Backbone(nn.Module):
         super().__init__()
         self.trunk, self.pool, self.head = parts.trunk, parts.pool, parts.head
         self.spatial_head = parts.spatial_head
+        self.spatial = parts.spatial if parts.spatial is not None else nn.Identity()
+        self.token_trunk = parts.spatial is not None  # the pool reads tokens, not the map
         self.features, self.kind = features, kind
         self.channels_last = channels_last and kind == "image"
         self.amp_dtype = amp_dtype
@@ -125,10 +189,12 @@ class Backbone(nn.Module):
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         with self._context(x.device):
-            out = self.trunk(x)
-            if self.features == "pooled":
-                out = self.pool(out)
+            out = self.from_trunk(self.trunk(x))
         return out.float()
+
+    def from_trunk(self, out: Any) -> torch.Tensor:
+        """The trunk's output -> this backbone's features (pooled vector or spatial map)."""
+        return self.pool(out) if self.features == "pooled" else self.spatial(out)
 
     def forward_head(self, features: torch.Tensor) -> torch.Tensor:
         """Features of this backbone's kind -> the original classifier's logits."""
@@ -139,6 +205,9 @@ class Backbone(nn.Module):
                 name = self.meta.get("name", "this backbone")
                 raise BackboneError(f"{name}'s classifier needs spatial features, got pooled ones")
             if features.ndim == 4:
+                if self.token_trunk:
+                    name = self.meta.get("name", "this backbone")
+                    raise BackboneError(f"{name} pools its tokens, not a spatial map: give pooled features")
                 features = self.pool(features)
             return self.head(features).float()
 

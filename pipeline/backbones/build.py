@@ -21,6 +21,7 @@ from torch import nn
 from pipeline.backbones.allocator import reuse_freed_memory
 from pipeline.backbones.backbone import Backbone
 from pipeline.backbones.preprocess import FlowPreprocess, ImagePreprocess
+from pipeline.backbones.spec import BackboneSpec
 from pipeline.backbones.weights import (
     ResolvedWeights,
     ensure_cached,
@@ -36,6 +37,7 @@ from pipeline.errors import BackboneError, ConfigError
 
 FEATURE_KINDS = ("pooled", "spatial")
 AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+RANDOM_INIT_SEED = 0
 
 
 def build_backbone(
@@ -109,7 +111,7 @@ def build_flow_backbone(
     """
     if stack < 1:
         raise ConfigError(f"flow stack must be >= 1 field, got {stack}")
-    if BACKBONES.meta(name)["kind"] != "image":
+    if BACKBONES.meta(name).kind != "image":
         raise BackboneError(f"the flow stream needs an image backbone, {name} is a video backbone")
 
     def make_preprocessor(preset: dict) -> FlowPreprocess:
@@ -173,7 +175,7 @@ def _build(
     make_preprocessor: Callable[[dict], Any],
 ) -> Backbone:
     split = BACKBONES.get(name)
-    entry = BACKBONES.meta(name)
+    spec = BACKBONES.meta(name)
     if features not in FEATURE_KINDS:
         raise ConfigError(f"features must be one of {', '.join(FEATURE_KINDS)}, got {features!r}")
     if amp is not None and amp not in AMP_DTYPES:
@@ -184,46 +186,50 @@ def _build(
     if target.type == "cpu":
         reuse_freed_memory()  # no page faults per batch (see allocator.py)
 
-    resolved = resolve_weights(name, weights, entry["weights_enum"])
-    model = _make_model(name, entry, resolved, download=download)
+    resolved = resolve_weights(
+        name, weights, spec.weights_enum, hub=spec.hub is not None, random_default=spec.source == "stpipe"
+    )
+    model, hub_file = _make_model(name, spec, resolved, download=download)
     backbone = Backbone(
         split(model),
         features=features,
-        kind=entry["kind"],
+        kind=spec.kind,
         channels_last=True if channels_last is None else channels_last,
         amp_dtype=AMP_DTYPES.get(amp) if amp else None,
     )
     if in_channels != 3:
         cross_modality(backbone, in_channels, also=model)  # the model too: a file may load through it
-    head_loaded = resolved.enum is not None
+    head_loaded = resolved.enum is not None or (resolved.hub and backbone.head is not None)
     if resolved.file is not None:
         head_loaded = _load_file(name, model, backbone, resolved, in_channels)
 
-    preset = preset_of(resolved.enum) if resolved.enum is not None else entry["preset"]()
+    preset = preset_of(resolved.enum) if resolved.enum is not None else spec.preset()
     if resize_size is not None:
         preset["resize_size"] = [resize_size] if isinstance(resize_size, int) else list(resize_size)
     if crop_size is not None:
         preset["crop_size"] = int(crop_size)
     backbone.preprocessor = make_preprocessor(preset)
-    clip = _clip(entry, clip_window, clip_stride)
+    clip = _clip(spec, clip_window, clip_stride)
     backbone.meta = {
         "name": name,
-        "kind": entry["kind"],
-        "source": entry["source"],
+        "kind": spec.kind,
+        "source": spec.source,
         "weights": resolved.label,
         "weights_file": url_filename(resolved.enum)
         if resolved.enum is not None and resolved.file is None
-        else None,
+        else (str(hub_file) if hub_file is not None else None),
         "weights_sha256": resolved.sha256,
         "weights_preset": resolved.enum.name if resolved.enum is not None else None,  # whose transforms
         "head_loaded": head_loaded,
         "features": features,
         "in_channels": in_channels,
         **backbone.preprocessor.meta(),
-        **_shapes(backbone, in_channels, preset["crop_size"], clip),
+        **_shapes(name, backbone, in_channels, preset["crop_size"], clip),
         **({"clip_window": clip[0], "clip_stride": clip[1]} if clip else {}),
         "amp": amp,
         "torchvision": torchvision.__version__,
+        "library": spec.library,
+        "preprocess_source": spec.preprocess_source,
     }
     backbone.to(target)
     if backbone.channels_last:
@@ -231,23 +237,41 @@ def _build(
     return backbone
 
 
-def _make_model(name: str, entry: dict, resolved: ResolvedWeights, *, download: bool) -> nn.Module:
+def _make_model(
+    name: str, spec: BackboneSpec, resolved: ResolvedWeights, *, download: bool
+) -> tuple[nn.Module, Path | None]:
+    """The model, and the hub cache file its weights came from (timm, OpenCLIP)."""
     if resolved.file is not None:
-        return entry["make_model"](weights=None, **entry["file_kwargs"])
+        return _call(name, spec.make_model, weights=None, **spec.file_kwargs), None
+    if resolved.hub:
+        path = spec.hub.locate(name, download=download)
+        return _call(name, spec.make_model, weights=path, _label=f"weights {resolved.label} from {path}"), path
     if resolved.enum is None:
-        return entry["make_model"](weights=None, **entry["random_kwargs"])
+        # seeded: `--weights none` is the same network in every run, so a resumed store stays one
+        # network's features (and leaves the caller's RNG alone)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(RANDOM_INIT_SEED)
+            return _call(name, spec.make_model, weights=None, **spec.random_kwargs), None
     path = ensure_cached(name, resolved.enum, download=download)
-    try:  # torchvision's own loading, from the cache file we just checked
-        return entry["make_model"](weights=resolved.enum)
+    # torchvision's own loading, from the cache file we just checked
+    return _call(name, spec.make_model, weights=resolved.enum, _label=f"weights {resolved.label}: {path}"), None
+
+
+def _call(name: str, make_model: Callable[..., nn.Module], *, _label: str = "", **kwargs: Any) -> nn.Module:
+    """A library's model builder; its failures (bad kwargs, a file that does not fit) as one line."""
+    try:
+        return make_model(**kwargs)
+    except BackboneError:
+        raise
     except Exception as error:
         message = str(error).splitlines()[0] if str(error) else type(error).__name__
-        raise BackboneError(f"{name} weights {resolved.label}: cannot load {path}: {message}") from None
+        raise BackboneError(f"{name}: cannot build{' with ' + _label if _label else ''}: {message}") from None
 
 
 def _load_file(
     name: str, model: nn.Module, backbone: Backbone, resolved: ResolvedWeights, in_channels: int
 ) -> bool:
-    state = read_state_dict(resolved.file)
+    state = _within(read_state_dict(resolved.file), [model, backbone])
     classifier = [m for m in (backbone.head, backbone.spatial_head) if m is not None]
     optional = {id(t) for m in classifier for t in itertools.chain(m.parameters(), m.buffers())}
     stem = first_conv(backbone)
@@ -263,11 +287,23 @@ def _load_file(
     )
 
 
-def _clip(entry: dict, window: int | None, stride: int | None) -> tuple[int, int] | None:
-    if entry["kind"] != "video":
+def _within(state: dict[str, torch.Tensor], candidates: list[nn.Module]) -> dict[str, torch.Tensor]:
+    """A whole model's file for the part we keep (OpenCLIP's `visual.` keys of a full CLIP file):
+    the file's keys as they are, or those under one top-level prefix, whichever fits best."""
+    own = set().union(*(m.state_dict().keys() for m in candidates))
+    best, fit = state, len(state.keys() & own)
+    for prefix in dict.fromkeys(k.split(".", 1)[0] + "." for k in state if "." in k):
+        inner = {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
+        if len(inner.keys() & own) > fit:
+            best, fit = inner, len(inner.keys() & own)
+    return best
+
+
+def _clip(spec: BackboneSpec, window: int | None, stride: int | None) -> tuple[int, int] | None:
+    if spec.kind != "video":
         return None
-    window = entry["clip_window"] if window is None else int(window)
-    stride = entry["clip_stride"] if stride is None else int(stride)
+    window = spec.clip_window if window is None else int(window)
+    stride = spec.clip_stride if stride is None else int(stride)
     if window < 1 or stride < 1:
         raise ConfigError(f"clip window and stride must be >= 1, got {window} and {stride}")
     return window, stride
@@ -317,11 +353,16 @@ def cross_modality(backbone: Backbone, channels: int, *, also: nn.Module | None 
 # -- shapes ---------------------------------------------------------------------------------------
 
 
-def _shapes(backbone: Backbone, in_channels: int, crop: int, clip: tuple[int, int] | None) -> dict[str, Any]:
+def _shapes(
+    name: str, backbone: Backbone, in_channels: int, crop: int, clip: tuple[int, int] | None
+) -> dict[str, Any]:
     """Feature shapes at the input size, found by a forward pass on the meta device (no compute)."""
-    x = torch.empty((1, in_channels, *((clip[0],) if clip else ()), crop, crop), device="meta")
-    spatial = _meta_forward(backbone.trunk, x)
-    pooled = _meta_forward(backbone.pool, spatial)
+    shape = (1, in_channels, *((clip[0],) if clip else ()), crop, crop)
+    try:
+        spatial, pooled = _meta_forward(_Both(backbone), torch.empty(shape, device="meta"))
+    except Exception as error:  # e.g. a ViT built for another input size than --crop asks
+        message = (str(error).splitlines() or [type(error).__name__])[0]
+        raise BackboneError(f"{name} does not run on {in_channels}x{crop}x{crop} inputs: {message}") from None
     shape = list(pooled.shape[1:]) if backbone.features == "pooled" else list(spatial.shape[1:])
     return {
         "dim": int(shape[0]),
@@ -331,10 +372,27 @@ def _shapes(backbone: Backbone, in_channels: int, crop: int, clip: tuple[int, in
     }
 
 
-def _meta_forward(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
+class _Both(nn.Module):
+    """The spatial map and the pooled vector of one trunk pass (for their shapes)."""
+
+    def __init__(self, backbone: Backbone):
+        super().__init__()
+        # not the head: it may also sit inside the trunk's model, and functional_call restores one
+        # name per shared tensor only
+        self.trunk, self.spatial, self.pool = backbone.trunk, backbone.spatial, backbone.pool
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        out = self.trunk(x)
+        return self.spatial(out), self.pool(out)
+
+
+def _meta_forward(module: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     tensors = {
         k: torch.empty_like(v, device="meta")
         for k, v in itertools.chain(module.named_parameters(), module.named_buffers())
     }
     with torch.no_grad():
-        return torch.func.functional_call(module, tensors, (x,))
+        try:
+            return torch.func.functional_call(module, tensors, (x,))
+        except Exception:  # noqa: BLE001 - an op without a meta kernel: one real pass on zeros
+            return module(torch.zeros(x.shape))

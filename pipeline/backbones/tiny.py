@@ -83,8 +83,7 @@ def _entry(
         "source": "stpipe",
         "weights_enum": None,
         "make_model": _seeded(cls),
-        "random_kwargs": {},
-        "file_kwargs": {},
+        "preprocess_source": "ImageNet mean/std (test backbone)",
         "preset": lambda: {**IMAGENET_PRESET, "resize_size": [resize], "crop_size": crop},
     }
     if clip is not None:

@@ -31,10 +31,11 @@ DOWNLOAD_TIMEOUT_S = 30.0
 class ResolvedWeights:
     """What `weights=...` turned into. `label` is what the store records."""
 
-    label: str  # enum member name, "none", or the absolute file path
+    label: str  # enum member name, "DEFAULT" (a hub family's tag), "none", or the absolute file path
     enum: WeightsEnum | None = None  # named weights (also: the preset a file is recognised as)
     file: Path | None = None
     sha256: str | None = None  # first 16 hex digits of a local file's sha256
+    hub: bool = False  # the name's own pretrained weights from a library's cache (timm, OpenCLIP)
 
     @property
     def pretrained(self) -> bool:
@@ -63,11 +64,18 @@ def _members(enum_cls: type[WeightsEnum] | None) -> list[str]:
 
 
 def resolve_weights(
-    name: str, weights: str | os.PathLike | None, enum_cls: type[WeightsEnum] | None
+    name: str,
+    weights: str | os.PathLike | None,
+    enum_cls: type[WeightsEnum] | None,
+    *,
+    hub: bool = False,
+    random_default: bool = True,
 ) -> ResolvedWeights:
     """Turn the user's `weights` into a `ResolvedWeights`; unknown values are one-line errors.
 
-    Backbones without named weights (the tiny test ones) treat `DEFAULT` as `none`. A local file
+    `hub`: the backbone's `DEFAULT` is its tag's weights in a library cache (timm, OpenCLIP).
+    Backbones without named weights (the tiny test ones) treat `DEFAULT` as `none`, unless
+    `random_default` is False (a library model named without pretrained weights). A local file
     whose name is one of torchvision's own file names (e.g. `mobilenet_v2-b0353104.pth`) is
     recognised as that enum member, so its preprocessing is the member's transforms.
     """
@@ -75,6 +83,13 @@ def resolve_weights(
     if text.lower() == "none":
         return ResolvedWeights("none")
     if text == "DEFAULT" and enum_cls is None:
+        if hub:
+            return ResolvedWeights("DEFAULT", hub=True)
+        if not random_default:
+            raise BackboneError(
+                f"{name} names no pretrained weights; name a tag (e.g. timm:NAME.TAG, open_clip:MODEL/TAG) "
+                "or pass --weights none for a random init"
+            )
         return ResolvedWeights("none")
     if text in _members(enum_cls):
         member = enum_cls[text]
@@ -85,9 +100,10 @@ def resolve_weights(
         return ResolvedWeights(
             str(path.resolve()), enum=recognised, file=path.resolve(), sha256=file_sha256(path)
         )
-    if os.sep in text or path.suffix in (".pt", ".pth", ".bin", ".ckpt"):
+    if os.sep in text or path.suffix in (".pt", ".pth", ".bin", ".ckpt", ".safetensors"):
         raise BackboneError(f"weights file {text} for {name} does not exist")
-    known = ", ".join(["DEFAULT", "none", *[m for m in _members(enum_cls) if m != "DEFAULT"]])
+    default = ["DEFAULT"] if enum_cls is not None or hub or random_default else []
+    known = ", ".join([*default, "none", *[m for m in _members(enum_cls) if m != "DEFAULT"]])
     raise BackboneError(f"unknown weights {text!r} for {name}; use {known} or a local file path")
 
 
@@ -126,9 +142,15 @@ def _socket_timeout(seconds: float):
 
 
 def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
-    """A state dict from a file (torch.load with weights_only=True); one wrapper level allowed."""
+    """A state dict from a file (.safetensors, or torch.load with weights_only=True); one wrapper
+    level allowed."""
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        if Path(path).suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            state = load_file(str(path))
+        else:
+            state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:
         raise BackboneError(
             f"weights file {path} cannot be read as a state dict: {error}".splitlines()[0]

@@ -1,9 +1,13 @@
 """`BACKBONES`: one registered function per backbone, splitting a built model into `Parts`.
 
-Registry metadata says how to build the model: `kind` ("image" or "video"), `weights_enum`
-(torchvision's enum, None for our own models), `make_model(weights=..., **kwargs)`, extra builder
-kwargs for random init and for local files, the preprocessing `preset` used when no named weights
-decide it, and the default clip window/stride of video backbones.
+Registry metadata is a `BackboneSpec` (spec.py) saying how to build the model: `kind` ("image" or
+"video"), `weights_enum` (torchvision's enum, None for our own models), `make_model(weights=...,
+**kwargs)`, extra builder kwargs for random init and for local files, the preprocessing `preset`
+used when no named weights decide it, and the default clip window/stride of video backbones.
+
+Beyond these names: the families `torchvision:NAME` (torchvision_family.py), `timm:NAME[.TAG]`
+(timm_family.py) and `open_clip:MODEL/TAG` (open_clip_family.py), resolved on first use, and
+plug-ins (entry points in the group `stpipe.backbones`, see pipeline/registry.py).
 
 Pooled features are each architecture's own pre-logits vector: the global average of the spatial map
 everywhere except ConvNeXt, whose pooled vector is also layer-normed (its classifier's LayerNorm).
@@ -13,18 +17,23 @@ The seed paper's BN-Inception is not in torchvision; GoogLeNet (Inception v1) st
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable
 from functools import partial
 from typing import Any
 
+import torchvision
 from torch import nn
 from torchvision.models import WeightsEnum, get_model, get_model_weights
 from torchvision.transforms import InterpolationMode
 
 from pipeline.backbones.backbone import ChannelAffine, GlobalAvgPool, Parts, TemporalMean
+from pipeline.backbones.spec import BackboneSpec
 from pipeline.registry import Registry
 
-BACKBONES: Registry[Callable[[nn.Module], Parts]] = Registry("backbone")
+BACKBONES: Registry[Callable[[nn.Module], Parts]] = Registry(
+    "backbone", meta_type=BackboneSpec, plugins="stpipe.backbones"
+)
 
 IMAGENET_PRESET: dict[str, Any] = {
     "resize_size": [256],
@@ -59,12 +68,14 @@ def torchvision_entry(
         "source": "torchvision",
         "weights_enum": enum_cls,
         "make_model": partial(get_model, name),
-        "random_kwargs": {},
-        "file_kwargs": {},
         # without named weights: ImageNet's standard input for images, the Kinetics weights' for video
         "preset": (lambda: dict(IMAGENET_PRESET))
         if kind == "image"
         else partial(preset_of, enum_cls.DEFAULT),
+        "library": f"torchvision {torchvision.__version__}",
+        "preprocess_source": f"torchvision {enum_cls.__name__} transforms (ImageNet standard without weights)"
+        if kind == "image"
+        else f"torchvision {enum_cls.DEFAULT} transforms",
         **extra,
     }
     if clip is not None:
@@ -157,3 +168,18 @@ def s3d(m: nn.Module) -> Parts:
     # exactly the global mean used here, which also works at other sizes
     head = nn.Sequential(nn.Unflatten(1, (-1, 1, 1, 1)), m.classifier, nn.Flatten(1))
     return Parts(trunk=nn.Sequential(m.features, TemporalMean()), pool=GlobalAvgPool(), head=head)
+
+
+# -- families: whole libraries, resolved on first use (their modules import lazily) -----------------
+
+
+def _family(module: str) -> Callable[[str], tuple[Callable[[nn.Module], Parts], dict]]:
+    return lambda rest: importlib.import_module(f"pipeline.backbones.{module}").resolve(rest)
+
+
+BACKBONES.add_family("torchvision", _family("torchvision_family"),
+                     summary="any torchvision.models classification or video model")  # fmt: skip
+BACKBONES.add_family("timm", _family("timm_family"),
+                     summary="any timm model, NAME[.TAG], pip install 'stpipe-video[timm]'")  # fmt: skip
+BACKBONES.add_family("open_clip", _family("open_clip_family"),
+                     summary="an OpenCLIP image tower, MODEL/PRETRAINED, pip install 'stpipe-video[clip]'")  # fmt: skip

@@ -118,7 +118,7 @@ class FinetuneModel(nn.Module):
 
     def _pooled(self, stream: str, spatial: torch.Tensor) -> torch.Tensor:
         backbone = self.backbones[stream]
-        return (backbone.pool(spatial) if backbone.features == "pooled" else spatial).float()
+        return backbone.from_trunk(spatial).float()
 
     # -- export ------------------------------------------------------------------------------
 

@@ -39,7 +39,9 @@ The contract (trainer, CLI and benchmarks code against it):
 
 Modules: `seed000` (mlp, tsn, trn_multiscale, rnn_tanh, rnn_relu, lstm, gru, blstm, convlstm,
 fcn2d, fcn3d), `st_resnet`, `mtconv`, `s3dg`; each documents its initialisation and the choices
-the papers leave open. Adding a head = one registered body builder in one module.
+the papers leave open. Adding a head = one registered body builder in one module, here or in a
+plug-in package (an entry point in the group `stpipe.heads` naming a module that calls
+`register_head`; see docs/plugins.md).
 """
 
 # Importing the head modules registers them, in this order (the order `stpipe heads` lists).
@@ -48,6 +50,10 @@ from pipeline.heads import seed000, st_resnet, mtconv, s3dg  # noqa: F401
 # isort: on
 from pipeline.heads.base import HEADS, Head, LateFusion, build_head, register_head
 from pipeline.heads.complexity import complexity_table, count_params, head_complexity
+
+# plug-in heads: entry points in the group `stpipe.heads` (a module calling `register_head`),
+# loaded on the first lookup or listing (pipeline/registry.py)
+HEADS.use_plugins("stpipe.heads")
 
 __all__ = [
     "HEADS",

@@ -1,0 +1,70 @@
+"""Typed registry metadata: `BackboneSpec` (how to build a backbone) and `HubWeights` (weights that a
+library keeps in its own cache: the Hugging Face hub for timm and OpenCLIP, torch hub for URLs).
+
+`BACKBONES.meta(name)` returns the `BackboneSpec`; what a *built* backbone is (feature dims,
+preprocessing, weights, MACs) is `describe_backbone` (describe.py) and `Backbone.meta` (the store's
+provenance, a plain JSON-able dict).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+KINDS = ("image", "video")
+
+
+@dataclass(frozen=True)
+class HubWeights:
+    """Pretrained weights found through a library's own cache.
+
+    `files` are tried in order (a safetensors file before its .bin twin, as the libraries do):
+    `hf:<repo>/<filename>` for the Hugging Face hub, `url:<url>` for torch hub's checkpoint folder.
+    """
+
+    label: str  # e.g. "timm/vit_base_patch16_clip_224.openai"
+    files: tuple[str, ...]
+
+    def cached(self) -> Path | None:
+        from pipeline.backbones.hub import find_cached
+
+        return find_cached(self.files)
+
+    def locate(self, name: str, *, download: bool = False) -> Path:
+        from pipeline.backbones.hub import locate
+
+        return locate(name, self, download=download)
+
+
+@dataclass(frozen=True)
+class BackboneSpec:
+    """How to build one backbone: what `BACKBONES.register(name, **fields)` takes.
+
+    make_model(weights=<enum member | None>, **kwargs) -> nn.Module (torchvision's `get_model`
+    convention); families whose weights are files in a hub cache (`hub`) get the file's path.
+    preset() -> the preprocessing when no torchvision enum decides it: resize_size, crop_size,
+    mean, std, interpolation (InterpolationMode), antialias.
+    """
+
+    kind: str  # "image" (frames) or "video" (clips)
+    source: str  # torchvision, timm, open_clip, stpipe, or a plug-in's own word
+    make_model: Callable[..., Any]
+    preset: Callable[[], dict[str, Any]]
+    weights_enum: Any = None  # torchvision's WeightsEnum class, or None
+    hub: HubWeights | None = None  # what DEFAULT means for timm/OpenCLIP names
+    random_kwargs: Mapping[str, Any] = field(default_factory=dict)
+    file_kwargs: Mapping[str, Any] = field(default_factory=dict)
+    clip_window: int | None = None  # video backbones: frames per clip
+    clip_stride: int | None = None  # and frames between clip starts
+    library: str | None = None  # "timm 1.0.31": recorded in provenance
+    preprocess_source: str = "ImageNet standard"  # where the preprocessing was read from
+    summary: str = ""
+
+    def __post_init__(self) -> None:
+        if self.kind not in KINDS:
+            raise ValueError(f"kind must be one of {', '.join(KINDS)}, got {self.kind!r}")
+        if self.kind == "video" and (self.clip_window is None or self.clip_stride is None):
+            raise ValueError("a video backbone needs clip_window and clip_stride")
+
