@@ -61,9 +61,17 @@ def train_trial(trial: Trial, shared: SharedFeatures, *, device: str, cfg: Ablat
 
     trial_cfg = cfg.trial_config(head=trial.head, segments=trial.segments, modality=trial.modality,
                                  seed=trial.seed, out=str(trial_dir(cfg, trial)), device=device, params=trial.params)
-    result = train_head.run(trial_cfg, data=shared.train_data(trial), signature=shared.signature(trial),
-                            plots=cfg.trial_plots)
+    data = shared.train_data(trial)
+    if not trial_cfg.standardize:  # stats are loaded when any trial standardises (recipes do; `paper` does not)
+        data.stats = {}
+    result = train_head.run(trial_cfg, data=data, signature=shared.signature(trial), plots=cfg.trial_plots)
     return dict(result.metrics)
+
+
+def _trial_config(cfg: AblateConfig, trial: Trial):
+    """The resolved train-head config of a trial (its recipe filled in), wherever it runs."""
+    return cfg.trial_config(head=trial.head, segments=trial.segments, modality=trial.modality, seed=trial.seed,
+                            out=str(trial_dir(cfg, trial)), params=trial.params)
 
 
 def trial_dir(cfg: AblateConfig, trial: Trial) -> Path:
@@ -106,7 +114,7 @@ def run(cfg: AblateConfig, progress: Callable[[Progress], None] | None = None,
         loading = time.perf_counter()
         todo_grid = Grid(trials=todo, skipped=grid.skipped, stream_shapes=grid.stream_shapes)
         shared = load_shared(store, todo_grid, val_split=cfg.train.get("val_split", "val"),
-                             standardize=bool(cfg.train.get("standardize", False)),
+                             standardize=any(_trial_config(cfg, t).standardize for t in todo),
                              memory_budget_bytes=cfg.memory_budget_gb * 2**30, stats_dir=str(out),
                              storage_options=cfg.storage_options, note=note)
         load_seconds, shared_bytes = time.perf_counter() - loading, shared.nbytes

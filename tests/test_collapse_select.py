@@ -11,11 +11,12 @@ import pytest
 from store_fixtures import make_store
 
 from pipeline.ablation.report import aggregate, summary_markdown
+from pipeline.config import from_dict
 from pipeline.store import FeatureStore
 from pipeline.training.collapse import collapse_notes, prior_entropy
 from pipeline.training.config import TrainHeadConfig
 from pipeline.training.data import load_split
-from pipeline.training.loop import TrainData, train
+from pipeline.training.loop import TrainData
 from pipeline.training.select import inner_split, select
 from stages import train_head
 
@@ -132,3 +133,39 @@ def test_train_head_select_records_the_search_and_resumes_the_choice(store_url, 
     assert first.metrics["epochs"] == record["chosen"]["epochs"]
     again = train_head.run(cfg)  # the same command again: no new search, the finished run is continued
     assert again.metrics["select"]["points"] == record["points"]
+
+
+# ---- raw CNN features (issue 20: trn_multiscale stuck at ln K) ----------------------------------
+
+
+@pytest.fixture(scope="module")
+def cnn_like_url(tmp_path_factory):
+    url = str(tmp_path_factory.mktemp("stores") / "cnn.zarr")
+    make_store(url, dim=1280, per_class={"train": 12, "val": 6}, cnn_like=True, views=1)
+    return url
+
+
+def test_default_recipe_trains_trn_on_raw_cnn_like_features(cnn_like_url, tmp_path):
+    """On non-negative, uncentred features AdamW's first steps pushed every projected channel below
+    zero for every clip, and TRN's leading ReLU then passed nothing; the recipes standardise."""
+    cfg = from_dict(TrainHeadConfig, dict(store=cnn_like_url, out=str(tmp_path / "trn"), head="trn_multiscale",
+                                          segments=4, batch_size=16))
+    assert cfg.standardize
+    result = train_head.run(cfg)
+    assert min(r["train_loss"] for r in result.train.history) < 0.5 * math.log(4)
+    assert not result.metrics["collapsed"] and result.metrics["val_top1"] >= 0.9
+
+
+def test_ablate_standardises_trials_whose_recipe_asks(cnn_like_url, tmp_path):
+    from pipeline.ablation import AblateConfig
+    from pipeline.training.model import load_checkpoint
+    from stages import ablate
+
+    cfg = AblateConfig(store=cnn_like_url, out=str(tmp_path / "abl"), heads=("mlp",), segments=(4,), seeds=(0,),
+                       executor="local", trial_plots=False, train={"epochs": 1, "batch_size": 16})
+    paper = AblateConfig(**{**cfg.__dict__, "out": str(tmp_path / "paper"),
+                            "train": {**cfg.train, "recipe": "paper"}})
+    for run_cfg, standardised in ((cfg, True), (paper, False)):
+        record = ablate.run(run_cfg).records[0]
+        assert record.status == "ok", record.error
+        assert bool(load_checkpoint(record.run_dir / "checkpoint.pt").get("stats")) is standardised

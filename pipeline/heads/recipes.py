@@ -32,6 +32,13 @@ class Recipe:
     temporal_center: float = 0.0
     optimizer: str = "adamw"
     schedule: str = "cosine"
+    # per-channel standardisation of the features with training-split stats. The recipes were chosen
+    # on standardised features (the demo's), and AdamW needs them: its first, sign-like steps move
+    # every projected channel by ~lr x the sum of the raw (non-negative, uncentred) CNN features, the
+    # same way for every clip, so heads whose body starts with a ReLU (TRN, MLP) lost every channel
+    # for good (trn_multiscale: 100% of them dead after epoch 1 and training loss stuck at ln K on
+    # raw mobilenet_v2 features; benchmarks/README.md, issue 20)
+    standardize: bool = True
 
     def fields(self) -> dict[str, Any]:
         return asdict(self)
