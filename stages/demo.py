@@ -96,13 +96,18 @@ def order_finding(rows: list[dict[str, Any]]) -> str:
     cells = aggregate(rows)
     parts = []
     for (head, setting), cell in cells.items():
-        if head != "tsn" or not cell.runs:
+        if head != "tsn" or not (cell.runs or cell.collapsed):
             continue
-        aware = [(h, cells[(h, setting)]) for h in ORDER_AWARE if (h, setting) in cells and cells[(h, setting)].runs]
+        aware = [(h, cells[(h, setting)]) for h in ORDER_AWARE
+                 if (h, setting) in cells and (cells[(h, setting)].runs or cells[(h, setting)].collapsed)]
         if aware:
-            versus = ", ".join(f"{h} {c.mean:.1f}%" for h, c in aware)
-            parts.append(f"{setting[1]} {setting[0]} seg.: order-blind tsn {cell.mean:.1f}% vs {versus}")
+            versus = ", ".join(f"{h} {_top1(c)}" for h, c in aware)
+            parts.append(f"{setting[1]} {setting[0]} seg.: order-blind tsn {_top1(cell)} vs {versus}")
     return "; ".join(parts)
+
+
+def _top1(cell) -> str:
+    return f"{cell.mean:.1f}%" if cell.runs else "collapsed (did not train)"
 
 
 def resolve_weights(backbone: str, weights: str) -> tuple[str, str]:

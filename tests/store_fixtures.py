@@ -30,11 +30,14 @@ def make_store(
     incomplete: Sequence[str] = (),
     unlabelled_split: str = "",
     seed: int = 0,
+    cnn_like: bool = False,
 ) -> FeatureStore:
     """A store with `per_class[split]` videos per class and split (default train 12, val 6, test 4).
 
     `failed` ids are recorded as failures, `incomplete` ids get arrays but no `complete` mark (both
-    in the train split); `unlabelled_split` videos carry label -1.
+    in the train split); `unlabelled_split` videos carry label -1. `cnn_like`: non-negative,
+    uncentred features like a CNN's pooled ReLU outputs (a per-channel level in [0, 0.6] that every clip
+    shares, plus |x| / 10 for the clip), not centred Gaussians.
     """
     per_class = per_class or {"train": 12, "val": 6, "test": 4}
     rng = np.random.default_rng(seed)
@@ -50,6 +53,7 @@ def make_store(
     store = FeatureStore.create(url, provenance=provenance)
     patterns = rng.normal(size=(num_classes // 2 + 1, 2, dim)).astype(np.float32)
     flow_patterns = rng.normal(size=(num_classes // 2 + 1, 2, flow_dim)).astype(np.float32)
+    level = np.random.default_rng(seed + 1).uniform(0.0, 0.6, size=(dim, 1, 1) if spatial else dim)
     for split, count in per_class.items():
         for c in range(num_classes):
             for k in range(count):
@@ -61,7 +65,10 @@ def make_store(
                 label = -1 if split == unlabelled_split else c
                 writer = store.begin_video(video_id, {"label": classes[c] if label >= 0 else "",
                                                       "label_index": label, "split": split})
-                writer.write("rgb", _features(rng, patterns, c, length, views, spatial, noise),
+                rgb = _features(rng, patterns, c, length, views, spatial, noise)
+                if cnn_like:
+                    rgb = (np.abs(rgb.astype(np.float32)) / 10 + level).astype(np.float16)
+                writer.write("rgb", rgb,
                              dims=_dims(spatial), time_axis=1)
                 if flow_features:
                     writer.write("flow_feat", _features(rng, flow_patterns, c, length - 1, views, spatial, noise),

@@ -28,6 +28,7 @@ class Cell:
     runs: int  # seeds that finished
     seeds: int  # seeds in the grid
     macs: float
+    collapsed: int = 0  # seeds that finished but did not train: left out of mean and std, marked
 
 
 def row_setting(row: dict[str, Any]) -> tuple:
@@ -49,12 +50,19 @@ def aggregate(rows: Sequence[dict[str, Any]]) -> dict[tuple[str, tuple], Cell]:
     cells = {}
     for key, group in groups.items():
         ok = [r for r in group if r["status"] == "ok" and r["val_top1"] not in (None, "")]
+        collapsed = [r for r in ok if is_collapsed(r)]
+        ok = [r for r in ok if not is_collapsed(r)]
         top1 = np.array([float(r["val_top1"]) * 100 for r in ok])
         macs = np.array([float(r["macs"]) for r in ok if r["macs"] not in (None, "")])
         cells[key] = Cell(mean=float(top1.mean()) if len(top1) else float("nan"),
                           std=float(top1.std(ddof=1)) if len(top1) > 1 else 0.0,
-                          runs=len(ok), seeds=len(group), macs=float(macs.mean()) if len(macs) else float("nan"))
+                          runs=len(ok), seeds=len(group), macs=float(macs.mean()) if len(macs) else float("nan"),
+                          collapsed=len(collapsed))
     return cells
+
+
+def is_collapsed(row: dict[str, Any]) -> bool:
+    return row.get("status") == "ok" and bool(row.get("collapsed"))
 
 
 def _reference(rows: Sequence[dict[str, Any]], head: str, settings: list[tuple]) -> dict | None:
@@ -92,6 +100,10 @@ def summary_markdown(rows: Sequence[dict[str, Any]], *, heads: list[str], settin
               "(Table 3's convention); the plot and results.csv count the projection too."]
     lines += [f"- {n}" for n in notes]
     lines += best_grid_points(cells, heads, settings)
+    collapsed = [r for r in rows if is_collapsed(r)]
+    if collapsed:
+        lines += ["", "## Collapsed trials (did not train: left out of the means; see each run's metrics.json notes)", ""]
+        lines += [f"- {_trial_name(r)}: val top-1 {float(r['val_top1']) * 100:.1f}" for r in collapsed]
     failed = [r for r in rows if r["status"] == "failed"]
     pending = [r for r in rows if r["status"] not in ("ok", "failed")]
     if failed:
@@ -128,12 +140,13 @@ def _cell_text(cell: Cell | None, best: float | None) -> str:
     if cell is None:
         return "–"  # the head does not take this setting (see "Left out")
     if not cell.runs:
-        return "failed"
+        return "collapsed" if cell.collapsed else "failed"
     text = f"{cell.mean:.1f} ± {cell.std:.1f}"
     if best is not None and cell.mean >= best - 1e-9:
         text = f"**{text}**"
     if cell.runs < cell.seeds:
-        text += f" ({cell.runs}/{cell.seeds} seeds)"
+        text += f" ({cell.runs}/{cell.seeds} seeds"
+        text += f", {cell.collapsed} collapsed)" if cell.collapsed else ")"
     return text
 
 

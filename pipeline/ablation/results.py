@@ -23,7 +23,9 @@ from pipeline.training.runs import read_run_config
 COLUMNS = ("head", "segments", "modality", "grid", "seed", "params", "macs", "val_top1", "val_top5", "val_mean_class_acc",
            "train_seconds", "status",
            # beyond the columns: what Table 3 counts (no projection), and how the trial went
-           "head_params", "head_macs", "epochs", "best_epoch", "attempts", "run_dir", "error")
+           "head_params", "head_macs", "epochs", "best_epoch", "attempts", "run_dir", "error",
+           # 1 when the trial did not train (pipeline.training.collapse): the summary keeps it out of the means
+           "collapsed")
 METRIC_KEYS = ("params", "macs", "val_top1", "val_top5", "val_mean_class_acc", "train_seconds", "head_params",
                "head_macs", "epochs", "best_epoch")
 
@@ -43,6 +45,7 @@ class TrialRecord:
         row = {"head": t.head, "segments": t.segments, "modality": t.modality, "grid": t.grid_label, "seed": t.seed,
                "status": self.status, "attempts": self.attempts, "run_dir": str(self.run_dir), "error": self.error}
         row.update({k: self.metrics.get(k, "") for k in METRIC_KEYS})
+        row["collapsed"] = int(bool(self.metrics.get("collapsed"))) if self.status == "ok" else ""
         return row
 
 

@@ -59,6 +59,9 @@ class TrainHeadConfig:
     # where the recipe fields not given come from: "head" = the head's recipe (pipeline.heads.recipes,
     # `stpipe heads`); "paper" = seed 000's SGD (recipes.PAPER). Not identity: the resolved values are
     recipe: Literal["head", "paper"] = "head"
+    # choose lr, epochs, temporal_center, dropout and proj_dim on an inner split of the training split,
+    # starting from the resolved values (pipeline.training.select); the run keeps what it searched
+    select: bool = False
     # how it runs (free to change when resuming)
     device: str = "auto"
     # mixed precision: bf16 autocast on CUDA, and on CPUs with native bf16 (AVX512-BF16/AMX; ignored
@@ -75,7 +78,7 @@ class TrainHeadConfig:
     identity_fields = (
         "head", "head_options", "segments", "modality", "fusion", "proj_dim", "dropout", "temporal_center",
         "epochs", "batch_size", "optimizer", "lr", "momentum", "weight_decay", "schedule", "plateau_patience",
-        "plateau_threshold", "lr_drops", "standardize", "val_split", "seed",
+        "plateau_threshold", "lr_drops", "standardize", "val_split", "seed", "select",
     )
 
     def __post_init__(self) -> None:

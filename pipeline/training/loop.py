@@ -32,6 +32,7 @@ from torch import nn
 from pipeline.device import amp_dtype, amp_on, grad_scaler, pick_device
 from pipeline.errors import RunError
 from pipeline.training.batches import MemoryFeatures, Standardizer, eval_plans, train_plans
+from pipeline.training.collapse import collapse_notes
 from pipeline.training.config import TrainHeadConfig
 from pipeline.training.data import SplitData
 from pipeline.training.metrics import classification_metrics
@@ -72,6 +73,7 @@ class TrainResult:
     train_seconds: float
     samples_per_second: float
     notes: list[str]
+    collapsed: bool = False  # did not train (pipeline.training.collapse); its notes say how
 
 
 # ---- optimisers and schedules (chosen by name from the config) ----------------------------------
@@ -282,6 +284,9 @@ def train(cfg: TrainHeadConfig, data: TrainData, *, run_dir: str | Path | None =
     if run_dir is not None and (run_dir / "checkpoint.pt").is_file():
         model.load_state_dict(load_checkpoint(run_dir / "checkpoint.pt", map_location=device)["model"])
     best = evaluate(model, val_src, views=views, batch_size=cfg.eval_batch_size, amp=amp)
+    collapse = collapse_notes(state["history"], data.train.labels, len(data.classes), best["confusion"], data.classes)
+    for note in collapse:
+        emit("note", message=note)
     if hasattr(train_src, "close"):
         train_src.close()
     if hasattr(val_src, "close"):
@@ -291,7 +296,7 @@ def train(cfg: TrainHeadConfig, data: TrainData, *, run_dir: str | Path | None =
         complexity=complexity, epochs=state["epoch"], stopped=state["stopped"] or f"reached {cfg.epochs} epochs",
         train_seconds=state["train_seconds"],
         samples_per_second=state["samples"] / state["step_seconds"] if state["step_seconds"] else 0.0,
-        notes=notes,
+        notes=notes + collapse, collapsed=bool(collapse),
     )
 
 

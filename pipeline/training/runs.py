@@ -18,8 +18,9 @@ from pipeline.errors import RunError, StoreError
 from pipeline.store import FeatureStore
 from pipeline.training.config import STREAM_ARRAYS, TrainHeadConfig
 
+SELECTION_FILE = "selection.json"  # --select: what was searched and chosen (pipeline.training.select)
 RUN_FILES = ("config.yaml", "store.json", "checkpoint.pt", "last.pt", "metrics.jsonl", "metrics.json",
-             "curves.png", "confusion.png", "stats.json")
+             "curves.png", "confusion.png", "stats.json", SELECTION_FILE)
 
 
 def store_signature(store: FeatureStore, streams: tuple[str, ...], *, pooled: bool, split: str = "train") -> dict[str, Any]:

@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from pipeline.config import save_config
+from pipeline.config import config_to_dict, save_config
 from pipeline.cpus import apply_threads
 from pipeline.device import pick_device
 from pipeline.errors import ConfigError
@@ -25,6 +25,7 @@ from pipeline.training.loop import Callback, TrainData, TrainResult, train
 from pipeline.training.model import check_buildable, head_input_kind
 from pipeline.training.reports import plot_confusion, plot_curves
 from pipeline.training.runs import (
+    SELECTION_FILE,
     check_recorded_signature,
     prepare_run_dir,
     record_signature,
@@ -79,8 +80,9 @@ def run_head(cfg: TrainHeadConfig, *, callback: Callback | None = None, data: Tr
     record_signature(run_dir, signature)
     save_config(cfg, run_dir / "config.yaml")
     load_seconds = time.perf_counter() - started
-    result = train(cfg, data, run_dir=run_dir, resume=resume, callback=callback,
-                   checkpoint_extra={"store": signature})
+    selection = _selection(cfg, data, run_dir, callback) if cfg.select else None
+    result = train(selection["config"] if selection else cfg, data, run_dir=run_dir, resume=resume,
+                   callback=callback, checkpoint_extra={"store": signature})
     metrics = {
         "val_top1": result.val["top1"], "val_top5": result.val["top5"],
         "val_mean_class_acc": result.val["mean_class_acc"], "val_loss": result.val["loss"],
@@ -90,8 +92,10 @@ def run_head(cfg: TrainHeadConfig, *, callback: Callback | None = None, data: Tr
         "load_seconds": load_seconds, "head": cfg.head, "segments": cfg.segments, "modality": cfg.modality,
         "train_videos": len(data.train), "val_videos": len(data.val),
         "val_per_class": dict(zip(data.classes, _floats(result.val["per_class"]))),
-        "notes": result.notes,
+        "notes": result.notes, "collapsed": result.collapsed,
     }
+    if selection:
+        metrics["select"] = selection["record"]
     (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=1))
     if plots:
         title = f"{cfg.head}, {cfg.segments} segments, {cfg.modality}"
@@ -100,6 +104,26 @@ def run_head(cfg: TrainHeadConfig, *, callback: Callback | None = None, data: Tr
         plot_confusion(result.val["confusion"], data.classes, run_dir / "confusion.png",
                        title=f"{title}: val (best epoch {result.best_epoch})")
     return TrainHeadResult(run_dir=run_dir, metrics=metrics, train=result, resumed=resume)
+
+
+def _selection(cfg: TrainHeadConfig, data: TrainData, run_dir: Path, callback: Callback | None) -> dict[str, Any]:
+    """--select: the chosen config and the search's record, from selection.json when this run already
+    searched (a re-run or resume trains what was chosen), else by searching now."""
+    from pipeline.training.select import select
+
+    path = run_dir / SELECTION_FILE
+    identity = json.loads(json.dumps(config_to_dict(cfg.identity())))
+    if path.is_file():
+        saved = json.loads(path.read_text())
+        if saved.get("identity") == identity:
+            return {"config": replace(cfg, **saved["chosen"]), "record": saved}
+    emit = callback or (lambda event, **info: None)
+    found = select(cfg, data, note=lambda message: emit("note", message=message))
+    record = {"identity": identity, **found.record()}
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(record, indent=1))
+    tmp.replace(path)
+    return {"config": found.chosen, "record": record}
 
 
 def _floats(values) -> list[float | None]:

@@ -1,0 +1,141 @@
+"""`--select`: choose a head's recipe on the user's own training data, never on the split reported.
+
+The built-in recipes (pipeline.heads.recipes) were chosen on development sets; on other data a head
+may want another learning rate, length, dropout, projection width or temporal centring. `select`
+holds out an inner split of the *training* split (a stratified share of its videos, drawn from the
+run's seed), trains candidate recipes on the rest, scores each on the inner split, and returns the
+resolved config with the best point swapped in (`dataclasses.replace`); the caller retrains that on
+the whole training split and reports it on val as usual.
+
+The search is greedy, one axis at a time from the resolved recipe (so it is 5-8 short runs, not a
+grid): lr x1/3 and x3, epochs x2, temporal_center 0 / 0.75, dropout 0.5 / 0.8, proj_dim /2 and x2;
+an axis keeps a new value only when it scores better. A point's score is its inner top-1 at its best
+epoch (what early stopping on the inner split would keep), ties going to the lower inner loss.
+Axes that do not apply to a head are left out (TSN projects straight to class scores: no proj_dim
+or centring; spatial heads take no centring).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import numpy as np
+
+from pipeline.errors import ConfigError
+from pipeline.heads import HEADS
+from pipeline.training.config import TrainHeadConfig
+from pipeline.training.data import SplitData
+from pipeline.training.loop import TrainData, train
+
+AXES = ("lr", "epochs", "temporal_center", "dropout", "proj_dim")
+INNER_FRACTION = 0.25  # of each class's training videos, held out for scoring
+CENTER = 0.75  # the centring the built-in recipes use (pipeline.heads.recipes)
+
+
+@dataclass
+class Selection:
+    chosen: TrainHeadConfig
+    points: list[dict[str, Any]] = field(default_factory=list)  # every point tried, in order, with its score
+    inner_train: int = 0
+    inner_val: int = 0
+    seconds: float = 0.0
+
+    def record(self) -> dict[str, Any]:
+        """What metrics.json and selection.json keep: the search, its scores and the choice."""
+        return {"chosen": {k: getattr(self.chosen, k) for k in AXES}, "points": self.points,
+                "inner_train_videos": self.inner_train, "inner_val_videos": self.inner_val,
+                "inner_fraction": INNER_FRACTION, "seconds": self.seconds}
+
+
+def axis_values(axis: str, cfg: TrainHeadConfig) -> list[Any]:
+    """Values to try on `axis` besides the current one ([] when the axis does not apply to the head)."""
+    meta = HEADS.meta(cfg.head)
+    to_classes = meta["projects_to"] == "classes"
+    if axis == "lr":
+        return [float(f"{cfg.lr / 3:.2g}"), float(f"{cfg.lr * 3:.2g}")]  # 2e-3 -> 6.7e-4, 6e-3
+    if axis == "epochs":
+        return [cfg.epochs * 2]
+    if axis == "temporal_center":
+        if to_classes or meta["input_kind"] != "pooled":
+            return []
+        return [0.0 if cfg.temporal_center else CENTER]
+    if axis == "dropout":
+        return [0.8 if cfg.dropout < 0.65 else 0.5]
+    if axis == "proj_dim":
+        return [] if to_classes else [v for v in (cfg.proj_dim // 2, cfg.proj_dim * 2) if v >= 8]
+    raise ValueError(axis)
+
+
+def inner_split(split: SplitData, *, seed: int, fraction: float = INNER_FRACTION) -> tuple[SplitData, SplitData]:
+    """(inner train, inner val): per class, a seeded draw of `fraction` of its videos (at least one,
+    none from a class with a single video) is held out; order within each part as in `split`."""
+    rng = np.random.default_rng([seed, 2026])
+    held = np.zeros(len(split), dtype=bool)
+    for label in np.unique(split.labels):
+        members = np.flatnonzero(split.labels == label)
+        if len(members) < 2:
+            continue
+        count = max(1, round(len(members) * fraction))
+        held[rng.choice(members, size=count, replace=False)] = True
+    if not held.any() or held.all():
+        raise ConfigError(f"--select needs at least two training videos of some class to hold one out; "
+                          f"the training split has {len(split)}")
+    return subset(split, np.flatnonzero(~held), "inner-train"), subset(split, np.flatnonzero(held), "inner-val")
+
+
+def subset(split: SplitData, index: np.ndarray, name: str) -> SplitData:
+    """The videos `index` of `split`; their features stay where they are (offsets into the same arrays)."""
+    streams = {s: replace(d, offsets=d.offsets[index].copy(), lengths=d.lengths[index].copy())
+               for s, d in split.streams.items()}
+    return replace(split, split=name, video_ids=split.video_ids[index], keys=split.keys[index],
+                   labels=split.labels[index].copy(), streams=streams, notes=[])
+
+
+def select(cfg: TrainHeadConfig, data: TrainData, *, note: Callable[[str], None] | None = None) -> Selection:
+    """Greedy search (module docstring) on an inner split of `data.train`; `cfg` is the starting point."""
+    note = note or (lambda message: None)
+    started = time.perf_counter()
+    inner_train, inner_val = inner_split(data.train, seed=cfg.seed)
+    inner = TrainData(train=inner_train, val=inner_val, classes=data.classes, stats=data.stats)
+    base = replace(cfg, out="", resume=False, overwrite=False)
+    points: list[dict[str, Any]] = []
+    scores: dict[tuple, tuple[float, float]] = {}
+
+    def score(point: TrainHeadConfig) -> tuple[float, float]:
+        key = tuple(getattr(point, a) for a in AXES)
+        if key not in scores:
+            tick = time.perf_counter()
+            result = train(point, inner)
+            best = max(result.history, key=lambda r: (r["val_top1"], -r["val_loss"]))
+            scores[key] = (best["val_top1"], best["val_loss"])
+            points.append({**dict(zip(AXES, key)), "inner_top1": best["val_top1"], "inner_loss": best["val_loss"],
+                           "best_epoch": best["epoch"], "collapsed": result.collapsed,
+                           "seconds": time.perf_counter() - tick})
+            note(f"select {len(points)}: " + ", ".join(f"{a} {v:g}" for a, v in zip(AXES, key))
+                 + f" -> inner top-1 {best['val_top1']:.1%} (epoch {best['epoch']})")
+        return scores[key]
+
+    current, current_score = base, score(base)
+    for axis in AXES:
+        for value in axis_values(axis, current):
+            candidate = replace(current, **{axis: value})
+            candidate_score = score(candidate)
+            if _better(candidate_score, current_score):  # the axis keeps its best value
+                current, current_score = candidate, candidate_score
+    chosen = replace(cfg, **{a: getattr(current, a) for a in AXES})
+    note("select chose " + ", ".join(f"{a} {getattr(chosen, a):g}" for a in AXES)
+         + f" (inner top-1 {current_score[0]:.1%}; {len(points)} points on {len(inner_train)} + "
+           f"{len(inner_val)} videos)")
+    return Selection(chosen=chosen, points=points, inner_train=len(inner_train), inner_val=len(inner_val),
+                     seconds=time.perf_counter() - started)
+
+
+def _better(a: tuple[float, float], b: tuple[float, float]) -> bool:
+    """Higher top-1, or the same top-1 at a lower loss."""
+    if not math.isclose(a[0], b[0], abs_tol=1e-9):
+        return a[0] > b[0]
+    return a[1] < b[1]
