@@ -923,7 +923,8 @@ def demo_cmd(out, weights, executor, seeds, config_file):
 @click.option("--segments", type=int, help="Segments per video (default: the head run's).")
 @click.option("--epochs", type=int, help="Maximum epochs (default 30; the plateau schedule stops earlier).")
 @click.option("--batch-size", type=int, help="Videos per optimizer step over all workers (default 32).")
-@click.option("--accum-steps", type=int, help="Gradient accumulation: micro-batches per step (default 1).")
+@click.option("--micro-batch", type=int,
+              help="Videos per forward/backward, gradients accumulating to --batch-size (default: measured, what memory allows).")
 @click.option("--lr", type=float, help="Learning rate of the head (default 0.001).")
 @click.option("--backbone-lr-mult", type=float, help="Backbone lr = lr x this (default 1).")
 @click.option("--optimizer", type=click.Choice(["sgd", "adamw"]), help="Optimizer (default sgd, momentum 0.9).")
@@ -966,7 +967,7 @@ def finetune_cmd(config_file, storage_options, **options):
         if event == "note":
             (tqdm.write if bar is not None else click.echo)(f"note: {info['message']}", file=sys.stderr)
         elif event == "epoch_start":
-            bar = tqdm(total=info["batches"] * cfg.accum_steps, unit="batch", dynamic_ncols=True, leave=False,
+            bar = tqdm(total=info["batches"] * info["accum"], unit="batch", dynamic_ncols=True, leave=False,
                        desc=f"epoch {info['epoch']}/{info['epochs']}")
         elif event == "batch" and bar is not None:
             bar.update(1)
