@@ -77,6 +77,34 @@ def run(args: list[str], cwd: Path, log: Path) -> dict:
             "load": load, "peak_gb": max(usage.ru_maxrss * 1024, peak[0]) / 1e9, "tree_peak_gb": peak[1] / 1e9}
 
 
+def noop_vs_inspect(work: Path, extract_cmd: list[str]) -> None:
+    """The finished extraction re-run (answers from the store's index) beside `stpipe inspect`, alternating."""
+    times: dict[str, list[float]] = {"extract (finished, no-op)": [], "inspect": []}
+    for _ in range(3):
+        for label, cmd in (("extract (finished, no-op)", extract_cmd), ("inspect", ["inspect", "s.zarr"])):
+            row = run(cmd, work, work / "noop.log")
+            times[label].append(row["seconds"])
+            times.setdefault(label + " load", []).append(float(row["load"]))
+    for label in ("extract (finished, no-op)", "inspect"):
+        t = sorted(times[label])
+        print(f"{label}: median {t[1]:.2f} s of {', '.join(f'{x:.2f}' for x in times[label])} "
+              f"(load {', '.join(str(x) for x in times[label + ' load'])})", flush=True)
+
+
+def summary(work: Path, name: str) -> None:
+    path = work / name / "metrics.json"
+    if not path.is_file():
+        return
+    m = json.loads(path.read_text())
+    history = [json.loads(line) for line in (work / name / "metrics.jsonl").read_text().splitlines()]
+    sizing = m.get("micro_batch") or {}
+    print(f"{name}: batch {m.get('batch_size')}, micro-batch {sizing.get('micro_batch')} x "
+          f"{sizing.get('accum_steps')} (clip {sizing.get('clip_gb')} GB, {sizing.get('available_gb')} GB "
+          f"available), {m['frames_per_second']:.2f} training frames/s; val top-1 {m['start_val_top1']:.2%} "
+          f"before -> {history[-1]['val_top1']:.2%} after epoch 1 (head only {m['head_only_val_top1']:.2%}); "
+          f"train loss {history[-1]['train_loss']:.4f}, val loss {history[-1]['val_loss']:.4f}", flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default="ft-mem", help="work folder (kept; finished steps are not rerun)")
@@ -102,7 +130,9 @@ def main() -> None:
     rows = []
     mem = int(next(line.split()[1] for line in open("/proc/meminfo") if line.startswith("MemTotal:"))) * 1024
     print(f"machine: {os.cpu_count()} cores, {mem / 1e9:.1f} GB RAM")
-    for name, cmd in steps:
+    for i, (name, cmd) in enumerate(steps):
+        if i == 4:
+            noop_vs_inspect(work, steps[1][1])
         if (work / name).exists() and (name != "ft" or (work / name / "metrics.json").is_file()):
             print(f"{name}: exists, not rerun")
             continue
@@ -111,29 +141,9 @@ def main() -> None:
         print(f"{row['cmd']}\n  exit {row['code']}, {row['seconds']:.0f} s (load {row['load']}), peak RSS "
               f"{row['peak_gb']:.2f} GB ({row['tree_peak_gb']:.2f} GB with its children, "
               f"{row['tree_peak_gb'] * 1e9 / mem:.0%} of RAM)", flush=True)
-    for name in ("ft", "ft8", "ft8m"):
-        path = work / name / "metrics.json"
-        if not path.is_file():
-            continue
-        m = json.loads(path.read_text())
-        history = [json.loads(line) for line in (work / name / "metrics.jsonl").read_text().splitlines()]
-        sizing = m.get("micro_batch") or {}
-        print(f"{name}: batch {m.get('batch_size')}, micro-batch {sizing.get('micro_batch')} x "
-              f"{sizing.get('accum_steps')} (clip {sizing.get('clip_gb')} GB, {sizing.get('available_gb')} GB "
-              f"available), {m['frames_per_second']:.2f} training frames/s; val top-1 {m['start_val_top1']:.2%} "
-              f"before -> {history[-1]['val_top1']:.2%} after epoch 1 (head only {m['head_only_val_top1']:.2%}); "
-              f"train loss {history[-1]['train_loss']:.4f}, val loss {history[-1]['val_loss']:.4f}")
-    # no-op resume vs inspect, alternating, medians of 3
-    times: dict[str, list[float]] = {"extract (finished, no-op)": [], "inspect": []}
-    for _ in range(3):
-        for label, cmd in (("extract (finished, no-op)", steps[1][1]), ("inspect", ["inspect", "s.zarr"])):
-            row = run(cmd, work, work / "noop.log")
-            times[label].append(row["seconds"])
-            times.setdefault(label + " load", []).append(float(row["load"]))
-    for label in ("extract (finished, no-op)", "inspect"):
-        t = sorted(times[label])
-        print(f"{label}: median {t[1]:.2f} s of {', '.join(f'{x:.2f}' for x in times[label])} "
-              f"(load {', '.join(str(x) for x in times[label + ' load'])})")
+        summary(work, name)
+    if len(steps) == 4:
+        noop_vs_inspect(work, steps[1][1])
 
 
 if __name__ == "__main__":
