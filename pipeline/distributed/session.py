@@ -10,6 +10,7 @@ from typing import Any
 from pipeline.errors import ConfigError, StpipeError
 
 AUTH_MODE = "RAY_AUTH_MODE"
+GCS_WAIT = "RAY_gcs_server_port_wait_time_s"
 
 
 def _ray():
@@ -57,12 +58,18 @@ def ray_session(address: str = "", *, num_cpus: int | None = None, num_gpus: int
         kwargs.update(address="local", num_cpus=num_cpus or os.cpu_count(), _node_ip_address="127.0.0.1")
         if num_gpus is not None:
             kwargs["num_gpus"] = num_gpus
+    # Ray waits 30 s for its GCS to come up; on a loaded machine an embedded start takes longer
+    slow_start = {} if address or GCS_WAIT in os.environ else {GCS_WAIT: "120"}
+    os.environ.update(slow_start)
     try:
         ray.init(**kwargs)
     except (ConnectionError, TimeoutError, RuntimeError, ValueError) as exc:
         if address:
             raise StpipeError(join_failure(address, exc)) from None
         raise StpipeError(f"cannot start an embedded local Ray: {str(exc).strip().splitlines()[0][:200]}") from None
+    finally:
+        for name in slow_start:
+            os.environ.pop(name, None)
     try:
         yield ray
     finally:
