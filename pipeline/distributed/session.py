@@ -54,7 +54,8 @@ def ray_session(address: str = "", *, num_cpus: int | None = None, num_gpus: int
         if env:
             kwargs["runtime_env"] = {"env_vars": env}
     else:  # embedded, sized to this machine; "local" ignores a (stale) ray_current_cluster file
-        os.environ.setdefault(AUTH_MODE, "token")  # Ray's default, but unasked it warns about it
+        if os.environ.get(AUTH_MODE) is None:  # Ray's default, but unasked it warns about it
+            _token_mode()
         kwargs.update(address="local", num_cpus=num_cpus or os.cpu_count(), _node_ip_address="127.0.0.1")
         if num_gpus is not None:
             kwargs["num_gpus"] = num_gpus
@@ -105,12 +106,23 @@ def _token_auth_for_joining() -> None:
     if os.environ.get(AUTH_MODE) is not None:
         return  # chosen explicitly: Ray respects it, so do we
     try:
-        from ray._raylet import AuthenticationTokenLoader, Config
+        from ray._raylet import AuthenticationTokenLoader
     except ImportError:  # a Ray without token authentication
         return
     if AuthenticationTokenLoader.instance().has_token(ignore_auth_mode=True):
-        os.environ[AUTH_MODE] = "token"
-        Config.initialize("")  # Ray caches its config: make this process see token mode
+        _token_mode()
+
+
+def _token_mode() -> None:
+    """RAY_AUTH_MODE=token for this process and what it starts. Ray caches its config when it is
+    imported: without the refresh, `ray.init` would not make the missing token that the GCS it
+    starts then requires (and dies without)."""
+    os.environ[AUTH_MODE] = "token"
+    try:
+        from ray._raylet import Config
+    except ImportError:  # a Ray without token authentication
+        return
+    Config.initialize("")
 
 
 def join_failure(address: str, exc: BaseException) -> str:
