@@ -43,6 +43,7 @@ NOT_HERE = [
                          "runs the 8-minute demo (timed in benchmarks/README.md) or this test suite itself"),
     (r"ssh HEAD_IP|RAY_AUTH_TOKEN=", "run on another machine, to give it the head node's token"),
     (r"^export RAY_AUTH_MODE", "run on another machine, to give it the head node's token"),
+    (r'"anon": true', "reads a public bucket; the stand-in's bucket is private (moto answers 403 to anonymous reads)"),
     (r"^ray start --address", "a worker node: another machine (a second node on this one would share "
                               "its ports with the head)"),
 ]
