@@ -881,7 +881,8 @@ def demo_cmd(out, weights, executor, seeds, config_file):
 @click.option("--segments", type=int, help="Segments per video (default: the head run's).")
 @click.option("--epochs", type=int, help="Maximum epochs (default 30; the plateau schedule stops earlier).")
 @click.option("--batch-size", type=int, help="Videos per optimizer step over all workers (default 32).")
-@click.option("--accum-steps", type=int, help="Gradient accumulation: micro-batches per step (default 1).")
+@click.option("--micro-batch", type=int,
+              help="Videos per forward/backward, gradients accumulating to --batch-size (default: measured, what memory allows).")
 @click.option("--lr", type=float, help="Learning rate of the head (default 0.001).")
 @click.option("--backbone-lr-mult", type=float, help="Backbone lr = lr x this (default 1).")
 @click.option("--optimizer", type=click.Choice(["sgd", "adamw"]), help="Optimizer (default sgd, momentum 0.9).")

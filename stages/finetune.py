@@ -45,7 +45,7 @@ class FinetuneResult:
 
 
 def run(cfg: FinetuneConfig, *, progress: Progress | None = None) -> FinetuneResult:
-    callback = loop_callback(progress, throughput=finetune_throughput, batch_units=cfg.accum_steps)
+    callback = loop_callback(progress, throughput=finetune_throughput)
     shown = Path(cfg.out)  # the run dir as the user wrote it, for messages
     # once, on the driver: Ray Train workers run in a trial folder, not in this working directory
     cfg = cfg.with_absolute_paths()
@@ -92,7 +92,8 @@ def finish(setup: Setup, run_dir: Path, *, resumed: bool) -> FinetuneResult:
         "val_mean_class_acc": best_record.get("val_mean_class_acc"), "val_loss": best_record.get("val_loss"),
         "head_only_val_top1": head_only, "start_val_top1": state["start"]["val_top1"], "best_epoch": state["best_epoch"], "epochs": state["epoch"],
         "stopped": state["stopped"] or f"reached {cfg.epochs} epochs", "streams": list(setup.streams),
-        "fusion": cfg.fusion, "segments": setup.segments, "workers": cfg.workers,
+        "fusion": cfg.fusion, "segments": setup.segments, "workers": cfg.workers, "batch_size": cfg.batch_size,
+        "micro_batch": state.get("sizing"),  # as the last (re)start sized it: micro-batch, accumulation, memory
         "train_seconds": state["train_seconds"],
         "frames_per_second": state["frames"] / state["step_seconds"] if state["step_seconds"] else 0.0,
         "frames_per_cpu_second": state["frames"] / state["cpu_seconds"] if state.get("cpu_seconds") else 0.0,
@@ -131,7 +132,9 @@ def prepare_run_dir(cfg: FinetuneConfig) -> bool:
             raise RunError(f"{run_dir}: exists and is not a finetune run; pick another -o")
         return False
     try:
-        old = from_dict(FinetuneConfig, read_yaml(existing), source=str(existing))
+        saved = read_yaml(existing)
+        saved.pop("accum_steps", None)  # runs made before the micro-batch was sized from memory
+        old = from_dict(FinetuneConfig, saved, source=str(existing))
     except ConfigError:
         raise RunError(f"{run_dir}: holds another kind of run (its config.yaml is not a finetune config); "
                        "pick another -o") from None

@@ -198,6 +198,26 @@ def test_readme_cluster_commands_in_a_folder_with_relative_paths(demo, tmp_path,
     assert not {"ray.zarr", "runs", "m.csv"} & {p.name for p in head_dir.iterdir()}  # nothing resolved there
 
 
+def test_joining_finds_the_token_as_rays_cli_does(demo, tmp_path, ray_head):
+    """Issue 21: on the head node of a default `ray start --head` (token authentication on, the
+    token in ~/.ray/auth_token) a driver whose environment has no RAY_AUTH_MODE joins by HOST:PORT;
+    on a machine without the token, the one line names authentication and the fix."""
+    env, port, _ = ray_head
+    plain = {k: v for k, v in env.items() if k != "RAY_AUTH_MODE"}
+    args = ["extract", "-m", demo / "manifest.csv", "-o", tmp_path / "s.zarr", "--backbone", "tiny", "--weights", "none",
+            "--batch-size", "8", "--ray-address", f"127.0.0.1:{port}"]
+    run = cli_run(args, cwd=REPO, env=plain)
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert "20 extracted" in run.stdout and "Token authentication" not in run.stderr
+    (tmp_path / "elsewhere").mkdir()
+    run = cli_run(args, cwd=REPO, env={**plain, "HOME": str(tmp_path / "elsewhere")})
+    assert run.returncode == 2
+    line = run.stderr.strip().splitlines()[-1]
+    assert line.startswith(f"stpipe: error: cannot join the Ray cluster at 127.0.0.1:{port}: the cluster uses token "
+                           "authentication and this machine has no Ray token; copy ~/.ray/auth_token"), line
+    assert "RAY_AUTH_MODE=token" in line
+
+
 def test_unreachable_address_is_one_clear_line(demo, tmp_path):
     started = time.time()
     with pytest.raises(StpipeError, match=r"cannot reach the Ray cluster at 127\.0\.0\.1:\d+"):

@@ -288,6 +288,86 @@ def test_two_ray_train_workers_equal_one(demo, store, tmp_path, monkeypatch):
         assert rb["val_loss"] == pytest.approx(ra["val_loss"], rel=1e-5) and rb["val_top1"] == ra["val_top1"]
 
 
+# ---- micro-batches sized from the memory available (issue 21) -----------------------------------
+
+
+def test_micro_batches_accumulate_to_the_plain_step(demo, two_stream_run, tmp_path):
+    """The optimizer step is the same whatever the micro-batch: one video at a time with 4
+    accumulation steps ends where the plain step of 4 does (the tiny backbone has no BatchNorm, so
+    nothing depends on the micro-batch but float rounding)."""
+    notes = []
+    plain = finetune.run(ft_config(two_stream_run, demo, tmp_path / "plain"),
+                         callback=lambda event, **info: notes.append(info.get("message", "")))
+    micro = finetune.run(ft_config(two_stream_run, demo, tmp_path / "micro", micro_batch=1))
+    assert plain.metrics["micro_batch"]["micro_batch"] == 4 and plain.metrics["micro_batch"]["accum_steps"] == 1
+    assert plain.metrics["micro_batch"]["clip_gb"] > 0  # measured
+    assert micro.metrics["micro_batch"]["micro_batch"] == 1 and micro.metrics["micro_batch"]["accum_steps"] == 4
+    assert any(n.startswith("micro-batch 4 video(s) x 1 accumulation step(s)") and "available" in n for n in notes)
+    a, b = (load_checkpoint(tmp_path / d / "last.pt") for d in ("plain", "micro"))
+    for key in a["model"]:
+        torch.testing.assert_close(b["model"][key], a["model"][key], rtol=1e-4, atol=1e-6)
+    for ra, rb in zip(a["state"]["history"], b["state"]["history"], strict=True):
+        assert rb["train_loss"] == pytest.approx(ra["train_loss"], rel=1e-4)
+        assert (ra["micro_batch"], rb["micro_batch"], rb["accum_steps"]) == (4, 1, 4)
+
+
+def test_micro_batch_fits_the_budget():
+    from pipeline.errors import RunError
+    from pipeline.finetune.sizing import BUDGET, fit
+    from pipeline.memory import Available
+
+    gb = 10**9
+    free = Available(int(10 * gb / BUDGET), "MemAvailable")  # a budget of 10 GB
+    assert fit(2 * gb, 1 * gb, free, share=32) == 4  # (10 - 1) // 2
+    assert fit(2 * gb, 1 * gb, free, share=3) == 3  # never more than the worker's share
+    assert fit(2 * gb, 1 * gb, free, share=32, local_workers=2) == 2  # two workers share the machine
+    assert fit(20 * gb, 1 * gb, free, share=32) == 1  # over the budget but it fits what is free: one at a time
+    with pytest.raises(RunError, match=r"not enough memory to fine-tune even one clip .* lower --segments"):
+        fit(30 * gb, 1 * gb, free, share=32)
+
+
+def test_one_clip_that_cannot_fit_stops_before_any_work(demo, two_stream_run, tmp_path, monkeypatch, stpipe):
+    import pipeline.finetune.sizing as sizing
+    from pipeline.memory import Available
+
+    monkeypatch.setattr(sizing, "available", lambda device: Available(1000, "MemAvailable"))
+    out = tmp_path / "ft"
+    code, stdout, err = stpipe(["finetune", "--run", two_stream_run, "-m", str(demo / "manifest.csv"), "-o", str(out),
+                                "--epochs", "1", "--batch-size", "4", "--loader-workers", "0"])
+    assert code == 2
+    line = err.strip().splitlines()[-1]
+    assert line.startswith("stpipe: error: not enough memory to fine-tune even one clip (3 segments through rgb "
+                           "tiny, flow tiny)") and "0.0 GB (MemAvailable) is available" in line
+    assert "--segments" in line and not (out / "checkpoint.pt").exists()  # not even the first evaluation ran
+
+
+def test_measuring_leaves_the_network_as_it_was(demo, two_stream_run, tmp_path):
+    from pipeline.finetune.sizing import measure
+
+    setup = prepare(ft_config(two_stream_run, demo, tmp_path / "x", partial_bn=False))
+    model = build_finetune_model(setup)
+    model.eval()
+    before = copy.deepcopy(model.state_dict())
+    like = {s: torch.zeros(1, SEGMENTS, p.channels, p.crop_size, p.crop_size)
+            for s, p in ((s, model.backbones[s].preprocessor) for s in setup.streams)}
+    sized = measure(model, setup, device=torch.device("cpu"), share=8, amp=False, dtype=torch.bfloat16,
+                    inputs_like=like)
+    assert 1 <= sized.micro_batch <= 8 and sized.clip_bytes > 0 and sized.available.bytes > 0
+    assert not model.training and all(p.grad is None for p in model.parameters())
+    for key, value in model.state_dict().items():
+        assert torch.equal(value, before[key]), key
+
+
+def test_peak_memory_of_a_piece_of_work():
+    from pipeline.memory import Peak, available
+
+    with Peak("cpu") as peak:
+        x = torch.ones(50_000_000)  # 200 MB, touched
+        del x
+    assert 180e6 < peak.bytes < 400e6
+    assert available("cpu").bytes > 0
+
+
 # ---- stage two benefits: re-extraction with the fine-tuned backbone ------------------------------
 
 

@@ -34,7 +34,6 @@ class FinetuneConfig:
     flow_stack: int = 5  # motion stream input when the store has no flow-stream backbone (else its L)
     epochs: int = 30  # upper bound; the plateau schedule usually stops earlier
     batch_size: int = 32  # videos per optimizer step, over all workers and accumulation steps
-    accum_steps: int = 1  # micro-batches per optimizer step (per worker)
     optimizer: Literal["sgd", "adamw"] = "sgd"
     lr: float = 0.001
     backbone_lr_mult: float = 1.0
@@ -60,6 +59,7 @@ class FinetuneConfig:
     ray_address: str = ""
     max_failures: int = 0  # Ray Train restarts after a lost worker (each resumes from last.pt)
     loader_workers: int = 2  # decoding processes per training worker (0 = in the training process)
+    micro_batch: int = 0  # videos per forward/backward on a worker, gradients accumulating; 0 = what memory allows
     eval_batch_size: int = 16
     checkpoint_every: int = 0  # also write last.pt every this many steps (0 = at epoch ends only)
     resume: bool = False
@@ -67,7 +67,7 @@ class FinetuneConfig:
 
     identity_fields = (
         "run", "modality", "fusion", "st_stages", "temporal_kernel", "segments", "flow_stack", "epochs", "batch_size",
-        "accum_steps", "optimizer", "lr", "backbone_lr_mult", "momentum", "weight_decay", "schedule",
+        "optimizer", "lr", "backbone_lr_mult", "momentum", "weight_decay", "schedule",
         "plateau_patience", "plateau_threshold", "lr_drops", "partial_bn", "flip", "scales", "max_distort",
         "val_split", "seed",
     )  # fmt: skip
@@ -79,11 +79,11 @@ class FinetuneConfig:
             raise ConfigError("finetune needs the manifest of the videos (-m/--manifest)")
         if not self.out:
             raise ConfigError("finetune needs an output run dir (-o/--out)")
-        for name in ("epochs", "batch_size", "accum_steps", "workers", "eval_batch_size", "flow_stack",
+        for name in ("epochs", "batch_size", "workers", "eval_batch_size", "flow_stack",
                      "plateau_patience", "temporal_kernel"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
-        for name in ("segments", "loader_workers", "checkpoint_every", "max_failures", "lr_drops", "max_distort"):
+        for name in ("segments", "micro_batch", "loader_workers", "checkpoint_every", "max_failures", "lr_drops", "max_distort"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)}")
         if self.temporal_kernel % 2 == 0:
@@ -94,9 +94,9 @@ class FinetuneConfig:
             raise ConfigError("weight_decay must be >= 0 and momentum in [0, 1)")
         if not self.scales or any(not 0.0 < s <= 1.0 for s in self.scales):
             raise ConfigError(f"scales must be crop fractions in (0, 1], got {list(self.scales)}")
-        if self.batch_size < self.workers * self.accum_steps:
-            raise ConfigError(f"batch_size {self.batch_size} is smaller than workers x accum_steps "
-                              f"({self.workers} x {self.accum_steps}): some micro-batches would be empty")
+        if self.batch_size < self.workers:
+            raise ConfigError(f"batch_size {self.batch_size} is smaller than workers ({self.workers}): "
+                              "some workers would have no video")
         if self.gpus_per_worker < 0 or self.cpus_per_worker <= 0:
             raise ConfigError("gpus_per_worker must be >= 0 and cpus_per_worker > 0")
         if self.resume and self.overwrite:

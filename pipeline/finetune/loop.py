@@ -4,7 +4,8 @@
 worker, or inside Ray Train (pipeline/distributed.py) with torch.distributed already initialised.
 
 A step takes `batch_size` videos (the global batch, the same list for every world size); worker r
-takes every world-th of them and cuts its share into `accum_steps` micro-batches. Each micro-batch
+takes every world-th of them and cuts its share into micro-batches of what its memory allows
+(`sizing.plan`, measured before any work; `micro_batch` sets it), gradients accumulating. Each micro-batch
 loss is sum(per-sample losses) x world / global batch, so DDP's gradient average equals the mean
 over the whole global batch: 2 workers step exactly as 1 worker does, up to float rounding
 (except for BatchNorm statistics, which each worker computes on its own share, as DDP does).
@@ -36,6 +37,7 @@ from pipeline.device import amp_dtype, grad_scaler
 from pipeline.errors import RunError
 from pipeline.finetune.data import ClipDataset, StepBatches, epoch_steps, eval_batches, make_loader
 from pipeline.finetune.model import FinetuneModel, build_finetune_model, fuse
+from pipeline.finetune.sizing import plan
 from pipeline.finetune.source import Setup
 from pipeline.training.loop import (
     OPTIMIZERS,
@@ -116,14 +118,20 @@ def train_worker(setup: Setup, *, run_dir: str | Path, dist: Dist | None = None,
     for note in setup.notes:
         emit("note", message=note)
 
+    pre = {s: model.backbones[s].preprocessor for s in setup.streams}
+    ghost = _ghost_inputs(setup, pre, device)
+    # before any work and before DDP: the probes must not run its gradient hooks
+    sizing = plan(model, setup, device=device, share=math.ceil(cfg.batch_size / dist.world), dist=dist, amp=amp,
+                  dtype=dtype, inputs_like=ghost)
+    state["sizing"] = sizing.record()
+    emit("note", message=sizing.describe())
+    accum = sizing.accum_steps
     net = model
     if dist.world > 1:
         ids = [device.index] if device.type == "cuda" else None
         net = torch.nn.parallel.DistributedDataParallel(model, device_ids=ids, find_unused_parameters=True)
-    pre = {s: model.backbones[s].preprocessor for s in setup.streams}
     train_set = ClipDataset(setup, setup.train, preprocessors=pre, train=True)
     val_set = ClipDataset(setup, setup.val, preprocessors=pre, train=False)
-    ghost = _ghost_inputs(setup, pre, device)
 
     def save_last() -> None:
         if lead:
@@ -149,8 +157,8 @@ def train_worker(setup: Setup, *, run_dir: str | Path, dist: Dist | None = None,
                             min_last=max(2, dist.world))
         first = state["step"]
         partial = state["partial"] or {"loss": 0.0, "hits": 0, "seen": 0, "failed": [], "seconds": 0.0, "cpu": 0.0}
-        emit("epoch_start", epoch=epoch, epochs=cfg.epochs, batches=len(steps) - first)
-        batches = StepBatches(steps, epoch=epoch, rank=dist.rank, world=dist.world, accum=cfg.accum_steps, skip=first)
+        emit("epoch_start", epoch=epoch, epochs=cfg.epochs, batches=len(steps) - first, accum=accum)
+        batches = StepBatches(steps, epoch=epoch, rank=dist.rank, world=dist.world, accum=accum, skip=first)
         model.train()
         loss_sum = torch.zeros((), device=device)
         hits = torch.zeros((), device=device)
@@ -161,13 +169,13 @@ def train_worker(setup: Setup, *, run_dir: str | Path, dist: Dist | None = None,
         for step in range(first, len(steps)):
             optimizer.zero_grad(set_to_none=True)
             torch.manual_seed(hash((cfg.seed, epoch, step, dist.rank)) % 2**63)  # dropout masks, replayed on resume
-            for a in range(cfg.accum_steps):
+            for a in range(accum):
                 batch = next(micro)
                 failed += batch["failed"]
                 for _, reason in batch["failed"]:
                     if len(state["failures"]) + len(failed) <= MAX_FAILURE_NOTES:
                         emit("note", message=f"skipping a video that failed: {reason}")
-                sync = net.no_sync() if dist.world > 1 and a < cfg.accum_steps - 1 else contextlib.nullcontext()
+                sync = net.no_sync() if dist.world > 1 and a < accum - 1 else contextlib.nullcontext()
                 with sync:
                     n = len(batch["labels"])
                     if n == 0 and dist.world == 1:
@@ -211,6 +219,7 @@ def train_worker(setup: Setup, *, run_dir: str | Path, dist: Dist | None = None,
                   "seconds": time.perf_counter() - started,
                   "frames_per_second": totals["seen"] * setup.segments / totals["seconds"] if totals["seconds"] else 0.0,
                   "cpu_seconds": totals["cpu"],  # all workers and their loader processes
+                  "micro_batch": sizing.micro_batch, "accum_steps": accum,
                   "frames_per_cpu_second": totals["seen"] * setup.segments / totals["cpu"] if totals["cpu"] else 0.0}
         state.update(epoch=epoch, step=0, partial=None)
         state["history"].append(record)

@@ -25,10 +25,10 @@ def finetune_throughput(record: dict[str, Any]) -> str:
     return f"{record['frames_per_second']:.1f} frames/s"
 
 
-def loop_callback(progress: Progress | None, *, throughput: Callable[[dict[str, Any]], str] = train_head_throughput,
-                  batch_units: int = 1) -> Callable[..., None]:
-    """A loop callback that turns its events into `progress` events. `batch_units`: bar units per
-    optimizer step (finetune's gradient accumulation counts micro-batches)."""
+def loop_callback(progress: Progress | None, *, throughput: Callable[[dict[str, Any]], str] = train_head_throughput
+                  ) -> Callable[..., None]:
+    """A loop callback that turns its events into `progress` events. An epoch's bar counts what the
+    loop reports as batches: finetune's micro-batches (`accum` per optimizer step, sized at run time)."""
     emit = emitter(progress)
     task = {"epoch": "", "load": ""}
 
@@ -46,7 +46,7 @@ def loop_callback(progress: Progress | None, *, throughput: Callable[[dict[str, 
                 task["load"] = ""
         elif event == "epoch_start":
             task["epoch"] = f"epoch {info['epoch']}/{info['epochs']}"
-            emit(Started(task["epoch"], total=info["batches"] * batch_units, unit="batch", transient=True))
+            emit(Started(task["epoch"], total=info["batches"] * info.get("accum", 1), unit="batch", transient=True))
         elif event == "batch":
             emit(Advanced(task["epoch"], amounts={"samples": info.get("size", 0)}))
         elif event == "epoch_end":
