@@ -9,8 +9,8 @@ from pathlib import Path
 from pipeline.config import config_to_dict
 from pipeline.extraction import ExtractConfig, Extractor, VideoJob
 from pipeline.extraction.config import is_weights_file
-from pipeline.extraction.extractor import Event, describe
-from pipeline.extraction.models import Models, load_models, warm_flow_compile
+from pipeline.extraction.models import Models, describe_models, load_models, warm_flow_compile
+from pipeline.extraction.records import Event
 from pipeline.flow.compile_policy import CompileChoice
 from pipeline.store import Failure, FeatureStore, config_hash
 from pipeline.store_lease import StoreLease
@@ -47,7 +47,6 @@ def plan(cfg: ExtractConfig, models: Models) -> Plan:
         from pipeline.errors import ManifestError
 
         raise ManifestError(f"{cfg.manifest}: no videos in the manifest (a header and nothing else)")
-    _, backbone, flow_method, flow_backbone = models
     content = store_content(cfg)
     provenance = {
         "config": config_to_dict(cfg),
@@ -56,7 +55,7 @@ def plan(cfg: ExtractConfig, models: Models) -> Plan:
         "manifest_sha256": manifest.sha256(),
         "manifest": str(Path(cfg.manifest).absolute()),
         "classes": list(manifest.classes),
-        **describe(cfg, backbone, flow_method, flow_backbone),
+        **describe_models(cfg, models),
     }
     provenance["config"] = {k: v for k, v in provenance["config"].items() if k in cfg.content_fields}
     store = FeatureStore.create(cfg.output, provenance=provenance, overwrite=cfg.overwrite,
@@ -162,8 +161,11 @@ def run(cfg: ExtractConfig, progress: Callable[[Event], None] | None = None,
             if cfg.flow_compile == "on" and work.jobs and getattr(flow_method, "engine", "") == "torch":
                 warm_flow_compile(flow_method, note)
             extractor = Extractor(cfg, work.store, device=device, backbone=backbone, flow_method=flow_method,
-                                  flow_backbone=flow_backbone)
-            stats = extractor.process(work.jobs, progress=progress)
+                                  flow_backbone=flow_backbone, note=note)
+            try:
+                stats = extractor.process(work.jobs, progress=progress)
+            finally:
+                extractor.close()
         lease.check()
         work.store.write_index()
     return ExtractResult(

@@ -20,7 +20,7 @@ from pipeline.distributed.errors import first_line, raised
 from pipeline.distributed.session import ray_session
 from pipeline.errors import ConfigError, WorkerStartError
 from pipeline.extraction import ExtractConfig, VideoJob
-from pipeline.extraction.extractor import Event, Stats
+from pipeline.extraction.records import Event, Stats
 from pipeline.store import Failure
 
 VIDEOS_PER_CALL = 4  # the first calls, before any frame count is known

@@ -78,3 +78,12 @@ def warm_flow_compile(method, note: Callable[[str], None] | None = None) -> floa
     seconds = warm_up(method)
     note(f"TV-L1: kernels ready in {seconds:.0f} s")
     return seconds
+
+
+def describe_models(cfg: ExtractConfig, models: Models) -> dict[str, Any]:
+    """The store's provenance of these models (backbone, flow method and parameters, flow stream, views)."""
+    from pipeline.extraction.extractor import describe
+
+    _, backbone, flow_method, flow_backbone = models
+    return describe(cfg, backbone.meta, getattr(flow_method, "params", None),
+                    None if flow_backbone is None else flow_backbone.meta)
