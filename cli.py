@@ -224,8 +224,6 @@ def _json_option(value, name):
 @click.option("--decode-threads", type=int, help="Decoder threads where threads are used (default 2).")
 @click.option("--decode-timeout", type=float,
               help="Seconds a decoder may go silent on one video before it is killed and the video failed (300).")
-@click.option("--decoder", type=click.Choice(["auto", "cpu", "nvdec"]),
-              help="Video decoding: cpu (PyAV), nvdec (GPU, the `nvdec` extra), auto (default: nvdec where available).")
 @click.option("--device", help="auto, cpu, cuda or cuda:N.")
 @click.option("--max-retries", type=int, help="Retries per video for transient errors (default 1).")
 @click.option("--overwrite", is_flag=True, default=None, help="Replace a store made by another config.")

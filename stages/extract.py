@@ -9,7 +9,13 @@ from pathlib import Path
 from pipeline.config import config_to_dict
 from pipeline.extraction import ExtractConfig, Extractor, VideoJob
 from pipeline.extraction.config import is_weights_file
-from pipeline.extraction.models import Models, describe_models, load_models, warm_flow_compile
+from pipeline.extraction.models import (
+    Models,
+    describe_models,
+    describing_models,
+    load_models,
+    warm_flow_compile,
+)
 from pipeline.extraction.records import Event
 from pipeline.flow.compile_policy import CompileChoice
 from pipeline.store import Failure, FeatureStore, config_hash
@@ -136,7 +142,9 @@ def run(cfg: ExtractConfig, progress: Callable[[Event], None] | None = None,
     finished = already_finished(cfg)
     if finished is not None:  # nothing to do: answered from the store's index, no model built
         return ExtractResult(store=shown, total=finished, skipped=finished, done=0, failed=0, frames=0, seconds=0.0)
-    models = load_models(cfg)
+    # a Ray driver runs no model: it describes them (store provenance) and plans the flow compile from
+    # metadata; each worker loads its own
+    models = describing_models(cfg) if cfg.executor == "ray" else load_models(cfg)
     # one writing run per store (pipeline/store_lease.py); taken before --overwrite may delete anything
     with StoreLease(cfg.output, cfg.storage_options) as lease:
         work = plan(cfg, models)

@@ -44,8 +44,9 @@ def _worker_class(ray):
             store = FeatureStore.open(cfg.output, mode="r+", storage_options=cfg.storage_options)
             from pipeline.extraction import Extractor
 
+            # decoders: processes on the cores this actor was given (threads on one), kept across calls
             self.extractor = Extractor(cfg, store, device=device, backbone=backbone, flow_method=flow_method,
-                                       flow_backbone=flow_backbone)
+                                       flow_backbone=flow_backbone, cores=max(1, int(cfg.cpus_per_task)))
 
         def process(self, jobs: list[VideoJob]) -> tuple[Stats, list[Event]]:
             events: list[Event] = []

@@ -56,9 +56,6 @@ class ExtractConfig:
     # a decoder process that sends nothing for this many seconds while it holds a video is killed
     # and the video recorded as failed (a hung decoder); generous: a chunk of CPU TV-L1 takes seconds
     decode_timeout: float = 300.0
-    # video files: cpu (PyAV), nvdec (NVIDIA's decoder through the `nvdec` extra), auto = nvdec where it
-    # is installed and the worker has a GPU; a video NVDEC cannot decode falls back to the CPU
-    decoder: Literal["auto", "cpu", "nvdec"] = "auto"
     chunk_frames: int = 64  # decoded frames per chunk (bounds memory on long videos)
     device: str = "auto"
     max_retries: int = 1
@@ -101,8 +98,6 @@ class ExtractConfig:
             raise ConfigError(f"decode_procs must be >= 0 (0 = one per core), got {self.decode_procs}")
         if self.decode_timeout <= 0:
             raise ConfigError(f"decode_timeout must be > 0 seconds, got {self.decode_timeout}")
-        if self.decoder not in ("auto", "cpu", "nvdec"):
-            raise ConfigError(f"decoder must be auto, cpu or nvdec, got {self.decoder!r}")
         if self.max_retries < 0:
             raise ConfigError(f"max_retries must be >= 0, got {self.max_retries}")
         if self.flow_features and not self.flow:
