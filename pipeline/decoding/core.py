@@ -42,6 +42,7 @@ class DecodeSpec:
     interpolation: str = "bilinear"
     flow_short_side: int = 0  # > 0: flow frames are made (shorter side), for the flow stream
     flow_itemsize: int = 1  # bytes per flow component (uint8 or float16 fields)
+    ffmpeg_threads: int = 0  # FFmpeg's decoding threads (0 = its choice; 1 in a process per core)
 
     @property
     def num_views(self) -> int:
@@ -234,8 +235,9 @@ def decode_video(task: Task, spec: DecodeSpec, buffers: Buffers, flow: Any | Non
                       (chunk.crops.shape, extra))
 
     select_done = 0
-    for index, arrays in iter_frames(task.path, info, wanted, sizes, stop=stop, interpolation=SCALER.get(
-            spec.interpolation)):
+    scaler = SCALER.get(spec.interpolation)
+    for index, arrays in iter_frames(task.path, info, wanted, sizes, stop=stop, threads=spec.ffmpeg_threads,
+                                     interpolation=scaler):
         if chunk is None:
             n = min(per_chunk, len(wanted) - select_done)
             slot, memory = buffers.acquire(n * per_frame + 8)  # + alignment of the array after the crops

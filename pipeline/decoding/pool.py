@@ -30,7 +30,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from multiprocessing import connection, shared_memory
 from pathlib import Path
 from typing import Any
@@ -136,6 +136,9 @@ class ProcessDecoders:
 
     def __init__(self, spec: DecodeSpec, processes: int, *, flow: dict | None = None, timeout: float = 300.0,
                  slot_bytes: int = 0, slots: int = SLOTS_PER_PROCESS, note: Callable[[str], None] | None = None):
+        # one FFmpeg thread per decoder: the processes already use every core, and threads of one
+        # process would only contend for its core
+        spec = replace(spec, ffmpeg_threads=spec.ffmpeg_threads or 1)
         self.spec, self.workers, self.timeout, self.flow = spec, max(1, processes), timeout, flow
         self.note = note or (lambda message: None)
         self.slot_bytes = slot_bytes or default_slot_bytes(spec)
