@@ -245,7 +245,10 @@ def main() -> None:
     parser.add_argument("--long-frames", type=int, default=10_000)
     parser.add_argument("--base", default="f7105b0", help="the commit before issue 19")
     parser.add_argument("--work", default="")
+    parser.add_argument("--dry-run", action="store_true", help="percore and e2e, once, each clip once")
     args = parser.parse_args()
+    if args.dry_run:
+        args.sections, args.repeats, args.clip_repeats = "percore,e2e", 1, 1
     assets = default_assets()
     videos = [assets / "videos" / c for c in CLIPS] * args.clip_repeats
     work = Path(args.work or tempfile.mkdtemp(prefix="bench-decode-"))

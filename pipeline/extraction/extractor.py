@@ -110,7 +110,14 @@ class Extractor:
         stats.seconds = time.perf_counter() - started
         return stats
 
+    def __enter__(self) -> Extractor:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
     def close(self) -> None:
+        """Stop the decoders (processes end, the shared-memory ring is freed)."""
         if self.decoders is not None:
             self.decoders.close()
             self.decoders = None
