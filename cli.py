@@ -306,7 +306,11 @@ def _json_option(value, name):
 @click.option("--amp", type=click.Choice(["bf16", "fp16"]),
               help="Autocast the backbone (CUDA; bf16 also on CPUs with AVX512-BF16/AMX; default float32). "
                    "Features are stored as float16 either way.")
-@click.option("--decode-threads", type=int, help="Decoder threads (default 2).")
+@click.option("--decode-procs", type=int,
+              help="Decoder processes per worker (default 0 = one per core it owns; threads on one core).")
+@click.option("--decode-threads", type=int, help="Decoder threads where threads are used (default 2).")
+@click.option("--decode-timeout", type=float,
+              help="Seconds a decoder may go silent on one video before it is killed and the video failed (300).")
 @click.option("--device", help="auto, cpu, cuda or cuda:N.")
 @click.option("--max-retries", type=int, help="Retries per video for transient errors (default 1).")
 @click.option("--overwrite", is_flag=True, default=None, help="Replace a store made by another config.")

@@ -98,7 +98,8 @@ def timed_extract(cfg: ExtractConfig, models=None):
     extractor = Extractor(cfg, work.store, device=device, backbone=backbone, flow_method=flow_method,
                           flow_backbone=flow_backbone)
     cpu = time.process_time()
-    stats = extractor.process(work.jobs)
+    with extractor:
+        stats = extractor.process(work.jobs)
     cpu = time.process_time() - cpu
     work.store.write_index()
     if stats.failed:

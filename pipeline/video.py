@@ -123,14 +123,9 @@ def iter_chunks(
     first, stop = _trim_range(info, start, end)
     wanted = _selected_indices(info, first, stop, select)
     size = _resized(info.width, info.height, short_side)
-    frames_iter = (
-        _folder_frames(Path(path), wanted, size)
-        if info.is_folder
-        else _decoded_frames(Path(path), info, first, stop, wanted, size, threads)
-    )
     buf: list[np.ndarray] = []
     idx: list[int] = []
-    for index, frame in frames_iter:
+    for index, (frame,) in iter_frames(path, info, wanted, [size], stop=stop, threads=threads):
         buf.append(frame)
         idx.append(index)
         if len(buf) == chunk_size:
@@ -174,15 +169,31 @@ def read_frames_at(
     if wanted[-1] >= info.num_frames:
         raise VideoError(f"{path}: frame {wanted[-1]} asked for, the video has {info.num_frames} frames")
     size = _resized(info.width, info.height, short_side)
-    frames = (
-        _folder_frames(Path(path), wanted, size)
-        if info.is_folder
-        else _decoded_frames(Path(path), info, 0, int(wanted[-1]) + 1, wanted, size, threads)
-    )
-    out = [frame for _, frame in frames]
+    frames = iter_frames(path, info, wanted, [size], stop=int(wanted[-1]) + 1, threads=threads)
+    out = [frame for _, (frame,) in frames]
     if len(out) != len(wanted):
         raise VideoError(f"{path}: stream ended before frame {wanted[-1]} ({len(out)} of {len(wanted)} frames)")
     return np.stack(out)
+
+
+def iter_frames(
+    path: str | os.PathLike,
+    info: VideoInfo,
+    wanted: np.ndarray,
+    sizes: list[tuple[int, int]],
+    *,
+    stop: int | None = None,
+    threads: int = 0,
+    interpolation: str | None = None,
+) -> Iterator[tuple[int, tuple[np.ndarray, ...]]]:
+    """`(ordinal, frames)` for each wanted ordinal (non-decreasing), one uint8 `(h, w, 3)` array per
+    `(width, height)` in `sizes`, each scaled from the decoded picture in FFmpeg's scaler (PIL for
+    frame folders): C code, no Python per pixel. `stop` ends decoding (default: the last frame);
+    `interpolation` is a swscale filter name (PyAV's `Interpolation`; None = its bilinear default)."""
+    stop = info.num_frames if stop is None else stop
+    if info.is_folder:
+        return _folder_frames(Path(path), wanted, sizes)
+    return _decoded_frames(Path(path), info, stop, wanted, sizes, threads, interpolation)
 
 
 # ---- frame selection ------------------------------------------------------------------------
@@ -266,12 +277,11 @@ def _stream_fps(stream) -> float:
     return 25.0
 
 
-def _decoded_frames(path, info, first, stop, wanted, size, threads) -> Iterator[tuple[int, np.ndarray]]:
+def _decoded_frames(path, info, stop, wanted, sizes, threads, interpolation=None):
     if len(wanted) == 0:
         return
     wanted_set = iter(wanted.tolist())
     target = next(wanted_set)
-    width, height = size
     with _open(path) as container:
         stream = container.streams.video[0]
         stream.thread_type = "AUTO"
@@ -287,9 +297,10 @@ def _decoded_frames(path, info, first, stop, wanted, size, threads) -> Iterator[
                     target = next(wanted_set, None)  # duplicates in `wanted` (uniform on short videos)
                 if target != index:
                     continue
-                array = frame.to_ndarray(format="rgb24", width=width, height=height)
+                arrays = tuple(frame.to_ndarray(format="rgb24", width=w, height=h, interpolation=interpolation)
+                               for w, h in sizes)
                 while target == index:
-                    yield index, array
+                    yield index, arrays
                     target = next(wanted_set, None)
                 if target is None:
                     break
@@ -324,7 +335,7 @@ def _image_size(file: Path) -> tuple[int, int]:
         raise VideoError(f"{file}: not a readable image ({_reason(exc)})") from None
 
 
-def _folder_frames(path: Path, wanted: np.ndarray, size: tuple[int, int]) -> Iterator[tuple[int, np.ndarray]]:
+def _folder_frames(path: Path, wanted: np.ndarray, sizes) -> Iterator[tuple[int, tuple[np.ndarray, ...]]]:
     from PIL import Image
 
     files = _folder_images(path)
@@ -339,9 +350,9 @@ def _folder_frames(path: Path, wanted: np.ndarray, size: tuple[int, int]) -> Ite
                         f"folder's {expected[0]}x{expected[1]}"
                     )
                 rgb = image.convert("RGB")
-                if rgb.size != size:
-                    rgb = rgb.resize(size, Image.BILINEAR)
-                yield index, np.asarray(rgb, dtype=np.uint8)
+                arrays = tuple(np.asarray(rgb if rgb.size == tuple(size) else rgb.resize(tuple(size), Image.BILINEAR),
+                                          dtype=np.uint8) for size in sizes)
+                yield index, arrays
         except VideoError:
             raise
         except Exception as exc:  # noqa: BLE001

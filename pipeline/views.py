@@ -17,12 +17,13 @@ and flipping is one `flip` per view, so the cost is a handful of batched copies 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import NamedTuple
-
-import torch
+from typing import TYPE_CHECKING, NamedTuple
 
 from pipeline.errors import ConfigError
 from pipeline.registry import Registry
+
+if TYPE_CHECKING:  # torch is not imported here: decoder processes crop with numpy and never load it
+    import torch
 
 
 class Crop(NamedTuple):

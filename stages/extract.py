@@ -10,8 +10,14 @@ from pipeline.config import config_to_dict
 from pipeline.cpus import apply_threads
 from pipeline.extraction import ExtractConfig, Extractor, VideoJob
 from pipeline.extraction.config import is_weights_file
-from pipeline.extraction.extractor import Event, describe
-from pipeline.extraction.models import Models, load_models, warm_flow_compile
+from pipeline.extraction.models import (
+    Models,
+    describe_models,
+    describing_models,
+    load_models,
+    warm_flow_compile,
+)
+from pipeline.extraction.records import Event
 from pipeline.flow.compile_policy import CompileChoice
 from pipeline.progress import Advanced, Finished, Note, Progress, Started, emitter, note_sink
 from pipeline.store import Failure, FeatureStore, config_hash
@@ -50,7 +56,6 @@ def plan(cfg: ExtractConfig, models: Models) -> Plan:
         from pipeline.errors import ManifestError
 
         raise ManifestError(f"{cfg.manifest}: no videos in the manifest (a header and nothing else)")
-    _, backbone, flow_method, flow_backbone = models
     content = store_content(cfg)
     provenance = {
         "config": config_to_dict(cfg),
@@ -59,7 +64,7 @@ def plan(cfg: ExtractConfig, models: Models) -> Plan:
         "manifest_sha256": manifest.sha256(),
         "manifest": str(Path(cfg.manifest).absolute()),
         "classes": list(manifest.classes),
-        **describe(cfg, backbone, flow_method, flow_backbone),
+        **describe_models(cfg, models),
     }
     provenance["config"] = {k: v for k, v in provenance["config"].items() if k in cfg.content_fields}
     store = FeatureStore.create(cfg.output, provenance=provenance, overwrite=cfg.overwrite,
@@ -143,7 +148,9 @@ def run(cfg: ExtractConfig, progress: Progress | None = None,
     finished = already_finished(cfg)
     if finished is not None:  # nothing to do: answered from the store's index, no model built
         return ExtractResult(store=shown, total=finished, skipped=finished, done=0, failed=0, frames=0, seconds=0.0)
-    models = load_models(cfg)
+    # a Ray driver runs no model: it describes them (store provenance) and plans the flow compile from
+    # metadata; each worker loads its own
+    models = describing_models(cfg) if cfg.executor == "ray" else load_models(cfg)
     # one writing run per store (pipeline/store_lease.py); taken before --overwrite may delete anything
     with StoreLease(cfg.output, cfg.storage_options) as lease:
         work = plan(cfg, models)
@@ -169,8 +176,11 @@ def run(cfg: ExtractConfig, progress: Progress | None = None,
             if cfg.flow_compile == "on" and work.jobs and getattr(flow_method, "engine", "") == "torch":
                 warm_flow_compile(flow_method, note)
             extractor = Extractor(cfg, work.store, device=device, backbone=backbone, flow_method=flow_method,
-                                  flow_backbone=flow_backbone)
-            stats = extractor.process(work.jobs, progress=video_done)
+                                  flow_backbone=flow_backbone, note=note)
+            try:
+                stats = extractor.process(work.jobs, progress=video_done)
+            finally:
+                extractor.close()
         emit(Finished("extract"))
         lease.check()
         work.store.write_index()

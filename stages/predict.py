@@ -95,8 +95,9 @@ def run(cfg: PredictConfig) -> PredictResult:
         ids = [f"{i:06d}" for i in range(len(cfg.videos))]
         jobs = [VideoJob(video_id=vid, path=str(Path(path).absolute()), label=None, label_index=-1, split="predict")
                 for vid, path in zip(ids, cfg.videos)]
-        stats = Extractor(extract_cfg, store, device=device, backbone=models.backbone, flow_method=models.flow_method,
-                          flow_backbone=models.flow_backbone).process(jobs)
+        with Extractor(extract_cfg, store, device=device, backbone=models.backbone, flow_method=models.flow_method,
+                       flow_backbone=models.flow_backbone) as extractor:
+            stats = extractor.process(jobs)
         store.write_index()
         errors = {f.video_id: f.error for f in stats.failures}
         scores: dict[str, torch.Tensor] = {}

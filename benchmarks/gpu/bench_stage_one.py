@@ -121,6 +121,7 @@ def extract_config(manifest: Path, store: Path, backbone: str, precision: str, b
                    device: torch.device, **kw) -> ExtractConfig:
     return ExtractConfig(manifest=str(manifest), output=str(store), backbone=backbone, weights="none",
                          executor="local", overwrite=True, batch_size=batch, decode_threads=args.decode_threads,
+                         decode_procs=args.decode_procs,
                          device=str(device), amp=PRECISIONS[precision], max_frames=args.max_frames, **kw)
 
 

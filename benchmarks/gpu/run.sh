@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The GPU check, one prepared script: CUDA tests and GPU benchmarks on a host with a CUDA device.
 #
-#   benchmarks/gpu/run.sh [OUTDIR] [--parts flowtests,tests,flow,flowacc,stage1,stage2] [--dry-run]
+#   benchmarks/gpu/run.sh [OUTDIR] [--parts flowtests,tests,flow,flowacc,decode,stage1,stage2] [--dry-run]
 #
 # OUTDIR defaults to $OUT (set on the device tool's host) or ./gpu-results. Writes OUTDIR/run.log
 # (everything printed) and OUTDIR/results.json (each part's status, seconds and numbers).
@@ -16,7 +16,7 @@ set -uo pipefail
 cd "$(dirname "$0")/../.."
 ROOT=$PWD
 OUTDIR="${OUT:-$ROOT/gpu-results}"
-PARTS="flowtests,tests,flow,flowacc,stage1,stage2"
+PARTS="flowtests,tests,flow,flowacc,decode,stage1,stage2"
 DRY=""
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -85,6 +85,10 @@ flow_inputs=()
 [ -f .gpu-inputs/pairs.npz ] && flow_inputs=(--inputs .gpu-inputs/pairs.npz)
 part flow 300 triton $PY benchmarks/gpu/bench_flow_gpu.py --out "$OUTDIR" "${flow_inputs[@]}" $DRY
 part flowacc 180 triton,av $PY benchmarks/gpu/bench_flow_gpu.py --out "$OUTDIR" --sections accuracy $DRY
+# issue 19: the decode path on all the host's cores (per core vs bare PyAV; e2e with a null backbone
+# vs all-core decode, decoder processes vs threads); stage1 below then measures e2e vs
+# min(forward, all-core decode) with the extractor's decoder processes
+part decode 240 zarr,av $PY benchmarks/bench_decode.py --sections percore,e2e --repeats 2 $DRY
 part stage1 240 zarr,av $PY benchmarks/gpu/bench_stage_one.py --out "$OUTDIR" --clips "$STPIPE_ASSETS/videos" $DRY
 part stage2 180 zarr $PY benchmarks/gpu/bench_stage_two.py --out "$OUTDIR" $DRY
 

@@ -20,7 +20,7 @@ from pipeline.distributed.errors import first_line, raised
 from pipeline.distributed.session import ray_session
 from pipeline.errors import ConfigError, WorkerStartError
 from pipeline.extraction import ExtractConfig, VideoJob
-from pipeline.extraction.extractor import Event, Stats
+from pipeline.extraction.records import Event, Stats
 from pipeline.store import Failure
 
 VIDEOS_PER_CALL = 4  # the first calls, before any frame count is known
@@ -44,8 +44,9 @@ def _worker_class(ray):
             store = FeatureStore.open(cfg.output, mode="r+", storage_options=cfg.storage_options)
             from pipeline.extraction import Extractor
 
+            # decoders: processes on the cores this actor was given (threads on one), kept across calls
             self.extractor = Extractor(cfg, store, device=device, backbone=backbone, flow_method=flow_method,
-                                       flow_backbone=flow_backbone)
+                                       flow_backbone=flow_backbone, cores=max(1, int(cfg.cpus_per_task)))
 
         def process(self, jobs: list[VideoJob]) -> tuple[Stats, list[Event]]:
             events: list[Event] = []

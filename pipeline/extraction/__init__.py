@@ -5,6 +5,7 @@ calls it on the whole manifest, the Ray executor on batches of videos inside lon
 """
 
 from pipeline.extraction.config import ExtractConfig
-from pipeline.extraction.extractor import Extractor, VideoJob
+from pipeline.extraction.extractor import Extractor
+from pipeline.extraction.records import VideoJob
 
 __all__ = ["ExtractConfig", "Extractor", "VideoJob"]

@@ -48,7 +48,14 @@ class ExtractConfig:
     # whichever finishes this run sooner (pipeline/flow/compile_policy.py); GPUs always compile;
     # STPIPE_FLOW_COMPILE=0/1 overrides
     flow_compile: Literal["auto", "on", "off"] = "auto"
+    # decoder processes per compute process (shared-memory ring, pipeline/decoding/pool.py); 0 = one per
+    # core the worker owns, or `decode_threads` threads where those are cheaper (one core, one video,
+    # flow on a GPU); the choice is printed
+    decode_procs: int = 0
     decode_threads: int = 2
+    # a decoder process that sends nothing for this many seconds while it holds a video is killed
+    # and the video recorded as failed (a hung decoder); generous: a chunk of CPU TV-L1 takes seconds
+    decode_timeout: float = 300.0
     chunk_frames: int = 64  # decoded frames per chunk (bounds memory on long videos)
     device: str = "auto"
     max_retries: int = 1
@@ -87,6 +94,10 @@ class ExtractConfig:
         for name in ("decode_threads", "chunk_frames", "flow_stack", "flow_short_side"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.decode_procs < 0:
+            raise ConfigError(f"decode_procs must be >= 0 (0 = one per core), got {self.decode_procs}")
+        if self.decode_timeout <= 0:
+            raise ConfigError(f"decode_timeout must be > 0 seconds, got {self.decode_timeout}")
         if self.max_retries < 0:
             raise ConfigError(f"max_retries must be >= 0, got {self.max_retries}")
         if self.flow_features and not self.flow:

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from pipeline.extraction.config import ExtractConfig
-from pipeline.extraction.extractor import VideoJob
+from pipeline.extraction.records import VideoJob
 from pipeline.flow.compile_policy import ENV, CompileChoice, cache_is_warm, choose
 
 PROBED_VIDEOS = 8
@@ -52,9 +52,9 @@ def estimate_flow_work(cfg: ExtractConfig, jobs: Sequence[VideoJob], sample: int
 
 
 def flow_streams(cfg: ExtractConfig) -> int:
-    """Flow pairs computed at once on a node: one per decode thread of every worker, at most a core each."""
+    """Flow pairs computed at once on a node: one per decoder of every worker, at most a core each."""
     workers = (cfg.workers or 1) if cfg.executor == "ray" else 1
-    return max(1, min(os.cpu_count() or 1, workers * cfg.decode_threads))
+    return max(1, min(os.cpu_count() or 1, workers * max(cfg.decode_threads, cfg.decode_procs or os.cpu_count() or 1)))
 
 
 def worker_device_type(cfg: ExtractConfig, method) -> str:

@@ -1,7 +1,7 @@
 """Stage one's models, built in one place: backbone, flow method and flow-stream backbone.
 
 Every process that extracts (the in-process executor, each Ray actor, `stpipe predict`) calls
-`load_models` once; the driver of a Ray run builds none.
+`load_models` once; the driver of a Ray run builds none (`describing_models`: metadata only).
 """
 
 from __future__ import annotations
@@ -25,14 +25,44 @@ class Models(NamedTuple):
 
 def load_models(cfg: ExtractConfig, device=None) -> Models:
     """Backbone, flow method and optional flow-stream backbone as the config asks, on `device`."""
+    device = device or pick_device(cfg.device)
+    backbone, flow_backbone = _backbones(cfg, device)
+    return Models(device, backbone, _flow_method(cfg, device), flow_backbone)
+
+
+def describing_models(cfg: ExtractConfig) -> Models:
+    """What the driver of a Ray run needs to describe the models and plan the flow compile, building
+    nothing it would run: the backbones on torch's meta device (no parameter memory, nothing on a GPU;
+    their metadata is the same as on any device) and the flow method on the CPU (parameters only)."""
+    import warnings
+
+    import torch
+
+    meta = torch.device("meta")
+    with meta, warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # weights loaded into meta tensors: a no-op, as meant
+        backbone, flow_backbone = _backbones(cfg, meta)
+    return Models(meta, backbone, _flow_method(cfg, torch.device("cpu")), flow_backbone)
+
+
+def _backbones(cfg: ExtractConfig, device) -> tuple[Any, Any | None]:
     from pipeline.backbones import build_backbone
 
-    device = device or pick_device(cfg.device)
     weights = cfg.backbone_checkpoint or cfg.weights
     amp = cfg.amp or None
     backbone = build_backbone(cfg.backbone, weights=weights, features=cfg.features, device=device, amp=amp,
                               **checkpoint_preprocessing(cfg))
-    flow_method = flow_backbone = None
+    flow_backbone = None
+    if cfg.flow_features:
+        from pipeline.backbones import build_flow_backbone
+
+        flow_backbone = build_flow_backbone(cfg.backbone, stack=cfg.flow_stack, weights=cfg.weights,
+                                            features=cfg.features, device=device, amp=amp)
+    return backbone, flow_backbone
+
+
+def _flow_method(cfg: ExtractConfig, device):
+    flow_method = None
     if cfg.flow:
         from pipeline.flow import FLOWS, build_flow
 
@@ -42,12 +72,7 @@ def load_models(cfg: ExtractConfig, device=None) -> Models:
         options = {"compile": cfg.flow_compile != "off" or device.type != "cpu"} if torch_flow else {}
         flow_method = build_flow(cfg.flow_method, device=device, max_batch=cfg.flow_batch_for(device.type),
                                  **options)
-    if cfg.flow_features:
-        from pipeline.backbones import build_flow_backbone
-
-        flow_backbone = build_flow_backbone(cfg.backbone, stack=cfg.flow_stack, weights=cfg.weights,
-                                            features=cfg.features, device=device, amp=amp)
-    return Models(device, backbone, flow_method, flow_backbone)
+    return flow_method
 
 
 def checkpoint_preprocessing(cfg: ExtractConfig) -> dict:
@@ -78,3 +103,12 @@ def warm_flow_compile(method, note: Callable[[str], None] | None = None) -> floa
     seconds = warm_up(method)
     note(f"TV-L1: kernels ready in {seconds:.0f} s")
     return seconds
+
+
+def describe_models(cfg: ExtractConfig, models: Models) -> dict[str, Any]:
+    """The store's provenance of these models (backbone, flow method and parameters, flow stream, views)."""
+    from pipeline.extraction.extractor import describe
+
+    _, backbone, flow_method, flow_backbone = models
+    return describe(cfg, backbone.meta, getattr(flow_method, "params", None),
+                    None if flow_backbone is None else flow_backbone.meta)

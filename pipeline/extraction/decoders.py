@@ -1,0 +1,79 @@
+"""Which decoders a compute process gets: processes or threads, how many, and what they make.
+
+The choice (`choose`) is printed through the run's note callback:
+  - processes, one per core this worker owns (`decode_procs`, default the cores): decoding is
+    mostly per-frame Python around PyAV, which holds the GIL; a process per core decodes ~4x what
+    the threads of one process do on 16 cores;
+  - threads (`decode_threads`) where they are cheaper: one core, a run of a single video, or flow on
+    a GPU (the decoder threads run it on their own CUDA streams; a process each would need its own
+    CUDA context).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from pipeline.decoding.core import DecodeSpec, default_processes
+from pipeline.extraction.config import ExtractConfig
+from pipeline.video import FrameSelection
+
+
+@dataclass(frozen=True)
+class Choice:
+    kind: str  # processes | threads
+    workers: int
+    why: str
+
+
+def decode_spec(cfg: ExtractConfig, backbone) -> DecodeSpec:
+    """What every decoder makes for this backbone: its resize and crops (read from its preprocessor)."""
+    pre = backbone.preprocessor
+    select = FrameSelection(mode=cfg.frames, step=cfg.frame_step, fps=cfg.frame_fps, num=cfg.frame_num,
+                            max_frames=cfg.max_frames)
+    interpolation = getattr(getattr(pre, "interpolation", None), "value", "bilinear")
+    return DecodeSpec(resize=tuple(int(x) for x in pre.resize_size), crop=int(pre.crop_size), views=cfg.views,
+                      select=select, chunk_frames=cfg.chunk_frames, folder_fps=cfg.folder_fps,
+                      interpolation=interpolation, flow_short_side=cfg.flow_short_side if cfg.flow else 0,
+                      flow_itemsize=1 if cfg.flow_dtype == "uint8" else 2)
+
+
+def choose(cfg: ExtractConfig, videos: int, flow_method=None, cores: int | None = None) -> Choice:
+    cores = cores or default_processes()
+    if cfg.flow and flow_method is not None and flow_method.device.type != "cpu":
+        return Choice("threads", cfg.decode_threads, f"flow runs on {flow_method.device.type}")
+    if cfg.decode_procs:
+        return Choice("processes", cfg.decode_procs, "--decode-procs")
+    if cores < 2:
+        return Choice("threads", cfg.decode_threads, "one core")
+    if videos < 2:
+        return Choice("threads", cfg.decode_threads, "a single video")
+    return Choice("processes", cores, f"{cores} cores")
+
+
+def build(cfg: ExtractConfig, backbone, flow_method, choice: Choice, device,
+          note: Callable[[str], None] | None = None):
+    """The decode pool of `choice`, with flow computed in the decoders when the run has flow."""
+    from pipeline.decoding.pool import ProcessDecoders, ThreadDecoders
+
+    spec = decode_spec(cfg, backbone)
+    if choice.kind == "processes":
+        flow = None
+        if cfg.flow:
+            flow = {"name": flow_method.name, "params": dict(flow_method.params), "device": "cpu",
+                    "max_batch": flow_method.max_batch, "compile": getattr(flow_method, "compile", None),
+                    "batch": cfg.flow_batch_for("cpu"), "bound": cfg.flow_bound, "dtype": cfg.flow_dtype}
+        return ProcessDecoders(spec, choice.workers, flow=flow, timeout=cfg.decode_timeout, note=note)
+    make_flow = None
+    if cfg.flow:
+        def make_flow():  # each thread its own method (solvers keep buffers) and, on CUDA, its own stream
+            import torch
+
+            from pipeline.decoding.flow import build_stream
+
+            base = flow_method
+            stream = torch.cuda.Stream(base.device) if base.device.type == "cuda" else None
+            return build_stream(base.name, dict(base.params), device=base.device, max_batch=base.max_batch,
+                                compile=getattr(base, "compile", None), batch=cfg.flow_batch_for(base.device.type),
+                                bound=cfg.flow_bound, dtype=cfg.flow_dtype, stream=stream)
+    return ThreadDecoders(spec, choice.workers, flow=make_flow)

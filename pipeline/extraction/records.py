@@ -1,0 +1,40 @@
+"""Stage one's plain records: a video to extract, a progress event, a run's totals (no torch here)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from pipeline.store import Failure
+
+
+@dataclass
+class VideoJob:
+    video_id: str
+    path: str
+    label: str | None
+    label_index: int
+    split: str
+    start: float | None = None
+    end: float | None = None
+    attempts: int = 0
+
+
+@dataclass
+class Event:
+    """Progress report: kind is `done` or `failed` (with `error`), `frames` decoded for the video."""
+
+    kind: str
+    video_id: str
+    frames: int = 0
+    error: str = ""
+
+
+@dataclass
+class Stats:
+    done: int = 0
+    failed: int = 0
+    frames: int = 0
+    seconds: float = 0.0
+    failures: list[Failure] = field(default_factory=list)
+    batches: int = 0  # backbone forwards of image backbones
+    padded_rows: int = 0  # zero rows among them: compute spent on nothing

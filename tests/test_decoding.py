@@ -1,0 +1,152 @@
+"""Stage one's decoders: the scaler's sizes, numpy crops, processes vs threads, dead and hung decoders."""
+
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+
+from pipeline.backbones import build_backbone
+from pipeline.decoding.core import Frames, OwnBuffers, Started, Task, decode_video, resized_size
+from pipeline.extraction import ExtractConfig
+from pipeline.extraction import decoders as choosing
+from pipeline.store import FeatureStore
+from pipeline.video import read_frames
+from pipeline.views import make_views
+from stages import extract
+
+
+def config(demo, store, **kw):
+    base = dict(manifest=str(demo / "manifest.csv"), output=str(store), backbone="tiny", weights="none",
+                executor="local", batch_size=8, chunk_frames=4)
+    return ExtractConfig(**{**base, **kw})
+
+
+@pytest.mark.parametrize("resize", [(256,), (72,), (128, 171)])
+def test_decoded_size_is_torchvisions_resize(resize):
+    from torchvision.transforms.v2.functional._geometry import _compute_resized_output_size
+
+    for width, height in [(720, 528), (176, 144), (320, 240), (768, 576), (240, 320), (1920, 1080), (33, 97)]:
+        h, w = _compute_resized_output_size((height, width), list(resize))
+        assert resized_size(width, height, resize) == (w, h), (width, height, resize)
+
+
+@pytest.mark.parametrize("views", ["center", "flip", "multi10"])
+def test_numpy_crops_equal_the_torch_views(demo, views):
+    """Crops cut while decoding = the preprocessor's resize + make_views on the same frames."""
+    from pipeline.extraction.decoders import decode_spec
+
+    backbone = build_backbone("tiny", weights="none")
+    cfg = config(demo, "unused.zarr", views=views, chunk_frames=4)
+    path = str(demo / "videos" / "moving_left_000.mp4")
+    records = list(decode_video(Task(path), decode_spec(cfg, backbone), OwnBuffers()))
+    assert isinstance(records[0], Started) and records[0].expected == 6
+    crops = np.concatenate([r.crops for r in records if isinstance(r, Frames)], axis=1)
+    pre = backbone.preprocessor
+    frames = torch.from_numpy(read_frames(path, short_side=pre.resize_size[0]))
+    want = make_views(pre.resize(frames), views=views, size=pre.crop_size).numpy()
+    assert crops.shape == want.shape and np.array_equal(crops, want)
+
+
+def test_processes_and_threads_write_identical_stores(demo, tmp_path):
+    """chunk_frames=1: each 6-frame video passes through its decoder's 2 slots three times over."""
+    a = extract.run(config(demo, tmp_path / "p.zarr", decode_procs=2, chunk_frames=1))
+    notes = []
+    b = extract.run(config(demo, tmp_path / "t.zarr", decode_procs=0, chunk_frames=1), note=notes.append)
+    assert (a.done, b.done) == (20, 20)
+    p, t = FeatureStore.open(str(tmp_path / "p.zarr")), FeatureStore.open(str(tmp_path / "t.zarr"))
+    for video_id in p.index()["video_id"]:
+        assert np.array_equal(p.read(video_id, "rgb"), t.read(video_id, "rgb")), video_id
+        assert p.video_attrs(video_id)["frame_index"] == t.video_attrs(video_id)["frame_index"]
+    assert any("decoding in" in n for n in notes)
+
+
+def test_flow_in_decoder_processes_equals_threads(demo, tmp_path):
+    flow = dict(flow=True, flow_method="tvl1-fastest", flow_short_side=32, flow_batch=3, flow_compile="off")
+    extract.run(config(demo, tmp_path / "p.zarr", decode_procs=2, **flow))
+    threads = config(demo, tmp_path / "t.zarr", **flow)
+    from pipeline.extraction import Extractor
+    from pipeline.extraction.models import load_models
+
+    models = load_models(threads)
+    work = extract.plan(threads, models)
+    extractor = Extractor(threads, work.store, device=models.device, backbone=models.backbone,
+                          flow_method=models.flow_method, cores=1)  # one core: threads
+    try:
+        extractor.process(work.jobs)
+        assert extractor.decoders.kind == "threads"
+    finally:
+        extractor.close()
+    p, t = FeatureStore.open(str(tmp_path / "p.zarr")), FeatureStore.open(str(tmp_path / "t.zarr"))
+    for video_id in ("moving_left_000", "zooming_out_001"):
+        assert np.array_equal(p.read(video_id, "flow"), t.read(video_id, "flow")), video_id
+
+
+def test_the_choice(demo, tmp_path):
+    cfg = config(demo, tmp_path / "s.zarr")
+    assert choosing.choose(cfg, 20, cores=1).kind == "threads"
+    assert choosing.choose(cfg, 1, cores=8).kind == "threads"
+    assert choosing.choose(cfg, 20, cores=8) == choosing.Choice("processes", 8, "8 cores")
+    assert choosing.choose(config(demo, "s", decode_procs=3), 20, cores=8).workers == 3
+    gpu_flow = SimpleNamespace(device=torch.device("cuda"))
+    assert choosing.choose(config(demo, "s", flow=True), 20, gpu_flow, cores=8).kind == "threads"
+
+
+@pytest.mark.parametrize("fault", ["crash", "hang"])
+def test_a_dead_or_hung_decoder_fails_its_video_and_the_run_goes_on(demo, tmp_path, monkeypatch, fault):
+    monkeypatch.setenv("STPIPE_DECODE_FAULT", f"{fault}:moving_left_000")
+    result = extract.run(config(demo, tmp_path / "s.zarr", decode_procs=2, decode_timeout=3))
+    assert (result.done, result.failed) == (19, 1)
+    store = FeatureStore.open(str(tmp_path / "s.zarr"))
+    (failure,) = store.failures()
+    assert failure.video_id == "moving_left_000"
+    assert ("decoder process died (killed by SIGKILL)" if fault == "crash" else "decoding stalled") in failure.error
+    assert failure.attempts == (2 if fault == "crash" else 1)  # a crash is retried once, a hang is not
+    monkeypatch.delenv("STPIPE_DECODE_FAULT")
+    again = extract.run(config(demo, tmp_path / "s.zarr", decode_procs=2))
+    assert (again.done, again.skipped) == (1, 19)
+
+
+def test_decoder_processes_do_not_import_torch(demo):
+    """A decoder without flow starts without torch (start-up time and memory)."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from pipeline.decoding import core, pool, worker; "
+            "print('torch' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
+
+
+def test_a_ray_driver_builds_no_model_and_writes_the_local_provenance(demo, tmp_path, monkeypatch):
+    """The driver describes the models from metadata (meta device); the store's provenance equals a
+    local run's. Ray itself is replaced by a worker that loads the models as an actor does."""
+    import pipeline.distributed as distributed
+    from pipeline.extraction import Extractor
+    from pipeline.extraction.models import load_models
+
+    kw = dict(flow=True, flow_method="tvl1-fastest", flow_short_side=32, flow_features=True, flow_stack=3,
+              flow_compile="off")
+    extract.run(config(demo, tmp_path / "local.zarr", **kw))
+
+    def worker(cfg, jobs, progress=None, note=None):  # what an actor does, in this process
+        models = load_models(cfg)
+        store = FeatureStore.open(cfg.output, mode="r+")
+        extractor = Extractor(cfg, store, device=models.device, backbone=models.backbone,
+                              flow_method=models.flow_method, flow_backbone=models.flow_backbone)
+        try:
+            return extractor.process(jobs, progress=progress)
+        finally:
+            extractor.close()
+
+    def no_models(cfg, device=None):
+        raise AssertionError("the driver built its models")
+
+    monkeypatch.setattr(distributed, "run_extraction", worker)
+    monkeypatch.setattr(extract, "load_models", no_models)
+    result = extract.run(config(demo, tmp_path / "ray.zarr", executor="ray", **kw))
+    assert (result.done, result.failed) == (20, 0)
+    local, ray = FeatureStore.open(str(tmp_path / "local.zarr")).meta, FeatureStore.open(str(tmp_path / "ray.zarr")).meta
+    for key in ("backbone", "flow", "views", "content", "config_hash"):
+        assert local[key] == ray[key], key
+    assert local["flow"]["backbone"]["in_channels"] == 6 and local["flow"]["params"]
