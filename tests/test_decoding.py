@@ -150,3 +150,25 @@ def test_a_ray_driver_builds_no_model_and_writes_the_local_provenance(demo, tmp_
     for key in ("backbone", "flow", "views", "content", "config_hash"):
         assert local[key] == ray[key], key
     assert local["flow"]["backbone"]["in_channels"] == 6 and local["flow"]["params"]
+
+
+def test_a_video_failing_mid_chunk_gives_its_slot_back():
+    """A decoder's slot acquired for a chunk of a video that then fails was never sent, so no "free"
+    comes back for it: the decoder reclaims it (else two such videos leave it waiting forever)."""
+    import numpy as np
+
+    from pipeline.decoding.worker import SlotBuffers
+
+    class NoMessages:
+        def recv(self):
+            raise AssertionError("waited for a slot that nobody will hand back")
+
+    buffers = SlotBuffers(NoMessages(), np.zeros(64, np.uint8), 16, [4, 5])
+    for _ in range(3):  # three videos in a row fail while filling their first chunk
+        slot, _ = buffers.acquire(8)
+        buffers.reclaim()
+    slot, _ = buffers.acquire(8)
+    buffers.sent(slot)  # handed over: not reclaimed by a later failure
+    other, _ = buffers.acquire(8)
+    buffers.reclaim()
+    assert buffers.free == [other] and slot not in buffers.free

@@ -252,7 +252,7 @@ def test_node_removed_mid_run_its_videos_are_redone_elsewhere(demo, tmp_path, lo
         ray.shutdown()
         cluster.shutdown()
     assert (result.done, result.failed) == (20, 0)
-    assert sorted(e.video_id for e in events) == sorted(set(e.video_id for e in events))  # each once
+    assert sorted(e.item.video_id for e in events) == sorted(set(e.item.video_id for e in events))  # each once
     assert_same_store(local_store, FeatureStore.open(str(tmp_path / "s.zarr")))
 
 

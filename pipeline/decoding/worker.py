@@ -22,13 +22,25 @@ class SlotBuffers:
     def __init__(self, conn: Connection, memory: np.ndarray, slot_bytes: int, slots: list[int]):
         self.conn, self.memory, self.capacity = conn, memory, slot_bytes
         self.free = list(slots)
+        self.filling: set[int] = set()  # acquired, not yet handed to the compute process
 
     def acquire(self, nbytes: int) -> tuple[int, np.ndarray]:
         while not self.free:
             handle(self, self.conn.recv())
         slot = self.free.pop(0)
+        self.filling.add(slot)
         start = slot * self.capacity
         return slot, self.memory[start : start + self.capacity]
+
+    def sent(self, slot: int) -> None:
+        self.filling.discard(slot)  # the compute process owns it until its "free"
+
+    def reclaim(self) -> None:
+        """A video failed while a chunk was being filled: that slot was never sent, so no "free" will
+        come back for it; without this, each such video would cost the decoder a slot until it waits
+        forever for one."""
+        self.free.extend(sorted(self.filling))
+        self.filling.clear()
 
 
 def handle(buffers: SlotBuffers, message) -> None:
@@ -77,7 +89,10 @@ def main(fd: int) -> None:
         try:
             for record in decode_video(task, spec, buffers, flow):
                 conn.send(record.header() if hasattr(record, "header") else record)
+                if getattr(record, "slot", None) is not None:
+                    buffers.sent(record.slot)
         except Exception as exc:  # noqa: BLE001 - one bad video must never stop the decoder
+            buffers.reclaim()
             conn.send(failure(exc))
 
 

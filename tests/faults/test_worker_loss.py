@@ -99,7 +99,7 @@ def test_worker_killed_and_node_removed_mid_run(longer_demo, tmp_path, monkeypat
         cluster.shutdown()
     assert killed and not Path(f"/proc/{killed[0]}").exists()
     assert (result.done, result.failed) == (20, 0)
-    done = [e.video_id for e in events if e.kind == "done"]
+    done = [e.item.video_id for e in events if e.item.kind == "done"]
     assert len(done) == 20 and len(set(done)) == 20  # every video reported exactly once
     assert requeued, "neither fault hit work in flight"
     print(f"worker {killed[0]} killed and a node removed: {len(set(requeued))} videos re-queued, "
