@@ -151,6 +151,20 @@ def test_a_missing_extra_says_how_to_install_it(monkeypatch):
 # -- through the CLI: extract and train-head ------------------------------------------------------------
 
 
+def decoded_as_stage_one(path, backbone) -> torch.Tensor:
+    """A video's frames as stage one decodes them: straight to the backbone's resize size in FFmpeg's
+    scaler with the weights' interpolation (CLIP's bicubic); the crop is the backbone's own."""
+    from pipeline.decoding.core import SCALER, resized_size
+    from pipeline.video import iter_frames, probe
+
+    info = probe(path)
+    size = resized_size(info.width, info.height, tuple(backbone.meta["resize_size"]))
+    interpolation = SCALER[getattr(backbone.preprocessor.interpolation, "value", "bilinear")]
+    frames = [arrays[0] for _, arrays in iter_frames(path, info, np.arange(info.num_frames), [size],
+                                                     interpolation=interpolation)]
+    return torch.from_numpy(np.stack(frames))
+
+
 @pytest.mark.parametrize(
     ("name", "features", "head"),
     [("timm:test_vit", "spatial", "convlstm"), ("timm:resnet10t", "pooled", "mlp"),
@@ -169,10 +183,7 @@ def test_extract_and_train_head(demo, tmp_path, stpipe, name, features, head):
     assert rgb.shape[2:] == tuple(meta["feature_shape"])
     # the stored features are the backbone's on the decoded frames
     backbone = build_backbone(name, weights="none", features=features)
-    from pipeline.video import read_frames
-
-    short = min(backbone.meta["resize_size"])  # stage one decodes at the resize's short side
-    frames = torch.from_numpy(read_frames(demo / "videos" / "moving_left_000.mp4", short_side=short))
+    frames = decoded_as_stage_one(demo / "videos" / "moving_left_000.mp4", backbone)
     want = backbone.forward_features(backbone.preprocess(frames)).numpy()
     np.testing.assert_allclose(rgb[0].astype(np.float32), want, rtol=1e-2, atol=1e-2)
     code, out, err = stpipe(["train-head", "-s", store, "--head", head, "--segments", "3", "--epochs", "1",
@@ -251,11 +262,9 @@ def test_weights_load_from_a_filled_offline_cache_without_network(demo, tmp_path
     assert run.returncode == 0, run.stderr
     meta = FeatureStore.open(str(store)).meta["backbone"]
     assert meta["weights"] == "DEFAULT" and meta["weights_file"] == str(cached) and meta["head_loaded"]
-    from pipeline.video import read_frames
-
     direct = build_backbone("timm:test_vit", weights=str(cached))  # the same file, loaded directly
     random = build_backbone("timm:test_vit", weights="none")
-    frames = torch.from_numpy(read_frames(demo / "videos" / "moving_left_000.mp4", short_side=168))
+    frames = decoded_as_stage_one(demo / "videos" / "moving_left_000.mp4", direct)
     got = FeatureStore.open(str(store)).read("moving_left_000", "rgb")[0].astype(np.float32)
     np.testing.assert_allclose(got, direct.forward_features(direct.preprocess(frames)).numpy(), rtol=1e-2, atol=1e-2)
     assert not np.allclose(got, random.forward_features(random.preprocess(frames)).numpy(), atol=1e-2)

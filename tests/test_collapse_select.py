@@ -12,6 +12,7 @@ from store_fixtures import make_store
 
 from pipeline.ablation.report import aggregate, summary_markdown
 from pipeline.config import from_dict
+from pipeline.progress import Note
 from pipeline.store import FeatureStore
 from pipeline.training.collapse import collapse_notes, prior_entropy
 from pipeline.training.config import TrainHeadConfig
@@ -62,11 +63,11 @@ def test_collapse_notes_name_a_flat_loss_and_one_predicted_class():
 def test_a_run_that_does_not_train_says_so_in_metrics_and_on_the_terminal(store_url, tmp_path):
     events = []
     result = train_head.run(config(store_url, str(tmp_path / "run"), lr=1e-9, epochs=2),
-                            callback=lambda event, **info: events.append((event, info)))
+                            progress=events.append)
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert metrics["collapsed"] is True and result.train.collapsed
     assert any(n.startswith("collapsed: the training loss never fell") for n in metrics["notes"])
-    assert any(e == "note" and i["message"].startswith("collapsed:") for e, i in events)
+    assert any(isinstance(e, Note) and e.message.startswith("collapsed:") for e in events)
     ok = train_head.run(config(store_url, str(tmp_path / "ok"), epochs=6))
     assert ok.metrics["collapsed"] is False and not any(n.startswith("collapsed") for n in ok.metrics["notes"])
 

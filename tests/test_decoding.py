@@ -10,6 +10,7 @@ from pipeline.backbones import build_backbone
 from pipeline.decoding.core import Frames, OwnBuffers, Started, Task, decode_video, resized_size
 from pipeline.extraction import ExtractConfig
 from pipeline.extraction import decoders as choosing
+from pipeline.progress import Note
 from pipeline.store import FeatureStore
 from pipeline.video import read_frames
 from pipeline.views import make_views
@@ -52,7 +53,8 @@ def test_processes_and_threads_write_identical_stores(demo, tmp_path):
     """chunk_frames=1: each 6-frame video passes through its decoder's 2 slots three times over."""
     a = extract.run(config(demo, tmp_path / "p.zarr", decode_procs=2, chunk_frames=1))
     notes = []
-    b = extract.run(config(demo, tmp_path / "t.zarr", decode_procs=0, chunk_frames=1), note=notes.append)
+    b = extract.run(config(demo, tmp_path / "t.zarr", decode_procs=0, chunk_frames=1),
+                    progress=lambda e: isinstance(e, Note) and notes.append(e.message))
     assert (a.done, b.done) == (20, 20)
     p, t = FeatureStore.open(str(tmp_path / "p.zarr")), FeatureStore.open(str(tmp_path / "t.zarr"))
     for video_id in p.index()["video_id"]:

@@ -70,6 +70,21 @@ def test_resume_redoes_only_unfinished_videos_bit_identically(demo, tmp_path):
         assert np.array_equal(a.read(video_id, "rgb"), b.read(video_id, "rgb")), video_id
 
 
+def test_writer_lanes_write_the_same_store(demo, tmp_path, monkeypatch):
+    """On an object store each video's writes go to one of several writer lanes (videos in parallel,
+    each in order, `complete` last); the store is the same as with one lane."""
+    import pipeline.extraction.extractor as extractor_module
+
+    one = tmp_path / "one.zarr"
+    extract.run(config(demo, one))
+    monkeypatch.setattr(extractor_module, "write_threads", lambda store: 4)
+    many = tmp_path / "many.zarr"
+    assert extract.run(config(demo, many)).done == 20
+    a, b = FeatureStore.open(str(one)), FeatureStore.open(str(many))
+    for video_id in a.index()["video_id"]:
+        assert b.video_attrs(video_id)["complete"] and np.array_equal(a.read(video_id, "rgb"), b.read(video_id, "rgb"))
+
+
 def test_a_finished_extraction_answers_from_the_store_without_models(demo, tmp_path, monkeypatch):
     """A no-op re-run reads the manifest and the index only; one unfinished video, or a stale index,
     takes the full path again."""

@@ -21,7 +21,7 @@ from pipeline.finetune.loop import Dist, evaluate
 from pipeline.finetune.model import FinetuneModel, build_finetune_model
 from pipeline.finetune.source import prepare
 from pipeline.finetune.st_resnet import STResNetTrunks, TemporalConv, collapse_to_2d
-from pipeline.progress import Advanced
+from pipeline.progress import Advanced, Note
 from pipeline.store import FeatureStore
 from pipeline.training.config import TrainHeadConfig
 from pipeline.training.data import load_split
@@ -297,7 +297,7 @@ def test_micro_batches_accumulate_to_the_plain_step(demo, two_stream_run, tmp_pa
     nothing depends on the micro-batch but float rounding)."""
     notes = []
     plain = finetune.run(ft_config(two_stream_run, demo, tmp_path / "plain"),
-                         callback=lambda event, **info: notes.append(info.get("message", "")))
+                         progress=lambda e: isinstance(e, Note) and notes.append(e.message))
     micro = finetune.run(ft_config(two_stream_run, demo, tmp_path / "micro", micro_batch=1))
     assert plain.metrics["micro_batch"]["micro_batch"] == 4 and plain.metrics["micro_batch"]["accum_steps"] == 1
     assert plain.metrics["micro_batch"]["clip_gb"] > 0  # measured

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 from click.testing import CliRunner
 from store_fixtures import make_store
 
@@ -52,20 +53,28 @@ def test_a_cli_run_resumes_from_the_cli_and_the_api_with_the_same_arguments(stor
     assert f"resuming {by_cli} after epoch 1" in result.output
     by_api = copy("cli", tmp_path / "api")
     train_head.run(TrainHeadConfig(store=store, out=str(by_api), **ARGS))
-    fresh = train_head.run(TrainHeadConfig(store=store, out=str(tmp_path / "fresh"), **ARGS))
-    # the old files mean what a run of today's code with the same arguments does, epoch for epoch
+    # the recipes standardise since (issue 20): a run made before continues as it was made, without
+    fresh = train_head.run(TrainHeadConfig(store=store, out=str(tmp_path / "fresh"), standardize=False, **ARGS))
+    assert TrainHeadConfig(store=store, **ARGS).standardize
+    assert yaml.safe_load((by_cli / "config.yaml").read_text())["standardize"] is False
+    # the old files mean what a run of today's code with the same values does, epoch for epoch
     assert history(by_cli) == history(by_api) == history(Path(fresh.run_dir))
     assert len(history(by_cli)) == 3
 
 
-def test_an_api_run_of_seed_000_values_resumes_with_recipe_paper(store, tmp_path):
-    """TrainHeadConfig(head=...) used to mean seed 000's values: the same call now means the head's recipe,
-    so it is refused with the way to continue, and recipe="paper" (the same values) continues it."""
+def test_a_value_the_user_gives_still_decides(store, tmp_path):
+    """Only recipe fields left to the recipe follow the run; one the user sets differently is refused."""
+    out = copy("cli", tmp_path)
+    with pytest.raises(RunError, match="differs in: lr; lr 0.006 there, 0.001 here"):
+        train_head.run(TrainHeadConfig(store=store, out=str(out), lr=1e-3, **ARGS))
+
+
+def test_an_api_run_of_seed_000_values_continues_with_them(store, tmp_path):
+    """TrainHeadConfig(head=...) used to mean seed 000's values and now means the head's recipe: the
+    same call continues the old run with the values it was made with, as recipe="paper" would."""
     out = copy("api", tmp_path)
     assert load_checkpoint(out / "last.pt")["identity"]["optimizer"] == "sgd"
-    with pytest.raises(RunError, match="differs in: .*lr.*add --recipe paper"):
-        train_head.run(TrainHeadConfig(store=store, out=str(out), **ARGS))
-    result = train_head.run(TrainHeadConfig(store=store, out=str(out), recipe="paper", **ARGS))
+    result = train_head.run(TrainHeadConfig(store=store, out=str(out), **ARGS))
     assert result.metrics["epochs"] == 3
     fresh = train_head.run(TrainHeadConfig(store=store, out=str(tmp_path / "fresh"), recipe="paper", **ARGS))
     assert history(out) == history(Path(fresh.run_dir))
@@ -73,9 +82,7 @@ def test_an_api_run_of_seed_000_values_resumes_with_recipe_paper(store, tmp_path
 
 def test_files_that_predate_a_recipe_field_read_as_seed_000_in_both_readers(store, tmp_path):
     """config.yaml and last.pt written before temporal_center existed: both read it as 0 (what those runs
-    did), not as today's lstm recipe (0.75); continuing needs --temporal-center 0."""
-    import yaml
-
+    did), not as today's lstm recipe (0.75), and the run continues with 0; a different value is refused."""
     out = copy("cli", tmp_path)
     config = yaml.safe_load((out / "config.yaml").read_text())
     del config["temporal_center"]
@@ -83,8 +90,9 @@ def test_files_that_predate_a_recipe_field_read_as_seed_000_in_both_readers(stor
     saved = torch.load(out / "last.pt", weights_only=False)
     del saved["identity"]["temporal_center"]
     torch.save(saved, out / "last.pt")
-    result = CliRunner().invoke(cli, ["train-head", "-s", store, "-o", str(out), *FLAGS])
+    result = CliRunner().invoke(cli, ["train-head", "-s", store, "-o", str(out), *FLAGS, "--temporal-center", "0.5"])
     assert isinstance(result.exception, RunError) and "differs in: temporal_center;" in str(result.exception)
-    result = CliRunner().invoke(cli, ["train-head", "-s", store, "-o", str(out), *FLAGS, "--temporal-center", "0"])
+    result = CliRunner().invoke(cli, ["train-head", "-s", store, "-o", str(out), *FLAGS])
     assert result.exit_code == 0, result.output
     assert f"resuming {out} after epoch 1" in result.output
+    assert yaml.safe_load((out / "config.yaml").read_text())["temporal_center"] == 0

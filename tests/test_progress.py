@@ -48,4 +48,4 @@ def test_train_head_reports_typed_events(tmp_path):
     starts = {e.task: e for e in events if isinstance(e, Started)}
     assert starts["epoch 1/2"].total == 2 and starts["epoch 1/2"].unit == "batch" and starts["epoch 1/2"].transient
     assert sum(e.n for e in events if isinstance(e, Advanced) and e.task == "epoch 1/2") == 2
-    assert any(isinstance(e, Note) and e.message.startswith("train: 16 videos") for e in events)
+    assert any(isinstance(e, Note) and e.message.startswith("train ") and ": 16 videos" in e.message for e in events)

@@ -12,6 +12,7 @@ memory stays bounded however long a video is.
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -27,6 +28,7 @@ from pipeline.extraction.flow_features import FlowFeatures
 from pipeline.extraction.records import Event, Stats, VideoJob
 from pipeline.extraction.writer import TimeBuffer, VideoOutput, Writer
 from pipeline.store import Failure, FeatureStore
+from pipeline.store_writes import write_threads
 from pipeline.views import num_views
 
 __all__ = ["Event", "Extractor", "Stats", "VideoJob", "describe"]
@@ -86,7 +88,7 @@ class Extractor:
             self.note(f"{self.decoders.describe()} ({choice.why})")
         self._batcher = Batcher(self.backbone, self.device, max(self.batch_size, self.views), in_flight=self.in_flight,
                                 pinned=self.pinned, deliver=self._deliver, stats=stats)
-        self._writer = Writer()
+        self._writer = Writer(write_threads(self.store))
         try:
             for job in jobs:
                 self.decoders.submit(job)
@@ -168,8 +170,8 @@ class Extractor:
         def begin():  # in the writer thread, after any writes still queued for an earlier attempt
             output.writer = store.begin_video(job.video_id, attrs)
 
-        self._writer.submit(begin)
-        submit = self._writer.submit
+        submit = functools.partial(self._writer.submit, key=job.video_id)  # one lane per video: in order
+        submit(begin)
         kind = self.backbone.meta.get("features", "pooled")
         feature_dims = ("channel",) if kind == "pooled" else ("channel", "y", "x")
         state.rgb = TimeBuffer(output, submit, "rgb", self.views, self._feature_length(state.expected),
@@ -216,8 +218,8 @@ class Extractor:
             _, centres = self.backbone.clip_index(max(1, n))
             attrs["feature_frame_index"] = [state.frame_index[i] for i in centres.tolist()]
         output = state.output
-        self._writer.submit(lambda: output.writer.finish(**attrs))
-        self._writer.submit(self.store.clear_failure, state.job.video_id)
+        self._writer.submit(lambda: output.writer.finish(**attrs), key=state.job.video_id)
+        self._writer.submit(self.store.clear_failure, state.job.video_id, key=state.job.video_id)
         self._states.pop(state.job.video_id, None)
         self._remaining -= 1
         self._stats.done += 1
@@ -248,8 +250,8 @@ class Extractor:
             self.decoders.submit(job)  # transient trouble: try again (decode errors are deterministic)
             return
         failure = Failure(job.video_id, job.path, "extract", failed.error, job.attempts)
-        self._writer.submit(self.store.record_failure, failure)
-        self._writer.submit(self.store.discard_video, job.video_id)
+        self._writer.submit(self.store.record_failure, failure, key=job.video_id)
+        self._writer.submit(self.store.discard_video, job.video_id, key=job.video_id)
         self._remaining -= 1
         self._stats.failed += 1
         self._stats.failures.append(failure)

@@ -52,9 +52,15 @@ def estimate_flow_work(cfg: ExtractConfig, jobs: Sequence[VideoJob], sample: int
 
 
 def flow_streams(cfg: ExtractConfig) -> int:
-    """Flow pairs computed at once on a node: one per decoder of every worker, at most a core each."""
-    workers = (cfg.workers or 1) if cfg.executor == "ray" else 1
-    return max(1, min(os.cpu_count() or 1, workers * max(cfg.decode_threads, cfg.decode_procs or os.cpu_count() or 1)))
+    """Flow pairs computed at once on a node: one per decoder of every worker, at most a core each.
+    A worker decodes in one process per core it owns (a Ray worker owns --cpus-per-task), or in
+    `decode_threads` threads where it owns one core (pipeline.extraction.decoders.choose)."""
+    cores = os.cpu_count() or 1
+    if cfg.executor == "ray":
+        owned = int(cfg.cpus_per_task)
+        per_worker = cfg.decode_procs or (owned if owned >= 2 else cfg.decode_threads)
+        return max(1, min(cores, (cfg.workers or 1) * per_worker))
+    return max(1, min(cores, cfg.decode_procs or (cores if cores >= 2 else cfg.decode_threads)))
 
 
 def worker_device_type(cfg: ExtractConfig, method) -> str:

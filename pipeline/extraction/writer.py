@@ -1,4 +1,4 @@
-"""The writer: compression and Zarr writes in one thread, strictly in submission order.
+"""The writer: compression and Zarr writes off the compute thread, each video's strictly in order.
 
 Everything that touches the store goes through `Writer.submit` (a video's `begin_video`, its
 arrays' chunks, `finish`, failure records), so a video's writes happen in the order they were
@@ -8,6 +8,7 @@ at a time as they fill (`TimeBuffer`), so memory stays bounded however long a vi
 
 from __future__ import annotations
 
+import zlib
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
@@ -20,15 +21,22 @@ MAX_QUEUED = 256  # futures kept before finished ones are checked (and their err
 
 
 class Writer:
-    """One writer thread; `check` raises a write's error (a full disk, a lost bucket) in the caller."""
+    """Writer threads ("lanes"); `check` raises a write's error (a full disk, a lost bucket) in the caller.
 
-    def __init__(self) -> None:
-        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="stpipe-writer")
+    Every write of one video carries its id as `key` and goes to the same lane, in submission order,
+    so each video group still has one writer and `complete` is still its last write; different videos
+    write in parallel on an object store, where each write is a round trip (`write_threads`: one lane
+    on a local disk, where threads would only contend)."""
+
+    def __init__(self, lanes: int = 1) -> None:
+        self._lanes = [ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"stpipe-writer-{i}")
+                       for i in range(max(1, lanes))]
         self._futures: list[Future] = []
 
-    def submit(self, fn, *args, **kwargs) -> None:
-        self._futures.append(self._pool.submit(fn, *args, **kwargs))
-        if len(self._futures) > MAX_QUEUED:
+    def submit(self, fn, *args, key: str = "", **kwargs) -> None:
+        lane = self._lanes[zlib.crc32(key.encode()) % len(self._lanes)]
+        self._futures.append(lane.submit(fn, *args, **kwargs))
+        if len(self._futures) > MAX_QUEUED * len(self._lanes):
             self.check()
 
     def check(self) -> None:
@@ -46,7 +54,8 @@ class Writer:
             for future in self._futures:
                 future.result()
         finally:
-            self._pool.shutdown(wait=True)
+            for lane in self._lanes:
+                lane.shutdown(wait=True)
 
 
 class VideoOutput:

@@ -18,7 +18,8 @@ from pipeline.errors import ConfigError
 
 RECIPE_CHOICES = ("head", "paper")
 # TrainHeadConfig fields a recipe owns: unset (None) until the config resolves them
-RECIPE_FIELDS = ("lr", "weight_decay", "epochs", "proj_dim", "dropout", "temporal_center", "optimizer", "schedule")
+RECIPE_FIELDS = ("lr", "weight_decay", "epochs", "proj_dim", "dropout", "temporal_center", "optimizer", "schedule",
+                 "standardize")
 
 
 @dataclass(frozen=True)
@@ -91,7 +92,7 @@ DEFAULT_RECIPE = Recipe()  # a head registered without a recipe (e.g. a plugin t
 # Also what a saved run file that lacks a recipe field means: such a file was written before the
 # field existed, when every run trained this way (pipeline.training.config.TrainHeadConfig.from_saved).
 PAPER = Recipe(lr=1e-3, weight_decay=5e-4, epochs=60, proj_dim=256, dropout=0.5, temporal_center=0.0,
-               optimizer="sgd", schedule="plateau")
+               optimizer="sgd", schedule="plateau", standardize=False)
 
 
 def register_recipe(head: str, recipe: Recipe) -> None:

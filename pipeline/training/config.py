@@ -2,7 +2,7 @@
 
 One construction for every entry point (Python API, CLI flags, YAML, ablate trials, the demo): the
 fields a training recipe owns (pipeline.heads.recipes.RECIPE_FIELDS: lr, weight decay, epochs,
-projection width, dropout, temporal centring, optimizer, schedule) default to None = "not given",
+projection width, dropout, temporal centring, optimizer, schedule, standardisation) default to None = "not given",
 and `__post_init__` resolves them once from `recipe` ("head": the head's registered recipe,
 `stpipe heads`; "paper": seed 000's SGD). The resolved values are what the run saves, compares on
 resume and trains with; `given` says which of them the user set. Saved files are read back as they
@@ -53,7 +53,7 @@ class TrainHeadConfig:
     plateau_patience: int = 3  # epochs without a val-loss improvement that count as a plateau
     plateau_threshold: float = 1e-3  # relative improvement that counts
     lr_drops: int = 2  # seed 000: reduced twice by 10x, then the next plateau stops training
-    standardize: bool = False  # per-channel standardisation with training-split stats (dask)
+    standardize: bool | None = None  # per-channel standardisation with training-split stats (dask); recipe
     val_split: str = "val"
     seed: int = 0
     # where the recipe fields not given come from: "head" = the head's recipe (pipeline.heads.recipes,

@@ -8,6 +8,7 @@ per-stream frame shape and views); evaluation, prediction and resuming refuse a 
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -85,11 +86,15 @@ def read_run_config(run_dir: str | Path) -> TrainHeadConfig:
     return TrainHeadConfig.from_saved(read_yaml(path), source=str(path))
 
 
-def prepare_run_dir(cfg: TrainHeadConfig) -> bool:
-    """Check or clear the run dir; True when an earlier run of the same config should be continued.
+def prepare_run_dir(cfg: TrainHeadConfig) -> tuple[TrainHeadConfig, bool]:
+    """Check or clear the run dir; returns the config to train with and whether an earlier run of it
+    should be continued.
 
-    Same config: continue (re-running a command resumes). Different config: refused unless
-    --overwrite, which deletes the run's files (only those). --resume insists there is a run.
+    Same config: continue (re-running a command resumes). A recipe field the user did not give and the
+    run holds another value of (a run made before a recipe changed, or through another entry point
+    with the other recipe): the run continues as it was made, with its own values. Any other
+    difference is refused unless --overwrite, which deletes the run's files (only those). --resume
+    insists there is a run.
     """
     run_dir = Path(cfg.out)
     existing = run_dir / "config.yaml"
@@ -98,15 +103,28 @@ def prepare_run_dir(cfg: TrainHeadConfig) -> bool:
             (run_dir / name).unlink(missing_ok=True)
         for path in run_dir.glob("eval_*"):
             path.unlink()
-        return False
+        return cfg, False
     if not existing.is_file():
         if cfg.resume:
             raise RunError(f"{run_dir}: nothing to resume (no config.yaml); drop --resume to start a run")
         foreign = [p.name for p in run_dir.iterdir() if p.name not in RUN_FILES] if run_dir.is_dir() else []
         if foreign:  # our own files alone are a start that failed before config.yaml: fine to reuse
             raise RunError(f"{run_dir}: exists and is not a train-head run (holds {foreign[0]!r}); pick another -o")
-        return False
-    return resume_same_config(run_dir, cfg, read_run_config(run_dir))
+        return cfg, False
+    old = read_run_config(run_dir)
+    kept = {k: getattr(old, k) for k in recipe_fields_to_keep(cfg, old)}
+    if kept:
+        cfg = replace(cfg, **kept)
+    return cfg, resume_same_config(run_dir, cfg, old)
+
+
+def recipe_fields_to_keep(cfg, old) -> list[str]:
+    """Recipe fields the user left to the recipe (`cfg.given` says which they set) whose value differs
+    from the run's: the run's own values are what continuing it means."""
+    from pipeline.heads.recipes import RECIPE_FIELDS
+
+    given = getattr(cfg, "given", RECIPE_FIELDS)
+    return [k for k in RECIPE_FIELDS if k not in given and getattr(cfg, k) != getattr(old, k)]
 
 
 def resume_same_config(run_dir: Path, cfg, old, *, what: str = "run") -> bool:
@@ -117,22 +135,11 @@ def resume_same_config(run_dir: Path, cfg, old, *, what: str = "run") -> bool:
         diff = sorted(k for k in mine if mine[k] != theirs.get(k))
         values = "; ".join(f"{k} {theirs.get(k)!r} there, {mine[k]!r} here" for k in diff[:4])
         raise RunError(f"{run_dir}: holds a {what} with a different config (differs in: {', '.join(diff)}; "
-                       f"{values}){_paper_hint(cfg, old, diff)}; use another -o or --overwrite")
+                       f"{values}); use another -o or --overwrite")
     resumable = (run_dir / "last.pt").is_file()
     if cfg.resume and not resumable:
         raise RunError(f"{run_dir}: nothing to resume (no last.pt); drop --resume to start the run")
     return resumable
-
-
-def _paper_hint(cfg, old, diff: list[str]) -> str:
-    """Runs built with TrainHeadConfig(...) before configs resolved recipes hold seed 000's values."""
-    from pipeline.heads.recipes import PAPER, RECIPE_FIELDS
-
-    if getattr(cfg, "recipe", "paper") == "paper" or not set(diff) <= set(RECIPE_FIELDS):
-        return ""
-    if any(getattr(old, k) != getattr(PAPER, k) for k in RECIPE_FIELDS if k not in cfg.given):
-        return ""
-    return "; it was trained with seed 000's recipe: to continue it, add --recipe paper (recipe: paper)"
 
 
 def _plain(value: Any) -> Any:

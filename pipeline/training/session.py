@@ -66,7 +66,7 @@ def run_head(cfg: TrainHeadConfig, *, callback: Callback | None = None, data: Tr
         raise ConfigError("train-head needs an output run dir (-o/--out)")
     started = time.perf_counter()
     run_dir = Path(cfg.out)
-    resume = prepare_run_dir(cfg)
+    cfg, resume = prepare_run_dir(cfg)  # a run continues with the recipe values it was made with
     store = FeatureStore.open(cfg.store, storage_options=cfg.storage_options or None)
     if signature is None:
         signature = store_signature(store, cfg.streams, pooled=head_input_kind(cfg.head) == "pooled")
