@@ -302,7 +302,7 @@ def _json_option(value, name):
 @click.option("--flow-compile", type=click.Choice(["auto", "on", "off"]),
               help="torch.compile the TV-L1 kernels: auto (default) when the run is large enough to pay for it.")
 @click.option("--backbone-checkpoint", help="Fine-tuned backbone.pt from `stpipe finetune`.")
-@click.option("--batch-size", type=int, help="Frames per backbone forward (default: 64 on CUDA, 32 on CPU).")
+@click.option("--batch-size", type=int, help="Frames per backbone forward (default: 64 on CUDA, 8 on CPU).")
 @click.option("--amp", type=click.Choice(["bf16", "fp16"]),
               help="Autocast the backbone (CUDA; bf16 also on CPUs with AVX512-BF16/AMX; default float32). "
                    "Features are stored as float16 either way.")

@@ -5,12 +5,16 @@ the sum over it and its children, sampled every 0.2 s; wall time; the load avera
   stpipe demo-data -o demo
   stpipe extract -m demo/manifest.csv -o s.zarr --backbone mobilenet_v2 --weights IMAGENET1K_V1 --executor local
   stpipe train-head -s s.zarr --head mlp --segments 8 -o run
+  stpipe predict --run run demo/videos/<the first 40 videos>
   stpipe finetune --run run -m demo/manifest.csv -o ft --epochs 1                 (the default batch, 32)
-  stpipe finetune --run run -m demo/manifest.csv -o ft8 --epochs 1 --batch-size 8 --micro-batch 8   (plain step)
-  stpipe finetune --run run -m demo/manifest.csv -o ft8m --epochs 1 --batch-size 8 --micro-batch 1  (accumulated)
+  stpipe finetune --run run -m demo/manifest.csv -o ft8 --epochs E --batch-size 8 --micro-batch 8 --seed S  (plain step)
+  stpipe finetune --run run -m demo/manifest.csv -o ft8m --epochs E --batch-size 8 --micro-batch 1 --seed S (accumulated)
   the finished extract again (a no-op) beside `stpipe inspect s.zarr`
 and prints, per fine-tune, the micro-batch chosen, frames/s, val top-1 before/after and the train
-loss, so the plain and the accumulated step of the same batch can be compared.
+loss, so the plain and the accumulated step of the same batch can be compared: with `--seeds 0,1,2`
+each seed's pair, then per epoch the mean and spread over seeds of both (the difference between
+the two is within noise when it is within the seeds' spread).
+`--steps` runs a subset (e.g. `--steps extract,train-head,predict,b8`).
 mobilenet_v2's ImageNet weights must be in $TORCH_HOME/hub/checkpoints (copied from
 $STPIPE_ASSETS/weights when present). Steps whose output exists in --out are not rerun.
 Run: `.venv/bin/python benchmarks/bench_finetune_memory.py --out /tmp/ft-mem` (tens of minutes on a busy 2-core machine).
@@ -105,11 +109,38 @@ def summary(work: Path, name: str) -> None:
           f"train loss {history[-1]['train_loss']:.4f}, val loss {history[-1]['val_loss']:.4f}", flush=True)
 
 
+def loss_curves(work: Path, seeds: list[int]) -> None:
+    """Per epoch: train and val loss of the plain and the accumulated step, mean and spread over seeds."""
+    import statistics
+
+    def history(name: str) -> list[dict]:
+        path = work / name / "metrics.jsonl"
+        return [json.loads(line) for line in path.read_text().splitlines()] if path.is_file() else []
+
+    runs = {kind: [history(f"{prefix}-s{seed}") for seed in seeds] for kind, prefix in (("plain", "ft8"),
+                                                                                          ("accumulated", "ft8m"))}
+    epochs = min((len(h) for hs in runs.values() for h in hs), default=0)
+    print(f"plain (8 x 1) vs accumulated (1 x 8) step, batch 8, seeds {seeds}: mean (min-max) per epoch")
+    for e in range(epochs):
+        cells = []
+        for key in ("train_loss", "val_loss", "val_top1"):
+            for kind in ("plain", "accumulated"):
+                values = [h[e][key] for h in runs[kind]]
+                cells.append(f"{key} {kind} {statistics.mean(values):.4f} ({min(values):.4f}-{max(values):.4f})")
+        print(f"  epoch {e + 1}: " + "; ".join(cells), flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default="ft-mem", help="work folder (kept; finished steps are not rerun)")
     parser.add_argument("--skip-b8", action="store_true", help="only the default-batch fine-tune")
+    parser.add_argument("--steps", default="demo,extract,train-head,predict,ft,noop,b8",
+                        help="which steps to run (those a later step needs are run when missing)")
+    parser.add_argument("--seeds", default="0", help="seeds of the batch-8 plain/accumulated pair")
+    parser.add_argument("--b8-epochs", type=int, default=1)
     args = parser.parse_args()
+    wanted = set(args.steps.split(","))
+    seeds = [int(s) for s in args.seeds.split(",")]
     work = Path(args.out)
     work.mkdir(parents=True, exist_ok=True)
     assets = os.environ.get("STPIPE_ASSETS")
@@ -117,33 +148,44 @@ def main() -> None:
     if assets and not (hub / "mobilenet_v2-b0353104.pth").is_file():
         hub.mkdir(parents=True, exist_ok=True)
         shutil.copy(Path(assets) / "weights" / "mobilenet_v2-b0353104.pth", hub)
+    extract = ["extract", "-m", "demo/manifest.csv", "-o", "s.zarr", "--backbone", "mobilenet_v2", "--weights",
+               "IMAGENET1K_V1", "--executor", "local"]
     steps = [
-        ("demo", ["demo-data", "-o", "demo"]),
-        ("s.zarr", ["extract", "-m", "demo/manifest.csv", "-o", "s.zarr", "--backbone", "mobilenet_v2", "--weights",
-                    "IMAGENET1K_V1", "--executor", "local"]),
-        ("run", ["train-head", "-s", "s.zarr", "--head", "mlp", "--segments", "8", "-o", "run"]),
-        ("ft", ["finetune", "--run", "run", "-m", "demo/manifest.csv", "-o", "ft", "--epochs", "1"]),
+        ("demo", "demo", ["demo-data", "-o", "demo"]),
+        ("extract", "s.zarr", extract),
+        ("train-head", "run", ["train-head", "-s", "s.zarr", "--head", "mlp", "--segments", "8", "-o", "run"]),
+        ("predict", "predict", None),
+        ("ft", "ft", ["finetune", "--run", "run", "-m", "demo/manifest.csv", "-o", "ft", "--epochs", "1"]),
+        ("noop", "", None),
     ]
     if not args.skip_b8:
-        steps += [(f"ft8{s}", ["finetune", "--run", "run", "-m", "demo/manifest.csv", "-o", f"ft8{s}", "--epochs", "1",
-                               "--batch-size", "8", "--micro-batch", m]) for s, m in (("", "8"), ("m", "1"))]
-    rows = []
+        for seed in seeds:
+            steps += [("b8", f"{prefix}-s{seed}", ["finetune", "--run", "run", "-m", "demo/manifest.csv", "-o",
+                                                    f"{prefix}-s{seed}", "--epochs", str(args.b8_epochs),
+                                                    "--batch-size", "8", "--micro-batch", micro, "--seed", str(seed)])
+                      for prefix, micro in (("ft8", "8"), ("ft8m", "1"))]
     mem = int(next(line.split()[1] for line in open("/proc/meminfo") if line.startswith("MemTotal:"))) * 1024
     print(f"machine: {os.cpu_count()} cores, {mem / 1e9:.1f} GB RAM")
-    for i, (name, cmd) in enumerate(steps):
-        if i == 4:
-            noop_vs_inspect(work, steps[1][1])
-        if (work / name).exists() and (name != "ft" or (work / name / "metrics.json").is_file()):
+    for step, name, cmd in steps:
+        needed = step in ("demo", "extract", "train-head")  # what later steps read
+        if step not in wanted and not (needed and not (work / name).exists()):
+            continue
+        if step == "noop":
+            noop_vs_inspect(work, extract)
+            continue
+        if step == "predict":
+            videos = sorted(str(p.relative_to(work)) for p in (work / "demo" / "videos").iterdir())[:40]
+            cmd = ["predict", "--run", "run", *videos]
+        elif (work / name).exists() and (not name.startswith("ft") or (work / name / "metrics.json").is_file()):
             print(f"{name}: exists, not rerun")
             continue
-        row = run(cmd, work, work / f"{name}.log")
-        rows.append(row)
-        print(f"{row['cmd']}\n  exit {row['code']}, {row['seconds']:.0f} s (load {row['load']}), peak RSS "
+        row = run(cmd, work, work / f"{step if step == 'predict' else name}.log")
+        print(f"{row['cmd'][:150]}\n  exit {row['code']}, {row['seconds']:.0f} s (load {row['load']}), peak RSS "
               f"{row['peak_gb']:.2f} GB ({row['tree_peak_gb']:.2f} GB with its children, "
               f"{row['tree_peak_gb'] * 1e9 / mem:.0%} of RAM)", flush=True)
         summary(work, name)
-    if len(steps) == 4:
-        noop_vs_inspect(work, steps[1][1])
+    if "b8" in wanted and not args.skip_b8:
+        loss_curves(work, seeds)
 
 
 if __name__ == "__main__":

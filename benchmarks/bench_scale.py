@@ -245,7 +245,8 @@ def main() -> None:
     parser.add_argument("--baseline-write-videos", type=int, default=1000)
     parser.add_argument("--s3-videos", type=int, default=1000)
     parser.add_argument("--work", default="/tmp/stpipe-bench-scale")
-    parser.add_argument("--skip", default="", help="comma-separated parts to skip: s3, train, baseline-resume")
+    parser.add_argument("--skip", default="", help="comma-separated parts to skip: s3, train, baseline-resume (old resume/index above 10k), "
+                        "baseline-large (every old step above 10k)")
     parser.add_argument("--keep", action="store_true")
     args = parser.parse_args()
     if args.child:
@@ -284,8 +285,9 @@ def main() -> None:
             print(f"  on disk    {du}, {files:,} files and folders ({files / n:.1f} per video)")
             for op in ("resume", "index", "inspect", "load"):
                 r_new = run_child(new, op, store)
-                r_base = None if (op in ("resume", "index") and "baseline-resume" in skip and n > 10_000) else \
-                    run_child(base, op, store)
+                skip_base = n > 10_000 and ("baseline-large" in skip or ("baseline-resume" in skip and
+                                                                          op in ("resume", "index")))
+                r_base = None if skip_base else run_child(base, op, store)
                 print(line(op, r_new, r_base, n))
             print(f"  (load average {load_average()})")
         if "s3" not in skip:

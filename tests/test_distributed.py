@@ -258,7 +258,7 @@ def test_node_removed_mid_run_its_videos_are_redone_elsewhere(demo, tmp_path, lo
 
 
 def test_calls_carry_a_few_batches_of_frames():
-    from pipeline.distributed import CALL_BATCHES, VIDEOS_PER_CALL, videos_per_call
+    from pipeline.distributed import CALL_BATCHES, CALL_FRAMES, VIDEOS_PER_CALL, videos_per_call
 
     cfg = ExtractConfig(manifest="m.csv", output="s.zarr", batch_size=64, videos_in_flight=32)
     assert videos_per_call(cfg, 0, 0) == VIDEOS_PER_CALL  # nothing known yet
@@ -266,3 +266,4 @@ def test_calls_carry_a_few_batches_of_frames():
     assert videos_per_call(cfg, 3000 * 4, 4) == 1  # long videos: one a call
     assert videos_per_call(replace(cfg, videos_in_flight=5), 160, 10) == 5  # the cap holds
     assert videos_per_call(replace(cfg, batch_size=0), 160, 10, "cuda") == CALL_BATCHES * 64 // 16  # GPU default
+    assert videos_per_call(replace(cfg, batch_size=0), 160, 10, "cpu") == CALL_FRAMES // 16  # CPU: 8-frame batches

@@ -24,7 +24,8 @@ from pipeline.extraction.records import Event, Stats
 from pipeline.store import Failure
 
 VIDEOS_PER_CALL = 4  # the first calls, before any frame count is known
-CALL_BATCHES = 4  # later calls carry about this many backbone batches of frames
+CALL_BATCHES = 4  # later calls carry about this many backbone batches of frames,
+CALL_FRAMES = 128  # and at least this many (CPU batches are small; each call pays a drain)
 WORKER_START_TIMEOUT = 600.0  # seconds to wait for a worker when none is running
 
 
@@ -197,7 +198,8 @@ def videos_per_call(cfg: ExtractConfig, frames_done: int, videos_done: int, devi
     if videos_done == 0:
         return min(VIDEOS_PER_CALL, cap)
     mean_frames = max(1.0, frames_done / videos_done)
-    return int(min(cap, max(1, math.ceil(CALL_BATCHES * cfg.batch_for(device_type) / mean_frames))))
+    frames = max(CALL_FRAMES, CALL_BATCHES * cfg.batch_for(device_type))
+    return int(min(cap, max(1, math.ceil(frames / mean_frames))))
 
 
 def _requeue_or_fail(cfg, batch, queue, total, progress, reason: str) -> None:

@@ -38,8 +38,9 @@ class ExtractConfig:
     # autocast the backbones (CUDA; bf16 also on CPUs with AVX512-BF16/AMX); "" = float32. Stored features stay float16
     amp: Literal["", "bf16", "fp16"] = ""
     # how it runs (free to change between resumed runs)
-    # frames per backbone forward, across videos; 0 = 64 on CUDA, 32 on CPU (on CPU 32 runs as fast
-    # as 64 and peaks at 1.6 GB instead of 2.3 GB on a 10k-frame video: benchmarks/README.md)
+    # frames per backbone forward, across videos; 0 = 64 on CUDA, 8 on CPU (on CPU mobilenet_v2 runs
+    # as fast at 8 as at 32, bf16 faster, and the forward's activations take 130 MB instead of
+    # 450 MB: benchmarks/README.md, issue 19)
     batch_size: int = 0
     # frame pairs per TV-L1 call; 0 = 64 on CUDA (a chunk's pairs in one call: the Triton solver runs
     # 518 pairs/s at batch 32 and 760 at 128 on an H200), 16 on CPU (batching barely matters there)
@@ -77,7 +78,7 @@ class ExtractConfig:
 
     def batch_for(self, device_type: str) -> int:
         """Frames per backbone forward on a device of this type (`batch_size`, or its default)."""
-        return self.batch_size or (64 if device_type == "cuda" else 32)
+        return self.batch_size or (64 if device_type == "cuda" else 8)
 
     def flow_batch_for(self, device_type: str) -> int:
         """Frame pairs per TV-L1 call on a device of this type (`flow_batch`, or its default)."""
