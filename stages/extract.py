@@ -8,8 +8,10 @@ from pathlib import Path
 
 from pipeline.config import config_to_dict
 from pipeline.cpus import apply_threads
+from pipeline.device import pick_device
 from pipeline.extraction import ExtractConfig, Extractor, VideoJob
 from pipeline.extraction.config import is_weights_file
+from pipeline.extraction.decoders import place as place_decoding
 from pipeline.extraction.models import (
     Models,
     describe_models,
@@ -145,6 +147,10 @@ def run(cfg: ExtractConfig, progress: Progress | None = None,
     shown = cfg.output  # the store as the user wrote it, for messages
     # once, on the driver: every executor and the store's record see the same absolute paths
     cfg = cfg.with_absolute_paths()
+    if cfg.decoder == "nvdec" and not (cfg.executor == "ray" and cfg.ray_address):
+        # a --decoder nvdec this host cannot give fails now, before any model or store (an embedded
+        # Ray's workers run on this host; a cluster's workers check when they start)
+        place_decoding(cfg, pick_device(cfg.device))
     finished = already_finished(cfg)
     if finished is not None:  # nothing to do: answered from the store's index, no model built
         return ExtractResult(store=shown, total=finished, skipped=finished, done=0, failed=0, frames=0, seconds=0.0)
