@@ -19,8 +19,8 @@ naming it and why; the run goes on. A video that fails on the GPU after its firs
 handed over comes back `Failed(retry=True)` and its retry is decoded on the CPU.
 
 PyNvVideoCodec, not torchcodec: its wheel carries its own demuxer (FFmpeg's libavformat) and CUDA
-runtime and needs only the driver, for any torch; torchcodec's CUDA wheels are built per torch
-version on PyTorch's index and load the system's FFmpeg libraries (docs/extraction.md).
+runtime and needs only the driver, for any torch; torchcodec's wheel loads the system's FFmpeg
+shared libraries and is built for one torch version (README.md, "Decoding").
 """
 
 from __future__ import annotations
