@@ -6,13 +6,17 @@ Kubernetes limits), a Ray task's `num_cpus` (Ray sets OMP_NUM_THREADS to it in i
 explicit request (`--cpus-per-trial`) all cap it. More threads than CPUs makes OpenMP's spinning
 threads wait on each other: train-head on a loaded 2-core machine ran at 280 samples/s with
 torch's default threads and 2,691 with one. With nothing requested, CPUs other processes keep busy
-(the 1-minute load average above this process's own) are left to them.
+right now are left to them: measured from /proc/stat over a fraction of a second on the CPUs this
+process may use, less this process's own time. Not the load average: it trails by a minute and
+counts this process's own earlier work (a demo's ablation after its extraction, or a benchmark's
+second run, would take the cores it just used for somebody else's and run on one thread).
 """
 
 from __future__ import annotations
 
 import math
 import os
+import time
 
 
 def usable_cpus() -> float:
@@ -57,11 +61,70 @@ def compute_threads(requested: float | None = None, *, load_aware: bool = True) 
         return max(1, min(int(math.floor(requested)), int(usable)) or 1)
     free = usable
     if load_aware:
-        try:
-            free = usable - os.getloadavg()[0]
-        except OSError:
-            pass
+        busy = busy_elsewhere()
+        free = usable - (busy if busy is not None else _load_average())
     return max(1, min(int(usable), int(math.floor(free + 0.5))))
+
+
+def _load_average() -> float:
+    try:
+        return os.getloadavg()[0]
+    except OSError:
+        return 0.0
+
+
+WINDOW_S = 0.2  # long enough to see a busy loop as ~1 CPU, short enough to pay at every start
+REUSE_S = 30.0  # an ablation asks before every trial: one measurement serves half a minute of them
+_last: tuple[float, float] | None = None  # (monotonic time, busy CPUs) of the last measurement
+
+
+def busy_elsewhere(window: float = WINDOW_S) -> float | None:
+    """CPUs (of those this process may use) that other processes keep busy now; None without
+    /proc/stat (then the caller falls back to the load average)."""
+    global _last
+    now = time.monotonic()
+    if _last is not None and now - _last[0] < REUSE_S:
+        return _last[1]
+    try:
+        cpus = os.sched_getaffinity(0)
+    except (AttributeError, OSError):
+        cpus = None
+    before = _busy_ticks(cpus)
+    if before is None:
+        return None
+    own_before = _own_seconds()
+    time.sleep(window)
+    after, own_after = _busy_ticks(cpus), _own_seconds()
+    if after is None:
+        return None
+    elapsed = time.monotonic() - now
+    tick = os.sysconf("SC_CLK_TCK")
+    busy = max(0.0, (after - before) / tick / elapsed - (own_after - own_before) / elapsed)
+    _last = (time.monotonic(), busy)
+    return busy
+
+
+def _busy_ticks(cpus: set[int] | None) -> int | None:
+    """Non-idle ticks (user, nice, system, irq, softirq, steal) summed over `cpus` (None: all)."""
+    try:
+        lines = open("/proc/stat").read().splitlines()
+    except OSError:
+        return None
+    total = 0
+    for line in lines:
+        name, *values = line.split()
+        if not name.startswith("cpu") or name == "cpu":
+            continue
+        if cpus is not None and int(name[3:]) not in cpus:
+            continue
+        ticks = [int(v) for v in values[:8]]
+        total += sum(ticks) - ticks[3] - ticks[4]  # less idle and iowait
+    return total
+
+
+def _own_seconds() -> float:
+    times = os.times()
+    return times.user + times.system
 
 
 def apply_threads(requested: float | None = None) -> int:

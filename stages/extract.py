@@ -5,11 +5,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from pipeline.config import config_to_dict
 from pipeline.cpus import apply_threads
-from pipeline.device import pick_device
-from pipeline.extraction import ExtractConfig, Extractor, VideoJob
+from pipeline.extraction import ExtractConfig, VideoJob
 from pipeline.extraction.config import is_weights_file
 from pipeline.extraction.decoders import place as place_decoding
 from pipeline.extraction.models import (
@@ -20,11 +20,13 @@ from pipeline.extraction.models import (
     warm_flow_compile,
 )
 from pipeline.extraction.records import Event
-from pipeline.flow.compile_policy import CompileChoice
 from pipeline.progress import Advanced, Finished, Note, Progress, Started, emitter, note_sink
 from pipeline.store import Failure, FeatureStore, config_hash
 from pipeline.store_lease import StoreLease
 from pipeline.store_pack import write_pack
+
+if TYPE_CHECKING:
+    from pipeline.flow.compile_policy import CompileChoice
 
 
 @dataclass
@@ -143,17 +145,19 @@ def run(cfg: ExtractConfig, progress: Progress | None = None,
     lines (Note), then the "extract" task, one unit per video (with its frames)."""
     emit = emitter(progress)
     note = note_sink(progress, source="")
-    apply_threads()  # the backbone's threads: the CPUs this process may use (pipeline/cpus.py)
     shown = cfg.output  # the store as the user wrote it, for messages
     # once, on the driver: every executor and the store's record see the same absolute paths
     cfg = cfg.with_absolute_paths()
-    if cfg.decoder == "nvdec" and not (cfg.executor == "ray" and cfg.ray_address):
-        # a --decoder nvdec this host cannot give fails now, before any model or store (an embedded
-        # Ray's workers run on this host; a cluster's workers check when they start)
-        place_decoding(cfg, pick_device(cfg.device))
     finished = already_finished(cfg)
-    if finished is not None:  # nothing to do: answered from the store's index, no model built
+    if finished is not None:  # nothing to do: answered from the store's index, no model built (no torch)
         return ExtractResult(store=shown, total=finished, skipped=finished, done=0, failed=0, frames=0, seconds=0.0)
+    if cfg.decoder == "nvdec" and not (cfg.executor == "ray" and cfg.ray_address):
+        # a --decoder nvdec this host cannot give fails now, before any model or store write (an
+        # embedded Ray's workers run on this host; a cluster's workers check when they start)
+        from pipeline.device import pick_device
+
+        place_decoding(cfg, pick_device(cfg.device))
+    apply_threads()  # the backbone's threads: the CPUs this process may use (pipeline/cpus.py)
     # a Ray driver runs no model: it describes them (store provenance) and plans the flow compile from
     # metadata; each worker loads its own
     models = describing_models(cfg) if cfg.executor == "ray" else load_models(cfg)
@@ -181,6 +185,8 @@ def run(cfg: ExtractConfig, progress: Progress | None = None,
             # the generic solver's inductor kernels; CUDA's Triton solver JIT-compiles in seconds
             if cfg.flow_compile == "on" and work.jobs and getattr(flow_method, "engine", "") == "torch":
                 warm_flow_compile(flow_method, note)
+            from pipeline.extraction.extractor import Extractor  # torch: only when there is work
+
             extractor = Extractor(cfg, work.store, device=device, backbone=backbone, flow_method=flow_method,
                                   flow_backbone=flow_backbone, note=note)
             try:

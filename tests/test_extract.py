@@ -105,6 +105,26 @@ def test_a_finished_extraction_answers_from_the_store_without_models(demo, tmp_p
         extract.run(config(demo, out, batch_size=8, chunk_frames=4, features="spatial"))
 
 
+def test_a_finished_extraction_re_run_does_not_import_torch(demo, tmp_path):
+    """The no-op answer costs what `stpipe inspect` costs: torch (~1-2 s to import) stays out."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    out = tmp_path / "s.zarr"
+    extract.run(config(demo, out))
+    code = (
+        "import sys; from stages import extract; from pipeline.extraction import ExtractConfig; "
+        f"r = extract.run(ExtractConfig(manifest={str(demo / 'manifest.csv')!r}, output={str(out)!r}, "
+        "backbone='tiny', weights='none', executor='local', batch_size=8, chunk_frames=4)); "
+        "print(r.skipped, r.done, 'torch' in sys.modules)"
+    )
+    root = str(Path(__file__).resolve().parent.parent)
+    done = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["20", "0", "False"]
+
+
 def test_a_batch_in_flight_writes_the_same_store(demo, tmp_path, monkeypatch):
     """CUDA's schedule (a batch's features handed out while the next one runs), here on the CPU."""
     from pipeline.extraction import Extractor

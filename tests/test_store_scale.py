@@ -283,7 +283,7 @@ def test_threads_follow_the_cpus_the_process_may_use(monkeypatch):
     monkeypatch.setattr(os, "cpu_count", lambda: 16)
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1, 2, 3}, raising=False)
     monkeypatch.setattr(cpus, "_cgroup_quota", lambda: None)
-    monkeypatch.setattr(os, "getloadavg", lambda: (0.0, 0.0, 0.0))
+    monkeypatch.setattr(cpus, "busy_elsewhere", lambda: 0.0)
     assert cpus.usable_cpus() == 4 and cpus.compute_threads() == 4
     monkeypatch.setattr(cpus, "_cgroup_quota", lambda: 2.5)  # docker --cpus 2.5
     assert cpus.usable_cpus() == 2.5 and cpus.compute_threads() == 2
@@ -291,8 +291,62 @@ def test_threads_follow_the_cpus_the_process_may_use(monkeypatch):
     monkeypatch.setenv("OMP_NUM_THREADS", "1")  # a Ray task's num_cpus
     assert cpus.compute_threads() == 1
     monkeypatch.delenv("OMP_NUM_THREADS")
-    monkeypatch.setattr(os, "getloadavg", lambda: (1.7, 1.0, 1.0))  # other processes keep ~2 CPUs busy
+    monkeypatch.setattr(cpus, "busy_elsewhere", lambda: 1.7)  # other processes keep ~2 CPUs busy
     assert cpus.compute_threads() == 1
+    monkeypatch.setattr(cpus, "busy_elsewhere", lambda: None)  # no /proc/stat: the load average
+    monkeypatch.setattr(os, "getloadavg", lambda: (0.4, 1.0, 1.0))
+    assert cpus.compute_threads() == 2
+
+
+def test_busy_cpus_are_other_processes_now_not_this_one(monkeypatch):
+    """Busy CPUs = non-idle ticks of the CPUs this process may use over the window, less this
+    process's own CPU time; measured once per REUSE_S."""
+    ticks = iter([1000, 1000 + 150])  # 1.5 CPU-seconds of non-idle ticks in 1 s (100 ticks a second)
+    own = iter([10.0, 10.7])  # of which 0.7 s were this process's own threads
+    clock = iter([100.0, 101.0, 101.0])
+    monkeypatch.setattr(cpus, "_last", None)
+    monkeypatch.setattr(cpus, "_busy_ticks", lambda cpus_: next(ticks))
+    monkeypatch.setattr(cpus, "_own_seconds", lambda: next(own))
+    monkeypatch.setattr(cpus.time, "monotonic", lambda: next(clock))
+    monkeypatch.setattr(cpus.time, "sleep", lambda s: None)
+    monkeypatch.setattr(cpus.os, "sysconf", lambda name: 100)
+    assert abs(cpus.busy_elsewhere() - 0.8) < 1e-9
+    monkeypatch.setattr(cpus.time, "monotonic", lambda: 120.0)
+    assert abs(cpus.busy_elsewhere() - 0.8) < 1e-9  # reused within REUSE_S: no second read
+    monkeypatch.setattr(cpus, "_busy_ticks", lambda cpus_: None)
+    monkeypatch.setattr(cpus.time, "monotonic", lambda: 200.0)
+    assert cpus.busy_elsewhere() is None  # no /proc/stat
+
+
+def test_a_busy_loop_elsewhere_counts_at_once_and_own_work_does_not(monkeypatch):
+    """On the real /proc/stat (skipped when the machine has no idle CPU to see the difference in)."""
+    import subprocess
+    import sys
+    import threading
+    import time
+
+    def measure() -> float:
+        monkeypatch.setattr(cpus, "_last", None)
+        return cpus.busy_elsewhere(window=0.5)
+
+    quiet = measure()
+    if quiet is None or cpus.usable_cpus() - quiet < 1.5:
+        pytest.skip(f"no /proc/stat or too busy to measure here ({quiet} CPUs busy)")
+    loop = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        time.sleep(0.3)
+        assert measure() - quiet > 0.5
+    finally:
+        loop.kill()
+        loop.wait()
+    stop = threading.Event()
+    spinner = threading.Thread(target=lambda: [None for _ in iter(stop.is_set, True)], daemon=True)
+    spinner.start()
+    try:
+        assert measure() - quiet < 0.5
+    finally:
+        stop.set()
+        spinner.join()
 
 
 def test_the_local_ablation_executor_honours_cpus_per_trial(monkeypatch):

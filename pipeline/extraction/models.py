@@ -11,7 +11,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from pipeline.device import pick_device
 from pipeline.errors import ConfigError
 from pipeline.extraction.config import ExtractConfig
 
@@ -25,6 +24,8 @@ class Models(NamedTuple):
 
 def load_models(cfg: ExtractConfig, device=None) -> Models:
     """Backbone, flow method and optional flow-stream backbone as the config asks, on `device`."""
+    from pipeline.device import pick_device  # torch: imported when models are built, not on a no-op re-run
+
     device = device or pick_device(cfg.device)
     backbone, flow_backbone = _backbones(cfg, device)
     return Models(device, backbone, _flow_method(cfg, device), flow_backbone)
