@@ -156,15 +156,17 @@ def test_nvdec_on_a_cuda_host_names_what_is_missing(demo, monkeypatch):
 # ---- the fallback -----------------------------------------------------------------------------
 
 
-def test_a_video_the_gpu_cannot_decode_is_decoded_on_the_cpu_with_one_note(demo, tmp_path):
+@pytest.mark.parametrize("backbone", ["tiny", "tiny_video"])
+def test_a_video_the_gpu_cannot_decode_is_decoded_on_the_cpu_with_one_note(demo, tmp_path, backbone):
     """One video fails on open (CPU-decoded at once), one after its first frames (failed, retried on the
     CPU); both equal a CPU-only run exactly. The other 18 go through the stand-in: same frames selected,
-    features within the resize's difference."""
+    features within the resize's difference. Image and video backbones (clips of device tensors)."""
     manifest = demo / "manifest.csv"
-    extract.run(config(manifest, tmp_path / "cpu.zarr", decoder="cpu"))
+    extract.run(config(manifest, tmp_path / "cpu.zarr", decoder="cpu", backbone=backbone))
     source = PyAVSource(fails_on_open="moving_left_000", fails_later="zooming_out_001")
     notes: list[str] = []
-    stats, pool = extract_on_device(config(manifest, tmp_path / "gpu.zarr"), video=source, notes=notes)
+    stats, pool = extract_on_device(config(manifest, tmp_path / "gpu.zarr", backbone=backbone), video=source,
+                                    notes=notes)
     assert (stats.done, stats.failed) == (20, 0)
     assert len(notes) == 2, notes
     assert "moving_left_000.mp4: decoded on the CPU (RuntimeError: cuvidCreateDecoder" in notes[0]
