@@ -185,17 +185,20 @@ def test_a_video_the_gpu_cannot_decode_is_decoded_on_the_cpu_with_one_note(demo,
     assert max(errors) < 0.1, errors  # 32x32 clips upscaled to 72: the scalers' largest difference
 
 
-def test_the_stand_in_path_on_a_real_clip_selects_the_cpu_frames(assets_dir):
-    """Frame selection, trimming and chunking of the device path = the CPU decoders'; the crops differ
-    only by the resize (native-size frames resized by torchvision vs FFmpeg's scaler)."""
+@pytest.mark.parametrize(("start", "end", "num"), [(0.5, 3.5, 50), (0.5, 0.7, 10)])
+def test_the_stand_in_path_on_a_real_clip_selects_the_cpu_frames(assets_dir, start, end, num):
+    """Frame selection, trimming and chunking of the device path = the CPU decoders' (the second case
+    repeats frames: 10 picked from 6); the crops differ only by the resize (native-size frames resized
+    by torchvision vs FFmpeg's scaler)."""
     path = str(assets_dir / "videos" / CLIP)
     spec = DecodeSpec(resize=(72,), crop=64, views="multi3", chunk_frames=16,
-                      select=FrameSelection(mode="uniform", num=50))
-    task = Task(path, start=0.5, end=3.5)
+                      select=FrameSelection(mode="uniform", num=num))
+    task = Task(path, start=start, end=end)
     cpu = [r for r in decode_video(task, spec, OwnBuffers()) if isinstance(r, Frames)]
     dev = [r for r in gpu.decode_on_device(task, spec, torch.device("cpu"), PyAVSource())
            if isinstance(r, Frames)]
-    assert np.array_equal(np.concatenate([r.indices for r in dev]), np.concatenate([r.indices for r in cpu]))
+    indices = np.concatenate([r.indices for r in dev])
+    assert np.array_equal(indices, np.concatenate([r.indices for r in cpu])) and len(indices) == num
     want = np.concatenate([r.crops for r in cpu], axis=1).astype(np.float64)
     got = torch.cat([r.crops for r in dev], dim=1).numpy().astype(np.float64)
     assert got.shape == want.shape and np.abs(got - want).mean() < 3  # levels of 255
