@@ -14,7 +14,9 @@ decoder process is busy) through the extractor's own decode pools, into what the
            not import); a clip NVDEC cannot decode falls back to the CPU and its row says so
 
 frames/s = crops delivered / wall seconds, median of --repeats passes after one warm-up pass; GPU
-passes end with a device synchronize. Only needs torch, torchvision, PyAV and PIL (no zarr or Ray):
+passes end with a device synchronize. mean/max |d|: how far one job's GPU crops are from the CPU's,
+in uint8 levels (nvJPEG's IDCT vs libjpeg-turbo's; NVDEC's colour conversion and the device resize
+vs FFmpeg's scaler). Only needs torch, torchvision, PyAV and PIL (no zarr or Ray):
 `benchmarks/gpu/run.sh --parts gpudecode`. `--dry-run`: the device path on the CPU device
 (decode_jpeg on the CPU; NVDEC skipped), tiny inputs, seconds; checks the script, its numbers mean nothing.
 """
@@ -29,6 +31,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 
 HERE = Path(__file__).resolve().parent
@@ -91,6 +94,27 @@ def one_pass(pool, path: Path, copies: int, device: torch.device) -> tuple[int, 
     return frames, time.perf_counter() - start, failures
 
 
+def crops_of(pool, path: Path) -> np.ndarray:
+    """One job's crops, (V, n, 3, c, c) uint8 on the host, in frame order."""
+    pool.submit(Job(str(path)))
+    parts = []
+    while True:
+        for _, record in pool.poll(0.05):
+            if isinstance(record, Frames):
+                crops = record.crops
+                parts.append(crops.cpu().numpy() if isinstance(crops, torch.Tensor) else crops)
+            elif isinstance(record, (Ended, Failed)):
+                return np.concatenate(parts, axis=1) if parts else np.zeros((1, 0, 3, 1, 1), np.uint8)
+
+
+def difference(got: np.ndarray, want: np.ndarray) -> dict:
+    """How far the GPU path's crops are from the CPU's, in uint8 levels."""
+    if got.shape != want.shape:
+        return {"mean": None, "p99": None, "max": None, "shape": [list(got.shape), list(want.shape)]}
+    d = np.abs(got.astype(np.int16) - want.astype(np.int16))
+    return {"mean": float(d.mean()), "p99": float(np.percentile(d, 99)), "max": int(d.max())}
+
+
 def measure(pool, path: Path, copies: int, repeats: int, device: torch.device) -> dict:
     one_pass(pool, path, copies, device)  # warm-up: codec and NVDEC sessions, nvJPEG handles, caches
     runs = [one_pass(pool, path, copies, device) for _ in range(repeats)]
@@ -139,12 +163,16 @@ def main() -> None:
                     for t, pool in gpu_pools.items():
                         row[f"gpu_{t}"] = None if trouble else measure(pool, path, copies, args.repeats, device)
                     row["fallback"] = sorted(set(notes[before:]))
+                    row["levels"] = None if trouble else difference(crops_of(gpu_pools[threads[0]], path),
+                                                                     crops_of(cpu, path))
                     results.append(row)
                     gpu_fps = [row[f"gpu_{t}"]["fps"] if row[f"gpu_{t}"] else None for t in threads]
                     best = max((f for f in gpu_fps if f), default=None)
+                    levels = row["levels"] or {}
                     why = trouble or ("fell back to the CPU (notes below)" if row["fallback"] else "")
                     rows.append([path.name, "nvJPEG" if kind == "jpeg" else "NVDEC", row["cpu"]["frames"],
-                                 row["cpu"]["fps"], *gpu_fps, best / row["cpu"]["fps"] if best else None, why])
+                                 row["cpu"]["fps"], *gpu_fps, best / row["cpu"]["fps"] if best else None,
+                                 levels.get("mean"), levels.get("max"), why])
         finally:
             cpu.close()
             for pool in locals().get("gpu_pools", {}).values():
@@ -152,7 +180,7 @@ def main() -> None:
     env = environment(device)
     table(f"decode to 224x224 crops, frames/s ({copies} jobs of each input at once; load {os.getloadavg()[0]:.2f})",
           ["input", "gpu path", "frames/pass", f"cpu {cores} procs", *[f"gpu {t} thr" for t in threads],
-           "gpu/cpu", "note"], rows)
+           "gpu/cpu", "mean |d|", "max |d|", "note"], rows)
     for line in sorted(set(notes)):
         print(f"note: {line}")
     write_results(args.out, "gpu_decode", {"environment": env, "copies": copies, "cpu_processes": cores,
