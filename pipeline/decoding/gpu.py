@@ -78,12 +78,14 @@ class NvdecSource:
     def __init__(self, device: torch.device, batch: int = 64):
         import PyNvVideoCodec as nvc
 
-        self.nvc, self.device, self.batch = nvc, torch.device(device), batch
+        device = torch.device(device)
+        index = torch.cuda.current_device() if device.index is None else device.index
+        self.nvc, self.device, self.batch = nvc, torch.device("cuda", index), batch
 
     def batches(self, path: str, stop: int) -> Iterator[torch.Tensor]:
         nvc = self.nvc
         stream = torch.cuda.current_stream(self.device)
-        decoder = nvc.SimpleDecoder(path, gpu_id=self.device.index or 0, cuda_stream=stream.cuda_stream,
+        decoder = nvc.SimpleDecoder(path, gpu_id=self.device.index, cuda_stream=stream.cuda_stream,
                                     use_device_memory=True, output_color_type=nvc.OutputColorType.RGB)
         done = 0
         while done < stop:
