@@ -168,6 +168,8 @@ def test_a_video_the_gpu_cannot_decode_is_decoded_on_the_cpu_with_one_note(demo,
     stats, pool = extract_on_device(config(manifest, tmp_path / "gpu.zarr", backbone=backbone), video=source,
                                     notes=notes)
     assert (stats.done, stats.failed) == (20, 0)
+    assert notes.count("decoding in 2 thread(s) of the compute process, for the videos not decoded on cpu") == 1
+    notes = [n for n in notes if "decoded on the CPU" in n]
     assert len(notes) == 2, notes
     assert "moving_left_000.mp4: decoded on the CPU (RuntimeError: cuvidCreateDecoder" in notes[0]
     assert "zooming_out_001.mp4: decoded on the CPU (RuntimeError: NVDEC: decode error" in notes[1]
@@ -247,6 +249,7 @@ def test_a_png_folder_falls_back_and_a_jpeg_folder_matches(folders, tmp_path):
     notes: list[str] = []
     stats, _ = extract_on_device(config(manifest, tmp_path / "gpu.zarr"), jpeg=True, notes=notes)
     assert (stats.done, stats.failed) == (2, 0)
+    notes = [n for n in notes if "decoded on the CPU" in n]
     assert len(notes) == 1 and notes[0].endswith("carphone_png: decoded on the CPU (the folder holds .png "
                                                  "images; nvJPEG reads JPEG only)"), notes
     cpu, dev = FeatureStore.open(str(tmp_path / "cpu.zarr")), FeatureStore.open(str(tmp_path / "gpu.zarr"))

@@ -310,6 +310,7 @@ class GpuDecoders:
     def _cpu(self):
         if self.cpu is None:
             self.cpu = self._make_cpu()
+            self.note(f"{self.cpu.describe()}, for the videos not decoded on {self.device}")
         return self.cpu
 
     def _drain(self, timeout: float) -> list[tuple[Any, Any]]:
