@@ -71,7 +71,9 @@ def nvdec_missing() -> str | None:
 
 
 class NvdecSource:
-    """NVDEC through PyNvVideoCodec's `SimpleDecoder` on `device`'s current stream."""
+    """NVDEC through PyNvVideoCodec's `SimpleDecoder` on `device`'s current stream. Each thread keeps
+    its decoder and points it at the next file (`reconfigure_decoder`, PyNvVideoCodec's cache of
+    decoder sessions): creating a session per video would cost tens of ms on every short clip."""
 
     name = NVDEC_LIBRARY
 
@@ -81,23 +83,40 @@ class NvdecSource:
         device = torch.device(device)
         index = torch.cuda.current_device() if device.index is None else device.index
         self.nvc, self.device, self.batch = nvc, torch.device("cuda", index), batch
+        self._local = threading.local()
 
-    def batches(self, path: str, stop: int) -> Iterator[torch.Tensor]:
+    def _decoder(self, path: str, stream: torch.cuda.Stream):
+        decoder = getattr(self._local, "decoder", None)
+        if decoder is not None:
+            try:
+                decoder.reconfigure_decoder(path)
+                return decoder
+            except Exception:  # noqa: BLE001 - a session that cannot take this file: a fresh one may
+                self._local.decoder = None
         nvc = self.nvc
-        stream = torch.cuda.current_stream(self.device)
         decoder = nvc.SimpleDecoder(path, gpu_id=self.device.index, cuda_stream=stream.cuda_stream,
                                     use_device_memory=True, output_color_type=nvc.OutputColorType.RGB)
+        self._local.decoder = decoder
+        return decoder
+
+    def batches(self, path: str, stop: int) -> Iterator[torch.Tensor]:
+        stream = torch.cuda.current_stream(self.device)
+        decoder = self._decoder(path, stream)
         done = 0
-        while done < stop:
-            frames = decoder.get_batch_frames(min(self.batch, stop - done))
-            if len(frames) == 0:
-                return
-            batch = torch.stack([_chw(torch.from_dlpack(frame)) for frame in frames])  # a copy of ours
-            if batch.dtype != torch.uint8:
-                raise Unsupported(f"NVDEC gives {batch.dtype} frames (high bit depth)")
-            stream.synchronize()  # the decoder reuses its surfaces on the next call
-            done += len(frames)
-            yield batch
+        try:
+            while done < stop:
+                frames = decoder.get_batch_frames(min(self.batch, stop - done))
+                if len(frames) == 0:
+                    return
+                batch = torch.stack([_chw(torch.from_dlpack(frame)) for frame in frames])  # a copy of ours
+                if batch.dtype != torch.uint8:
+                    raise Unsupported(f"NVDEC gives {batch.dtype} frames (high bit depth)")
+                stream.synchronize()  # the decoder reuses its surfaces on the next call
+                done += len(frames)
+                yield batch
+        except Exception:
+            self._local.decoder = None  # the next video gets a fresh session, not one in an unknown state
+            raise
 
 
 def _chw(frame: torch.Tensor) -> torch.Tensor:
