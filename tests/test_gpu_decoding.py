@@ -84,6 +84,70 @@ class PyAVSource:
                 yield torch.stack(frames)
 
 
+class StandInNvc:
+    """A stand-in for the PyNvVideoCodec module (its `SimpleDecoder` API), decoding with PyAV on the CPU:
+    frames are (H, W, 3) uint8 tensors, which speak DLPack as PyNvVideoCodec's frames do."""
+
+    class OutputColorType:
+        RGB = "RGB"
+
+    def __init__(self, fails: str = ""):
+        self.fails, self.opened, self.reconfigured = fails, [], []
+        module = self
+
+        class SimpleDecoder:
+            def __init__(self, path, gpu_id=0, cuda_stream=0, use_device_memory=True, output_color_type=None):
+                assert output_color_type == "RGB" and use_device_memory
+                module.opened.append(Path(path).stem)
+                self._open(path)
+
+            def _open(self, path):
+                self.path = path
+                with av.open(path) as container:
+                    self.frames = [torch.from_numpy(f.to_ndarray(format="rgb24")) for f in container.decode(video=0)]
+                self.position = 0
+
+            def reconfigure_decoder(self, path):
+                module.reconfigured.append(Path(path).stem)
+                self._open(path)
+
+            def get_batch_frames(self, n):
+                if module.fails and module.fails in self.path and self.position:
+                    raise RuntimeError("stand-in decode error")
+                out = self.frames[self.position : self.position + n]
+                self.position += len(out)
+                return out
+
+        self.SimpleDecoder = SimpleDecoder
+
+
+def test_the_nvdec_adapter_with_a_stand_in_module(demo, monkeypatch):
+    """NvdecSource against PyNvVideoCodec's API (a stand-in module, on the CPU device): frames in
+    presentation order in batches, one decoder per thread pointed at each next file, a fresh one
+    after an error; the crops equal those of the PyAV stand-in source."""
+    import sys
+
+    module = StandInNvc(fails="moving_up_000")
+    monkeypatch.setitem(sys.modules, "PyNvVideoCodec", module)
+    assert gpu.nvdec_missing() is None
+    assert choosing.place(config(demo / "manifest.csv", "s", decoder="nvdec"), "cuda").nvdec
+    source = gpu.NvdecSource(torch.device("cpu"), batch=4)
+    spec = DecodeSpec(resize=(72,), crop=64, views="flip", chunk_frames=4)
+    cpu = torch.device("cpu")
+    for stem in ("moving_left_000", "moving_right_000", "moving_up_000", "moving_down_000"):
+        task = Task(str(demo / "videos" / f"{stem}.mp4"))
+        try:
+            got = [r for r in gpu.decode_on_device(task, spec, cpu, source) if isinstance(r, Frames)]
+        except RuntimeError:
+            assert stem == "moving_up_000"
+            continue
+        want = [r for r in gpu.decode_on_device(task, spec, cpu, PyAVSource()) if isinstance(r, Frames)]
+        assert np.array_equal(np.concatenate([r.indices for r in got]), np.arange(6))
+        assert torch.equal(torch.cat([r.crops for r in got], 1), torch.cat([r.crops for r in want], 1))
+    assert module.opened == ["moving_left_000", "moving_down_000"]  # a fresh session after the error
+    assert module.reconfigured == ["moving_right_000", "moving_up_000"]
+
+
 def extract_on_device(cfg: ExtractConfig, *, video=None, jpeg=False, notes: list | None = None):
     """`cfg` extracted with GPU decoders on the CPU device (CPU threads behind them); (stats, pool)."""
     notes = [] if notes is None else notes

@@ -81,11 +81,16 @@ class NvdecSource:
         import PyNvVideoCodec as nvc
 
         device = torch.device(device)
-        index = torch.cuda.current_device() if device.index is None else device.index
-        self.nvc, self.device, self.batch = nvc, torch.device("cuda", index), batch
+        if device.type == "cuda" and device.index is None:
+            device = torch.device("cuda", torch.cuda.current_device())
+        self.nvc, self.device, self.batch = nvc, device, batch
         self._local = threading.local()
 
-    def _decoder(self, path: str, stream: torch.cuda.Stream):
+    def _stream(self):
+        """The device's current stream (None on the CPU device, where tests run this with a stand-in module)."""
+        return torch.cuda.current_stream(self.device) if self.device.type == "cuda" else None
+
+    def _decoder(self, path: str, stream):
         decoder = getattr(self._local, "decoder", None)
         if decoder is not None:
             try:
@@ -94,13 +99,14 @@ class NvdecSource:
             except Exception:  # noqa: BLE001 - a session that cannot take this file: a fresh one may
                 self._local.decoder = None
         nvc = self.nvc
-        decoder = nvc.SimpleDecoder(path, gpu_id=self.device.index, cuda_stream=stream.cuda_stream,
+        decoder = nvc.SimpleDecoder(path, gpu_id=self.device.index or 0,
+                                    cuda_stream=stream.cuda_stream if stream is not None else 0,
                                     use_device_memory=True, output_color_type=nvc.OutputColorType.RGB)
         self._local.decoder = decoder
         return decoder
 
     def batches(self, path: str, stop: int) -> Iterator[torch.Tensor]:
-        stream = torch.cuda.current_stream(self.device)
+        stream = self._stream()
         decoder = self._decoder(path, stream)
         done = 0
         try:
@@ -111,7 +117,8 @@ class NvdecSource:
                 batch = torch.stack([_chw(torch.from_dlpack(frame)) for frame in frames])  # a copy of ours
                 if batch.dtype != torch.uint8:
                     raise Unsupported(f"NVDEC gives {batch.dtype} frames (high bit depth)")
-                stream.synchronize()  # the decoder reuses its surfaces on the next call
+                if stream is not None:
+                    stream.synchronize()  # the decoder reuses its surfaces on the next call
                 done += len(frames)
                 yield batch
         except Exception:
