@@ -309,6 +309,9 @@ def _json_option(value, name):
 @click.option("--decode-procs", type=int,
               help="Decoder processes per worker (default 0 = one per core it owns; threads on one core).")
 @click.option("--decode-threads", type=int, help="Decoder threads where threads are used (default 2).")
+@click.option("--decoder", type=click.Choice(["auto", "cpu", "nvdec"]),
+              help="Decode on the CPU, or on the CUDA device (nvJPEG for JPEG frame folders, NVDEC for video "
+                   "files: pip install 'stpipe-video[nvdec]'); auto (default) = nvdec where possible.")
 @click.option("--decode-timeout", type=float,
               help="Seconds a decoder may go silent on one video before it is killed and the video failed (300).")
 @click.option("--device", help="auto, cpu, cuda or cuda:N.")

@@ -11,6 +11,7 @@ from pipeline.config import config_to_dict
 from pipeline.cpus import apply_threads
 from pipeline.extraction import ExtractConfig, VideoJob
 from pipeline.extraction.config import is_weights_file
+from pipeline.extraction.decoders import place as place_decoding
 from pipeline.extraction.models import (
     Models,
     describe_models,
@@ -150,6 +151,12 @@ def run(cfg: ExtractConfig, progress: Progress | None = None,
     finished = already_finished(cfg)
     if finished is not None:  # nothing to do: answered from the store's index, no model built (no torch)
         return ExtractResult(store=shown, total=finished, skipped=finished, done=0, failed=0, frames=0, seconds=0.0)
+    if cfg.decoder == "nvdec" and not (cfg.executor == "ray" and cfg.ray_address):
+        # a --decoder nvdec this host cannot give fails now, before any model or store write (an
+        # embedded Ray's workers run on this host; a cluster's workers check when they start)
+        from pipeline.device import pick_device
+
+        place_decoding(cfg, pick_device(cfg.device))
     apply_threads()  # the backbone's threads: the CPUs this process may use (pipeline/cpus.py)
     # a Ray driver runs no model: it describes them (store provenance) and plans the flow compile from
     # metadata; each worker loads its own

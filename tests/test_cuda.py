@@ -112,8 +112,9 @@ EXTRACT_CASES = {  # id: (backbone, features, flow, amp)
 
 
 def extract_args(demo, store, device, backbone, features, flow, amp) -> list:
+    # decoding on the CPU both sides: this compares the compute (GPU decoding: tests/test_gpu_decoding.py)
     args = ["extract", "-m", demo / "manifest.csv", "-o", store, "--backbone", backbone, "--weights", "none",
-            "--features", features, "--executor", "local", "--device", device]
+            "--features", features, "--executor", "local", "--device", device, "--decoder", "cpu"]
     if flow:
         args += ["--flow", "--flow-method", "tvl1-fastest", "--flow-short-side", "32"]
     if amp:

@@ -38,31 +38,22 @@ sys.path[:0] = [str(HERE), str(HERE.parent), str(HERE.parents[1])]  # these help
 
 from bench_backbones import forward_limit  # noqa: E402
 from bench_extract import timed_extract, write_manifest  # noqa: E402
-from common import PeakMemory, device_for, environment, parser, table, write_results  # noqa: E402
+from common import (  # noqa: E402
+    PeakMemory,
+    default_clips,
+    device_for,
+    environment,
+    find_clips,
+    parser,
+    table,
+    write_results,
+)
 
 from pipeline.backbones import build_backbone  # noqa: E402
 from pipeline.extraction import ExtractConfig  # noqa: E402
 from pipeline.extraction.models import load_models  # noqa: E402
 
 PRECISIONS = {"fp32": "", "bf16": "bf16"}  # name -> ExtractConfig.amp
-
-
-def default_clips() -> Path:
-    assets = os.environ.get("STPIPE_ASSETS")
-    base = Path(assets) if assets else Path(__file__).resolve().parents[3] / "shared" / "assets"
-    return base / "videos"
-
-
-def find_clips(folder: Path, dry_run: bool, work: Path) -> list[Path]:
-    clips = sorted(p for p in folder.glob("*") if p.suffix.lower() in (".mp4", ".avi", ".mkv", ".webm", ".mov"))
-    if clips:
-        return clips
-    if not dry_run:
-        raise SystemExit(f"no video clips in {folder}; pass --clips DIR")
-    from pipeline.demo_data import DemoDataConfig, generate  # a dry run needs no shared assets
-
-    generate(DemoDataConfig(out=str(work / "demo"), videos_per_class=1, frames=12, size=64))
-    return sorted((work / "demo" / "videos").glob("*.mp4"))[:4]
 
 
 # ---- decode on all cores ----------------------------------------------------------------------

@@ -102,3 +102,21 @@ def write_results(out: str | Path, name: str, results: dict) -> Path:
     path.write_text(json.dumps(results, indent=1, default=str) + "\n")
     print(f"\nwrote {path}")
     return path
+
+
+def default_clips() -> Path:
+    assets = os.environ.get("STPIPE_ASSETS")
+    base = Path(assets) if assets else Path(__file__).resolve().parents[3] / "shared" / "assets"
+    return base / "videos"
+
+
+def find_clips(folder: Path, dry_run: bool, work: Path) -> list[Path]:
+    clips = sorted(p for p in folder.glob("*") if p.suffix.lower() in (".mp4", ".avi", ".mkv", ".webm", ".mov"))
+    if clips:
+        return clips
+    if not dry_run:
+        raise SystemExit(f"no video clips in {folder}; pass --clips DIR")
+    from pipeline.demo_data import DemoDataConfig, generate  # a dry run needs no shared assets
+
+    generate(DemoDataConfig(out=str(work / "demo"), videos_per_class=1, frames=12, size=64))
+    return sorted((work / "demo" / "videos").glob("*.mp4"))[:4]

@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
 # The GPU check, one prepared script: CUDA tests and GPU benchmarks on a host with a CUDA device.
 #
-#   benchmarks/gpu/run.sh [OUTDIR] [--parts flowtests,tests,flow,flowacc,decode,stage1,stage2] [--dry-run]
+#   benchmarks/gpu/run.sh [OUTDIR] [--parts flowtests,tests,flow,flowacc,decode,stage1,stage2,gpudecode,gpudecodetests]
+#                         [--dry-run]
 #
 # OUTDIR defaults to $OUT (set on the device tool's host) or ./gpu-results. Writes OUTDIR/run.log
 # (everything printed) and OUTDIR/results.json (each part's status, seconds and numbers).
-# Wheels: every .whl under .whl-gpu/ and .whl-ocv/ (made by `make gpu-wheels`) is installed into a
-# private target first, for hosts that lack zarr/numcodecs/av (or opencv-contrib for the OpenCV
-# baseline). Inputs: .gpu-inputs/ (made by `make gpu-inputs`: the shared clips and TV-L1 pairs).
+# Wheels: every .whl under .whl-gpu/, .whl-ocv/ (made by `make gpu-wheels`) and .whl-nvdec/ (PyNvVideoCodec,
+# `make gpu-nvdec-wheel`) is installed into a private target first, for hosts that lack
+# zarr/numcodecs/av (or opencv-contrib for the OpenCV baseline, PyNvVideoCodec for NVDEC). Inputs: .gpu-inputs/ (made by `make gpu-inputs`: the shared clips and TV-L1 pairs).
 # A part whose packages are missing is skipped with the reason, so the carried wheel set decides
 # what runs (the device tool sends at most 64 MiB a call: av + zarr and opencv-contrib do not fit
 # together; see benchmarks/README.md, "GPU (H200)").
@@ -16,7 +17,7 @@ set -uo pipefail
 cd "$(dirname "$0")/../.."
 ROOT=$PWD
 OUTDIR="${OUT:-$ROOT/gpu-results}"
-PARTS="flowtests,tests,flow,flowacc,decode,stage1,stage2"
+PARTS="flowtests,tests,flow,flowacc,decode,stage1,stage2,gpudecode,gpudecodetests"
 DRY=""
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -33,7 +34,7 @@ say() { echo "$@" | tee -a "$LOG"; }
 
 PY=${PYTHON:-python3}
 SITE=/tmp/stpipe-gpu-site
-wheels=$(ls .whl-gpu/*.whl .whl-ocv/*.whl 2>/dev/null || true)
+wheels=$(ls .whl-gpu/*.whl .whl-ocv/*.whl .whl-nvdec/*.whl 2>/dev/null || true)
 if [ -n "$wheels" ] && [ -z "$DRY" ]; then  # a dry run uses this machine's environment (PYTHON=.venv/bin/python)
   # shellcheck disable=SC2086
   $PY -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target "$SITE" $wheels \
@@ -49,7 +50,7 @@ say "== $(date -u +%FT%TZ) stpipe GPU check, parts: $PARTS ${DRY}"
 $PY - <<'EOF' 2>&1 | tee -a "$LOG"
 import os, torch
 print(f"torch {torch.__version__}, CUDA {torch.version.cuda}, available {torch.cuda.is_available()}, cores {os.cpu_count()}")
-for m in ("triton", "zarr", "numcodecs", "av", "cv2", "ray", "dask"):
+for m in ("triton", "zarr", "numcodecs", "av", "cv2", "ray", "dask", "PyNvVideoCodec"):
     try:
         mod = __import__(m)
         extra = " (optflow)" if m == "cv2" and hasattr(mod, "optflow") else ""
@@ -91,6 +92,11 @@ part flowacc 180 triton,av $PY benchmarks/gpu/bench_flow_gpu.py --out "$OUTDIR" 
 part decode 240 zarr,av $PY benchmarks/bench_decode.py --sections percore,e2e --repeats 2 $DRY
 part stage1 240 zarr,av $PY benchmarks/gpu/bench_stage_one.py --out "$OUTDIR" --clips "$STPIPE_ASSETS/videos" $DRY
 part stage2 180 zarr $PY benchmarks/gpu/bench_stage_two.py --out "$OUTDIR" $DRY
+# issue 19, GPU decoding: nvJPEG (JPEG folders made from the clips) and NVDEC (PyNvVideoCodec, when
+# .whl-nvdec is carried) frames/s beside CPU decoding on all cores, same inputs; then features of
+# GPU-decoded vs CPU-decoded stores (CUDA tests; the NVDEC one skips without PyNvVideoCodec)
+part gpudecode 300 av $PY benchmarks/gpu/bench_gpu_decode.py --out "$OUTDIR" --clips "$STPIPE_ASSETS/videos" $DRY
+part gpudecodetests 240 zarr,av $PY -m pytest -q -p no:cacheprovider -m cuda -o addopts="" -rs tests/test_gpu_decoding.py
 
 $PY - "$OUTDIR" <<'EOF' 2>&1 | tee -a "$LOG"
 import json, pathlib, sys

@@ -5,8 +5,10 @@
     pool.py     where that runs: a pool of decoder processes writing into a shared-memory ring
                 (`ProcessDecoders`), or threads of the compute process (`ThreadDecoders`)
     worker.py   the decoder process's main loop (`python -m pipeline.decoding.worker`)
-    gpu.py      GPU decoding: JPEG frame folders with nvJPEG, video files with NVDEC (optional extra)
+    gpu.py      GPU decoding in the compute process (`GpuDecoders`, `--decoder`): JPEG frame folders
+                with nvJPEG, video files with NVDEC (PyNvVideoCodec, the `nvdec` extra), the CPU
+                pools above for what they cannot decode
 
-Nothing here imports torch unless flow runs in the decoder: a decoder process starts in a fraction
-of a second and holds tens of MB, not the compute process's torch.
+Nothing a decoder process runs imports torch unless flow runs in it: a decoder process starts in a
+fraction of a second and holds tens of MB, not the compute process's torch.
 """

@@ -105,7 +105,7 @@ class Started:
 @dataclass
 class Frames:
     indices: np.ndarray  # (n,) int64 source ordinals
-    crops: np.ndarray | None  # (V, n, 3, crop, crop) uint8
+    crops: np.ndarray | None  # (V, n, 3, crop, crop) uint8 (a tensor on the compute device from GPU decoders)
     fields: np.ndarray | None = None  # (n or n-1, 2, h, w) quantised TV-L1, when flow ran in the decoder
     flow_frames: np.ndarray | None = None  # (n, h, w, 3) uint8 flow-size frames, when flow runs elsewhere
     slot: int | None = None  # the shared-memory slot holding the arrays (decoder processes)

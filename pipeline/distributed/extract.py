@@ -42,6 +42,10 @@ def _worker_class(ray):
             fault_point("worker_start")
             self.cfg = cfg
             device, backbone, flow_method, flow_backbone = load_models(cfg)
+            if cfg.decoder == "nvdec":  # one that cannot be had here stops the run as a worker that cannot start
+                from pipeline.extraction.decoders import place
+
+                place(cfg, device)
             store = FeatureStore.open(cfg.output, mode="r+", storage_options=cfg.storage_options)
             from pipeline.extraction import Extractor
 

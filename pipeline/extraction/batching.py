@@ -67,6 +67,8 @@ class Batcher:
         The pinned block comes from torch's caching host allocator, which keeps it until the copy
         that reads it has finished, so it is safe to drop here.
         """
+        if any(x.device.type != "cpu" for x in batch):  # GPU-decoded crops (maybe beside CPU-decoded ones)
+            return torch.cat([x.to(self.device) for x in batch])
         if not self.pinned:
             return torch.cat(batch).to(self.device)
         rows = sum(x.shape[0] for x in batch)

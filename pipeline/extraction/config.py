@@ -54,6 +54,11 @@ class ExtractConfig:
     # flow on a GPU); the choice is printed
     decode_procs: int = 0
     decode_threads: int = 2
+    # where frames are decoded (pipeline/decoding/gpu.py): cpu = the decoders above; nvdec = on the
+    # CUDA compute device (JPEG frame folders with nvJPEG, video files with NVDEC through PyNvVideoCodec,
+    # the `nvdec` extra; what it cannot decode falls back to the CPU per video); auto = nvdec where the
+    # compute device is CUDA and the library is importable, else cpu. The choice is printed
+    decoder: Literal["auto", "cpu", "nvdec"] = "auto"
     # a decoder process that sends nothing for this many seconds while it holds a video is killed
     # and the video recorded as failed (a hung decoder); generous: a chunk of CPU TV-L1 takes seconds
     decode_timeout: float = 300.0
@@ -103,6 +108,8 @@ class ExtractConfig:
             raise ConfigError(f"max_retries must be >= 0, got {self.max_retries}")
         if self.flow_features and not self.flow:
             raise ConfigError("flow_features needs flow (--flow)")
+        if self.decoder not in ("auto", "cpu", "nvdec"):
+            raise ConfigError(f"decoder must be auto, cpu or nvdec, got {self.decoder!r}")
         if self.flow_compile not in ("auto", "on", "off"):
             raise ConfigError(f"flow_compile must be auto, on or off, got {self.flow_compile!r}")
         if self.flow_bound <= 0:

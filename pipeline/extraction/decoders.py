@@ -7,14 +7,19 @@ The choice (`choose`) is printed through the run's note callback:
   - threads (`decode_threads`) where they are cheaper: one core, a run of a single video, or flow on
     a GPU (the decoder threads run it on their own CUDA streams; a process each would need its own
     CUDA context).
+
+Where frames are decoded (`place`, `--decoder`): on the CPU as above, or on a CUDA compute device
+(`pipeline.decoding.gpu`: nvJPEG for JPEG frame folders, NVDEC for video files), with a CPU pool of
+the kind above for what the GPU cannot decode.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from pipeline.decoding.core import DecodeSpec, default_processes
+from pipeline.errors import ConfigError
 from pipeline.extraction.config import ExtractConfig
 from pipeline.video import FrameSelection
 
@@ -51,9 +56,64 @@ def choose(cfg: ExtractConfig, videos: int, flow_method=None, cores: int | None 
     return Choice("processes", cores, f"{cores} cores")
 
 
+@dataclass(frozen=True)
+class Placement:
+    gpu: bool  # decode on the compute device (JPEG folders with nvJPEG)
+    nvdec: bool  # video files too (PyNvVideoCodec importable)
+    why: str
+
+
+def place(cfg: ExtractConfig, device) -> Placement:
+    """Where frames are decoded (`cfg.decoder`); `nvdec` that cannot be had is a ConfigError, raised
+    before any work. `device`: the compute device (a torch.device, or its type as a string)."""
+    kind = getattr(device, "type", str(device))
+    nvdec = cfg.decoder == "nvdec"
+    if cfg.decoder == "cpu":
+        return Placement(False, False, "--decoder cpu")
+    if kind != "cuda":
+        if nvdec:
+            raise ConfigError(f"--decoder nvdec needs a CUDA compute device (this run's is {kind}); "
+                              "run on a CUDA host (--device cuda) or pass --decoder cpu or auto")
+        return Placement(False, False, f"--decoder auto: the compute device is {kind}")
+    if cfg.flow:  # TV-L1 reads the decoders' host frames (pipeline/decoding/flow.py)
+        if nvdec:
+            raise ConfigError("--decoder nvdec does not feed the flow stream (TV-L1 takes CPU-decoded frames); "
+                              "pass --decoder cpu or auto with --flow")
+        return Placement(False, False, "--decoder auto: flow takes CPU-decoded frames")
+    from pipeline.decoding.gpu import NVDEC_INSTALL, nvdec_missing
+
+    missing = nvdec_missing()
+    if missing and nvdec:
+        raise ConfigError(f"--decoder nvdec needs {missing}; install it ({NVDEC_INSTALL}) or pass --decoder auto")
+    if missing:
+        return Placement(True, False, f"--decoder auto; video files on the CPU: {missing} ({NVDEC_INSTALL})")
+    return Placement(True, True, f"--decoder {cfg.decoder}")
+
+
+def start(cfg: ExtractConfig, backbone, flow_method, choice: Choice, device,
+          note: Callable[[str], None] | None = None):
+    """(the decode pool, the line that says it): GPU decoders with a CPU pool of `choice` behind them
+    where `place` says so, else the CPU pool."""
+    placement = place(cfg, device)
+    if placement.gpu:
+        from pipeline.decoding.gpu import GpuDecoders, NvdecSource, jpeg_works
+
+        jpeg_trouble = jpeg_works(device)
+        video = NvdecSource(device) if placement.nvdec else None
+        if video is not None or jpeg_trouble is None:
+            pool = GpuDecoders(decode_spec(cfg, backbone), device, video=video, jpeg=jpeg_trouble is None,
+                               cpu=lambda: build(cfg, backbone, flow_method, choice, device, note),
+                               threads=cfg.decode_threads, note=note)
+            return pool, f"{pool.describe()} ({placement.why}{'; ' + jpeg_trouble if jpeg_trouble else ''})"
+        placement = replace(placement, why=f"{placement.why}; {jpeg_trouble}")
+    pool = build(cfg, backbone, flow_method, choice, device, note)
+    why = choice.why if cfg.decoder == "cpu" else f"{choice.why}; {placement.why}"
+    return pool, f"{pool.describe()} ({why})"
+
+
 def build(cfg: ExtractConfig, backbone, flow_method, choice: Choice, device,
           note: Callable[[str], None] | None = None):
-    """The decode pool of `choice`, with flow computed in the decoders when the run has flow."""
+    """The CPU decode pool of `choice`, with flow computed in the decoders when the run has flow."""
     from pipeline.decoding.pool import ProcessDecoders, ThreadDecoders
 
     spec = decode_spec(cfg, backbone)

@@ -84,8 +84,9 @@ class Extractor:
             return stats
         if self.decoders is None:
             choice = decoders.choose(self.cfg, len(jobs), self.flow_method, self.cores)
-            self.decoders = decoders.build(self.cfg, self.backbone, self.flow_method, choice, self.device, self.note)
-            self.note(f"{self.decoders.describe()} ({choice.why})")
+            self.decoders, line = decoders.start(self.cfg, self.backbone, self.flow_method, choice, self.device,
+                                                 self.note)
+            self.note(line)
         self._batcher = Batcher(self.backbone, self.device, max(self.batch_size, self.views), in_flight=self.in_flight,
                                 pinned=self.pinned, deliver=self._deliver, stats=stats)
         self._writer = Writer(write_threads(self.store))
@@ -138,7 +139,8 @@ class Extractor:
             n = len(record.indices)
             state.frame_index.extend(record.indices.tolist())
             state.decoded += n
-            crops = torch.from_numpy(record.crops)
+            # host arrays from CPU decoders, device tensors from GPU decoders (pipeline/decoding/gpu.py)
+            crops = record.crops if isinstance(record.crops, torch.Tensor) else torch.from_numpy(record.crops)
             if self.video_kind:
                 state.clips.append(crops)
             else:
