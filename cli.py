@@ -655,7 +655,7 @@ def heads_cmd(num_classes, num_segments, feature_shape, proj_dim):
               help="Defaults for unset lr/wd/epochs/proj-dim/dropout/temporal-center/optimizer/schedule: head = its recipe (default), paper = seed 000's SGD.")
 @click.option("--select", is_flag=True, default=None,
               help="Choose lr/epochs/temporal-center/dropout/proj-dim on an inner split of the training split "
-                   "(around the recipe), then train the choice on all of it (docs/heads.md).")
+                   "(around the recipe), then train the choice on all of it (README.md, 'Recipes chosen on your own data').")
 @click.option("--device", help="auto, cpu, cuda or cuda:N.")
 @click.option("--amp/--no-amp", default=None,
               help="bf16 autocast on CUDA or a CPU with native bf16 (default off: slower for light heads on GPU).")
@@ -811,7 +811,7 @@ def _echo_ablation(result) -> None:
               help="Defaults for unset lr/wd/epochs/proj-dim/dropout/temporal-center/optimizer/schedule: head = its recipe (default), paper = seed 000's SGD.")
 @click.option("--select", is_flag=True, default=None,
               help="Choose lr/epochs/temporal-center/dropout/proj-dim on an inner split of the training split "
-                   "(around the recipe), per trial, then train the choice on all of it (docs/heads.md).")
+                   "(around the recipe), per trial, then train the choice on all of it (README.md, 'Recipes chosen on your own data').")
 @click.option("--val-split", help="Split used for validation (default val).")
 @click.option("--train-options", help='JSON object of further train-head settings, e.g. \'{"patience": 2}\'.')
 @click.option("--grid", "grid_axes", multiple=True, metavar="FIELD=V1,V2,...",

@@ -121,6 +121,21 @@ def test_select_searches_each_axis_and_never_sees_val(data, monkeypatch):
     assert any(p["inner_top1"] == best for p in found.points)
     assert set(chosen) == {"lr", "epochs", "temporal_center", "dropout", "proj_dim"}
     assert found.chosen.store == cfg.store and found.chosen.seed == cfg.seed
+    assert found.points[-1]["epochs"] == 2 * cfg.epochs  # the longer length is tried last
+    assert all(1 <= p["epochs_run"] <= p["epochs"] for p in found.points)
+
+
+def test_inner_runs_stop_early_once_inner_top1_stops_improving(data):
+    from dataclasses import replace
+
+    from pipeline.training.loop import train
+    from pipeline.training.select import patience
+
+    frozen = replace(config("x", epochs=12), lr=1e-12)  # (nearly) frozen: top-1 never improves after epoch 1
+    result = train(frozen, data, patience=patience(12))
+    assert patience(12) == 3 and patience(40) == 10
+    assert result.epochs == 1 + 3 and result.stopped == "val top-1 did not improve for 3 epochs"
+    assert train(frozen, data).epochs == 12  # without patience: every epoch
 
 
 def test_train_head_select_records_the_search_and_resumes_the_choice(store_url, tmp_path):

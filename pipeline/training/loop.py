@@ -187,9 +187,11 @@ def data_notes(data: TrainData) -> list[str]:
 
 
 def train(cfg: TrainHeadConfig, data: TrainData, *, run_dir: str | Path | None = None, resume: bool = False,
-          callback: Callback | None = None, checkpoint_extra: dict[str, Any] | None = None) -> TrainResult:
+          callback: Callback | None = None, checkpoint_extra: dict[str, Any] | None = None,
+          patience: int | None = None) -> TrainResult:
     """Train on loaded data; with `run_dir`, write checkpoints and metrics.jsonl there, and with
-    `resume` continue from its last.pt."""
+    `resume` continue from its last.pt. `patience`: stop once val top-1 has not improved for that many
+    epochs (early stopping; `--select` scores its inner runs this way)."""
     emit = callback or (lambda event, **info: None)
     notes = data_notes(data)
     for note in notes:
@@ -270,6 +272,8 @@ def train(cfg: TrainHeadConfig, data: TrainData, *, run_dir: str | Path | None =
         improved = val["top1"] > state["best_top1"]
         if improved:
             state["best_top1"], state["best_epoch"] = val["top1"], epoch
+        if patience and not state["stopped"] and epoch - state["best_epoch"] >= patience:
+            state["stopped"] = f"val top-1 did not improve for {patience} epochs"
         if run_dir is not None:
             if improved:
                 save_checkpoint({"format": CHECKPOINT_FORMAT, "kind": "best", "spec": spec, "model": model.state_dict(),

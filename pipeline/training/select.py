@@ -8,11 +8,15 @@ resolved config with the best point swapped in (`dataclasses.replace`); the call
 the whole training split and reports it on val as usual.
 
 The search is greedy, one axis at a time from the resolved recipe (so it is 5-8 short runs, not a
-grid): lr x1/3 and x3, epochs x2, temporal_center 0 / 0.75, dropout 0.5 / 0.8, proj_dim /2 and x2;
-an axis keeps a new value only when it scores better. A point's score is its inner top-1 at its best
-epoch (what early stopping on the inner split would keep), ties going to the lower inner loss.
-Axes that do not apply to a head are left out (TSN projects straight to class scores: no proj_dim
-or centring; spatial heads take no centring).
+grid): lr x1/3 and x3, temporal_center 0 / 0.75, dropout 0.5 / 0.8, proj_dim /2 and x2, then epochs
+x2; an axis keeps a new value only when it scores better. A point's score is its inner top-1 at its
+best epoch, ties going to the lower inner loss. Axes that do not apply to a head are left out (TSN
+projects straight to class scores: no proj_dim or centring; spatial heads take no centring).
+
+Cost: each point trains on the ablation's shared features (no copies, `subset`) and stops early on
+the inner split (`patience`); the longer length is tried last, so the other axes run at the
+recipe's length (tried second, as first built, every later point ran twice as long whenever it won:
+benchmarks/README.md, "Issue 20 (second session)").
 """
 
 from __future__ import annotations
@@ -31,7 +35,8 @@ from pipeline.training.config import TrainHeadConfig
 from pipeline.training.data import SplitData
 from pipeline.training.loop import TrainData, train
 
-AXES = ("lr", "epochs", "temporal_center", "dropout", "proj_dim")
+AXES = ("lr", "epochs", "temporal_center", "dropout", "proj_dim")  # what a point is (records, keys)
+ORDER = ("lr", "temporal_center", "dropout", "proj_dim", "epochs")  # the order they are searched in
 INNER_FRACTION = 0.25  # of each class's training videos, held out for scoring
 CENTER = 0.75  # the centring the built-in recipes use (pipeline.heads.recipes)
 
@@ -43,12 +48,15 @@ class Selection:
     inner_train: int = 0
     inner_val: int = 0
     seconds: float = 0.0
+    order: tuple[str, ...] = ORDER
+    early_stop: bool = True
 
     def record(self) -> dict[str, Any]:
         """What metrics.json and selection.json keep: the search, its scores and the choice."""
         return {"chosen": {k: getattr(self.chosen, k) for k in AXES}, "points": self.points,
                 "inner_train_videos": self.inner_train, "inner_val_videos": self.inner_val,
-                "inner_fraction": INNER_FRACTION, "seconds": self.seconds}
+                "inner_fraction": INNER_FRACTION, "order": list(self.order), "early_stop": self.early_stop,
+                "seconds": self.seconds}
 
 
 def axis_values(axis: str, cfg: TrainHeadConfig) -> list[Any]:
@@ -68,6 +76,12 @@ def axis_values(axis: str, cfg: TrainHeadConfig) -> list[Any]:
     if axis == "proj_dim":
         return [] if to_classes else [v for v in (cfg.proj_dim // 2, cfg.proj_dim * 2) if v >= 8]
     raise ValueError(axis)
+
+
+def patience(epochs: int) -> int:
+    """Epochs without a better inner top-1 after which a point stops: a quarter of its length, at
+    least 3 (under the half-cosine lr a run still improves late; its best epoch is its score)."""
+    return max(3, math.ceil(epochs / 4))
 
 
 def inner_split(split: SplitData, *, seed: int, fraction: float = INNER_FRACTION) -> tuple[SplitData, SplitData]:
@@ -95,8 +109,10 @@ def subset(split: SplitData, index: np.ndarray, name: str) -> SplitData:
                    labels=split.labels[index].copy(), streams=streams, notes=[])
 
 
-def select(cfg: TrainHeadConfig, data: TrainData, *, note: Callable[[str], None] | None = None) -> Selection:
-    """Greedy search (module docstring) on an inner split of `data.train`; `cfg` is the starting point."""
+def select(cfg: TrainHeadConfig, data: TrainData, *, note: Callable[[str], None] | None = None,
+           order: tuple[str, ...] = ORDER, early_stop: bool = True) -> Selection:
+    """Greedy search (module docstring) on an inner split of `data.train`; `cfg` is the starting point.
+    `order` and `early_stop` exist for benchmarks/bench_select.py (the search as first built: AXES, False)."""
     note = note or (lambda message: None)
     started = time.perf_counter()
     inner_train, inner_val = inner_split(data.train, seed=cfg.seed)
@@ -109,18 +125,18 @@ def select(cfg: TrainHeadConfig, data: TrainData, *, note: Callable[[str], None]
         key = tuple(getattr(point, a) for a in AXES)
         if key not in scores:
             tick = time.perf_counter()
-            result = train(point, inner)
+            result = train(point, inner, patience=patience(point.epochs) if early_stop else None)
             best = max(result.history, key=lambda r: (r["val_top1"], -r["val_loss"]))
             scores[key] = (best["val_top1"], best["val_loss"])
             points.append({**dict(zip(AXES, key)), "inner_top1": best["val_top1"], "inner_loss": best["val_loss"],
-                           "best_epoch": best["epoch"], "collapsed": result.collapsed,
+                           "best_epoch": best["epoch"], "epochs_run": result.epochs, "collapsed": result.collapsed,
                            "seconds": time.perf_counter() - tick})
             note(f"select {len(points)}: " + ", ".join(f"{a} {v:g}" for a, v in zip(AXES, key))
                  + f" -> inner top-1 {best['val_top1']:.1%} (epoch {best['epoch']})")
         return scores[key]
 
     current, current_score = base, score(base)
-    for axis in AXES:
+    for axis in order:
         for value in axis_values(axis, current):
             candidate = replace(current, **{axis: value})
             candidate_score = score(candidate)
@@ -131,7 +147,7 @@ def select(cfg: TrainHeadConfig, data: TrainData, *, note: Callable[[str], None]
          + f" (inner top-1 {current_score[0]:.1%}; {len(points)} points on {len(inner_train)} + "
            f"{len(inner_val)} videos)")
     return Selection(chosen=chosen, points=points, inner_train=len(inner_train), inner_val=len(inner_val),
-                     seconds=time.perf_counter() - started)
+                     seconds=time.perf_counter() - started, order=tuple(order), early_stop=early_stop)
 
 
 def _better(a: tuple[float, float], b: tuple[float, float]) -> bool:
