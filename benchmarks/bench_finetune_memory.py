@@ -183,7 +183,8 @@ def main() -> None:
         print(f"{row['cmd'][:150]}\n  exit {row['code']}, {row['seconds']:.0f} s (load {row['load']}), peak RSS "
               f"{row['peak_gb']:.2f} GB ({row['tree_peak_gb']:.2f} GB with its children, "
               f"{row['tree_peak_gb'] * 1e9 / mem:.0%} of RAM)", flush=True)
-        summary(work, name)
+        if name.startswith("ft"):
+            summary(work, name)
     if "b8" in wanted and not args.skip_b8:
         loss_curves(work, seeds)
 
