@@ -890,12 +890,15 @@ def demo_cmd(out, weights, executor, seeds, config_file):
 @click.option("--batch-size", type=int, help="Videos per optimizer step over all workers (default 32).")
 @click.option("--micro-batch", type=int,
               help="Videos per forward/backward, gradients accumulating to --batch-size (default: measured, what memory allows).")
-@click.option("--lr", type=float, help="Learning rate of the head (default 0.001).")
+@click.option("--lr", type=float, help="Learning rate of the head (default 1e-4; TSN used 0.001 with a fresh head).")
 @click.option("--backbone-lr-mult", type=float, help="Backbone lr = lr x this (default 1).")
 @click.option("--optimizer", type=click.Choice(["sgd", "adamw"]), help="Optimizer (default sgd, momentum 0.9).")
 @click.option("--weight-decay", type=float, help="Weight decay (default 5e-4).")
 @click.option("--schedule", type=click.Choice(["plateau", "cosine"]), help="lr schedule (default plateau).")
-@click.option("--partial-bn/--no-partial-bn", default=None, help="Freeze BN statistics except the first layer (default on).")
+@click.option("--batch-norm", type=click.Choice(["frozen", "partial", "train"]),
+              help="Backbone BN layers: frozen (default: the head was trained on features made with their statistics), "
+                   "partial (all but the first frozen, as in TSN) or train.")
+@click.option("--clip-grad", type=float, help="Clip the gradient's total norm at this (default 20, as TSN's scripts; 0 = off).")
 @click.option("--flip/--no-flip", default=None, help="Random horizontal flips (default off: they change Jester's labels).")
 @click.option("--seed", type=int, help="Random seed (default 0).")
 @click.option("--workers", type=int, help="Data-parallel workers; more than 1 runs on Ray Train (default 1).")
@@ -932,6 +935,8 @@ def finetune_cmd(config_file, storage_options, **options):
                f"{m['workers']} worker(s)")
     for stream, path in result.backbone_files.items():
         click.echo(f"  {stream} backbone: {path} (stpipe extract --backbone-checkpoint {path} re-caches features)")
+    if m["best_epoch"] == 0 and m["epochs"]:
+        click.echo(f"  note: {m['notes'][-1]}", err=True)
     if m["failed_videos"]:
         click.echo(f"  skipped {m['failed_videos']} video(s) that failed to load; see {result.run_dir / 'metrics.json'}",
                    err=True)

@@ -86,6 +86,12 @@ def finish(setup: Setup, run_dir: Path, *, resumed: bool) -> FinetuneResult:
         files[stream].with_suffix(".json").write_text(json.dumps(sidecar, indent=1))
     history = state["history"]
     best_record = next((r for r in history if r["epoch"] == state["best_epoch"]), state["start"])
+    notes = list(setup.notes)
+    if history and state["best_epoch"] == 0:
+        best_seen = max(r["val_top1"] for r in history)
+        notes.append(f"fine-tuning never beat its start (val top-1 {state['start']['val_top1']:.2%} before, at best "
+                     f"{best_seen:.2%} after an epoch): the checkpoint and backbones are the starting network; "
+                     "try a lower --lr, or more epochs")
     head_only = _head_only_top1(cfg.run)
     metrics = {
         "val_top1": best_record.get("val_top1"), "val_top5": best_record.get("val_top5"),
@@ -98,7 +104,7 @@ def finish(setup: Setup, run_dir: Path, *, resumed: bool) -> FinetuneResult:
         "frames_per_second": state["frames"] / state["step_seconds"] if state["step_seconds"] else 0.0,
         "frames_per_cpu_second": state["frames"] / state["cpu_seconds"] if state.get("cpu_seconds") else 0.0,
         "train_videos": len(setup.train), "val_videos": len(setup.val),
-        "failed_videos": len(state["failures"]), "failures": state["failures"], "notes": setup.notes,
+        "failed_videos": len(state["failures"]), "failures": state["failures"], "notes": notes,
     }
     (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=1))
     title = f"finetune ({'+'.join(setup.streams)}, {cfg.fusion}), {setup.segments} segments"
@@ -132,9 +138,7 @@ def prepare_run_dir(cfg: FinetuneConfig) -> bool:
             raise RunError(f"{run_dir}: exists and is not a finetune run; pick another -o")
         return False
     try:
-        saved = read_yaml(existing)
-        saved.pop("accum_steps", None)  # runs made before the micro-batch was sized from memory
-        old = from_dict(FinetuneConfig, saved, source=str(existing))
+        old = from_dict(FinetuneConfig, FinetuneConfig.saved_values(read_yaml(existing)), source=str(existing))
     except ConfigError:
         raise RunError(f"{run_dir}: holds another kind of run (its config.yaml is not a finetune config); "
                        "pick another -o") from None

@@ -12,7 +12,7 @@ import torch
 import yaml
 
 from pipeline.backbones import build_backbone, build_flow_backbone
-from pipeline.errors import ConfigError, ManifestError, StoreError
+from pipeline.errors import ConfigError, ManifestError, RunError, StoreError
 from pipeline.extraction import ExtractConfig
 from pipeline.finetune.augment import crop_flow, multiscale_box
 from pipeline.finetune.config import FinetuneConfig
@@ -175,6 +175,25 @@ def test_resume_mid_epoch_ends_identical(demo, two_stream_run, tmp_path):
         assert ra["val_loss"] == rb["val_loss"] and ra["train_loss"] == pytest.approx(rb["train_loss"], rel=1e-6)
 
 
+def test_a_run_made_with_partial_bn_continues_as_it_was_made(demo, two_stream_run, tmp_path):
+    """Runs saved before `batch_norm` and `clip_grad` existed (`partial_bn`, no clipping) resume with
+    what they had: their config.yaml and last.pt identity read as partial BN without clipping."""
+    cfg = ft_config(two_stream_run, demo, tmp_path / "old", batch_norm="partial", clip_grad=0.0, epochs=1)
+    finetune.run(cfg)
+    config = yaml.safe_load((tmp_path / "old" / "config.yaml").read_text())
+    config["partial_bn"] = config.pop("batch_norm") == "partial"
+    del config["clip_grad"]
+    (tmp_path / "old" / "config.yaml").write_text(yaml.safe_dump(config))
+    last = torch.load(tmp_path / "old" / "last.pt", weights_only=False)
+    last["identity"]["partial_bn"] = last["identity"].pop("batch_norm") == "partial"
+    del last["identity"]["clip_grad"]
+    torch.save(last, tmp_path / "old" / "last.pt")
+    result = finetune.run(replace(cfg, resume=True))  # read, matched, and nothing left to train
+    assert result.resumed and result.metrics["epochs"] == 1
+    with pytest.raises(RunError, match="batch_norm, clip_grad"):  # today's defaults are another run
+        finetune.run(ft_config(two_stream_run, demo, tmp_path / "old", epochs=1, resume=True))
+
+
 # ---- ST-ResNet and partial BN -------------------------------------------------------------------
 
 
@@ -214,11 +233,11 @@ def test_st_resnet_conversion_starts_equal_to_the_2d_network():
     torch.testing.assert_close(temporal(x), conv(average.flatten(0, 1)), rtol=1e-5, atol=1e-6)
 
 
-def test_partial_bn_freezes_all_but_the_first_bn():
+def test_batch_norm_frozen_partial_or_training():
     backbone = build_backbone("tiny_resnet", weights="none", device="cpu")
     head = build_model({"fusion": "single", "heads": {"rgb": dict(
         name="mlp", num_classes=4, num_segments=2, dropout=0.0, proj_dim=8, in_dim=128, spatial=None, streams=["rgb"])}})
-    model = FinetuneModel({"rgb": backbone}, head)
+    model = FinetuneModel({"rgb": backbone}, head, batch_norm="partial")
     norms = [m for m in backbone.trunk.modules() if isinstance(m, torch.nn.BatchNorm2d)]
     before = [(m.running_mean.clone(), m.weight.clone()) for m in norms]
     model.train()
@@ -230,8 +249,15 @@ def test_partial_bn_freezes_all_but_the_first_bn():
     assert not torch.equal(norms[0].running_mean, before[0][0]) and not torch.equal(norms[0].weight, before[0][1])
     for m, (mean, weight) in zip(norms[1:], before[1:]):
         assert torch.equal(m.running_mean, mean) and torch.equal(m.weight, weight) and not m.weight.requires_grad
-    full = FinetuneModel({"rgb": build_backbone("tiny_resnet", weights="none", device="cpu")}, head, partial_bn=False)
+    full = FinetuneModel({"rgb": build_backbone("tiny_resnet", weights="none", device="cpu")}, head, batch_norm="train")
     assert all(m.training for m in full.train().modules() if isinstance(m, torch.nn.BatchNorm2d))
+    frozen_backbone = build_backbone("tiny_resnet", weights="none", device="cpu")
+    frozen = FinetuneModel({"rgb": frozen_backbone}, head)  # the default
+    norms = [m for m in frozen_backbone.trunk.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    before = [m.running_mean.clone() for m in norms]
+    frozen.train()({"rgb": torch.randn(2, 2, 3, 64, 64)})
+    assert not any(m.training or m.weight.requires_grad for m in norms)
+    assert all(torch.equal(m.running_mean, b) for m, b in zip(norms, before))
 
 
 @pytest.fixture(scope="module")
@@ -311,6 +337,24 @@ def test_micro_batches_accumulate_to_the_plain_step(demo, two_stream_run, tmp_pa
         assert (ra["micro_batch"], rb["micro_batch"], rb["accum_steps"]) == (4, 1, 4)
 
 
+def test_clip_grad_bounds_every_step(demo, two_stream_run, tmp_path):
+    """With the gradient's norm clipped at c, SGD without momentum or decay moves the weights by at
+    most lr x c per step; without clipping the same steps move them further."""
+    base = dict(epochs=1, momentum=0.0, weight_decay=0.0, lr=0.05)
+    start = finetune.run(ft_config(two_stream_run, demo, tmp_path / "start", **base, clip_grad=1e-12))
+    clipped = finetune.run(ft_config(two_stream_run, demo, tmp_path / "clipped", **base, clip_grad=0.01))
+    free = finetune.run(ft_config(two_stream_run, demo, tmp_path / "free", **base, clip_grad=0.0))
+    a, b, c = (load_checkpoint(r.run_dir / "last.pt") for r in (start, clipped, free))
+    steps = b["state"]["history"][0]["train_videos"] // 4 + 1
+
+    def moved(x):
+        return sum(float((x["model"][k].float() - a["model"][k].float()).pow(2).sum()) for k in a["model"]
+                   if a["model"][k].is_floating_point()) ** 0.5
+
+    assert 0 < moved(b) <= 0.05 * 0.01 * steps * 1.001
+    assert moved(c) > 0.05 * 0.01 * steps
+
+
 def test_micro_batch_fits_the_budget():
     from pipeline.errors import RunError
     from pipeline.finetune.sizing import BUDGET, fit
@@ -344,7 +388,7 @@ def test_one_clip_that_cannot_fit_stops_before_any_work(demo, two_stream_run, tm
 def test_measuring_leaves_the_network_as_it_was(demo, two_stream_run, tmp_path):
     from pipeline.finetune.sizing import measure
 
-    setup = prepare(ft_config(two_stream_run, demo, tmp_path / "x", partial_bn=False))
+    setup = prepare(ft_config(two_stream_run, demo, tmp_path / "x", batch_norm="train"))
     model = build_finetune_model(setup)
     model.eval()
     before = copy.deepcopy(model.state_dict())
@@ -462,3 +506,4 @@ def test_divergence_stops_with_a_reason_and_keeps_the_best(demo, two_stream_run,
     assert result.metrics["stopped"].startswith("training diverged in epoch 1")
     assert result.metrics["epochs"] == 1 and result.metrics["best_epoch"] == 0  # the untouched network is kept
     assert result.metrics["val_top1"] == result.metrics["start_val_top1"]
+    assert result.metrics["notes"][-1].startswith("fine-tuning never beat its start")

@@ -195,6 +195,9 @@ def train_worker(setup: Setup, *, run_dir: str | Path, dist: Dist | None = None,
                         hits += (fuse(per_stream).argmax(1) == labels).sum()
                     seen += n
                 emit("batch", size=n)
+            if cfg.clip_grad:
+                scaler.unscale_(optimizer)
+                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip_grad)
             scaler.step(optimizer)
             scaler.update()
             state["step"] = step + 1
@@ -281,7 +284,7 @@ def best_payload(setup: Setup, model: FinetuneModel, *, epoch: int, val: dict[st
     return {
         "format": CHECKPOINT_FORMAT, "kind": "finetune", "spec": setup.head_spec,
         "finetune": {"streams": list(setup.streams), "fusion": cfg.fusion, "st_stages": list(cfg.st_stages),
-                     "temporal_kernel": cfg.temporal_kernel, "partial_bn": cfg.partial_bn, "backbones": setup.backbones},
+                     "temporal_kernel": cfg.temporal_kernel, "batch_norm": cfg.batch_norm, "backbones": setup.backbones},
         "model": model.state_dict(), "classes": list(setup.classes), "epoch": epoch, "val_top1": val["top1"],
         "val_confusion": torch.as_tensor(val["confusion"]), "segments": setup.segments,
         "stats": {s: {"mean": torch.as_tensor(m), "std": torch.as_tensor(v)} for s, (m, v) in setup.stats.items()},

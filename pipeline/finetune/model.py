@@ -46,7 +46,7 @@ class FinetuneModel(nn.Module):
         fusion: str = "late",
         st_stages: tuple[int, ...] = (2, 3, 4, 5),
         temporal_kernel: int = 3,
-        partial_bn: bool = True,
+        batch_norm: str = "frozen",
     ):
         super().__init__()
         self.backbones = nn.ModuleDict(dict(backbones))
@@ -71,8 +71,8 @@ class FinetuneModel(nn.Module):
             for unused in (backbone.head, backbone.spatial_head) + ((backbone.pool,) if backbone.features == "spatial" else ()):
                 if unused is not None:  # the backbone's own classifier is not part of the network
                     unused.requires_grad_(False)
-            if partial_bn:
-                self.frozen_bn += freeze_bn_except_first(backbone.trunk)
+            if batch_norm != "train":
+                self.frozen_bn += freeze_bn(backbone.trunk, keep_first=batch_norm == "partial")
 
     # -- modes -------------------------------------------------------------------------------
 
@@ -131,13 +131,15 @@ class FinetuneModel(nn.Module):
         return backbone.eval()
 
 
-def freeze_bn_except_first(module: nn.Module) -> list[nn.Module]:
-    """BatchNorm layers after the first: affine frozen now, statistics frozen by `FinetuneModel.train`."""
+def freeze_bn(module: nn.Module, *, keep_first: bool) -> list[nn.Module]:
+    """The BatchNorm layers (after the first with `keep_first`: TSN's partial BN): affine frozen now,
+    statistics frozen by `FinetuneModel.train`."""
     norms = [m for m in module.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-    for bn in norms[1:]:
+    frozen = norms[1:] if keep_first else norms
+    for bn in frozen:
         for p in bn.parameters():
             p.requires_grad_(False)
-    return norms[1:]
+    return frozen
 
 
 def build_finetune_model(setup, *, device: torch.device | str = "cpu") -> FinetuneModel:
@@ -149,7 +151,7 @@ def build_finetune_model(setup, *, device: torch.device | str = "cpu") -> Finetu
         head = build_model(setup.head_spec)
     load_head(head, setup)
     model = FinetuneModel(backbones, head, stats=setup.stats, fusion=cfg.fusion, st_stages=tuple(cfg.st_stages),
-                          temporal_kernel=cfg.temporal_kernel, partial_bn=cfg.partial_bn)
+                          temporal_kernel=cfg.temporal_kernel, batch_norm=cfg.batch_norm)
     return model.to(device)
 
 

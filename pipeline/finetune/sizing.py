@@ -3,12 +3,11 @@ backward passes run on as many of them at a time as the memory allows, gradients
 
 Every step's loss is already a sum over videos divided by the global batch (loop.py), so cutting a
 worker's share into micro-batches changes the gradient only through what depends on the batch:
-the statistics of BatchNorm layers in training mode. With partial BN (the default, as in TSN's
-fine-tuning) only each backbone's first BN uses batch statistics, and those are taken over every
-frame and pixel of the micro-batch (8 segments x 112 x 112 positions per video for the first layer
-of a 224-pixel backbone), so the loss curve stays the same within noise (benchmarks/README.md,
-issue 21). With `--no-partial-bn` every BN normalises over the micro-batch: that is a different
-training, and the note says so.
+the statistics of BatchNorm layers in training mode. With frozen BN (the default) none does, so the
+accumulated step is the plain step up to float rounding and dropout masks; with partial BN (TSN) only
+each backbone's first BN uses batch statistics, taken over every frame and pixel of the micro-batch
+(8 segments x 112 x 112 positions per video for the first layer of a 224-pixel backbone); with
+`--batch-norm train` every BN normalises over the micro-batch: a different training.
 
 How many fit is measured, not guessed: after the network is built and before any work, one frame
 and then one clip go forward and backward in training mode (`Peak`: the rise of the resident set
