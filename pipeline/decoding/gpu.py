@@ -25,7 +25,6 @@ shared libraries and is built for one torch version (README.md, "Decoding").
 
 from __future__ import annotations
 
-import queue
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -36,6 +35,7 @@ import numpy as np
 import torch
 
 from pipeline.decoding.core import DecodeSpec, Ended, Failed, Frames, Started, Task, failure, resized_size
+from pipeline.decoding.pool import DecoderThreads
 from pipeline.errors import VideoError
 from pipeline.video import VideoInfo, _folder_images, _selected_indices, _trim_range, probe
 from pipeline.views import VIEWS
@@ -263,7 +263,7 @@ class _Fallback:
     after_frames: bool  # frames were already handed over: the video is failed and retried on the CPU
 
 
-class GpuDecoders:
+class GpuDecoders(DecoderThreads):
     """`threads` threads decoding on `device` (JPEG folders when `jpeg`, video files through `video`),
     handing device tensors over through a bounded queue; other videos go to `cpu()`, a CPU pool made
     on first use. `note(line)` says each fallback, from the thread that polls."""
@@ -273,19 +273,12 @@ class GpuDecoders:
     def __init__(self, spec: DecodeSpec, device, *, video: VideoSource | None, jpeg: bool,
                  cpu: Callable[[], Any], threads: int = 2, note: Callable[[str], None] | None = None):
         self.spec, self.device, self.video, self.jpeg = spec, torch.device(device), video, jpeg
-        self.workers = max(1, threads)
         self.note = note or (lambda message: None)
         self._make_cpu, self.cpu = cpu, None
         self.on_cpu: set[str] = set()  # paths that failed on the GPU: decoded on the CPU from now on
         self.fallbacks = 0
-        self._todo: queue.Queue = queue.Queue()
-        # bounded: decoded chunks wait on the device, so this bounds the device memory they hold
-        self._out: queue.Queue = queue.Queue(maxsize=max(2, 2 * self.workers))
-        self._stop = threading.Event()
-        self._threads = [threading.Thread(target=self._loop, daemon=True, name=f"stpipe-gpu-decode-{i}")
-                         for i in range(self.workers)]
-        for thread in self._threads:
-            thread.start()
+        # decoded chunks wait on the device in the bounded queue: it bounds the device memory they hold
+        self._start_threads(threads, "stpipe-gpu-decode")
 
     def describe(self) -> str:
         what = [w for w, on in (("JPEG frame folders with nvJPEG", self.jpeg),
@@ -314,14 +307,7 @@ class GpuDecoders:
         return not self._out.empty() or (self.cpu is not None and self.cpu.pending())
 
     def close(self) -> None:
-        self._stop.set()
-        for _ in self._threads:
-            self._todo.put(None)
-        while True:  # unblock threads waiting on a full queue
-            try:
-                self._out.get_nowait()
-            except queue.Empty:
-                break
+        self._stop_threads()
         if self.cpu is not None:
             self.cpu.close()
             self.cpu = None
@@ -340,15 +326,8 @@ class GpuDecoders:
         return self.cpu
 
     def _drain(self, timeout: float) -> list[tuple[Any, Any]]:
-        out: list[tuple[Any, Any]] = []
-        try:
-            out.append(self._out.get(timeout=timeout) if timeout > 0 else self._out.get_nowait())
-            while len(out) < 16:
-                out.append(self._out.get_nowait())
-        except queue.Empty:
-            pass
         records = []
-        for job, record in out:
+        for job, record in self._take(timeout):
             if not isinstance(record, _Fallback):
                 records.append((job, record))
                 continue

@@ -53,44 +53,32 @@ MAX_SLOT_BYTES = 64 << 20
 SHM_PREFIX = "stpipe_dec_"
 
 
-class ThreadDecoders:
-    """`threads` decoder threads of this process; `flow` makes each thread's own FlowStream (or None)."""
+class DecoderThreads:
+    """Decoder threads of this process: jobs in through one queue, (job, record) pairs out through one
+    bounded queue (what bounds the frames waiting, in memory or on a device). Subclasses give `_loop`."""
 
-    kind = "threads"
-
-    def __init__(self, spec: DecodeSpec, threads: int, flow: Callable[[], Any] | None = None):
-        self.spec, self.workers = spec, max(1, threads)
-        self._flow = flow
+    def _start_threads(self, workers: int, name: str) -> None:
+        self.workers = max(1, workers)
         self._todo: queue.Queue = queue.Queue()
         self._out: queue.Queue = queue.Queue(maxsize=max(2, 2 * self.workers))
         self._stop = threading.Event()
-        self._threads = [threading.Thread(target=self._loop, daemon=True, name=f"stpipe-decode-{i}")
+        self._threads = [threading.Thread(target=self._loop, daemon=True, name=f"{name}-{i}")
                          for i in range(self.workers)]
         for thread in self._threads:
             thread.start()
 
-    def describe(self) -> str:
-        return f"decoding in {self.workers} thread(s) of the compute process"
-
-    def submit(self, job) -> None:
-        self._todo.put(job)
-
-    def poll(self, timeout: float) -> list[tuple[Any, Any]]:
+    def _take(self, timeout: float) -> list[tuple[Any, Any]]:
+        """Up to 16 pairs: waits up to `timeout` s for the first."""
+        out: list[tuple[Any, Any]] = []
         try:
-            out = [self._out.get(timeout=timeout)]
-        except queue.Empty:
-            return []
-        while len(out) < 16:
-            try:
+            out.append(self._out.get(timeout=max(timeout, 0.0)))
+            while len(out) < 16:
                 out.append(self._out.get_nowait())
-            except queue.Empty:
-                break
+        except queue.Empty:
+            pass
         return out
 
-    def pending(self) -> bool:
-        return not self._out.empty()
-
-    def close(self) -> None:
+    def _stop_threads(self) -> None:
         self._stop.set()
         for _ in self._threads:
             self._todo.put(None)
@@ -99,6 +87,35 @@ class ThreadDecoders:
                 self._out.get_nowait()
             except queue.Empty:
                 break
+
+    def _loop(self) -> None:
+        raise NotImplementedError
+
+
+class ThreadDecoders(DecoderThreads):
+    """`threads` decoder threads of this process; `flow` makes each thread's own FlowStream (or None)."""
+
+    kind = "threads"
+
+    def __init__(self, spec: DecodeSpec, threads: int, flow: Callable[[], Any] | None = None):
+        self.spec = spec
+        self._flow = flow
+        self._start_threads(threads, "stpipe-decode")
+
+    def describe(self) -> str:
+        return f"decoding in {self.workers} thread(s) of the compute process"
+
+    def submit(self, job) -> None:
+        self._todo.put(job)
+
+    def poll(self, timeout: float) -> list[tuple[Any, Any]]:
+        return self._take(timeout)
+
+    def pending(self) -> bool:
+        return not self._out.empty()
+
+    def close(self) -> None:
+        self._stop_threads()
 
     def _loop(self) -> None:
         import torch
