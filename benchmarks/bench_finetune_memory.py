@@ -105,7 +105,7 @@ def summary(work: Path, name: str) -> None:
     print(f"{name}: batch {m.get('batch_size')}, micro-batch {sizing.get('micro_batch')} x "
           f"{sizing.get('accum_steps')} (clip {sizing.get('clip_gb')} GB, {sizing.get('available_gb')} GB "
           f"available), {m['frames_per_second']:.2f} training frames/s; val top-1 {m['start_val_top1']:.2%} "
-          f"before -> {history[-1]['val_top1']:.2%} after epoch 1 (head only {m['head_only_val_top1']:.2%}); "
+          f"before -> {history[-1]['val_top1']:.2%} after epoch {len(history)} (head only {m['head_only_val_top1']:.2%}); "
           f"train loss {history[-1]['train_loss']:.4f}, val loss {history[-1]['val_loss']:.4f}", flush=True)
 
 
