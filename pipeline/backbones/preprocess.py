@@ -64,13 +64,16 @@ class ImagePreprocess:
         x = _as_nchw(frames, self.channels)
         return TF.resize(x, self.resize_size, interpolation=self.interpolation, antialias=self.antialias)
 
-    def normalize(self, x: torch.Tensor) -> torch.Tensor:
-        """(..., C, h, w) uint8 or [0, 1] float -> normalised float32."""
+    def normalize(self, x: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
+        """(..., C, h, w) uint8 or [0, 1] float -> normalised float32 (written into `out` when given:
+        one pass, the uint8 converted on the fly)."""
         constants = self._constants.get(x.device)
         if constants is None:
             scale, shift = self._scale.to(x.device), self._shift.to(x.device)
             constants = self._constants[x.device] = (scale, scale / 255.0, shift)
         scale, scale_uint8, shift = constants
+        if out is not None:
+            return torch.addcmul(shift, x, scale_uint8 if x.dtype == torch.uint8 else scale, out=out)
         return torch.addcmul(shift, x.float(), scale_uint8 if x.dtype == torch.uint8 else scale)
 
     def __call__(self, frames: torch.Tensor | np.ndarray) -> torch.Tensor:
