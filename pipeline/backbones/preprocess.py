@@ -72,9 +72,10 @@ class ImagePreprocess:
             scale, shift = self._scale.to(x.device), self._shift.to(x.device)
             constants = self._constants[x.device] = (scale, scale / 255.0, shift)
         scale, scale_uint8, shift = constants
+        factor = scale_uint8 if x.dtype == torch.uint8 else scale
         if out is not None:
-            return torch.addcmul(shift, x, scale_uint8 if x.dtype == torch.uint8 else scale, out=out)
-        return torch.addcmul(shift, x.float(), scale_uint8 if x.dtype == torch.uint8 else scale)
+            return torch.addcmul(shift, x, factor, out=out)
+        return torch.addcmul(shift, x.float(), factor)
 
     def __call__(self, frames: torch.Tensor | np.ndarray) -> torch.Tensor:
         return self.normalize(TF.center_crop(self.resize(frames), [self.crop_size]))
