@@ -230,6 +230,39 @@ def test_cpu_batches_are_normalised_in_place_as_before():
     assert len(seen) == 2 and torch.equal(seen[0], first) and torch.equal(seen[1], second)
 
 
+NORMALISE_AS_STORES_WERE_MADE = """
+import torch
+from pipeline.backbones.preprocess import ImagePreprocess
+
+pre = ImagePreprocess(resize_size=[256], crop_size=224, mean=[0.485, 0.456, 0.406], std=[0.229, 0.224, 0.225])
+scale = torch.tensor([1 / s for s in pre.std]).view(3, 1, 1)
+shift = torch.tensor([-m / s for m, s in zip(pre.mean, pre.std)]).view(3, 1, 1)
+for width in (224, 299, 33, 7):  # vector lengths and tails
+    x = torch.arange(2 * 256 * width).remainder(256).to(torch.uint8).view(2, 1, 256, width).expand(2, 3, 256, width)
+    want = torch.addcmul(shift, x.float(), scale / 255.0)  # how every store was made
+    out = torch.full(want.shape, float("nan"))
+    assert torch.equal(pre.normalize(x), want) and torch.equal(pre.normalize(x, out=out), want), width
+    floats = x.float() / 255.0
+    assert torch.equal(pre.normalize(floats), torch.addcmul(shift, floats, scale)), width
+print(torch.backends.cpu.get_cpu_capability())
+"""
+
+
+@pytest.mark.parametrize("capability", ["default", "avx2", "avx512"])
+def test_cpu_normalisation_equals_the_addcmul_stores_were_made_with(capability):
+    """The CPU path normalises per channel (4x faster than addcmul's broadcasting kernel); it must give
+    addcmul's floats to the bit with every kernel ATen may pick on a user's CPU."""
+    import subprocess
+    import sys
+
+    env = {**__import__("os").environ, "ATEN_CPU_CAPABILITY": capability}
+    done = subprocess.run([sys.executable, "-c", NORMALISE_AS_STORES_WERE_MADE], env=env, capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    if done.stdout.strip().lower() != capability:
+        pytest.skip(f"this CPU runs {done.stdout.strip()} kernels, not {capability}")
+
+
 @pytest.mark.parametrize("env, want", [({}, "10000"), ({"OMP_WAIT_POLICY": "PASSIVE"}, "None"),
                                        ({"GOMP_SPINCOUNT": "300000"}, "300000")])
 def test_openmp_threads_spin_briefly_unless_the_user_says(env, want):
