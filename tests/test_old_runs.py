@@ -44,6 +44,16 @@ def history(run: Path) -> list[dict]:
             for line in (run / "metrics.jsonl").read_text().splitlines()]
 
 
+def same_history(*runs: Path) -> bool:
+    """Epoch for epoch the same metrics. The fixtures' first epoch was computed on another CPU, whose
+    float32 kernels (AVX2 vs AVX-512 sums) differ in the last bits (1e-7 of a loss), so values match to
+    1e-4 relative: a run continued with other values (lr 1e-3 for 6e-3, another optimizer) is off by
+    percents from its second epoch on."""
+    first, *others = (history(run) for run in runs)
+    return all(len(other) == len(first) and all(a.keys() == b.keys() and a == pytest.approx(b, rel=1e-4, abs=1e-6)
+                                                for a, b in zip(first, other)) for other in others)
+
+
 def test_a_cli_run_resumes_from_the_cli_and_the_api_with_the_same_arguments(store, tmp_path):
     saved = load_checkpoint(FIXTURES / "cli" / "last.pt")
     assert saved["state"]["epoch"] == 1 and saved["identity"]["lr"] == 6e-3  # the lstm recipe, as the CLI filled it
@@ -58,7 +68,7 @@ def test_a_cli_run_resumes_from_the_cli_and_the_api_with_the_same_arguments(stor
     assert TrainHeadConfig(store=store, **ARGS).standardize
     assert yaml.safe_load((by_cli / "config.yaml").read_text())["standardize"] is False
     # the old files mean what a run of today's code with the same values does, epoch for epoch
-    assert history(by_cli) == history(by_api) == history(Path(fresh.run_dir))
+    assert same_history(by_cli, by_api, Path(fresh.run_dir))
     assert len(history(by_cli)) == 3
 
 
@@ -77,7 +87,7 @@ def test_an_api_run_of_seed_000_values_continues_with_them(store, tmp_path):
     result = train_head.run(TrainHeadConfig(store=store, out=str(out), **ARGS))
     assert result.metrics["epochs"] == 3
     fresh = train_head.run(TrainHeadConfig(store=store, out=str(tmp_path / "fresh"), recipe="paper", **ARGS))
-    assert history(out) == history(Path(fresh.run_dir))
+    assert same_history(out, Path(fresh.run_dir))
 
 
 def test_files_that_predate_a_recipe_field_read_as_seed_000_in_both_readers(store, tmp_path):
