@@ -309,6 +309,9 @@ def _json_option(value, name):
 @click.option("--decode-procs", type=int,
               help="Decoder processes per worker (default 0 = one per core it owns; threads on one core).")
 @click.option("--decode-threads", type=int, help="Decoder threads where threads are used (default 2).")
+@click.option("--compute-threads", type=int,
+              help="torch threads of each compute process (default 0 = its CPUs, fewer while decoder processes "
+                   "share them and that measures faster).")
 @click.option("--decoder", type=click.Choice(["auto", "cpu", "nvdec"]),
               help="Decode on the CPU, or on the CUDA device (nvJPEG for JPEG frame folders, NVDEC for video "
                    "files: pip install 'stpipe-video[nvdec]'); auto (default) = nvdec where possible.")

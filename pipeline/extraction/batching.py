@@ -8,6 +8,7 @@ batch runs (`in_flight` batches), so the GPU does not wait on the compute thread
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -19,9 +20,12 @@ class Batcher:
     `deliver(owner, views, k, features (V, k, ...) float16 numpy)` gets each owner's rows in order."""
 
     def __init__(self, backbone, device, size: int, *, in_flight: int, pinned: bool,
-                 deliver: Callable[[Any, int, int, Any], None], stats):
+                 deliver: Callable[[Any, int, int, Any], None], stats,
+                 forwarded: Callable[[int, float], None] | None = None):
         self.backbone, self.device, self.size = backbone, torch.device(device), size
         self.in_flight, self.pinned, self.deliver, self.stats = in_flight, pinned, deliver, stats
+        # after each batch: its real rows and the seconds it took this thread (threads.py)
+        self.forwarded = forwarded or (lambda rows, seconds: None)
         self.pending: list[tuple[Any, torch.Tensor]] = []
         self.outputs: list[tuple[torch.Tensor, Any, list]] = []  # (features, copy-done event, owners)
         self._inputs: torch.Tensor | None = None  # the CPU input batch, reused (the forward is synchronous there)
@@ -49,12 +53,14 @@ class Batcher:
                 else:
                     self.pending[0] = (owner, x[:, k:])
                 take -= views * k
+            started = time.perf_counter()
             inputs, real = self.stage(batch)
             self.stats.batches += 1
             self.stats.padded_rows += self.size - real
             feats = self.backbone.forward_features(inputs)[:real]
             self.outputs.append(self.download(feats.to(torch.float16), owners))
             self.scatter(keep=self.in_flight)
+            self.forwarded(real, time.perf_counter() - started)
         if force:
             self.scatter(keep=0)
 

@@ -54,6 +54,9 @@ class ExtractConfig:
     # flow on a GPU); the choice is printed
     decode_procs: int = 0
     decode_threads: int = 2
+    # torch threads of each compute process (its backbone forward on a CPU); 0 = the CPUs it may use,
+    # fewer while decoder processes share them and that measures faster (pipeline/extraction/threads.py)
+    compute_threads: int = 0
     # where frames are decoded (pipeline/decoding/gpu.py): cpu = the decoders above; nvdec = on the
     # CUDA compute device (JPEG frame folders with nvJPEG, video files with NVDEC through PyNvVideoCodec,
     # the `nvdec` extra; what it cannot decode falls back to the CPU per video); auto = nvdec where the
@@ -100,6 +103,8 @@ class ExtractConfig:
         for name in ("decode_threads", "chunk_frames", "flow_stack", "flow_short_side"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.compute_threads < 0:
+            raise ConfigError(f"compute_threads must be >= 0 (0 = measured), got {self.compute_threads}")
         if self.decode_procs < 0:
             raise ConfigError(f"decode_procs must be >= 0 (0 = one per core), got {self.decode_procs}")
         if self.decode_timeout <= 0:

@@ -20,12 +20,14 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from pipeline.cpus import apply_threads
 from pipeline.decoding.core import Ended, Failed, Frames, Started
 from pipeline.extraction import decoders
 from pipeline.extraction.batching import Batcher
 from pipeline.extraction.config import ExtractConfig
 from pipeline.extraction.flow_features import FlowFeatures
 from pipeline.extraction.records import Event, Stats, VideoJob
+from pipeline.extraction.threads import ThreadGovernor
 from pipeline.extraction.writer import TimeBuffer, VideoOutput, Writer
 from pipeline.store import Failure, FeatureStore
 from pipeline.store_writes import write_threads
@@ -70,6 +72,9 @@ class Extractor:
         self.pinned = torch.device(device).type == "cuda"
         self.in_flight = 1 if self.pinned else 0  # batches whose features are still being copied back
         self.decoders = None  # started on the first `process`, kept for the next (Ray calls)
+        self.governor = None  # torch's thread count while decoder processes share the cores (threads.py)
+        if cfg.compute_threads:
+            apply_threads(cfg.compute_threads)
 
     # ---- public ---------------------------------------------------------------------------
 
@@ -87,8 +92,12 @@ class Extractor:
             self.decoders, line = decoders.start(self.cfg, self.backbone, self.flow_method, choice, self.device,
                                                  self.note)
             self.note(line)
+            if choice.kind == "processes" and not self.cfg.compute_threads and not self.video_kind:
+                self.governor = ThreadGovernor(torch.get_num_threads(), torch.set_num_threads,
+                                               on_choice=self._say_threads)
         self._batcher = Batcher(self.backbone, self.device, max(self.batch_size, self.views), in_flight=self.in_flight,
-                                pinned=self.pinned, deliver=self._deliver, stats=stats)
+                                pinned=self.pinned, deliver=self._deliver, stats=stats,
+                                forwarded=self.governor.forwarded if self.governor else None)
         self._writer = Writer(write_threads(self.store))
         try:
             for job in jobs:
@@ -124,6 +133,10 @@ class Extractor:
         if self.decoders is not None:
             self.decoders.close()
             self.decoders = None
+
+    def _say_threads(self, threads: int, rates: dict[int, float]) -> None:
+        measured = ", ".join(f"{rate:,.0f} frames/s on {n}" for n, rate in sorted(rates.items()))
+        self.note(f"compute threads: {threads} ({measured}; the decoder processes share these cores)")
 
     # ---- records from the decoders --------------------------------------------------------
 
