@@ -165,6 +165,8 @@ def test_real_cluster_started_with_ray_start(demo, tmp_path, local_store, ray_he
                    "--batch-size", "8", "--ray-address", f"127.0.0.1:{port}"], cwd=REPO, env=env)
     assert run.returncode == 0, run.stderr[-2000:]
     assert "20 extracted" in run.stdout
+    # the worker's own lines reach the terminal (how it decodes: one CPU per worker, so threads)
+    assert "worker 1: decoding in 2 thread(s) of the compute process (one core" in run.stdout + run.stderr
     assert_same_store(local_store, FeatureStore.open(str(store)))
 
 

@@ -50,13 +50,16 @@ def _worker_class(ray):
             from pipeline.extraction import Extractor
 
             # decoders: processes on the cores this actor was given (threads on one), kept across calls
+            self.notes: list[str] = []  # the decoders' choice, the compute threads: sent with the next result
             self.extractor = Extractor(cfg, store, device=device, backbone=backbone, flow_method=flow_method,
-                                       flow_backbone=flow_backbone, cores=max(1, int(cfg.cpus_per_task)))
+                                       flow_backbone=flow_backbone, cores=max(1, int(cfg.cpus_per_task)),
+                                       note=self.notes.append)
 
-        def process(self, jobs: list[VideoJob]) -> tuple[Stats, list[Event]]:
+        def process(self, jobs: list[VideoJob]) -> tuple[Stats, list[Event], list[str]]:
             events: list[Event] = []
             stats = self.extractor.process(jobs, progress=events.append)
-            return stats, events
+            notes, self.notes[:] = list(self.notes), []
+            return stats, events, notes
 
         def node(self) -> str:
             return ray.get_runtime_context().get_node_id()
@@ -93,8 +96,11 @@ def run_extraction(cfg: ExtractConfig, jobs: list[VideoJob],
         ever_up = False  # no worker came up: the run stops with why, no video is recorded as failed
         start_error = ""
 
+        names: dict[Any, str] = {}  # worker -> "worker k", for its notes
+
         def start_worker() -> None:
             worker = actor.remote(worker_cfg)
+            names[worker] = f"worker {len(names) + 1}"
             in_flight[worker.node.remote()] = (worker, None)
 
         def submit(worker) -> None:
@@ -139,7 +145,9 @@ def run_extraction(cfg: ExtractConfig, jobs: list[VideoJob],
                 submit(worker)
                 submit(worker)
                 continue
-            stats, events = result
+            stats, events, notes = result
+            for line in notes:
+                note(f"{names[worker]}: {line}")
             for event in events:
                 progress(event)
             total.done += stats.done
