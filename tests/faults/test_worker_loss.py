@@ -28,7 +28,7 @@ os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 
 @pytest.fixture(scope="module")
 def longer_demo(tmp_path_factory):
-    """20 videos of 40 frames: a worker's batch of four takes long enough to be cut in the middle."""
+    """20 videos of 40 frames: a worker's video takes long enough to be cut in the middle."""
     out = tmp_path_factory.mktemp("demo40")
     generate(DemoDataConfig(out=str(out), videos_per_class=2, frames=40, size=32))
     return out
@@ -93,7 +93,10 @@ def test_worker_killed_and_node_removed_mid_run(longer_demo, tmp_path, monkeypat
                 killed.append(victims[0])
                 cluster.remove_node(doomed, allow_graceful=False)
 
-        result = extract.run(config(longer_demo, tmp_path / "ray.zarr", executor="ray", workers=3), progress=progress)
+        # one video a call: work stays queued behind every worker (with 4 a call, 3 workers x 2 calls took all 20
+        # videos at once, and on a fast host both faults could land after the victims' calls had finished)
+        result = extract.run(config(longer_demo, tmp_path / "ray.zarr", executor="ray", workers=3, videos_in_flight=1),
+                             progress=progress)
     finally:
         ray.shutdown()
         cluster.shutdown()
