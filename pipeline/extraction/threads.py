@@ -2,13 +2,13 @@
 
 The compute thread's backbone forward (or, on a GPU, its staging) and the decoder processes run on
 the same cores. More torch threads speed the forward where it is the bottleneck and take cores from
-the decoders where they are: on 2 cores a pooling-only backbone ran ~1,600 frames/s end to end on
-one thread and ~1,450 on two, while mobilenet_v2's forward runs nearly twice as fast on two
+the decoders where they are: on 2 cores a pooling-only backbone ran ~3,400 frames/s end to end on
+one thread and ~2,600 on two, while mobilenet_v2's forward runs nearly twice as fast on two
 (benchmarks/README.md, issue 19). Which wins depends on the backbone, the videos and what else the
 machine runs, so it is measured rather than guessed: `ThreadGovernor` times the pipeline's
 throughput (real rows through the backbone per wall second, waits for the decoders included) at the
-current thread count and at its neighbours, keeps the fastest, and tries the neighbours again after
-a while, less often while the choice keeps winning.
+current thread count and at the neighbouring count on the side the compute thread's busy share points
+to, keeps the fastest, and looks again after a while, less often while the choice keeps winning.
 
 Features do not depend on the thread count (stored as float16; tested), so a resumed run is
 identical whatever counts either run went through.
