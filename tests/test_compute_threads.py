@@ -154,16 +154,25 @@ def test_a_run_whose_threads_change_every_batch_writes_the_store_of_a_fixed_coun
         assert np.array_equal(g.read(video_id, "rgb"), f.read(video_id, "rgb")), video_id
 
 
-def test_a_fixed_count_is_used_and_not_governed(demo, tmp_path):
-    notes = []
+def test_a_fixed_count_is_used_and_not_governed_and_the_count_is_given_back(demo, tmp_path, monkeypatch):
+    from pipeline.extraction.batching import Batcher
+
+    notes, during = [], []
+    stage = Batcher.stage
+    monkeypatch.setattr(Batcher, "stage", lambda self, batch: (during.append(torch.get_num_threads()),
+                                                               stage(self, batch))[1])
+    monkeypatch.setattr(extract, "apply_threads", lambda: None)  # the extractor is given 2 (not a load-aware count)
     before = torch.get_num_threads()
     try:
+        torch.set_num_threads(2)
         extract.run(config(demo, tmp_path / "s.zarr", compute_threads=1),
                     progress=lambda e: isinstance(e, Note) and notes.append(e.message))
-        assert torch.get_num_threads() == 1
+        after = torch.get_num_threads()
     finally:
         torch.set_num_threads(before)
+    assert during and set(during) == {1}  # every batch ran on the fixed count
     assert not any("compute threads" in n for n in notes)
+    assert after == 2  # given back: the caller's later work in this process is not left on 1
 
 
 def test_a_negative_count_is_a_config_error(demo):

@@ -73,6 +73,7 @@ class Extractor:
         self.in_flight = 1 if self.pinned else 0  # batches whose features are still being copied back
         self.decoders = None  # started on the first `process`, kept for the next (Ray calls)
         self.governor = None  # torch's thread count while decoder processes share the cores (threads.py)
+        self.threads_given = torch.get_num_threads()  # given back on close: the count is process-wide
         if cfg.compute_threads:
             apply_threads(cfg.compute_threads)
 
@@ -129,10 +130,13 @@ class Extractor:
         self.close()
 
     def close(self) -> None:
-        """Stop the decoders (processes end, the shared-memory ring is freed)."""
+        """Stop the decoders (processes end, the shared-memory ring is freed); torch's thread count back
+        to what this extractor was given (a caller's later work in the process is not left on 1)."""
         if self.decoders is not None:
             self.decoders.close()
             self.decoders = None
+        if torch.get_num_threads() != self.threads_given:
+            torch.set_num_threads(self.threads_given)
 
     def _say_threads(self, threads: int, rates: dict[int, float]) -> None:
         measured = ", ".join(f"{rate:,.0f} frames/s on {n}" for n, rate in sorted(rates.items()))
