@@ -1,16 +1,20 @@
 """Ray: a worker process killed (os.kill on the actor's PID) and a whole node removed, mid-run.
 
 A simulated 3-node cluster (`ray.cluster_utils.Cluster`, one CPU per node, one extract worker per
-node). When the first videos are reported done, the test SIGKILLs the worker process on the head
-node (found as a descendant of that node's raylet whose title names the actor) and removes
-another node without a graceful shutdown. The run must finish every video exactly once, equal to
-an in-process run, with the lost work visibly re-queued.
+node). Every worker is held at its first video's `begin` (`STPIPE_FAULT_GATE`, pipeline/faults.py),
+so the faults land on work certainly in flight, not on a guess of timing (a fast worker did all 20
+videos in 0.5 s while the others were still starting). The test SIGKILLs the worker process on the
+head node (found as a descendant of that node's raylet whose title names the actor), removes another
+node without a graceful shutdown, then opens the gate. The run must finish every video exactly
+once, equal to an in-process run, with the lost work visibly re-queued.
 """
 
 from __future__ import annotations
 
 import os
 import signal
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -61,6 +65,17 @@ def actor_pids(raylet_pid: int, title: bytes = b"ExtractWorker") -> list[int]:
     return found
 
 
+def held_at_gate(gate: Path, raylet_pid: int, timeout: float = 120.0) -> int:
+    """PID of the actor under this raylet once it waits at the gate (its marker file exists)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for pid in actor_pids(raylet_pid):
+            if gate.with_name(f"{gate.name}.{pid}").exists():
+                return pid
+        time.sleep(0.01)
+    raise AssertionError(f"no worker under raylet {raylet_pid} reached the gate in {timeout:.0f} s")
+
+
 def test_worker_killed_and_node_removed_mid_run(longer_demo, tmp_path, monkeypatch):
     from ray.cluster_utils import Cluster
 
@@ -74,37 +89,54 @@ def test_worker_killed_and_node_removed_mid_run(longer_demo, tmp_path, monkeypat
         return original(cfg, batch, queue, total, progress, reason)
 
     monkeypatch.setattr(distributed, "_requeue_or_fail", counting)
+    gate = tmp_path / "gate"
     cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False})
-    events, killed = [], []
+    events, killed, faults_error = [], [], []
+
+    def faults() -> None:  # beside the driver: it must keep running to start the workers that reach the gate
+        try:
+            victim = held_at_gate(gate, head_raylet)
+            other = held_at_gate(gate, doomed.all_processes["raylet"][0].process.pid)
+            os.kill(victim, signal.SIGKILL)
+            killed.append(victim)
+            cluster.remove_node(doomed, allow_graceful=False)
+            # its worker outlives the raylet for a moment: let go now, it could still finish and reply
+            deadline = time.monotonic() + 60
+            while Path(f"/proc/{other}").exists() and time.monotonic() < deadline:
+                time.sleep(0.01)
+        except BaseException as exc:
+            faults_error.append(exc)
+        finally:
+            gate.touch()
+
     try:
         cluster.add_node(num_cpus=1)
         doomed = cluster.add_node(num_cpus=1)
-        ray.init(address=cluster.address, logging_level="WARNING")
+        ray.init(address=cluster.address, logging_level="WARNING",
+                 runtime_env={"env_vars": {"STPIPE_FAULT_GATE": f"begin:{gate}"}})
         head_raylet = cluster.head_node.all_processes["raylet"][0].process.pid
+        injector = threading.Thread(target=faults, daemon=True)
+        injector.start()
 
         def progress(event):
-            if not isinstance(event, Advanced):  # videos only
-                return
-            events.append(event)
-            if len(events) == 1:
-                victims = actor_pids(head_raylet)
-                assert len(victims) == 1, victims
-                os.kill(victims[0], signal.SIGKILL)
-                killed.append(victims[0])
-                cluster.remove_node(doomed, allow_graceful=False)
+            if isinstance(event, Advanced):  # videos only
+                events.append(event)
 
-        # one video a call: work stays queued behind every worker (with 4 a call, 3 workers x 2 calls took all 20
-        # videos at once, and on a fast host both faults could land after the victims' calls had finished)
+        # one video a call: each held worker has its first video at the gate and a second call queued
         result = extract.run(config(longer_demo, tmp_path / "ray.zarr", executor="ray", workers=3, videos_in_flight=1),
                              progress=progress)
+        injector.join(timeout=60)
     finally:
+        gate.touch()
         ray.shutdown()
         cluster.shutdown()
+    assert not faults_error, faults_error[0]
     assert killed and not Path(f"/proc/{killed[0]}").exists()
     assert (result.done, result.failed) == (20, 0)
     done = [e.item.video_id for e in events if e.item.kind == "done"]
     assert len(done) == 20 and len(set(done)) == 20  # every video reported exactly once
-    assert requeued, "neither fault hit work in flight"
+    # each victim held one video at the gate and had one more call queued: both calls of both are lost
+    assert len(set(requeued)) == 4, requeued
     print(f"worker {killed[0]} killed and a node removed: {len(set(requeued))} videos re-queued, "
           f"{result.done}/20 done, 0 failed")
     assert_identical_store(reference, tmp_path / "ray.zarr")
