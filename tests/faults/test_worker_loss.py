@@ -13,14 +13,19 @@ from __future__ import annotations
 
 import os
 import signal
-import threading
-import time
 from pathlib import Path
 
 import pytest
 from fault_tools import assert_identical_store
+from ray_gate import (
+    GatedFaults,
+    count_requeued,
+    gated_runtime_env,
+    held_at_gate,
+    raylet_pid,
+    remove_node_and_its_worker,
+)
 
-import pipeline.distributed.extract as distributed
 from pipeline.demo_data import DemoDataConfig, generate
 from pipeline.extraction import ExtractConfig
 from pipeline.progress import Advanced
@@ -43,94 +48,39 @@ def config(demo: Path, store: Path, **kw) -> ExtractConfig:
                          batch_size=8, chunk_frames=8, **kw)
 
 
-def _ppid_and_title(pid: int) -> tuple[int, bytes]:
-    stat = Path(f"/proc/{pid}/stat").read_text()
-    return int(stat.rpartition(")")[2].split()[1]), Path(f"/proc/{pid}/cmdline").read_bytes()
-
-
-def actor_pids(raylet_pid: int, title: bytes = b"ExtractWorker") -> list[int]:
-    """PIDs of the actor's processes under this raylet (only this test's cluster, never anyone else's)."""
-    found = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            parent, cmdline = _ppid_and_title(int(entry))
-            while parent > 1 and parent != raylet_pid:
-                parent = _ppid_and_title(parent)[0]
-        except OSError:
-            continue
-        if parent == raylet_pid and title in cmdline:
-            found.append(int(entry))
-    return found
-
-
-def held_at_gate(gate: Path, raylet_pid: int, timeout: float = 120.0) -> int:
-    """PID of the actor under this raylet once it waits at the gate (its marker file exists)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        for pid in actor_pids(raylet_pid):
-            if gate.with_name(f"{gate.name}.{pid}").exists():
-                return pid
-        time.sleep(0.01)
-    raise AssertionError(f"no worker under raylet {raylet_pid} reached the gate in {timeout:.0f} s")
-
-
 def test_worker_killed_and_node_removed_mid_run(longer_demo, tmp_path, monkeypatch):
     from ray.cluster_utils import Cluster
 
     reference = tmp_path / "local.zarr"
     extract.run(config(longer_demo, reference, executor="local"))
-    requeued: list[str] = []
-    original = distributed._requeue_or_fail
-
-    def counting(cfg, batch, queue, total, progress, reason):
-        requeued.extend(job.video_id for job in batch)
-        return original(cfg, batch, queue, total, progress, reason)
-
-    monkeypatch.setattr(distributed, "_requeue_or_fail", counting)
+    requeued = count_requeued(monkeypatch)
     gate = tmp_path / "gate"
     cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False})
-    events, killed, faults_error = [], [], []
-
-    def faults() -> None:  # beside the driver: it must keep running to start the workers that reach the gate
-        try:
-            victim = held_at_gate(gate, head_raylet)
-            other = held_at_gate(gate, doomed.all_processes["raylet"][0].process.pid)
-            os.kill(victim, signal.SIGKILL)
-            killed.append(victim)
-            cluster.remove_node(doomed, allow_graceful=False)
-            # its worker outlives the raylet for a moment: let go now, it could still finish and reply
-            deadline = time.monotonic() + 60
-            while Path(f"/proc/{other}").exists() and time.monotonic() < deadline:
-                time.sleep(0.01)
-        except BaseException as exc:
-            faults_error.append(exc)
-        finally:
-            gate.touch()
-
+    events, killed = [], []
     try:
         cluster.add_node(num_cpus=1)
         doomed = cluster.add_node(num_cpus=1)
-        ray.init(address=cluster.address, logging_level="WARNING",
-                 runtime_env={"env_vars": {"STPIPE_FAULT_GATE": f"begin:{gate}"}})
-        head_raylet = cluster.head_node.all_processes["raylet"][0].process.pid
-        injector = threading.Thread(target=faults, daemon=True)
-        injector.start()
+        ray.init(address=cluster.address, logging_level="WARNING", runtime_env=gated_runtime_env(gate))
+
+        def faults() -> None:
+            victim = held_at_gate(gate, raylet_pid(cluster.head_node))
+            other = held_at_gate(gate, raylet_pid(doomed))
+            os.kill(victim, signal.SIGKILL)
+            killed.append(victim)
+            remove_node_and_its_worker(cluster, doomed, other)
 
         def progress(event):
             if isinstance(event, Advanced):  # videos only
                 events.append(event)
 
         # one video a call: each held worker has its first video at the gate and a second call queued
-        result = extract.run(config(longer_demo, tmp_path / "ray.zarr", executor="ray", workers=3, videos_in_flight=1),
-                             progress=progress)
-        injector.join(timeout=60)
+        with GatedFaults(gate, faults) as injected:
+            result = extract.run(config(longer_demo, tmp_path / "ray.zarr", executor="ray", workers=3,
+                                        videos_in_flight=1), progress=progress)
     finally:
-        gate.touch()
         ray.shutdown()
         cluster.shutdown()
-    assert not faults_error, faults_error[0]
+    injected.check()
     assert killed and not Path(f"/proc/{killed[0]}").exists()
     assert (result.done, result.failed) == (20, 0)
     done = [e.item.video_id for e in events if e.item.kind == "done"]
