@@ -727,14 +727,22 @@ def evaluate_cmd(run_dir, split, store, checkpoint, device, batch_size, storage_
 @click.option("--pooled", is_flag=True, help="Spatial stores: stats of (y, x)-averaged maps, as pooled heads see them.")
 @click.option("--storage-options", help="JSON object passed to fsspec for the store URL.")
 def stats_cmd(store, split, modality, pooled, storage_options):
-    """Per-channel mean/std of a split's features (dask, out of core), cached in the store."""
+    """Per-channel mean/std of a split's features (read as stage two reads them), cached in the store."""
+    import torch
+
     from pipeline.store import FeatureStore
-    from pipeline.training.config import MODALITY_STREAMS
+    from pipeline.training.config import MODALITY_STREAMS, STREAM_ARRAYS
+    from pipeline.training.data import load_split, memory_budget_bytes, select_videos
     from pipeline.training.stats import compute_stats, save_to_store
 
     opened = FeatureStore.open(store, mode="r+", storage_options=_json_option(storage_options, "--storage-options"))
+    budget = memory_budget_bytes(0, torch.device("cpu"))
+    _, keys, _, _ = select_videos(opened, split)
     for stream in MODALITY_STREAMS[modality]:
-        stats = compute_stats(opened, split=split, stream=stream, pooled=pooled)
+        array = opened.root[f"videos/{keys[0]}/{STREAM_ARRAYS[stream]}"]
+        pooled = pooled or array.ndim == 3  # a store of vectors: their stats are what every head sees
+        part = load_split(opened, split, streams=(stream,), pooled=pooled, memory_budget_bytes=budget)
+        stats = compute_stats(opened, part, stream, pooled=pooled)
         save_to_store(opened, stats)
         mean, std = stats.mean, stats.std
         click.echo(f"{store} {stream} ({split}, {stats.videos} videos, {stats.values:,} values per channel, "

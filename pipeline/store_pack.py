@@ -1,7 +1,9 @@
 """The pack: every complete video's pooled features back to back, for stage two's few large reads.
 
     pack/<array>/            attrs: fingerprint (of the packed video keys), videos, frames,
-                             from_maps (maps averaged over (y, x)), complete=true (written last)
+                             from_maps (maps averaged over (y, x)), stats (per split: the channel
+                             mean and std of its packed vectors, `pipeline.moments`, with the
+                             fingerprint of its keys), complete=true (written last)
        frames                (view, frame, channel) float16, ~32 MiB chunks
        key, split            (video,) the video's store key and split, sorted by (split, video id)
        offset, length        (video,) int64: first frame in `frames`, frame count
@@ -26,6 +28,7 @@ import numpy as np
 
 from pipeline.errors import StoreError
 from pipeline.faults import fault_point
+from pipeline.moments import Moments, split_fingerprint
 from pipeline.store_io import META, read_arrays
 
 PACK_GROUP = "pack"
@@ -53,7 +56,7 @@ class Pack:
     lengths: np.ndarray
     from_maps: bool
     fingerprint: str
-
+    stats: dict  # {split: {fingerprint, videos, values, mean, std}} of the packed vectors
     def rows_of(self, keys: np.ndarray) -> np.ndarray | None:
         """Pack rows of `keys` (in their order), or None when any is not packed."""
         order = np.argsort(self.keys, kind="stable")
@@ -99,7 +102,8 @@ def _open(store, name: str) -> Pack | None:
         columns = {c: np.asarray(group[c][...]) for c in ("key", "split", "offset", "length")}
         return Pack(name=name, frames=group["frames"], keys=_strings(columns["key"]), splits=_strings(columns["split"]),
                     offsets=columns["offset"].astype(np.int64), lengths=columns["length"].astype(np.int64),
-                    from_maps=bool(attrs.get("from_maps")), fingerprint=str(attrs.get("fingerprint", "")))
+                    from_maps=bool(attrs.get("from_maps")), fingerprint=str(attrs.get("fingerprint", "")),
+                    stats=dict(attrs.get("stats") or {}))
     except Exception:  # noqa: BLE001 - absent or cut short (any zarr error): the readers fall back
         return None
 
@@ -177,10 +181,12 @@ def _build(store, name: str, keys: np.ndarray, splits: np.ndarray, want: str,
                                 dimension_names=("view", "frame", "channel"), fill_value=0)
     buffer = np.zeros((views, per_chunk, channels), dtype=np.float16)
     filled, start = 0, 0
+    moments = {split: Moments() for split in np.unique(splits).tolist()}
     for i, values in enumerate(read_arrays(store, rels)):
         if from_maps:  # as `pipeline.training.data.read_array` pools: float32 mean, then float16
             values = values.astype(np.float32).mean(axis=(-2, -1))
         values = np.asarray(values, dtype=np.float16)
+        moments[str(splits[i])].add(values)
         done = 0
         while done < values.shape[1]:
             take = min(values.shape[1] - done, per_chunk - filled)
@@ -198,9 +204,15 @@ def _build(store, name: str, keys: np.ndarray, splits: np.ndarray, want: str,
         array = group.create_array(column, shape=values.shape, dtype=dims or values.dtype,
                                    chunks=(max(1, len(values)),), dimension_names=("video",))
         array[:] = values
+    stats = {}
+    for split, found in moments.items():
+        mean, std = found.mean_std()
+        in_split = keys[splits == split]
+        stats[split] = {"fingerprint": split_fingerprint(in_split), "videos": len(in_split), "values": found.count,
+                        "mean": mean.tolist(), "std": std.tolist()}
     fault_point("pack")
     group.update_attributes({"fingerprint": want, "videos": len(keys), "frames": total, "from_maps": from_maps,
-                             "complete": True})
+                             "stats": stats, "complete": True})
     store.__dict__.get("_packs", {}).pop(name, None)
 
 

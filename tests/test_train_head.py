@@ -273,18 +273,100 @@ def test_resume_ends_identical_to_an_uninterrupted_run(store_url, tmp_path):
 # ---- statistics --------------------------------------------------------------------------------
 
 
-def test_dask_stats_equal_numpy(store, spatial_url):
+def test_stats_equal_numpy_in_memory_and_streamed(store, spatial_url):
     split = load_split(store, "train")
     frames = split.streams["rgb"].frames.astype(np.float64).reshape(-1, 16)
-    stats = compute_stats(store, split="train", stream="rgb")
+    stats = compute_stats(store, split, "rgb", pooled=True)
     np.testing.assert_allclose(stats.mean, frames.mean(axis=0), rtol=1e-10, atol=1e-12)
     np.testing.assert_allclose(stats.std, frames.std(axis=0), rtol=1e-8)
+    streamed = load_split(store, "train", memory_budget_bytes=1.0)  # over the budget: read video by video
+    assert streamed.streamed
+    video_by_video = compute_stats(store, streamed, "rgb", pooled=True)
+    np.testing.assert_allclose(video_by_video.std, stats.std, rtol=1e-10)
+    assert (video_by_video.values, video_by_video.fingerprint) == (stats.values, stats.fingerprint)
     maps = FeatureStore.open(spatial_url)
-    raw = load_split(maps, "train", pooled=False).streams["rgb"].frames.astype(np.float64)
-    per_channel = np.moveaxis(raw, 2, -1).reshape(-1, 6)
-    stats = compute_stats(maps, split="train", stream="rgb")
+    part = load_split(maps, "train", pooled=False)
+    per_channel = np.moveaxis(part.streams["rgb"].frames.astype(np.float64), 2, -1).reshape(-1, 6)
+    stats = compute_stats(maps, part, "rgb", pooled=False)
     np.testing.assert_allclose(stats.std, per_channel.std(axis=0), rtol=1e-8)
     assert stats.values == per_channel.shape[0]
+
+
+@pytest.fixture
+def packed(store_url, tmp_path):
+    import shutil
+
+    from pipeline.store_pack import write_pack
+
+    url = str(tmp_path / "packed.zarr")
+    shutil.copytree(store_url, url)
+    write_pack(FeatureStore.open(url, mode="r+"))
+    return url
+
+
+def test_the_pack_keeps_each_splits_stats_and_a_rebuild_drops_them(packed):
+    from pipeline.store_pack import open_pack, write_pack
+    from pipeline.training.stats import cached_stats
+
+    store = FeatureStore.open(packed, mode="r+")
+    part = load_split(store, "train")
+    kept = cached_stats(store, part, "rgb", pooled=True)
+    assert kept is not None and set(open_pack(store, "rgb").stats) == {"train", "val", "test"}
+    computed = compute_stats(store, part, "rgb", pooled=True)
+    np.testing.assert_allclose(kept.mean, computed.mean, rtol=1e-10)
+    np.testing.assert_allclose(kept.std, computed.std, rtol=1e-8)
+    assert (kept.videos, kept.values) == (computed.videos, computed.values)
+    other = load_split(store, "val")  # another split's videos: the train stats do not match it
+    assert cached_stats(store, other, "rgb", pooled=True).fingerprint != kept.fingerprint
+    store.root["pack/rgb"].attrs["stats"] = {}  # as a pack built by older code
+    store.__dict__.pop("_packs", None)
+    assert cached_stats(store, part, "rgb", pooled=True) is None
+    write_pack(store, force=True)
+    assert cached_stats(store, part, "rgb", pooled=True) == kept
+
+
+class _ChunkReads:
+    """The chunk keys zarr reads from local stores (metadata documents left out)."""
+
+    def __init__(self, monkeypatch):
+        from zarr.storage import LocalStore
+
+        self.keys: list[str] = []
+        original = LocalStore.get
+
+        async def get(store, key, *args, **kw):
+            if "/c/" in key:
+                self.keys.append(key)
+            return await original(store, key, *args, **kw)
+
+        monkeypatch.setattr(LocalStore, "get", get)
+
+    def take(self) -> list[str]:
+        taken, self.keys[:] = sorted(self.keys), []
+        return taken
+
+
+@pytest.mark.parametrize("kind", ["pack", "groups", "maps"])
+def test_stats_come_from_the_features_read_not_a_second_read(kind, packed, store_url, spatial_url, tmp_path,
+                                                             monkeypatch):
+    from pipeline.training.features import load_features
+
+    url, pooled = {"pack": (packed, True), "groups": (store_url, True), "maps": (spatial_url, False)}[kind]
+    reads = _ChunkReads(monkeypatch)
+
+    def load(standardize: bool, stats_dir):
+        found = load_features(FeatureStore.open(url), uses=[(("rgb",), pooled)], splits=("train", "val"),
+                              memory_budget_bytes=2**30, standardize=standardize, stats_dir=str(stats_dir))
+        return found, reads.take()
+
+    plain, plain_reads = load(False, tmp_path / "a")
+    standardised, standardised_reads = load(True, tmp_path / "b")
+    assert plain_reads and standardised_reads == plain_reads
+    assert set(standardised.stats) == {("rgb", pooled)}
+    if kind == "pack":
+        assert all(key.startswith(("pack/", "index/")) for key in plain_reads), plain_reads
+    again, again_reads = load(True, tmp_path / "b")  # a later run: the kept stats, still no extra read
+    assert again_reads == plain_reads and again.stats == standardised.stats
 
 
 # ---- bad input ---------------------------------------------------------------------------------
@@ -385,7 +467,7 @@ def test_cli_stats_caches_in_the_store(tmp_path, stpipe):
     code, stdout, err = stpipe(["stats", url])
     assert code == 0, err
     assert "16 channels" in stdout
-    assert "train_rgb" in FeatureStore.open(url).root["stats"].attrs
+    assert "train_rgb_pooled" in FeatureStore.open(url).root["stats"].attrs  # the name pooled heads look up
 
 
 def test_spatial_batches_are_channels_last_and_equal_the_reference(spatial_url):

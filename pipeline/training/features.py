@@ -86,9 +86,10 @@ def load_features(store: FeatureStore, *, uses: Iterable[tuple[tuple[str, ...], 
     signatures = {use: known.get(use) or store_signature(store, use[0], pooled=use[1], split=signature_split)
                   for use in uses}
     stats = {}
-    if standardize:
+    if standardize:  # from the train parts just loaded (or kept with the pack, the store or the run)
         for stream, pooled in needed:
-            found = stats_for_training(store, split="train", stream=stream, pooled=pooled, run_dir=stats_dir)
+            found = stats_for_training(store, parts[("train", stream, pooled)], stream, pooled=pooled,
+                                       run_dir=stats_dir)
             stats[(stream, pooled)] = (tuple(found.mean), tuple(found.std))  # plain floats: no read-only arrays
     val = next((s for s in splits if s != "train"), splits[0])
     return Features(classes=store.classes, parts=parts, signatures=signatures, stats=stats, val_split=val)

@@ -1,25 +1,32 @@
-"""Per-channel mean and standard deviation of a split's features, computed out of core with dask.
+"""Per-channel mean and standard deviation of a split's features, from the arrays stage two loads.
 
-Each video's array joins one dask graph through `dask.array.from_zarr`; per-video float64 sums and
-sums of squares are added up, so every frame (and every view and map position) weighs the same and
-nothing needs to fit in memory. Results are cached under the store's `stats` group (when the
-store is writable, e.g. by `stpipe stats`) or in a run directory's `stats.json`, keyed by a
-fingerprint of the split's video keys so a changed split is never served stale numbers.
+There is one read path: the statistics are computed from what `pipeline.training.data.load_split`
+returned (the pack when it covers the split, else the per-video groups, within the memory budget),
+in the same pass; a split streamed for being over the budget is summed video by video through the
+same reader. Every frame (and every view and map position) weighs the same; sums are float64.
+
+Where they are kept, so that later runs, ablations and evaluations read them in milliseconds:
+- the pack (`pipeline.store_pack`) stores each split's statistics of the vectors it holds when it is
+  built, so a rebuild drops them with it;
+- otherwise the store's `stats` group (when it is writable) and the run directory's `stats.json`.
+Each entry carries a fingerprint of its split's video keys: a changed split is never served stale
+numbers.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 
 from pipeline.errors import StoreError
+from pipeline.moments import Moments, split_fingerprint
 from pipeline.store import FeatureStore
-from pipeline.training.config import STREAM_ARRAYS
-from pipeline.training.data import select_videos
+from pipeline.store_pack import open_pack
+from pipeline.training.data import READ_THREADS, SplitData, read_array
 
 STATS_GROUP = "stats"
 
@@ -37,40 +44,60 @@ class ChannelStats:
 
     @property
     def name(self) -> str:
-        return f"{self.split}_{self.stream}" + ("_pooled" if self.pooled else "")
+        return stats_name(self.split, self.stream, self.pooled)
 
 
-def split_fingerprint(keys: np.ndarray) -> str:
-    return hashlib.sha256("\n".join(map(str, keys)).encode()).hexdigest()[:16]
+def stats_name(split: str, stream: str, pooled: bool) -> str:
+    return f"{split}_{stream}" + ("_pooled" if pooled else "")
 
 
-def compute_stats(store: FeatureStore, *, split: str = "train", stream: str = "rgb", pooled: bool = False,
-                  scheduler: str = "threads") -> ChannelStats:
-    import dask
-    import dask.array as da
+def stats_of(moments: Moments, *, stream: str, split: str, pooled: bool, keys, videos: int) -> ChannelStats:
+    mean, std = moments.mean_std()
+    return ChannelStats(stream=stream, split=split, pooled=pooled, fingerprint=split_fingerprint(keys), videos=videos,
+                        values=int(moments.count), mean=tuple(mean.tolist()), std=tuple(std.tolist()))
 
-    _, keys, _, _ = select_videos(store, split)
-    name = STREAM_ARRAYS[stream]
-    videos = store.root["videos"]
-    sums, squares, counts = [], [], []
-    for key in keys:
-        try:
-            array = da.from_zarr(videos[f"{key}/{name}"])
-        except KeyError:
-            raise StoreError(f"{store.url}: video {key!r} has no {name!r} array for {stream} stats") from None
-        x = array.astype(np.float64)
-        if x.ndim == 5 and pooled:
-            x = x.mean(axis=(-2, -1))
-        axes = tuple(i for i in range(x.ndim) if i != 2)  # all but channel: (view, time[, y, x])
-        sums.append(x.sum(axis=axes))
-        squares.append((x * x).sum(axis=axes))
-        counts.append(int(np.prod([x.shape[i] for i in axes])))
-    total, total_sq = dask.compute(da.stack(sums).sum(axis=0), da.stack(squares).sum(axis=0), scheduler=scheduler)
-    n = float(sum(counts))
-    mean = total / n
-    var = np.maximum(total_sq / n - mean * mean, 0.0)
-    return ChannelStats(stream=stream, split=split, pooled=pooled, fingerprint=split_fingerprint(keys),
-                        videos=len(keys), values=int(n), mean=tuple(mean.tolist()), std=tuple(np.sqrt(var).tolist()))
+
+def compute_stats(store: FeatureStore, part: SplitData, stream: str, *, pooled: bool) -> ChannelStats:
+    """The statistics of a loaded one-split part: from its frames in memory, or (streamed) video by
+    video through the same reader, READ_THREADS at a time."""
+    data = part.streams[stream]
+    moments = Moments()
+    if data.frames is not None:
+        moments.add(data.frames)
+    else:
+        videos = store.root["videos"]
+
+        def read(key: str) -> np.ndarray:
+            try:
+                return read_array(videos[f"{key}/{data.array}"], data)
+            except KeyError:
+                raise StoreError(f"{store.url}: video {key!r} has no {data.array!r} array for {stream} stats") from None
+
+        with ThreadPoolExecutor(READ_THREADS) as pool:
+            for values in pool.map(read, part.keys):
+                moments.add(values)
+    return stats_of(moments, stream=stream, split=part.split, pooled=pooled, keys=part.keys, videos=len(part))
+
+
+def cached_stats(store: FeatureStore, part: SplitData, stream: str, *, pooled: bool,
+                 run_dir: str | Path | None = None) -> ChannelStats | None:
+    """Stats kept by the pack, the store or the run dir whose fingerprint matches the part's videos."""
+    fingerprint = split_fingerprint(part.keys)
+    name = stats_name(part.split, stream, pooled)
+    candidates = []
+    if pooled:
+        pack = open_pack(store, part.streams[stream].array)
+        if pack is not None:
+            candidates.append(pack.stats.get(part.split))
+    if STATS_GROUP in store.root:
+        candidates.append(store.root[STATS_GROUP].attrs.get(name))
+    if run_dir and (Path(run_dir) / "stats.json").is_file():
+        candidates.append(json.loads((Path(run_dir) / "stats.json").read_text()).get(name))
+    for found in candidates:
+        if found and found.get("fingerprint") == fingerprint:
+            found = {**found, "stream": stream, "split": part.split, "pooled": pooled}
+            return ChannelStats(**{**found, "mean": tuple(found["mean"]), "std": tuple(found["std"])})
+    return None
 
 
 def save_to_store(store: FeatureStore, stats: ChannelStats) -> None:
@@ -80,30 +107,14 @@ def save_to_store(store: FeatureStore, stats: ChannelStats) -> None:
     group.attrs[stats.name] = asdict(stats)
 
 
-def cached_stats(store: FeatureStore, *, split: str, stream: str, pooled: bool,
-                 run_dir: str | Path | None = None) -> ChannelStats | None:
-    """Stats from the store's cache or the run dir's stats.json when their fingerprint still matches."""
-    _, keys, _, _ = select_videos(store, split)
-    fingerprint = split_fingerprint(keys)
-    name = ChannelStats(stream, split, pooled, "", 0, 0, (), ()).name
-    candidates = []
-    if STATS_GROUP in store.root:
-        candidates.append(store.root[STATS_GROUP].attrs.get(name))
-    if run_dir is not None and (Path(run_dir) / "stats.json").is_file():
-        candidates.append(json.loads((Path(run_dir) / "stats.json").read_text()).get(name))
-    for found in candidates:
-        if found and found.get("fingerprint") == fingerprint:
-            return ChannelStats(**{**found, "mean": tuple(found["mean"]), "std": tuple(found["std"])})
-    return None
-
-
-def stats_for_training(store: FeatureStore, *, split: str, stream: str, pooled: bool,
+def stats_for_training(store: FeatureStore, part: SplitData, stream: str, *, pooled: bool,
                        run_dir: str | Path) -> ChannelStats:
-    """Cached stats, else computed now and cached in the run dir (and the store when writable)."""
-    found = cached_stats(store, split=split, stream=stream, pooled=pooled, run_dir=run_dir)
+    """Kept stats, else computed from the loaded part now and kept in the run dir (and the store
+    when writable)."""
+    found = cached_stats(store, part, stream, pooled=pooled, run_dir=run_dir)
     if found is not None:
         return found
-    stats = compute_stats(store, split=split, stream=stream, pooled=pooled)
+    stats = compute_stats(store, part, stream, pooled=pooled)
     if not store.read_only:
         save_to_store(store, stats)
     path = Path(run_dir) / "stats.json"
