@@ -166,54 +166,150 @@ def _build(store, name: str, keys: np.ndarray, splits: np.ndarray, want: str,
         if len(shape) != len(first) or shape[0] != first[0] or shape[2:] != first[2:]:
             raise StoreError(f"{store.url}: {name!r} of video {key!r} has shape {shape}, unlike {first} "
                              f"of {keys[0]!r}; cannot pack videos of different views or frame shapes")
-    views, channels, from_maps = int(first[0]), int(first[2]), len(first) == 5
-    lengths = np.array([s[1] for s in shapes], dtype=np.int64)
-    offsets = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
-    total = int(lengths.sum())
-    per_chunk = max(1, PACK_CHUNK_BYTES // (views * channels * 2))
-    store.__dict__.get("_packs", {}).pop(name, None)
-    if f"{PACK_GROUP}/{name}" in store.root:
-        del store.root[f"{PACK_GROUP}/{name}"]
-    group = store.root.require_group(PACK_GROUP).create_group(name, overwrite=True,
-                                                              attributes={"complete": False})
-    frames = group.create_array("frames", shape=(views, total, channels), dtype=np.float16,
-                                chunks=(views, per_chunk, channels), compressors=PACK_COMPRESSOR(),
-                                dimension_names=("view", "frame", "channel"), fill_value=0)
-    buffer = np.zeros((views, per_chunk, channels), dtype=np.float16)
-    filled, start = 0, 0
-    moments = {split: Moments() for split in np.unique(splits).tolist()}
+    plan = PackPlan.of(name, keys, splits, np.array([s[1] for s in shapes], dtype=np.int64), first)
+    create_pack(store, plan)
+    part = PackSlice(store, plan)
     for i, values in enumerate(read_arrays(store, rels)):
-        if from_maps:  # as `pipeline.training.data.read_array` pools: float32 mean, then float16
-            values = values.astype(np.float32).mean(axis=(-2, -1))
-        values = np.asarray(values, dtype=np.float16)
-        moments[str(splits[i])].add(values)
-        done = 0
-        while done < values.shape[1]:
-            take = min(values.shape[1] - done, per_chunk - filled)
-            buffer[:, filled:filled + take] = values[:, done:done + take]
-            filled, done = filled + take, done + take
-            if filled == per_chunk:
-                frames[:, start:start + filled] = buffer
-                start, filled = start + filled, 0
+        part.add(i, values)
         if progress is not None and (i % 1024 == 0 or i == len(rels) - 1):
             progress(name, i + 1, len(rels))
-    if filled:
-        frames[:, start:start + filled] = buffer[:, :filled]
-    for column, values, dims in (("key", keys, str), ("split", splits, str), ("offset", offsets, None),
-                                 ("length", lengths, None)):
-        array = group.create_array(column, shape=values.shape, dtype=dims or values.dtype,
+    finish_pack(store, plan, [part.close()], want)
+
+
+@dataclass
+class PackPlan:
+    """Where each video's frames go in one array's pack (plain values: worker processes get it)."""
+
+    name: str
+    keys: np.ndarray  # in pack order
+    splits: np.ndarray
+    lengths: np.ndarray
+    views: int
+    channels: int
+    from_maps: bool
+    per_chunk: int  # frames a chunk
+
+    @classmethod
+    def of(cls, name: str, keys: np.ndarray, splits: np.ndarray, lengths: np.ndarray, shape: tuple[int, ...]):
+        """`shape`: one video's array, (views, time, C) or (views, time, C, y, x)."""
+        views, channels = int(shape[0]), int(shape[2])
+        return cls(name, keys, splits, lengths, views, channels, len(shape) == 5,
+                   max(1, PACK_CHUNK_BYTES // (views * channels * 2)))
+
+    @property
+    def offsets(self) -> np.ndarray:
+        return np.concatenate([[0], np.cumsum(self.lengths)[:-1]]).astype(np.int64)
+
+    @property
+    def total(self) -> int:
+        return int(self.lengths.sum())
+
+    def chunk_frames(self, chunk: int) -> int:
+        return min(self.per_chunk, self.total - chunk * self.per_chunk)
+
+
+def create_pack(store, plan: PackPlan) -> None:
+    """The pack's group, marked incomplete (readers ignore it), and its empty frames array."""
+    store.__dict__.get("_packs", {}).pop(plan.name, None)
+    if f"{PACK_GROUP}/{plan.name}" in store.root:
+        del store.root[f"{PACK_GROUP}/{plan.name}"]
+    group = store.root.require_group(PACK_GROUP).create_group(plan.name, overwrite=True, attributes={"complete": False})
+    group.create_array("frames", shape=(plan.views, plan.total, plan.channels), dtype=np.float16,
+                       chunks=(plan.views, plan.per_chunk, plan.channels), compressors=PACK_COMPRESSOR(),
+                       dimension_names=("view", "frame", "channel"), fill_value=0)
+
+
+class PackSlice:
+    """Pack rows [first, stop) given in order (`add`), by one writer: each chunk whose frames all
+    belong to these rows is written as it fills; pieces of chunks shared with the neighbouring
+    slices, and each split's moments, come back from `close` for `finish_pack`."""
+
+    def __init__(self, store, plan: PackPlan, first: int = 0, stop: int | None = None):
+        self.store, self.plan = store, plan
+        self.frames = store.root[f"{PACK_GROUP}/{plan.name}/frames"]
+        self.next_row, self.stop = first, len(plan.keys) if stop is None else stop
+        offsets = plan.offsets
+        position = int(offsets[first]) if first < len(plan.keys) else plan.total
+        self.chunk, self.lo = divmod(position, plan.per_chunk)
+        self.filled = self.lo
+        self.buffer = np.zeros((plan.views, plan.per_chunk, plan.channels), dtype=np.float16)
+        self.pieces: list[tuple[int, int, np.ndarray]] = []
+        self.moments = {split: Moments() for split in np.unique(plan.splits[first:self.stop]).tolist()}
+
+    def add(self, row: int, values: np.ndarray) -> None:
+        """The video of pack row `row` (the next one): (views, time, C) vectors or (..., y, x) maps."""
+        plan = self.plan
+        if row != self.next_row or row >= self.stop:
+            raise ValueError(f"pack rows go in order: expected {self.next_row}, got {row}")
+        if plan.from_maps:  # as `pipeline.training.data.read_array` pools: float32 mean, then float16
+            values = values.astype(np.float32).mean(axis=(-2, -1))
+        values = np.asarray(values, dtype=np.float16)
+        if values.shape != (plan.views, plan.lengths[row], plan.channels):
+            raise StoreError(f"{self.store.url}: {plan.name!r} of video {plan.keys[row]!r} has shape {values.shape}; "
+                             f"the pack planned {(plan.views, int(plan.lengths[row]), plan.channels)}")
+        self.moments[str(plan.splits[row])].add(values)
+        done = 0
+        while done < values.shape[1]:
+            end = plan.chunk_frames(self.chunk)
+            take = min(values.shape[1] - done, end - self.filled)
+            self.buffer[:, self.filled:self.filled + take] = values[:, done:done + take]
+            self.filled, done = self.filled + take, done + take
+            if self.filled == end:
+                self._flush(end)
+        self.next_row += 1
+
+    def _flush(self, end: int) -> None:
+        if self.lo == 0 and end == self.plan.chunk_frames(self.chunk):
+            start = self.chunk * self.plan.per_chunk
+            self.frames[:, start:start + end] = self.buffer[:, :end]
+        elif end > self.lo:
+            self.pieces.append((self.chunk, self.lo, self.buffer[:, self.lo:end].copy()))
+        self.chunk, self.lo, self.filled = self.chunk + 1, 0, 0
+
+    def close(self) -> tuple[list[tuple[int, int, np.ndarray]], dict[str, Moments]]:
+        if self.next_row != self.stop:
+            raise ValueError(f"pack rows {self.next_row}..{self.stop} never came")
+        if self.filled > self.lo:
+            self._flush(self.filled)
+        return self.pieces, self.moments
+
+
+def finish_pack(store, plan: PackPlan, parts: list[tuple[list, dict[str, Moments]]], want: str) -> None:
+    """Write the chunks the slices shared, the columns and each split's stats; mark it complete."""
+    group = store.root[f"{PACK_GROUP}/{plan.name}"]
+    shared: dict[int, list[tuple[int, np.ndarray]]] = {}
+    moments = {split: Moments() for split in np.unique(plan.splits).tolist()}
+    for pieces, found in parts:
+        for chunk, lo, values in pieces:
+            shared.setdefault(chunk, []).append((lo, values))
+        for split, m in found.items():
+            moments[split].merge(m)
+    for chunk, pieces in sorted(shared.items()):
+        end = plan.chunk_frames(chunk)
+        block = np.zeros((plan.views, end, plan.channels), dtype=np.float16)
+        covered = 0
+        for lo, values in pieces:
+            block[:, lo:lo + values.shape[1]] = values
+            covered += values.shape[1]
+        if covered != end:
+            raise ValueError(f"pack chunk {chunk}: {covered} of {end} frames came")
+        start = chunk * plan.per_chunk
+        group["frames"][:, start:start + end] = block
+    for column, values, dtype in (("key", plan.keys, str), ("split", plan.splits, str),
+                                  ("offset", plan.offsets, None), ("length", plan.lengths, None)):
+        array = group.create_array(column, shape=values.shape, dtype=dtype or values.dtype,
                                    chunks=(max(1, len(values)),), dimension_names=("video",))
         array[:] = values
     stats = {}
     for split, found in moments.items():
         mean, std = found.mean_std()
-        in_split = keys[splits == split]
+        in_split = plan.keys[plan.splits == split]
         stats[split] = {"fingerprint": split_fingerprint(in_split), "videos": len(in_split), "values": found.count,
                         "mean": mean.tolist(), "std": std.tolist()}
     fault_point("pack")
-    group.update_attributes({"fingerprint": want, "videos": len(keys), "frames": total, "from_maps": from_maps,
-                             "stats": stats, "complete": True})
-    store.__dict__.get("_packs", {}).pop(name, None)
+    group.update_attributes({"fingerprint": want, "videos": len(plan.keys), "frames": plan.total,
+                             "from_maps": plan.from_maps, "stats": stats, "complete": True})
+    store.__dict__.get("_packs", {}).pop(plan.name, None)
 
 
 def _strings(values: np.ndarray) -> np.ndarray:

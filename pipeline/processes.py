@@ -1,0 +1,73 @@
+"""Parts of one job in processes of their own: `run_parts(fn, jobs, report)`.
+
+Why processes and not threads: per-video work such as an import's (h5py reads, JSON, small file
+writes) is Python holding the GIL, so threads take turns on one core. Each part runs
+`fn(job, report)` in a fresh (spawned) interpreter; `report(payload)` reaches the caller's `report`
+on the calling thread, in order per part. The first error of any part stops them all and is raised
+here (as it was raised, when it pickles). A part whose caller died (kill -9) exits on its own.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import pickle
+import queue as queues
+import threading
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+PARENT_POLL_S = 1.0
+
+
+def run_parts(fn: Callable[[Any, Callable[[Any], None]], Any], jobs: Sequence[Any],
+              report: Callable[[Any], None]) -> list[Any]:
+    """fn(job, report) for every job, each in its own process; their results in the jobs' order."""
+    context = multiprocessing.get_context("spawn")  # forking a process that holds zarr's and h5py's threads is unsafe
+    messages = context.Queue()
+    processes = [context.Process(target=_part, args=(fn, job, i, messages, os.getpid()), daemon=True,
+                                 name=f"stpipe-part-{i}") for i, job in enumerate(jobs)]
+    for process in processes:
+        process.start()
+    results: dict[int, Any] = {}
+    try:
+        while len(results) < len(jobs):
+            try:
+                kind, i, payload = messages.get(timeout=PARENT_POLL_S)
+            except queues.Empty:
+                for i, process in enumerate(processes):
+                    if i not in results and process.exitcode not in (None, 0):
+                        raise RuntimeError(f"part {i} of {len(jobs)} died (exit code {process.exitcode})") from None
+                continue
+            if kind == "report":
+                report(payload)
+            elif kind == "done":
+                results[i] = payload
+            else:
+                raise pickle.loads(payload)
+    finally:
+        for process in processes:
+            if process.is_alive():
+                process.terminate()
+        for process in processes:
+            process.join()
+    return [results[i] for i in range(len(jobs))]
+
+
+def _part(fn, job, i: int, messages, parent: int) -> None:
+    threading.Thread(target=_exit_with, args=(parent,), daemon=True).start()
+    try:
+        messages.put(("done", i, fn(job, lambda payload: messages.put(("report", i, payload)))))
+    except BaseException as exc:  # noqa: BLE001 - every error goes back to the caller, which raises it
+        try:
+            error = pickle.dumps(exc)
+        except Exception:  # noqa: BLE001 - an exception that does not pickle goes back as its text
+            error = pickle.dumps(RuntimeError(f"{type(exc).__name__}: {exc}"))
+        messages.put(("error", i, error))
+
+
+def _exit_with(parent: int) -> None:
+    while os.getppid() == parent:
+        time.sleep(PARENT_POLL_S)
+    os._exit(1)
