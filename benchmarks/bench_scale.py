@@ -1,26 +1,25 @@
-"""The store at dataset scale: per-video costs of write, resume, index, inspect and stage-two load,
-today's code beside a baseline checkout, extrapolated to 220k (SSv2) and 650k (Kinetics-700) videos.
+"""The store at dataset scale, as a user meets it: whole commands at their defaults, this checkout
+beside a baseline checkout, on N-video pooled stores made by `stpipe import` of an HDF5 export.
 
-Builds (with this checkout's writer, the fastest) an N-video store per size: pooled features,
---frames frames of --dim float16 per video, 80/10/10 train/val/test, 174 classes. Every measurement
-runs in a fresh subprocess with either this checkout or --baseline (a checkout of the code to compare
-with, e.g. `git worktree add ../base main`) first on sys.path, so both read the same store and each
-reports its own peak RSS. Measured per code:
+`--parts commands` (the default) builds a real source once: the demo's videos (`stpipe demo-data`),
+mobilenet_v2 pooled features (`stpipe extract --features pooled`, ImageNet weights from
+../shared/assets), `stpipe export`; then an HDF5 of N videos with those features copied under new
+ids (80/20 train/val, as the demo's split). Per size and code, each a fresh process, timed from the
+outside (wall) on the command lines users type:
 
-- write: `FeatureStore.begin_video` + `VideoWriter.write` + `finish` (what import and extract call)
-  into a fresh store (the baseline on at most --baseline-write-videos videos: it is slow);
-- resume: `complete_ids()` on the N-video store (what a re-run of extract/import does first);
-- index: `write_index()` when nothing changed;
-- inspect: `summarize(store)`;
-- load: `load_split` of train and val, pooled (what train-head/ablate/evaluate read);
-- S3 (moto server on loopback, --s3-videos videos): write requests per video, and the load's
-  requests and time for both codes, counted from the server's access log;
-- train-head samples/s of an mlp head on the first size's store, as found and with one busy-loop
-  process per usable CPU running beside it (the threads each code picks on its own).
+- `stpipe import big.h5 -o store.zarr` (start-up, the pack and the index included);
+- `stpipe train-head -s store.zarr --head mlp --segments 8 --epochs 1 -o runs/a`, then the same into
+  runs/b (the second run): wall, and `load_seconds` of metrics.json (everything before the first step,
+  statistics included: every recipe standardises);
+- `stpipe ablate -s store.zarr --heads mlp,tsn --segments 8 --seeds 0 --train-options '{"epochs": 1}'`:
+  the shared load it prints;
+- `stpipe inspect store.zarr`.
 
-Run: `.venv/bin/python benchmarks/bench_scale.py [--sizes 1000,10000,100000] [--frames 10]
-[--baseline ../i24-base] [--work /tmp/stpipe-bench-scale] [--s3-videos 1000] [--keep]`.
-Stores are deleted at the end unless --keep (100k videos of 10x1280 are ~2.6 GB, plus the pack).
+`--parts internals,s3,train` are issue 24's measurements inside functions (write, resume, index,
+inspect, load of synthetic stores; S3 request counts on moto; train-head beside busy loops).
+
+Run: `.venv/bin/python benchmarks/bench_scale.py [--sizes 5000,20000] [--baseline ../base]
+[--baseline-max 5000] [--work /tmp/stpipe-bench-scale] [--keep]`; check the load average first.
 """
 
 from __future__ import annotations
@@ -238,14 +237,16 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=0)
     parser.add_argument("--finalize", action="store_true")
     parser.add_argument("--storage-options", default="")
-    parser.add_argument("--sizes", default="1000,10000,100000")
+    parser.add_argument("--sizes", default="5000,20000")
     parser.add_argument("--frames", type=int, default=10)
     parser.add_argument("--dim", type=int, default=1280)
     parser.add_argument("--baseline", default=str(HERE.parent / "i24-base"))
     parser.add_argument("--baseline-write-videos", type=int, default=1000)
     parser.add_argument("--s3-videos", type=int, default=1000)
     parser.add_argument("--work", default="/tmp/stpipe-bench-scale")
-    parser.add_argument("--skip", default="", help="comma-separated parts to skip: s3, train, baseline-resume (old resume/index above 10k), "
+    parser.add_argument("--parts", default="commands", help="comma-separated: commands, internals, s3, train")
+    parser.add_argument("--baseline-max", type=int, default=5000, help="commands: the baseline up to this size")
+    parser.add_argument("--skip", default="", help="internals: baseline-resume (old resume/index above 10k), "
                         "baseline-large (every old step above 10k)")
     parser.add_argument("--keep", action="store_true")
     args = parser.parse_args()
@@ -257,14 +258,124 @@ def main() -> None:
     if not Path(base, "pipeline", "store.py").is_file():
         raise SystemExit(f"--baseline {base}: not a checkout of stpipe (make one: git worktree add {base} main)")
     skip = set(filter(None, args.skip.split(",")))
+    parts = set(filter(None, args.parts.split(",")))
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
+    if "commands" in parts:
+        commands(args, work, new, base)
+    if parts & {"internals", "s3", "train"}:
+        internals(args, work, new, base, skip, parts)
+    print(f"\nload average at the end: {load_average()}")
+
+
+# ---- whole commands -----------------------------------------------------------------------------
+
+
+def stpipe(code: str, argv: list[str], cwd: Path) -> tuple[float, str]:
+    """`stpipe argv` of that checkout in a fresh process (its code first on sys.path); wall seconds
+    and stderr+stdout."""
+    env = {**os.environ, "PYTHONPATH": code}
+    started = time.perf_counter()
+    proc = subprocess.run([sys.executable, "-c", "import sys; from cli import main; sys.exit(main())", *argv],
+                          cwd=cwd, env=env, capture_output=True, text=True)
+    seconds = time.perf_counter() - started
+    if proc.returncode != 0:
+        raise SystemExit(f"stpipe {' '.join(argv)} with {code} failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
+    return seconds, proc.stdout + proc.stderr
+
+
+def source_export(work: Path) -> Path:
+    """The demo's videos as mobilenet_v2 pooled features, exported to HDF5 (made once per --work)."""
+    h5 = work / "demo-features.h5"
+    if h5.is_file():
+        return h5
+    from shared_assets import default_assets
+
+    weights = default_assets() / "weights" / "mobilenet_v2-b0353104.pth"
+    if not weights.is_file():
+        raise SystemExit(f"{weights}: missing (the commands part extracts real mobilenet_v2 features)")
+    here = str(HERE)
+    stpipe(here, ["demo-data", "-o", "demo"], work)
+    stpipe(here, ["extract", "-m", "demo/manifest.csv", "-o", "demo.zarr", "--features", "pooled",
+                  "--executor", "local", "--weights", str(weights)], work)
+    stpipe(here, ["export", "demo.zarr", str(h5)], work)
+    return h5
+
+
+def copies(source: Path, out: Path, n: int) -> Path:
+    """An stpipe HDF5 export of n videos: the source's videos copied in turn under new ids."""
+    import h5py
+    import numpy as np
+
+    if out.is_file():
+        return out
+    with h5py.File(source, "r") as f, h5py.File(out.with_suffix(".partial"), "w") as g:
+        g.attrs.update({k: v for k, v in f.attrs.items()})
+        g.attrs["failures"] = "[]"
+        f.copy("classes", g)
+        names = sorted(f["videos"])
+        videos, columns = g.create_group("videos"), {c: [] for c in ("video_id", "key", "label", "split", "num_frames")}
+        for i in range(n):
+            src, video_id = f["videos"][names[i % len(names)]], f"v{i:07d}"
+            attrs = {**json.loads(src.attrs["stpipe"]), "video_id": video_id}
+            group = videos.create_group(video_id)
+            group.attrs.update({**src.attrs, "video_id": video_id, "stpipe": json.dumps(attrs)})
+            for name in src:
+                f.copy(src[name], group, name=name)
+            for column, value in zip(columns, (video_id, video_id, attrs["label_index"], attrs["split"],
+                                               attrs["num_frames"])):
+                columns[column].append(value)
+        index = g.create_group("index")
+        for column, values in {**columns, "status": ["complete"] * n}.items():
+            strings = isinstance(values[0], str)
+            index.create_dataset(column, data=np.array(values, dtype=object if strings else np.int64),
+                                 dtype=h5py.string_dtype() if strings else None)
+    out.with_suffix(".partial").rename(out)
+    return out
+
+
+def commands(args, work: Path, new: str, base: str) -> None:
+    print(f"bench_scale commands: new = {new}, old = {base}; cpus {os.cpu_count()}, load average {load_average()}")
+    source = source_export(work)
+    for n in [int(x) for x in args.sizes.split(",")]:
+        h5 = copies(source, work / f"videos-{n}.h5", n)
+        codes = [("new", new)] + ([("old", base)] if n <= args.baseline_max else [])
+        print(f"\n== {n:,} videos, {h5.stat().st_size / 2**20:.0f} MiB of HDF5 (load average {load_average()})")
+        rows: dict[str, dict[str, str]] = {}
+        for label, code in codes:
+            for path in work.glob(f"{label}-*"):
+                shutil.rmtree(path, ignore_errors=True)
+            store, row = f"{label}-{n}.zarr", rows.setdefault(label, {})
+            seconds, _ = stpipe(code, ["import", str(h5), "-o", store], work)
+            row["import"] = f"{seconds:6.1f} s = {n / seconds:5.0f} videos/s"
+            for run in ("first", "second"):
+                out = f"{label}-runs/{run}"
+                seconds, _ = stpipe(code, ["train-head", "-s", store, "--head", "mlp", "--segments", "8",
+                                           "--epochs", "1", "-o", out], work)
+                load = json.loads((work / out / "metrics.json").read_text())["load_seconds"]
+                row[f"train-head {run}"] = f"load {load:6.2f} s = {load / n * 1e3:5.2f} ms/video (wall {seconds:.1f} s)"
+            _, text = stpipe(code, ["ablate", "-s", store, "--heads", "mlp,tsn", "--segments", "8", "--seeds", "0",
+                                    "--train-options", '{"epochs": 1}', "-o", f"{label}-runs/ablation"], work)
+            found = re.search(r"features loaded once for every trial in ([0-9.]+) s", text)
+            row["ablate shared load"] = (f"{float(found[1]):6.2f} s = {float(found[1]) / n * 1e3:5.2f} ms/video"
+                                         if found else "(not printed by this code)")
+            seconds, _ = stpipe(code, ["inspect", store], work)
+            row["inspect"] = f"{seconds:6.2f} s"
+            print(f"  ({label} done, load average {load_average()})")
+        for what in rows["new"]:
+            print(f"  {what:<20} " + "   ".join(f"{label} {row[what]}" for label, row in rows.items()))
+        if not args.keep:
+            for path in list(work.glob("new-*")) + list(work.glob("old-*")):
+                shutil.rmtree(path, ignore_errors=True)
+
+
+def internals(args, work: Path, new: str, base: str, skip: set[str], parts: set[str]) -> None:
     common = dict(frames=args.frames, dim=args.dim)
     print(f"bench_scale: {args.frames} frames x {args.dim} float16 per video (pooled); new = {new}, old = {base}")
     print(f"cpus: {os.cpu_count()}, load average at start: {load_average()}")
     first_store = None
     try:
-        for n in [int(s) for s in args.sizes.split(",")]:
+        for n in [int(s) for s in args.sizes.split(",")] if "internals" in parts else ():
             store = str(work / f"store-{n}.zarr")
             print(f"\n== {n:,} videos (load average {load_average()})")
             w_new = run_child(new, "write", store, n=n, finalize=True, **common)
@@ -290,17 +401,16 @@ def main() -> None:
                 r_base = None if skip_base else run_child(base, op, store)
                 print(line(op, r_new, r_base, n))
             print(f"  (load average {load_average()})")
-        if "s3" not in skip:
+        if "s3" in parts:
             s3(args, work, new, base, common)
             largest = max(int(s) for s in args.sizes.split(","))
             s3_at_scale(work, new, str(work / f"store-{largest}.zarr"), largest)
-        if "train" not in skip and first_store:
+        if "train" in parts and first_store:
             train(work, new, base, first_store)
     finally:
         if not args.keep:
             for path in work.glob("store-*.zarr"):
                 shutil.rmtree(path, ignore_errors=True)
-    print(f"\nload average at the end: {load_average()}")
 
 
 def s3(args, work: Path, new: str, base: str, common: dict) -> None:

@@ -119,6 +119,7 @@ def run(cfg: AblateConfig, progress: Events | None = None) -> AblateResult:
                              memory_budget_bytes=cfg.memory_budget_gb * 2**30, stats_dir=str(out),
                              storage_options=cfg.storage_options, note=note)
         load_seconds, shared_bytes = time.perf_counter() - loading, shared.nbytes
+        note(f"features loaded once for every trial in {load_seconds:.1f} s ({shared_bytes / 2**20:.0f} MiB)")
         fn = functools.partial(train_trial, cfg=cfg)
 
         def record_progress(p: Progress) -> None:
