@@ -71,9 +71,9 @@ def held_out(labels: Sequence[int] | np.ndarray, groups: Sequence[str] | np.ndar
 def shared_groups(groups: Sequence[str] | np.ndarray, splits: Sequence[str] | np.ndarray,
                   first: str = "train", second: str = "val") -> list[str]:
     """The groups (sorted) that videos of split `first` and of split `second` both have ("" is none)."""
-    groups, splits = np.asarray(groups, dtype=str), np.asarray(splits, dtype=str)
-    a = set(groups[splits == first].tolist())
-    b = set(groups[splits == second].tolist())
+    pairs = list(zip(np.asarray(groups).tolist(), np.asarray(splits).tolist()))  # the index may hold StringDType
+    a = {str(g) for g, s in pairs if s == first}
+    b = {str(g) for g, s in pairs if s == second}
     return sorted((a & b) - {""})
 
 
@@ -92,5 +92,5 @@ def index_leak(index: Mapping[str, np.ndarray], first: str = "train", second: st
 
 def groups_of(index: Mapping[str, np.ndarray], keys: np.ndarray) -> np.ndarray:
     """The group of each store key (a store's index, as `FeatureStore.index()` gives it)."""
-    group = dict(zip(index["key"].tolist(), index["group"].tolist()))
-    return np.array([group.get(key, "") for key in np.asarray(keys).tolist()], dtype=str)
+    group = {str(k): str(g) for k, g in zip(index["key"].tolist(), index["group"].tolist())}
+    return np.array([group.get(str(key), "") for key in np.asarray(keys).tolist()], dtype=str)
