@@ -131,7 +131,7 @@ def _rendered():
 
 @cli.group("manifest")
 def manifest_group() -> None:
-    """Build and check manifests: the table of videos (video_id, path, label, split[, start, end])."""
+    """Build and check manifests: the table of videos (video_id, path, label, split[, start, end][, group])."""
 
 
 def _echo_written(manifest, output) -> None:
@@ -158,10 +158,12 @@ def _echo_written(manifest, output) -> None:
 @click.option("--underscore-dirs", is_flag=True, help="kinetics: class folders with '_' for spaces.")
 @click.option("--trim", is_flag=True, help="kinetics: keep time_start/time_end as start/end (full-length videos).")
 @click.option("--split", help="folder: split of a tree without split folders (default train).")
+@click.option("--group-folders", is_flag=True,
+              help="folder: <class>/<group>/<video>; the sub-folder names each video's group (its source).")
 @click.option("--classes", "classes_file", type=click.Path(dir_okay=False, path_type=Path),
               help="Use this class list (one name per line) instead of the dataset's.")
 def manifest_convert(format_name, annotations, output, fold, path_template, class_order, underscore_dirs, trim,
-                     split, classes_file):
+                     split, group_folders, classes_file):
     """Convert official annotation files of FORMAT to a manifest.
 
     FORMAT is one of jester, ssv2, ucf101, hmdb51, kinetics, folder. Examples:
@@ -175,7 +177,7 @@ def manifest_convert(format_name, annotations, output, fold, path_template, clas
     from manifests import convert, read_class_list, write_manifest
 
     given = dict(fold=fold, path_template=path_template, class_order=class_order, split=split,
-                 underscore_dirs=underscore_dirs or None, trim=trim or None)
+                 underscore_dirs=underscore_dirs or None, trim=trim or None, group_folders=group_folders or None)
     manifest = convert(format_name, annotations, **{k: v for k, v in given.items() if v is not None})
     if classes_file is not None:
         manifest = manifest.with_classes(read_class_list(classes_file))
@@ -189,7 +191,9 @@ def manifest_convert(format_name, annotations, output, fold, path_template, clas
               help="Manifest to write (.csv or .jsonl).")
 @click.option("--split", default="train", show_default=True,
               help="Split of every entry when DIRECTORY has no train/val/test folders.")
-def manifest_from_folder(directory, output, split):
+@click.option("--group-folders", is_flag=True,
+              help="DIRECTORY/<class>/<group>/<video>: the sub-folder names each video's group (its source).")
+def manifest_from_folder(directory, output, split, group_folders):
     """Manifest of a DIRECTORY/<class>/<video> (or DIRECTORY/<split>/<class>/<video>) tree.
 
     A video is a video file or a folder of frame images. Paths are written relative to the
@@ -197,7 +201,7 @@ def manifest_from_folder(directory, output, split):
     """
     from manifests import convert, write_manifest
 
-    manifest = convert("folder", [directory], split=split).rebased(output.absolute().parent)
+    manifest = convert("folder", [directory], split=split, group_folders=group_folders).rebased(output.absolute().parent)
     write_manifest(manifest, output)
     _echo_written(manifest, output)
 
@@ -210,7 +214,8 @@ def manifest_from_folder(directory, output, split):
 @click.option("--classes", "classes_file", type=click.Path(dir_okay=False, path_type=Path),
               help="Class list to use when the manifest has no <stem>.classes.txt beside it.")
 def manifest_check(manifest_file, root, check_exists, classes_file):
-    """Validate MANIFEST and print how many videos each split and class has."""
+    """Validate MANIFEST and print how many videos each split and class has (and groups, and any group
+    that train shares with val or test: a leak)."""
     from manifests import SPLITS, read_manifest
 
     manifest = read_manifest(manifest_file, root=root, classes=classes_file, check_exists=check_exists)
@@ -224,6 +229,16 @@ def manifest_check(manifest_file, root, check_exists, classes_file):
         row = "  ".join(f"{counts[s][name]:>6}" for s in SPLITS)
         click.echo(f"{name if name is not None else '(no label)':<{width}}  {row}")
     click.echo(f"{'total':<{width}}  " + "  ".join(f"{sum(counts[s].values()):>6}" for s in SPLITS))
+    if any(e.group is not None for e in manifest.entries):
+        from pipeline.splits import leak_note, shared_groups
+
+        groups, splits = [e.group or "" for e in manifest.entries], [e.split for e in manifest.entries]
+        per_split = {s: len({g for g, sp in zip(groups, splits) if sp == s and g}) for s in SPLITS}
+        click.echo(f"{'groups':<{width}}  " + "  ".join(f"{per_split[s]:>6}" for s in SPLITS))
+        for other in ("val", "test"):
+            shared = shared_groups(groups, splits, "train", other)
+            if shared:
+                click.echo(f"leak: {leak_note(shared, 'train', other)}")
 
 
 # ---- flow ----
@@ -412,6 +427,11 @@ def inspect_cmd(store, storage_options, as_json):
     click.echo(f"store     {summary['url']}  (created {meta.get('created')}, stpipe format {meta.get('version')})")
     click.echo(f"videos    {summary['complete']} complete, {summary['incomplete']} incomplete, "
                f"{summary['failed']} failed; by split: {summary['splits']}")
+    groups = summary["groups"]
+    if groups["count"]:
+        leaks = "; ".join(f"leak: {split} shares {len(shared)} with train ({', '.join(shared[:3])}"
+                          f"{' ...' if len(shared) > 3 else ''})" for split, shared in groups["leaks"].items())
+        click.echo(f"groups    {groups['count']}" + (f"; {leaks}" if leaks else "; splits group-disjoint"))
     click.echo(f"backbone  {backbone.get('name')} weights={backbone.get('weights')} features={backbone.get('features')}")
     flow = meta.get("flow")
     click.echo(f"flow      {flow['method'] + ' bound=' + str(flow['bound']) + ' ' + flow['quantisation'] if flow else 'none'}")
@@ -534,12 +554,16 @@ def import_cmd(source, **options):
 @click.option("--videos-per-class", type=int, default=None, help="Videos per class (default 24; not with --from).")
 @click.option("--train-clips", type=int, default=None, help="With --from: train clips per class and source (default 10).")
 @click.option("--val-clips", type=int, default=None, help="With --from: val clips per class and source (default 4).")
+@click.option("--val-sources", type=int, default=None,
+              help="With --from: hold out this many whole videos for val (the others give train clips only) instead "
+                   "of the last part of every video (default 0).")
 @click.option("--frames", type=int, default=None, help="Frames per video (default 16; 10 with --from).")
 @click.option("--size", type=int, default=None, help="Frame side in pixels (default 112).")
 @click.option("--seed", type=int, default=None, help="Random seed (default 0).")
 @click.option("--digits", default=None, help="Path to digits.png (default: $STPIPE_ASSETS/images/digits.png, else shapes).")
 @click.option("--config", "config_file", type=click.Path(dir_okay=False), help="YAML config file.")
-def demo_data_cmd(out, sources, videos_per_class, train_clips, val_clips, frames, size, seed, digits, config_file):
+def demo_data_cmd(out, sources, videos_per_class, train_clips, val_clips, val_sources, frames, size, seed, digits,
+                  config_file):
     """Write a small labelled video set whose classes depend on temporal order (synthetic, or cut from real
     footage with --from)."""
     from pipeline.config import build_config
@@ -551,13 +575,13 @@ def demo_data_cmd(out, sources, videos_per_class, train_clips, val_clips, frames
         if videos_per_class is not None or digits is not None:
             raise click.UsageError("--videos-per-class and --digits are for the synthetic set, not with --from")
         overrides = dict(out=out, sources=list(sources), train_clips=train_clips, val_clips=val_clips,
-                         frames=frames, size=size, seed=seed)
+                         val_sources=val_sources, frames=frames, size=size, seed=seed)
         cfg = build_config(FootageConfig, config_file, overrides)
         footage = cut(cfg, note=lambda message: click.echo(f"demo-data: {message}", err=True))
         click.echo(f"wrote {footage.num_videos} clips cut from {len(footage.sources)} videos and {footage.manifest}")
         return
-    if train_clips is not None or val_clips is not None:
-        raise click.UsageError("--train-clips and --val-clips need --from")
+    if train_clips is not None or val_clips is not None or val_sources is not None:
+        raise click.UsageError("--train-clips, --val-clips and --val-sources need --from")
     from pipeline.demo_data import DemoDataConfig, generate
 
     overrides = dict(out=out, videos_per_class=videos_per_class, frames=frames, size=size, seed=seed, digits=digits)

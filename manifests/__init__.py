@@ -1,8 +1,8 @@
-"""The manifest: the table of videos (`video_id, path, label, split` + optional `start, end`).
+"""The manifest: the table of videos (`video_id, path, label, split` + optional `start, end, group`).
 
 Public API (other modules code against exactly this):
 
-    VideoEntry(video_id, path, label, split, start=None, end=None)    frozen; validates itself
+    VideoEntry(video_id, path, label, split, start=None, end=None, group=None)   frozen; validates itself
     Manifest(entries, classes, source=None, root=Path("."))
         .label_index(label) -> int       position in `classes`
         .by_split(split) -> list[VideoEntry]

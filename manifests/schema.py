@@ -10,6 +10,9 @@ Columns, in file order:
     split     `train`, `val` or `test` (converters map aliases such as `validation` -> `val`).
     start     optional trim start in seconds (>= 0); empty means "from the beginning".
     end       optional trim end in seconds (> start); empty means "to the end".
+    group     optional: what the video shares with others (the source video it was cut from, an
+              actor and scene; UCF101's `g08`, a Kinetics YouTube id); empty means its own group.
+              Splits stpipe makes keep a group on one side, and a train/val overlap is reported.
 
 Entries validate themselves when built, with a message that names the problem; readers add the
 file and line in front of it.
@@ -37,7 +40,7 @@ SPLIT_ALIASES = {
     "valid": "val",
     "testing": "test",
 }
-COLUMNS = ("video_id", "path", "label", "split", "start", "end")
+COLUMNS = ("video_id", "path", "label", "split", "start", "end", "group")
 REQUIRED_COLUMNS = ("video_id", "path", "label", "split")
 _LINE_BREAK_OR_NUL = re.compile("[\n\r\x00]")
 
@@ -79,12 +82,15 @@ class VideoEntry:
     split: str
     start: float | None = None
     end: float | None = None
+    group: str | None = None
 
     def __post_init__(self) -> None:
         _check_text("video_id", self.video_id)
         _check_text("path", self.path)
         if self.label is not None:
             _check_text("label", self.label)
+        if self.group is not None:
+            _check_text("group", self.group)
         if self.split not in SPLITS:
             hint = SPLIT_ALIASES.get(str(self.split).strip().lower())
             extra = f"; did you mean {hint!r}?" if hint else ""
@@ -179,11 +185,13 @@ class Manifest:
         """Stable content hash for provenance.
 
         Covers the class list (in order: it defines the indices) and the entries sorted by
-        video_id, so it does not change with row order, CSV vs JSONL, or the root folder.
+        video_id, so it does not change with row order, CSV vs JSONL, or the root folder. An entry
+        without a group hashes as before groups existed (stores made then keep matching).
         """
         digest = hashlib.sha256()
         digest.update(json.dumps(self.classes, ensure_ascii=False).encode("utf-8"))
         for entry in sorted(self.entries, key=lambda e: e.video_id):
-            row = json.dumps(asdict(entry), ensure_ascii=False, sort_keys=True)
+            fields = {k: v for k, v in asdict(entry).items() if k != "group" or v is not None}
+            row = json.dumps(fields, ensure_ascii=False, sort_keys=True)
             digest.update(b"\n" + row.encode("utf-8"))
         return digest.hexdigest()

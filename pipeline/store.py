@@ -3,15 +3,17 @@
     <store>/                 attrs["stpipe"]: version, created, config, config_hash, manifest_sha256,
                              classes, backbone, flow, views
       videos/<key>/          one group per video, written by exactly one worker;
-                             attrs: video_id, path, label, label_index, split, fps, num_frames,
-                             frame_index, complete=true (written LAST)
+                             attrs: video_id, path, label, label_index, split, group, fps,
+                             num_frames, frame_index, complete=true (written LAST)
          rgb                 (view, time, channel[, y, x]) float16
          flow                (time, 2, y, x) uint8 (quantised, bound in attrs) or float16
          flow_feat           (view, time, channel[, y, x]) float16
       failures/<key>/        attrs: video_id, path, stage, error, attempts (one group per failed video,
                              so concurrent workers never rewrite a shared list)
       index/                 columnar arrays written at the end: video_id, key, label, split,
-                             num_frames, status; attrs: failures (list), complete=true (written last)
+                             num_frames, status, group ("" for none; stores made before groups
+                             have no `group` array and read as all ""); attrs: failures (list),
+                             complete=true (written last)
 
 `key` is a reversible, filesystem-safe encoding of the video id (see `video_key`), so no id can
 escape the store. Works on any fsspec URL (`file://`, `memory://`, `s3://...`) and local paths.
@@ -33,6 +35,7 @@ import numpy as np
 
 from pipeline.errors import StoreError
 from pipeline.faults import fault_point
+from pipeline.splits import index_leak
 from pipeline.store_io import META, StoreIO, array_document, chunk_key, encode_chunk, group_document
 from pipeline.store_urls import explain, is_local, local_path, resolve_url
 
@@ -357,7 +360,10 @@ class FeatureStore:
         try:
             group = self.root["index"]
             attrs = dict(group.attrs)
-            columns = {name: np.asarray(group[name][...]) for name in INDEX_COLUMNS}
+            columns = {name: np.asarray(group[name][...]) for name in INDEX_COLUMNS if name != "group"}
+            # stores made before groups existed: no group array, every video its own group
+            columns["group"] = (np.asarray(group["group"][...]) if "group" in group
+                                else np.full(len(columns["key"]), "", dtype=str))
         except Exception:  # noqa: BLE001 - absent, or a kill mid-rewrite (any zarr error): rescan instead
             return None
         if len({len(v) for v in columns.values()}) != 1:
@@ -369,7 +375,7 @@ class FeatureStore:
         return _columns(self._rows(trust_index=False)[0])
 
     def _rows(self, *, trust_index: bool = True) -> tuple[list[tuple], list[Failure]]:
-        """One row (video_id, key, label, split, num_frames, status) per video group, plus failed
+        """One row (video_id, key, label, split, num_frames, status, group) per video group, plus failed
         videos without one, sorted by id; and the failures.
 
         One listing of `videos/`; the groups a stored index (complete or invalidated) lists as
@@ -382,9 +388,9 @@ class FeatureStore:
         stored = self._stored_index() if trust_index else None
         if stored is not None:
             c = stored[0]
-            for vid, key, label, split, frames, status in zip(*(c[n].tolist() for n in INDEX_COLUMNS)):
+            for vid, key, label, split, frames, status, group in zip(*(c[n].tolist() for n in INDEX_COLUMNS)):
                 if status == "complete":
-                    known[str(key)] = (str(vid), str(key), int(label), str(split), int(frames), "complete")
+                    known[str(key)] = (str(vid), str(key), int(label), str(split), int(frames), "complete", str(group))
             del stored, c
         rows, unknown = [], []
         since = self.io.mtime_ns(f"index/{META}") if known and self.io.local else None
@@ -408,9 +414,9 @@ class FeatureStore:
             video_id = a.get("video_id") or key_to_id(key) or key
             status = "complete" if a.get("complete") else "failed" if video_id in failed else "incomplete"
             rows.append((video_id, key, int(a.get("label_index", -1) if a.get("label_index") is not None else -1),
-                         a.get("split") or "", int(a.get("num_frames") or 0), status))
+                         a.get("split") or "", int(a.get("num_frames") or 0), status, a.get("group") or ""))
         present = {r[0] for r in rows}
-        rows += [(v, video_key(v), -1, "", 0, "failed") for v in sorted(failed - present)]
+        rows += [(v, video_key(v), -1, "", 0, "failed", "") for v in sorted(failed - present)]
         rows.sort(key=lambda r: r[0])
         return rows, failures
 
@@ -527,7 +533,7 @@ def _aligned_box(selection, shape, chunks) -> tuple[list[int], list[int]] | None
     return starts, stops
 
 
-INDEX_COLUMNS = ("video_id", "key", "label", "split", "num_frames", "status")
+INDEX_COLUMNS = ("video_id", "key", "label", "split", "num_frames", "status", "group")
 
 
 def _columns(rows: list[tuple]) -> dict[str, np.ndarray]:
@@ -538,6 +544,7 @@ def _columns(rows: list[tuple]) -> dict[str, np.ndarray]:
         "split": np.array([r[3] for r in rows], dtype=str),
         "num_frames": np.array([r[4] for r in rows], dtype=np.int64),
         "status": np.array([r[5] for r in rows], dtype=str),
+        "group": np.array([r[6] for r in rows], dtype=str),
     }
 
 
@@ -626,11 +633,20 @@ def summarize(store: FeatureStore) -> dict[str, Any]:
         "incomplete": int((status == "incomplete").sum()),
         "failed": int((status == "failed").sum()),
         "splits": {str(s): int(((index["split"] == s) & (status == "complete")).sum()) for s in np.unique(index["split"]) if s},
+        "groups": _group_summary(index),
         "arrays": shapes,
         "meta": store.meta,
         "failures": [f.__dict__ for f in store.failures()],
         "pack": _pack_states(store),
     }
+
+
+def _group_summary(index: Mapping[str, np.ndarray]) -> dict[str, Any]:
+    """How many groups the complete videos have, and the groups each other split shares with train."""
+    complete = index["status"] == "complete"
+    splits = sorted({str(s) for s in index["split"][complete].tolist()} - {"train", ""})
+    return {"count": len(set(index["group"][complete].tolist()) - {""}),
+            "leaks": {split: leak for split in splits if (leak := index_leak(index, "train", split))}}
 
 
 def _pack_states(store: FeatureStore) -> dict[str, str]:

@@ -84,6 +84,7 @@ def plan(cfg: ExtractConfig, models: Models) -> Plan:
             split=e.split,
             start=e.start,
             end=e.end,
+            group=e.group,
         )
         for e in manifest.entries
         if e.video_id not in done

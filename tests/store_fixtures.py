@@ -7,7 +7,7 @@ average of per-frame scores) is at chance within a pair, while order-aware heads
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
@@ -31,13 +31,14 @@ def make_store(
     unlabelled_split: str = "",
     seed: int = 0,
     cnn_like: bool = False,
+    group_of: Callable[[str, int, int], str] | None = None,
 ) -> FeatureStore:
     """A store with `per_class[split]` videos per class and split (default train 12, val 6, test 4).
 
     `failed` ids are recorded as failures, `incomplete` ids get arrays but no `complete` mark (both
     in the train split); `unlabelled_split` videos carry label -1. `cnn_like`: non-negative,
     uncentred features like a CNN's pooled ReLU outputs (a per-channel level in [0, 0.6] that every clip
-    shares, plus |x| / 10 for the clip), not centred Gaussians.
+    shares, plus |x| / 10 for the clip), not centred Gaussians. `group_of(split, class, k)`: each video's group.
     """
     per_class = per_class or {"train": 12, "val": 6, "test": 4}
     rng = np.random.default_rng(seed)
@@ -63,8 +64,9 @@ def make_store(
                     store.record_failure(Failure(video_id, f"{video_id}.mp4", "decode", "synthetic failure", 1))
                     continue
                 label = -1 if split == unlabelled_split else c
+                group = {"group": group_of(split, c, k)} if group_of else {}
                 writer = store.begin_video(video_id, {"label": classes[c] if label >= 0 else "",
-                                                      "label_index": label, "split": split})
+                                                      "label_index": label, "split": split, **group})
                 rgb = _features(rng, patterns, c, length, views, spatial, noise)
                 if cnn_like:
                     rgb = (np.abs(rgb.astype(np.float32)) / 10 + level).astype(np.float16)

@@ -10,14 +10,17 @@ dataset's splits to train/val/test, follows the dataset's own class index, and b
 `path` from `path_template` (default: the layout the dataset is distributed in). Every error
 names the annotation file and line.
 
-| format   | class index                                   | default path                           |
-|----------|-----------------------------------------------|----------------------------------------|
-| jester   | sorted names (TRN/TSM); `class_order="file"`   | `{id}` (frame folder)                  |
-| ssv2     | labels.json values                            | `{id}.webm`                            |
-| ucf101   | classInd.txt                                  | `{class}/{file}`                       |
-| hmdb51   | sorted class names (no official index exists) | `{class}/{file}`                       |
-| kinetics | sorted labels (no official index exists)      | `{class_dir}/{youtube_id}_{start:06d}_{end:06d}.mp4` |
-| folder   | sorted class folder names                     | the files found                        |
+| format   | class index                                   | default path                           | group (`group` column)     |
+|----------|-----------------------------------------------|----------------------------------------|----------------------------|
+| jester   | sorted names (TRN/TSM); `class_order="file"`   | `{id}` (frame folder)                  | none defined               |
+| ssv2     | labels.json values                            | `{id}.webm`                            | none defined               |
+| ucf101   | classInd.txt                                  | `{class}/{file}`                       | `g08` of `v_X_g08_c01`     |
+| hmdb51   | sorted class names (no official index exists) | `{class}/{file}`                       | source video in clip name  |
+| kinetics | sorted labels (no official index exists)      | `{class_dir}/{youtube_id}_{start:06d}_{end:06d}.mp4` | YouTube id |
+| folder   | sorted class folder names                     | the files found                        | `<class>/<group>/` sub-folder with `group_folders=True` |
+
+A group is what several videos share (one source video, actor and scene); the splits stpipe makes
+keep it whole (`pipeline.splits`).
 
 `convert(name, sources, **options)` checks that the options apply to that format, so the CLI
 can pass its flags through without knowing which format takes which.

@@ -9,6 +9,9 @@ folders with no video in some split, so indices do not depend on which split is 
 The video id is the path below DIR without the video suffix (`dog/clip1`, `train/dog/clip1`);
 paths are relative to DIR and the returned manifest's root is DIR. Hidden entries and other files
 are skipped; frame images directly inside a class folder are an error (wrong folder level).
+
+`group_folders=True` (`--group-folders`) reads one more level, `<class>/<group>/<video>`: the
+sub-folder name is each video's group (its source video, actor or scene), which splits keep whole.
 """
 
 from __future__ import annotations
@@ -43,8 +46,20 @@ def _holds_frames(folder: Path) -> bool:
     return any(p.suffix.lower() in IMAGE_SUFFIXES and p.is_file() for p in folder.iterdir())
 
 
-def _scan_class(root: Path, class_dir: Path, split: str, out: EntryCollector) -> None:
-    for item in _visible(class_dir):
+def _scan_class(root: Path, class_dir: Path, split: str, out: EntryCollector, group_folders: bool) -> None:
+    if group_folders:
+        for item in _visible(class_dir):
+            if item.is_dir() and not _holds_frames(item):
+                _scan_videos(root, item, class_dir.name, split, out, group=item.name)
+            elif item.is_dir() or item.suffix.lower() in VIDEO_SUFFIXES | IMAGE_SUFFIXES:
+                raise ManifestError(f"{item}: directly in class folder {class_dir}; --group-folders "
+                                    "expects DIR/<class>/<group>/<video>")
+    else:
+        _scan_videos(root, class_dir, class_dir.name, split, out, group=None)
+
+
+def _scan_videos(root: Path, folder: Path, label: str, split: str, out: EntryCollector, group: str | None) -> None:
+    for item in _visible(folder):
         relative = item.relative_to(root).as_posix()
         if item.is_dir():
             if not _holds_frames(item):
@@ -53,17 +68,17 @@ def _scan_class(root: Path, class_dir: Path, split: str, out: EntryCollector) ->
         elif item.suffix.lower() in VIDEO_SUFFIXES:
             video_id = relative[: -len(item.suffix)]
         elif item.suffix.lower() in IMAGE_SUFFIXES:
-            raise ManifestError(
-                f"{item}: frame image directly in class folder {class_dir}; expected DIR/<class>/<video>"
-            )
+            level = "group folder" if group is not None else "class folder"
+            raise ManifestError(f"{item}: frame image directly in {level} {folder}; expected a video folder below it")
         else:
             continue
-        out.add(str(item), video_id=video_id, path=relative, label=class_dir.name, split=split)
+        out.add(str(item), video_id=video_id, path=relative, label=label, split=split, group=group)
 
 
 @CONVERTERS.register("folder", dataset="folder-per-class tree", files="one folder")
-def convert_folder(sources: Sequence[Path], *, split: str = "train") -> Manifest:
-    """DIR/<class>/<video> (or DIR/<split>/<class>/<video>) -> Manifest rooted at DIR."""
+def convert_folder(sources: Sequence[Path], *, split: str = "train", group_folders: bool = False) -> Manifest:
+    """DIR/<class>/<video> (or DIR/<split>/<class>/<video>; `group_folders`: <class>/<group>/<video>)
+    -> Manifest rooted at DIR."""
     if len(sources) != 1:
         raise ConfigError(f"folder: expected exactly one folder, got {len(sources)}")
     root = Path(sources[0])
@@ -83,7 +98,7 @@ def convert_folder(sources: Sequence[Path], *, split: str = "train") -> Manifest
     for split_name, split_dir in layout:
         for class_dir in (p for p in _visible(split_dir) if p.is_dir()):
             classes.add(class_dir.name)
-            _scan_class(root, class_dir, split_name, out)
+            _scan_class(root, class_dir, split_name, out, group_folders)
     if not out.entries:
         raise ManifestError(f"{root}: no videos or frame folders found in its class folders")
     manifest = out.manifest(sorted(classes))

@@ -9,6 +9,11 @@ Given a folder, the converter takes every `*_test_split{fold}.txt` (official spl
 1); files given one by one must all belong to one split. No class index is distributed: classes
 are numbered by sorted name, as TSN and mmaction2 do. The video id is the file stem; the default
 path is `{class}/{file}` under a root pointing at `hmdb51_org/`.
+
+The group is the source video a clip was cut from: HMDB51 names a clip
+`<source>_<class>_<body part>_<camera motion>_<people>_<viewpoint>_<quality>_<n>`
+(`Acrobacias_de_un_fenomeno_cartwheel_f_cm_np1_ba_bad_8` -> `Acrobacias_de_un_fenomeno`), and its
+official splits keep the clips of one source together. A name not of that form gets no group.
 """
 
 from __future__ import annotations
@@ -25,6 +30,14 @@ from pipeline.errors import ConfigError, ManifestError
 _NAME = re.compile(r"(?P<cls>.+)_test_split(?P<fold>[0-9]+)\.txt")
 _CODES = {"1": "train", "2": "test", "0": None}
 _EXPECTED = "<class>_test_split<k>.txt"
+_TAGS = re.compile(r"_[a-z]_(?:cm|nm)_np[0-9]+_(?:ba|fr|le|ri)_(?:bad|goo|med)_[0-9]+$")  # the meta tags after the class
+
+
+def _source(stem: str, label: str) -> str | None:
+    """The source video of a clip (its name before `_<class>_<tags>`), None when the name is not of that form."""
+    match = _TAGS.search(stem)
+    head = stem[: match.start()] if match else ""
+    return head[: -len(label) - 1] if head.endswith("_" + label) and len(head) > len(label) + 1 else None
 
 
 def _role(path: Path, explicit: bool, fold: int) -> str | None:
@@ -46,7 +59,7 @@ def _read_split_file(path: Path, label: str, template: PathTemplate, out: EntryC
         file = parts[0]
         stem = Path(file).stem
         path_text = template.render(where, **{"class": label, "file": file, "stem": stem, "split": split})
-        out.add(where, video_id=stem, path=path_text, label=label, split=split)
+        out.add(where, video_id=stem, path=path_text, label=label, split=split, group=_source(stem, label))
 
 
 @CONVERTERS.register("hmdb51", dataset="HMDB51", files=_EXPECTED)

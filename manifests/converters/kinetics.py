@@ -10,7 +10,7 @@ these read the same. youtube ids may start with `-` or `_` and stay strings. The
 Videos: the official crawler (ActivityNet `Crawler/Kinetics/download.py`) writes trimmed clips
 to `<label>/<youtube_id>_<start:%06d>_<end:%06d>.mp4`, and clips of files without labels to
 `test/`. That clip name (without `.mp4`) is the video id, so two segments of one YouTube video
-stay distinct. Because the clips are already cut, entries carry no start/end; `trim=True` adds
+stay distinct; the YouTube id is the group (clips of one YouTube video share it). Because the clips are already cut, entries carry no start/end; `trim=True` adds
 them for full-length downloads and requires a path template (e.g. `--path-template {youtube_id}.mp4`).
 `underscore_dirs=True` replaces spaces with `_` in the class folder (Showmax-style downloaders).
 
@@ -103,7 +103,7 @@ def _add(where: str, row: dict[str, Any], template: PathTemplate, trim: bool, un
     fields = {"label": label or "", "class_dir": class_dir, "youtube_id": youtube_id,
               "start": start, "end": end, "split": split}
     out.add(where, video_id=clip, path=template.render(where, **fields), label=label, split=split,
-            start=start if trim else None, end=end if trim else None)
+            start=start if trim else None, end=end if trim else None, group=youtube_id)
 
 
 @CONVERTERS.register("kinetics", dataset="Kinetics 400/600/700", files="*.csv or *.json")

@@ -9,11 +9,14 @@ When a line has an index, it must name the same class as its folder.
 Given a folder, the converter takes `trainlist0{fold}.txt` and `testlist0{fold}.txt` (official
 splits 1-3, default 1); files given one by one are used as they are. Class index = classInd
 order. The video id is the file stem (`v_HandStandPushups_g08_c01`); the default path is
-`{class}/{file}` under a root pointing at `UCF-101/`.
+`{class}/{file}` under a root pointing at `UCF-101/`. The group is the file name's `gGG` (`g08`):
+UCF101's 25 groups (the clips `c01..c07` of a group are cut from one longer video, same actor and
+background), which its official splits keep apart; a name without one gets no group.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -23,6 +26,7 @@ from manifests.textio import read_lines
 from pipeline.errors import ConfigError, ManifestError
 
 _EXPECTED = "classInd.txt, trainlistNN.txt or testlistNN.txt"
+_GROUP = re.compile(r"_(g[0-9]+)_c[0-9]+$")  # v_<Class>_g08_c01 -> g08
 
 
 def _role(path: Path, explicit: bool, fold: int) -> str | None:
@@ -70,7 +74,8 @@ def _read_list(path: Path, split: str, classes: list[str], template: PathTemplat
                 )
         stem = Path(file).stem
         path_text = template.render(where, **{"class": folder, "file": file, "stem": stem, "split": split})
-        out.add(where, video_id=stem, path=path_text, label=folder, split=split)
+        group = _GROUP.search(stem)
+        out.add(where, video_id=stem, path=path_text, label=folder, split=split, group=group and group[1])
 
 
 @CONVERTERS.register("ucf101", dataset="UCF101", files=_EXPECTED)

@@ -183,7 +183,7 @@ class Extractor:
     def _begin(self, state: _VideoState) -> None:
         job, cfg = state.job, self.cfg
         attrs = {"path": job.path, "label": job.label, "label_index": job.label_index, "split": job.split,
-                 "start": job.start, "end": job.end, "fps": state.fps}
+                 "group": job.group, "start": job.start, "end": job.end, "fps": state.fps}
         output, store = state.output, self.store
 
         def begin():  # in the writer thread, after any writes still queued for an earlier attempt

@@ -17,6 +17,7 @@ class VideoJob:
     start: float | None = None
     end: float | None = None
     attempts: int = 0
+    group: str | None = None  # the manifest's group column (what the video shares with others)
 
 
 @dataclass

@@ -26,6 +26,7 @@ import numpy as np
 from pipeline.errors import BackboneError, ConfigError, ManifestError, StoreError
 from pipeline.finetune.config import STREAM_SETS, FinetuneConfig
 from pipeline.heads import HEADS
+from pipeline.splits import index_leak, leak_note
 from pipeline.store import FeatureStore
 from pipeline.store_urls import absolute
 from pipeline.training.data import select_videos
@@ -95,6 +96,9 @@ def prepare(cfg: FinetuneConfig) -> Setup:
     val_split = cfg.val_split or run_cfg.val_split
     notes: list[str] = []
     train, val = _videos(cfg, store, val_split, notes)
+    shared = index_leak(store.index(), "train", val_split)  # val picks the checkpoint: say when it leaks
+    if shared:
+        notes.append(leak_note(shared, "train", val_split))
     return Setup(
         cfg=cfg, classes=store.classes, streams=streams, segments=cfg.segments or int(checkpoint["segments"]),
         head_state=checkpoint["model"], head_spec=head_spec, head_sources=sources,

@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from pipeline.splits import index_leak, leak_note
 from pipeline.store import FeatureStore
 from pipeline.training.data import SplitData, load_split
 from pipeline.training.loop import TrainData
@@ -62,7 +63,8 @@ def load_features(store: FeatureStore, *, uses: Iterable[tuple[tuple[str, ...], 
     """Read the parts that `uses` ((streams, pooled) per consumer) need for `splits`, once.
 
     Maps (spatial heads) load before pooled vectors, so the largest parts get the budget first;
-    `note(line)` says where each part lives, `progress(split, done, total)` reports each read;
+    `note(line)` says where each part lives (and when val shares groups with train: a leak),
+    `progress(split, done, total)` reports each read;
     `signatures` already computed by the caller are not computed again.
     """
     note = note or (lambda message: None)
@@ -92,6 +94,9 @@ def load_features(store: FeatureStore, *, uses: Iterable[tuple[tuple[str, ...], 
                                        run_dir=stats_dir)
             stats[(stream, pooled)] = (tuple(found.mean), tuple(found.std))  # plain floats: no read-only arrays
     val = next((s for s in splits if s != "train"), splits[0])
+    shared = index_leak(store.index(), "train", val) if "train" in splits and val != "train" else []
+    if shared:  # the split the user gave: said once, as a note
+        note(leak_note(shared, "train", val))
     return Features(classes=store.classes, parts=parts, signatures=signatures, stats=stats, val_split=val)
 
 

@@ -3,7 +3,7 @@
 The built-in recipes (pipeline.heads.recipes) were chosen on development sets; on other data a head
 may want another learning rate, length, dropout, projection width or temporal centring. `select`
 holds out an inner split of the *training* split (a stratified share of its videos, drawn from the
-run's seed), trains candidate recipes on the rest, scores each on the inner split, and returns the
+run's seed; whole groups of the manifest's `group` column, so near-duplicates never sit on both sides), trains candidate recipes on the rest, scores each on the inner split, and returns the
 resolved config with the best point swapped in (`dataclasses.replace`); the caller retrains that on
 the whole training split and reports it on val as usual.
 
@@ -31,6 +31,7 @@ import numpy as np
 
 from pipeline.errors import ConfigError
 from pipeline.heads import HEADS
+from pipeline.splits import held_out
 from pipeline.training.config import TrainHeadConfig
 from pipeline.training.data import SplitData
 from pipeline.training.loop import TrainData, train
@@ -84,20 +85,16 @@ def patience(epochs: int) -> int:
     return max(3, math.ceil(epochs / 4))
 
 
-def inner_split(split: SplitData, *, seed: int, fraction: float = INNER_FRACTION) -> tuple[SplitData, SplitData]:
+def inner_split(split: SplitData, *, seed: int, fraction: float = INNER_FRACTION,
+                groups: np.ndarray | None = None) -> tuple[SplitData, SplitData]:
     """(inner train, inner val): per class, a seeded draw of `fraction` of its videos (at least one,
-    none from a class with a single video) is held out; order within each part as in `split`."""
-    rng = np.random.default_rng([seed, 2026])
-    held = np.zeros(len(split), dtype=bool)
-    for label in np.unique(split.labels):
-        members = np.flatnonzero(split.labels == label)
-        if len(members) < 2:
-            continue
-        count = max(1, round(len(members) * fraction))
-        held[rng.choice(members, size=count, replace=False)] = True
+    none from a class with a single video) is held out, whole `groups` (one per video, "" for none) at a
+    time (`pipeline.splits.held_out`); order within each part as in `split`."""
+    held = held_out(split.labels, groups, fraction=fraction, seed=seed)
     if not held.any() or held.all():
-        raise ConfigError(f"--select needs at least two training videos of some class to hold one out; "
-                          f"the training split has {len(split)}")
+        unit = "groups" if groups is not None and any(groups) else "videos"
+        raise ConfigError(f"--select needs some class with training {unit} to hold out while keeping one for "
+                          f"training; the training split has {len(split)} videos")
     return subset(split, np.flatnonzero(~held), "inner-train"), subset(split, np.flatnonzero(held), "inner-val")
 
 
@@ -110,12 +107,13 @@ def subset(split: SplitData, index: np.ndarray, name: str) -> SplitData:
 
 
 def select(cfg: TrainHeadConfig, data: TrainData, *, note: Callable[[str], None] | None = None,
-           order: tuple[str, ...] = ORDER, early_stop: bool = True) -> Selection:
-    """Greedy search (module docstring) on an inner split of `data.train`; `cfg` is the starting point.
+           order: tuple[str, ...] = ORDER, early_stop: bool = True, groups: np.ndarray | None = None) -> Selection:
+    """Greedy search (module docstring) on an inner split of `data.train` (`groups`: each training video's
+    group, kept whole); `cfg` is the starting point.
     `order` and `early_stop` exist for benchmarks/bench_select.py (the search as first built: AXES, False)."""
     note = note or (lambda message: None)
     started = time.perf_counter()
-    inner_train, inner_val = inner_split(data.train, seed=cfg.seed)
+    inner_train, inner_val = inner_split(data.train, seed=cfg.seed, groups=groups)
     inner = TrainData(train=inner_train, val=inner_val, classes=data.classes, stats=data.stats)
     base = replace(cfg, out="", resume=False, overwrite=False)
     points: list[dict[str, Any]] = []

@@ -17,6 +17,7 @@ from pipeline.config import config_to_dict, save_config
 from pipeline.cpus import apply_threads
 from pipeline.device import pick_device
 from pipeline.errors import ConfigError
+from pipeline.splits import groups_of
 from pipeline.store import FeatureStore
 from pipeline.training.config import TrainHeadConfig
 from pipeline.training.data import memory_budget_bytes
@@ -80,7 +81,7 @@ def run_head(cfg: TrainHeadConfig, *, callback: Callback | None = None, data: Tr
     record_signature(run_dir, signature)
     save_config(cfg, run_dir / "config.yaml")
     load_seconds = time.perf_counter() - started
-    selection = _selection(cfg, data, run_dir, callback) if cfg.select else None
+    selection = _selection(cfg, data, store, run_dir, callback) if cfg.select else None
     result = train(selection["config"] if selection else cfg, data, run_dir=run_dir, resume=resume,
                    callback=callback, checkpoint_extra={"store": signature})
     metrics = {
@@ -106,7 +107,8 @@ def run_head(cfg: TrainHeadConfig, *, callback: Callback | None = None, data: Tr
     return TrainHeadResult(run_dir=run_dir, metrics=metrics, train=result, resumed=resume)
 
 
-def _selection(cfg: TrainHeadConfig, data: TrainData, run_dir: Path, callback: Callback | None) -> dict[str, Any]:
+def _selection(cfg: TrainHeadConfig, data: TrainData, store: FeatureStore, run_dir: Path,
+               callback: Callback | None) -> dict[str, Any]:
     """--select: the chosen config and the search's record, from selection.json when this run already
     searched (a re-run or resume trains what was chosen), else by searching now."""
     from pipeline.training.select import select
@@ -118,7 +120,8 @@ def _selection(cfg: TrainHeadConfig, data: TrainData, run_dir: Path, callback: C
         if saved.get("identity") == identity:
             return {"config": replace(cfg, **saved["chosen"]), "record": saved}
     emit = callback or (lambda event, **info: None)
-    found = select(cfg, data, note=lambda message: emit("note", message=message))
+    found = select(cfg, data, note=lambda message: emit("note", message=message),
+                   groups=groups_of(store.index(), data.train.keys))
     record = {"identity": identity, **found.record()}
     tmp = path.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(record, indent=1))
