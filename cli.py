@@ -687,9 +687,15 @@ def train_head_cmd(config_file, storage_options, head_options, **options):
 @click.option("--device", help="auto, cpu, cuda or cuda:N.")
 @click.option("--batch-size", type=int, help="Videos per forward (default 256).")
 @click.option("--storage-options", help="JSON object passed to fsspec for the store URL.")
+@click.option("--out", help="Also write per-video predictions to this .csv or .json, with per-class accuracy "
+                           "and the confusion matrix (CSV and PNG) beside it.")
+@click.option("--top-k", type=int, help="Classes per video in --out (default 5).")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-def evaluate_cmd(run_dir, split, store, checkpoint, device, batch_size, storage_options, as_json):
-    """Top-1/top-5/mean-class accuracy of a run on a split (all cached views averaged)."""
+def evaluate_cmd(run_dir, split, store, checkpoint, device, batch_size, out, top_k, storage_options, as_json):
+    """Top-1/top-5/mean-class accuracy of a run on a split (all cached views averaged).
+
+    Example: stpipe evaluate --run runs/trn --split val --out runs/trn/val_predictions.csv
+    """
     import json
 
     from pipeline.config import build_config
@@ -697,16 +703,19 @@ def evaluate_cmd(run_dir, split, store, checkpoint, device, batch_size, storage_
 
     cfg = build_config(evaluate.EvaluateConfig, None, dict(
         run=run_dir, split=split, store=store, checkpoint=checkpoint, device=device, batch_size=batch_size,
-        storage_options=_json_option(storage_options, "--storage-options")))
+        out=out, top_k=top_k, storage_options=_json_option(storage_options, "--storage-options")))
     result = evaluate.run(cfg)
     if as_json:
-        click.echo(json.dumps({k: v for k, v in result.__dict__.items() if k != "report"} | {"report": str(result.report)}))
+        click.echo(json.dumps(result.__dict__, default=str))
         return
     for note in result.notes:
         click.echo(f"note: {note}", err=True)
     click.echo(f"{cfg.run} on {result.split} ({result.videos} videos): top-1 {result.top1:.2%}, top-5 "
                f"{result.top5:.2%}, mean class {result.mean_class_acc:.2%}, loss {result.loss:.4f}; "
                f"per-class accuracy in {result.report}")
+    if result.outputs:
+        click.echo(f"per-video predictions: {result.outputs[0]}; per class and confusion: "
+                   + ", ".join(str(p) for p in result.outputs[1:]))
 
 
 @cli.command("stats")
