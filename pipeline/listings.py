@@ -9,7 +9,8 @@ entries, the installed versions of the libraries it reads, and the environment v
 where torch keeps weights. With plug-ins installed in the registry's entry-point group, the listing
 is computed every time (a plug-in's code can change without its version). A cache dir that cannot
 be read or written only makes a listing slower. What changes without the code (is a weight file in
-the torch cache?) is looked up at every call.
+the torch cache?) is looked up at every call. Entries a script registers in its own process are
+not in a cached listing: these are for the CLI, whose process has only built-in and plug-in entries.
 """
 
 from __future__ import annotations

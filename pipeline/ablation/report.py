@@ -195,11 +195,11 @@ def plot_accuracy_vs_macs(rows: Sequence[dict[str, Any]], path: str | Path, *, s
 
 
 def place_labels(ax, labels: Sequence[tuple[str, tuple[float, float], float]], *, fontsize: float = 7) -> list:
-    """Write each text beside its point (text, (x, y), error bar's half height) where it covers no
-    other label, no point, no error bar and not the legend: the first free place right or left of the point, at its
-    height or the nearest above or below it (neighbouring heads often cost the same MACs and score
-    alike). A label moved off its point's height gets a thin line to it. Call once the axes' limits
-    and layout are final. Returns the annotations."""
+    """Write each text beside its point (text, (x, y), error bar's half height) in the first place
+    where it covers no other label, no point, no error bar and not the legend: right or left of the
+    point, at its height or the nearest free one above or below (neighbouring heads often cost the
+    same MACs and score alike). A label moved off its point's height gets a thin line to it. Call once
+    the axes' limits and layout are final. Returns the annotations."""
     fig = ax.figure
     renderer = fig.canvas.get_renderer()
     per_point = fig.dpi / 72  # pixels
@@ -218,6 +218,7 @@ def place_labels(ax, labels: Sequence[tuple[str, tuple[float, float], float]], *
         return inside and not any(box[0] < b[2] + air and b[0] < box[2] + air and box[1] < b[3] + air
                                   and b[1] < box[3] + air for b in taken)
 
+    steps = [0] + [s for k in range(1, 21) for s in (k, -k)]  # half label heights: 0, +1, -1, +2, ...
     placed = []
     for text, point, _ in labels:
         probe = ax.annotate(text, point, textcoords="offset points", xytext=(5, 0), va="center", fontsize=fontsize)
@@ -225,8 +226,7 @@ def place_labels(ax, labels: Sequence[tuple[str, tuple[float, float], float]], *
         probe.remove()
         x, y = ax.transData.transform(point)
         width, height, gap = box.width, box.height, 5 * per_point
-        places = [(side, step * height / 2) for k in range(41) for step in ((k + 1) // 2 * (-1) ** k,)
-                  for side in (1, -1)]  # heights 0, +h/2, -h/2, +h, ...; right of the point, then left
+        places = [(side, step * height / 2) for step in steps for side in (1, -1)]  # right of the point, then left
         for side, dy in places:
             x0 = x + gap if side > 0 else x - gap - width
             candidate = (x0, y + dy - height / 2, x0 + width, y + dy + height / 2)
