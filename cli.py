@@ -247,14 +247,13 @@ def manifest_check(manifest_file, root, check_exists, classes_file):
 @cli.command("flows")
 def flows_cmd():
     """List the optical-flow methods (for --flow-method and flow-viz --method)."""
-    from pipeline.flow import FLOWS
+    from pipeline.listings import flows_listing
 
-    for name in FLOWS.names():
-        meta = FLOWS.meta(name)
+    for meta in flows_listing():
         preset = meta.get("preset")
         detail = ", ".join(f"{k}={v}" for k, v in preset.items()) if preset else f"backend {meta.get('backend')}"
         extra = f" (needs the '{meta['extra']}' extra)" if meta.get("extra") else ""
-        click.echo(f"{name:14s} {detail}{extra}")
+        click.echo(f"{meta['name']:14s} {detail}{extra}")
 
 
 @cli.command("flow-viz")
@@ -375,36 +374,30 @@ def backbones_cmd(name):
     tower; pip install 'stpipe-video[clip]'), and plug-ins (entry points `stpipe.backbones`).
       stpipe backbones timm:vit_base_patch16_clip_224.openai
     """
-    from pipeline.backbones import BACKBONES, cache_path
-
     if name:
         from pipeline.backbones.describe import describe_backbone
 
         for line in describe_backbone(name).lines():
             click.echo(line)
         return
-    click.echo(f"{'name':<20} {'kind':<6} {'default weights':<34} cached  other weights")
-    for entry in BACKBONES.names():
-        spec = BACKBONES.meta(entry)
-        origin = BACKBONES.origin(entry)
-        enum_cls = spec.weights_enum
-        if enum_cls is None:
-            what = "(own init; tests)" if spec.source == "stpipe" and origin == "builtin" else f"({origin})"
-            click.echo(f"{entry:<20} {spec.kind:<6} {what:<34} -")
-            continue
-        default = enum_cls.DEFAULT
-        mark = {m.name: m.name + ("*" if cache_path(m).is_file() else "") for m in enum_cls}
-        cached = "yes" if cache_path(default).is_file() else "no"
-        others = ", ".join(mark[m.name] for m in enum_cls if m is not default)
-        click.echo(f"{entry:<20} {spec.kind:<6} {default.name:<34} {cached:<7} {others}")
-    click.echo("* = weight file present in the torch cache ($TORCH_HOME/hub/checkpoints)")
-    from pipeline.backbones.families import available
+    from pipeline.listings import backbones_listing, weight_cached
 
-    for prefix, summary in BACKBONES.families().items():
-        version = "torchvision" if prefix == "torchvision" else available(prefix)
-        state = "" if version else " [not installed]"
-        click.echo(f"{prefix + ':NAME':<20} {summary}{state}")
-    for plugin, why in BACKBONES.plugin_errors.items():
+    listing = backbones_listing()
+    click.echo(f"{'name':<20} {'kind':<6} {'default weights':<34} cached  other weights")
+    for row in listing["rows"]:
+        if not row["weights"]:
+            own = row["source"] == "stpipe" and row["origin"] == "builtin"
+            what = "(own init; tests)" if own else f"({row['origin']})"
+            click.echo(f"{row['name']:<20} {row['kind']:<6} {what:<34} -")
+            continue
+        (default, default_file), *others = row["weights"]
+        cached = "yes" if weight_cached(listing, default_file) else "no"
+        marked = ", ".join(m + ("*" if weight_cached(listing, f) else "") for m, f in others)
+        click.echo(f"{row['name']:<20} {row['kind']:<6} {default:<34} {cached:<7} {marked}")
+    click.echo("* = weight file present in the torch cache ($TORCH_HOME/hub/checkpoints)")
+    for prefix, summary, version in listing["families"]:
+        click.echo(f"{prefix + ':NAME':<20} {summary}{'' if version else ' [not installed]'}")
+    for plugin, why in listing["plugin_errors"].items():
         click.echo(f"plug-in {plugin} failed to load: {why}")
 
 
@@ -620,33 +613,29 @@ def heads_cmd(num_classes, num_segments, feature_shape, proj_dim):
 
       stpipe heads --classes 27 --segments 8 --feature-shape 1024x7x7
     """
-    from pipeline.heads import complexity_table
-    from pipeline.heads.recipes import head_recipe
+    from pipeline.listings import heads_listing
 
-    rows = complexity_table(num_classes=num_classes, num_segments=num_segments,
-                            feature_shape=feature_shape, proj_dim=proj_dim)
+    listing = heads_listing(num_classes=num_classes, num_segments=num_segments, feature_shape=feature_shape,
+                            proj_dim=proj_dim)
     shape = "x".join(map(str, feature_shape))
     click.echo(f"classes {num_classes}, segments {num_segments}, features {shape} per segment, "
                f"projection to {proj_dim}; MACs per clip")
     header = ("head", "input", "proj params", "proj MACs", "head params", "head MACs", "default recipe", "note")
     table = [header]
-    for r in rows:
-        recipe = head_recipe(r["name"]).short()
+    for r in listing["rows"]:
         if r["applicable"]:
             table.append((r["name"], r["input_kind"], f"{r['projection_params']:,}",
                           f"{r['projection_macs'] / 1e6:,.2f}M", f"{r['head_params']:,}",
-                          f"{r['head_macs'] / 1e6:,.2f}M", recipe, r["note"]))
+                          f"{r['head_macs'] / 1e6:,.2f}M", r["recipe"], r["note"]))
         else:
-            table.append((r["name"], r["input_kind"], "-", "-", "-", "-", recipe, f"n/a: {r['note']}"))
+            table.append((r["name"], r["input_kind"], "-", "-", "-", "-", r["recipe"], f"n/a: {r['note']}"))
     widths = [max(len(row[i]) for row in table) for i in range(len(header) - 1)]
     for row in table:
         cells = [c.ljust(w) if i < 2 or i == 6 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths))]
         click.echo("  ".join(cells + [row[-1]]).rstrip())
     click.echo("default recipe: AdamW, half-cosine lr, what train-head/ablate/demo use for settings not given "
                "(chosen by a recorded sweep, benchmarks/README.md); --recipe paper = seed 000's SGD recipe")
-    from pipeline.heads import HEADS
-
-    for plugin, why in HEADS.plugin_errors.items():
+    for plugin, why in listing["plugin_errors"].items():
         click.echo(f"plug-in {plugin} failed to load: {why}")
 
 
@@ -722,9 +711,15 @@ def train_head_cmd(config_file, storage_options, head_options, **options):
 @click.option("--device", help="auto, cpu, cuda or cuda:N.")
 @click.option("--batch-size", type=int, help="Videos per forward (default 256).")
 @click.option("--storage-options", help="JSON object passed to fsspec for the store URL.")
+@click.option("--out", help="Also write per-video predictions to this .csv or .json, with per-class accuracy "
+                           "and the confusion matrix (CSV and PNG) beside it.")
+@click.option("--top-k", type=int, help="Classes per video in --out (default 5).")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-def evaluate_cmd(run_dir, split, store, checkpoint, device, batch_size, storage_options, as_json):
-    """Top-1/top-5/mean-class accuracy of a run on a split (all cached views averaged)."""
+def evaluate_cmd(run_dir, split, store, checkpoint, device, batch_size, out, top_k, storage_options, as_json):
+    """Top-1/top-5/mean-class accuracy of a run on a split (all cached views averaged).
+
+    Example: stpipe evaluate --run runs/trn --split val --out runs/trn/val_predictions.csv
+    """
     import json
 
     from pipeline.config import build_config
@@ -732,16 +727,19 @@ def evaluate_cmd(run_dir, split, store, checkpoint, device, batch_size, storage_
 
     cfg = build_config(evaluate.EvaluateConfig, None, dict(
         run=run_dir, split=split, store=store, checkpoint=checkpoint, device=device, batch_size=batch_size,
-        storage_options=_json_option(storage_options, "--storage-options")))
+        out=out, top_k=top_k, storage_options=_json_option(storage_options, "--storage-options")))
     result = evaluate.run(cfg)
     if as_json:
-        click.echo(json.dumps({k: v for k, v in result.__dict__.items() if k != "report"} | {"report": str(result.report)}))
+        click.echo(json.dumps(result.__dict__, default=str))
         return
     for note in result.notes:
         click.echo(f"note: {note}", err=True)
     click.echo(f"{cfg.run} on {result.split} ({result.videos} videos): top-1 {result.top1:.2%}, top-5 "
                f"{result.top5:.2%}, mean class {result.mean_class_acc:.2%}, loss {result.loss:.4f}; "
                f"per-class accuracy in {result.report}")
+    if result.outputs:
+        click.echo(f"per-video predictions: {result.outputs[0]}; per class and confusion: "
+                   + ", ".join(str(p) for p in result.outputs[1:]))
 
 
 @cli.command("stats")

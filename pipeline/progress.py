@@ -44,6 +44,7 @@ class Advanced:
 class Finished:
     task: str
     summary: str = ""  # a line that stays, e.g. an epoch's losses and accuracy
+    item: Any = None  # the stage's own record of the task, e.g. an epoch's metrics (TensorBoard curves)
 
 
 @dataclass(frozen=True)

@@ -80,6 +80,14 @@ def absolute(path: str) -> str:
     return os.path.abspath(os.path.expanduser(path))
 
 
+def relative(url: str) -> str:
+    """A local store named from this process's working directory (`demo/features.zarr`, not the
+    absolute path), as reports and plots show it; URLs unchanged."""
+    if not url or not is_local(url):
+        return url
+    return os.path.relpath(absolute(local_path(url)))
+
+
 def local_path(url: str) -> str:
     """`file:///a/b.zarr` -> `/a/b.zarr`; a plain path is returned unchanged."""
     match = _PROTOCOL.match(url)

@@ -1,6 +1,7 @@
 """`stpipe ablate`: heads x segments x modality x [hyper-parameters] x seeds on one store, as parallel trials.
 
-Writes into `out/`: ablation.yaml (the config), trials/<name>/ (one train-head run dir per trial),
+Writes into `out/`: ablation.yaml (the config), trials/<name>/ (one train-head run dir per trial, with
+TensorBoard event files of its curves when tensorboard is installed),
 results.csv (one row per trial), summary.md (seed 000's Table 3 layout), accuracy_vs_macs.png and,
 when trials failed, failures.json. The store is read once; trials share the features (on Ray through
 the object store, zero-copy). Re-running resumes: finished trials are read back, unfinished ones
@@ -35,8 +36,10 @@ from pipeline.errors import ConfigError
 from pipeline.progress import Advanced, Finished, Note, Started, emitter, note_sink
 from pipeline.progress import Progress as Events
 from pipeline.store import FeatureStore
-from pipeline.store_urls import absolute
+from pipeline.store_urls import absolute, relative
+from pipeline.training.events import loop_callback
 from pipeline.training.session import run_head
+from pipeline.training.tensorboard_events import epoch_curves
 
 SETTINGS_FILE = "ablation.yaml"
 
@@ -66,7 +69,10 @@ def train_trial(trial: Trial, shared: SharedFeatures, *, device: str, cfg: Ablat
     data = shared.train_data(trial)
     if not trial_cfg.standardize:  # stats are loaded when any trial standardises (recipes do; `paper` does not)
         data.stats = {}
-    result = run_head(trial_cfg, data=data, signature=shared.signature(trial), plots=cfg.trial_plots)
+    with epoch_curves(trial_cfg.out, None) as progress:  # TensorBoard event files, when it is installed
+        callback = loop_callback(progress) if progress is not None else None
+        result = run_head(trial_cfg, callback=callback, data=data, signature=shared.signature(trial),
+                          plots=cfg.trial_plots)
     return dict(result.metrics)
 
 
@@ -143,7 +149,7 @@ def run(cfg: AblateConfig, progress: Events | None = None) -> AblateResult:
     write_results(paths["results"], records)
     write_failures(paths["failures"], records)
     rows = read_results(paths["results"])
-    title = f"Ablation on {store.url}"
+    title = f"Ablation on {relative(cfg.store)}"
     text = summary_markdown(rows, heads=grid.heads, settings=grid.settings, skipped=grid.skipped, title=title,
                             val_split=cfg.train.get("val_split", "val"), seeds=cfg.seeds)
     paths["summary"].write_text(text)

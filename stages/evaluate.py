@@ -2,7 +2,8 @@
 
 Loads checkpoint.pt (weights_only), checks the store against the run's signature, averages the
 logits of all cached views, and writes eval_<split>.json (top-1, top-5, mean class accuracy and
-per-class accuracy with support) and eval_<split>_confusion.png into the run dir.
+per-class accuracy with support) and eval_<split>_confusion.png into the run dir. With `out`, also
+the per-video predictions and per-class / confusion tables (pipeline.training.predictions).
 """
 
 from __future__ import annotations
@@ -18,8 +19,9 @@ from pipeline.errors import ConfigError
 from pipeline.store import FeatureStore
 from pipeline.training.data import memory_budget_bytes
 from pipeline.training.features import load_features
-from pipeline.training.loop import evaluate, make_source, num_views
+from pipeline.training.loop import logit_metrics, make_source, num_views, predict
 from pipeline.training.model import build_model, head_input_kind, load_checkpoint
+from pipeline.training.predictions import check_output, prediction_rows, write_outputs
 from pipeline.training.reports import plot_confusion
 from pipeline.training.runs import check_signature, read_run_config, store_signature
 
@@ -33,6 +35,8 @@ class EvaluateConfig:
     checkpoint: str = "checkpoint.pt"  # or last.pt
     device: str = "auto"
     batch_size: int = 256
+    out: str = ""  # per-video predictions (.csv or .json), with per-class and confusion files beside it
+    top_k: int = 5  # classes per video in `out`
 
     def __post_init__(self) -> None:
         if not self.run:
@@ -42,6 +46,10 @@ class EvaluateConfig:
         if not self.split or "/" in self.split or "\\" in self.split or self.split.startswith("."):
             # it names the report file (eval_<split>.json): a path here could point outside the run dir
             raise ConfigError(f"--split {self.split!r}: expected a split name such as val or test")
+        if self.out:
+            check_output(self.out)
+        if self.top_k < 1:
+            raise ConfigError(f"top_k must be >= 1, got {self.top_k}")
 
 
 @dataclass
@@ -55,6 +63,7 @@ class EvaluateResult:
     per_class: list[dict[str, Any]]
     report: Path
     notes: list[str]
+    outputs: list[Path] = field(default_factory=list)  # `out` and the files beside it
 
 
 def run(cfg: EvaluateConfig) -> EvaluateResult:
@@ -78,8 +87,9 @@ def run(cfg: EvaluateConfig) -> EvaluateResult:
     stats = {s: (v["mean"].numpy(), v["std"].numpy()) for s, v in checkpoint.get("stats", {}).items()}
     source = make_source(split, device=device, num_segments=checkpoint["segments"], stats=stats,
                          max_batch=cfg.batch_size)
-    metrics = evaluate(model, source, views=num_views(split), batch_size=cfg.batch_size,
-                       amp=amp_on(device, train_cfg.amp)[0])
+    logits, labels = predict(model, source, views=num_views(split), batch_size=cfg.batch_size,
+                             amp=amp_on(device, train_cfg.amp)[0])
+    metrics = logit_metrics(logits, labels)
     if hasattr(source, "close"):
         source.close()
     classes = checkpoint["classes"]
@@ -91,8 +101,12 @@ def run(cfg: EvaluateConfig) -> EvaluateResult:
                "top1": metrics["top1"], "top5": metrics["top5"], "mean_class_acc": metrics["mean_class_acc"],
                "loss": metrics["loss"], "per_class": per_class, "notes": split.notes}
     report.write_text(json.dumps(summary, indent=1))
-    plot_confusion(metrics["confusion"], classes, run_dir / f"eval_{cfg.split}_confusion.png",
-                   title=f"{train_cfg.head}: {cfg.split}")
+    title = f"{train_cfg.head}: {cfg.split}"
+    plot_confusion(metrics["confusion"], classes, run_dir / f"eval_{cfg.split}_confusion.png", title=title)
+    outputs = []
+    if cfg.out:
+        rows = prediction_rows(split.video_ids.tolist(), labels, logits, classes, cfg.top_k)
+        outputs = write_outputs(cfg.out, rows, per_class, metrics["confusion"], classes, title=title)
     return EvaluateResult(split=cfg.split, videos=len(split), top1=metrics["top1"], top5=metrics["top5"],
                           mean_class_acc=metrics["mean_class_acc"], loss=metrics["loss"], per_class=per_class,
-                          report=report, notes=list(split.notes))
+                          report=report, notes=list(split.notes), outputs=outputs)

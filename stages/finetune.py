@@ -5,7 +5,8 @@ decoded frames in-process or on Ray Train, and writes the run dir: config.yaml, 
 (best val top-1: the whole network), last.pt, metrics.jsonl, metrics.json, curves.png,
 confusion.png, and per stream a plain per-frame backbone file (`backbone.pt` for appearance,
 `flow_backbone.pt` for motion) with a `.json` sidecar, which `stpipe extract --backbone-checkpoint`
-loads to re-cache features so that stage two benefits. Never prints; progress goes to
+loads to re-cache features so that stage two benefits; TensorBoard event files of the curves too,
+when tensorboard is installed. Never prints; progress goes to
 `progress(event)` as pipeline.progress events (each epoch's batches and its line, notes).
 """
 
@@ -30,6 +31,7 @@ from pipeline.training.events import finetune_throughput, loop_callback
 from pipeline.training.model import load_checkpoint
 from pipeline.training.reports import plot_confusion, plot_curves
 from pipeline.training.runs import resume_same_config
+from pipeline.training.tensorboard_events import epoch_curves, remove_event_files
 
 RUN_FILES = ("config.yaml", "checkpoint.pt", "last.pt", "metrics.jsonl", "metrics.json", "curves.png", "confusion.png",
              "backbone.pt", "backbone.json", "flow_backbone.pt", "flow_backbone.json")
@@ -45,7 +47,6 @@ class FinetuneResult:
 
 
 def run(cfg: FinetuneConfig, *, progress: Progress | None = None) -> FinetuneResult:
-    callback = loop_callback(progress, throughput=finetune_throughput)
     shown = Path(cfg.out)  # the run dir as the user wrote it, for messages
     # once, on the driver: Ray Train workers run in a trial folder, not in this working directory
     cfg = cfg.with_absolute_paths()
@@ -54,15 +55,17 @@ def run(cfg: FinetuneConfig, *, progress: Progress | None = None) -> FinetuneRes
     setup = prepare(cfg)
     run_dir.mkdir(parents=True, exist_ok=True)
     save_config(cfg, run_dir / "config.yaml")
-    if cfg.use_ray:
-        from pipeline.distributed import run_finetune
+    with epoch_curves(run_dir, progress) as progress:  # TensorBoard event files, when it is installed
+        callback = loop_callback(progress, throughput=finetune_throughput)
+        if cfg.use_ray:
+            from pipeline.distributed import run_finetune
 
-        build_finetune_model(setup)  # a network that cannot be built fails here in one line, not in N workers
-        run_finetune(setup, run_dir=run_dir, callback=callback)
-    else:
-        if cfg.workers > 1:
-            raise ConfigError("--workers > 1 needs Ray Train; drop --executor local")
-        train_worker(setup, run_dir=run_dir, dist=Dist(device=pick_device(cfg.device)), callback=callback)
+            build_finetune_model(setup)  # a network that cannot be built fails here in one line, not in N workers
+            run_finetune(setup, run_dir=run_dir, callback=callback)
+        else:
+            if cfg.workers > 1:
+                raise ConfigError("--workers > 1 needs Ray Train; drop --executor local")
+            train_worker(setup, run_dir=run_dir, dist=Dist(device=pick_device(cfg.device)), callback=callback)
     return replace(finish(setup, run_dir, resumed=resumed), run_dir=shown)
 
 
@@ -129,6 +132,7 @@ def prepare_run_dir(cfg: FinetuneConfig) -> bool:
     if cfg.overwrite:
         for name in RUN_FILES:
             (run_dir / name).unlink(missing_ok=True)
+        remove_event_files(run_dir)
         return False
     existing = run_dir / "config.yaml"
     if not existing.is_file():

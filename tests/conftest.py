@@ -41,6 +41,12 @@ def annotations_dir() -> Path:
     return path
 
 
+@pytest.fixture(autouse=True)
+def _listing_cache(tmp_path, monkeypatch):
+    """Listings (`stpipe heads`, ...) cache in the test's own folder, never the user's."""
+    monkeypatch.setenv("STPIPE_CACHE_DIR", str(tmp_path / "stpipe-cache"))
+
+
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory):
     """20 demo videos of 6 frames, 32x32 (10 classes, train and val): the folder with manifest.csv."""

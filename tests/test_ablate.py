@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+from fnmatch import fnmatch
 
 import numpy as np
 import pytest
@@ -21,6 +22,8 @@ from pipeline.heads import HEADS
 from pipeline.progress import Advanced, Note
 from pipeline.store import FeatureStore
 from pipeline.training.runs import RUN_FILES
+from pipeline.training.tensorboard_events import EVENT_FILES
+from pipeline.training.tensorboard_events import available as tensorboard_available
 from stages import ablate
 
 TRAIN = {"epochs": 3, "lr": 0.05, "batch_size": 16, "proj_dim": 16}
@@ -122,7 +125,8 @@ def test_trials_share_one_copy_of_the_features(pooled_url, tmp_path):
 # ---- running, resuming, failing ------------------------------------------------------------------
 
 
-def test_local_ablation_writes_every_output(pooled_url, tmp_path):
+def test_local_ablation_writes_every_output(pooled_url, tmp_path, monkeypatch):
+    monkeypatch.chdir(os.path.dirname(pooled_url))  # the titles name the store from here
     events = []
     result = ablate.run(config(pooled_url, tmp_path, heads=("mlp", "tsn"), seeds=(0, 1)), progress=trial_events(events))
     assert [r.status for r in result.records] == ["ok"] * 4
@@ -135,9 +139,12 @@ def test_local_ablation_writes_every_output(pooled_url, tmp_path):
         assert row["params"] == metrics["params"] > 0 and row["macs"] == metrics["macs"] > 0
         assert row["train_seconds"] > 0 and row["epochs"] == 3
     run_dir = tmp_path / "trials" / "mlp_4seg_rgb_seed0"
+    own = {p.name for p in run_dir.iterdir() if not fnmatch(p.name, EVENT_FILES)}
     assert {"config.yaml", "checkpoint.pt", "last.pt", "metrics.jsonl", "metrics.json", "curves.png",
-            "confusion.png"} <= {p.name for p in run_dir.iterdir()} <= set(RUN_FILES)
+            "confusion.png"} <= own <= set(RUN_FILES)
+    assert bool(list(run_dir.glob(EVENT_FILES))) == tensorboard_available()  # each trial's curves
     summary = (tmp_path / "summary.md").read_text()
+    assert summary.startswith("# Ablation on pooled.zarr\n")
     assert "| Model | MFLOPs | Params | 4 seg. rgb |" in summary
     mlp = [r["val_top1"] * 100 for r in rows if r["head"] == "mlp"]
     assert f"{np.mean(mlp):.1f} ± {np.std(mlp, ddof=1):.1f}" in summary
@@ -378,3 +385,35 @@ def test_grid_axes_parse():
     assert parse_grid(()) is None
     with pytest.raises(ConfigError, match="--grid: expected FIELD=V1,V2"):
         parse_grid(("lr",))
+
+
+def test_plot_labels_of_neighbouring_heads_do_not_overlap():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.text import Text
+
+    from pipeline.ablation.report import place_labels
+
+    # the light heads: many at ~1e6 MACs and close accuracies, two settings on top of each other
+    points = [(f"head_{i}", (1e6 * (1 + 0.05 * (i % 4)), 50 + 0.4 * i), 1.0) for i in range(12)]
+    points += [("tsn", (1e5, 45.0), 2.0), ("convlstm", (5e7, 60.0), 1.0)]
+    fig, ax = plt.subplots(figsize=(9, 6))
+    for _, (x, y), err in points:
+        ax.errorbar([x], [y], yerr=[err], fmt="o", capsize=3, markersize=6)
+    ax.set_xscale("log")
+    fig.tight_layout()
+    labels = place_labels(ax, points)
+    renderer = fig.canvas.get_renderer()
+    for a in labels:
+        a.update_positions(renderer)
+    boxes = [Text.get_window_extent(a, renderer) for a in labels]  # the text, without its line to the point
+    frame = ax.get_window_extent(renderer)
+    assert [a.get_text() for a in labels] == [name for name, _, _ in points]
+    for i, box in enumerate(boxes):
+        assert frame.x0 <= box.x0 and box.x1 <= frame.x1 and frame.y0 <= box.y0 and box.y1 <= frame.y1
+        assert not any(box.overlaps(other) for other in boxes[i + 1:]), labels[i].get_text()
+        for _, point, _ in points:  # no label covers a point
+            assert not box.contains(*ax.transData.transform(point))
+    plt.close(fig)

@@ -27,6 +27,8 @@ from pipeline.training.config import TrainHeadConfig
 from pipeline.training.data import load_split
 from pipeline.training.loop import make_source, predict
 from pipeline.training.model import build_model, load_checkpoint
+from pipeline.training.tensorboard_events import EVENT_FILES
+from pipeline.training.tensorboard_events import available as tensorboard_available
 from pipeline.video import read_frames, read_frames_at
 from stages import extract, finetune, train_head
 
@@ -141,6 +143,7 @@ def test_cli_finetune_writes_the_run_dir(demo, two_stream_run, tmp_path, stpipe)
     assert not torch.equal(last["model"]["backbones.rgb.trunk.0.weight"], start["trunk.0.weight"])  # it learned
     assert torch.load(out / "checkpoint.pt", weights_only=True)["kind"] == "finetune"
     assert len((out / "metrics.jsonl").read_text().splitlines()) == 2
+    assert len(list(out.glob(EVENT_FILES))) == int(tensorboard_available())  # the curves, for TensorBoard
     # re-running the finished command resumes: nothing is redone
     code, stdout, _ = stpipe(["finetune", "--run", two_stream_run, "-m", str(demo / "manifest.csv"), "-o", str(out),
                               "--epochs", "2", "--batch-size", "4", "--loader-workers", "0", "--lr", "0.05"])

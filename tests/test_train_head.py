@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 
 import numpy as np
@@ -246,6 +247,44 @@ def test_run_dir_files_and_weights_only_checkpoints(store_url, tmp_path):
     test = evaluate.run(evaluate.EvaluateConfig(run=str(out), split="test"))
     assert test.videos == 16 and (out / "eval_test.json").is_file()
     assert len(json.loads((out / "eval_test.json").read_text())["per_class"]) == 4
+
+
+def test_evaluate_out_writes_per_video_predictions_per_class_and_confusion(store_url, tmp_path, stpipe):
+    out = str(tmp_path / "run")
+    train_head.run(config(store_url, out, epochs=2))
+    result = evaluate.run(evaluate.EvaluateConfig(run=out, split="val", out=str(tmp_path / "res" / "val.csv"),
+                                                  top_k=2))
+    assert [p.name for p in result.outputs] == ["val.csv", "val_per_class.csv", "val_confusion.csv",
+                                                "val_confusion.png"]
+    with open(result.outputs[0]) as handle:
+        rows = list(csv.DictReader(handle))
+    assert list(rows[0]) == ["video_id", "label", "correct", "class_1", "probability_1", "class_2", "probability_2"]
+    assert len(rows) == result.videos == len({r["video_id"] for r in rows})
+    for row in rows:
+        assert row["video_id"].startswith("val/") and row["label"] == row["video_id"].split("/")[1]  # the fixture's ids
+        assert row["correct"] == str(int(row["class_1"] == row["label"]))
+        assert 1 >= float(row["probability_1"]) >= float(row["probability_2"]) >= 0
+    assert np.mean([int(r["correct"]) for r in rows]) == pytest.approx(result.top1)
+    with open(result.outputs[1]) as handle:
+        per_class = list(csv.DictReader(handle))
+    assert [c["class"] for c in per_class] == [c["class"] for c in result.per_class]
+    assert sum(int(c["support"]) for c in per_class) == len(rows)
+    with open(result.outputs[2]) as handle:
+        matrix = list(csv.reader(handle))
+    counts = np.array([[int(v) for v in line[1:]] for line in matrix[1:]])
+    assert matrix[0][1:] == [line[0] for line in matrix[1:]] == [c["class"] for c in per_class]
+    assert counts.sum() == len(rows) and np.trace(counts) == sum(int(r["correct"]) for r in rows)
+    for line, row_counts in zip(matrix[1:], counts):  # a row per true class
+        assert row_counts.sum() == sum(1 for r in rows if r["label"] == line[0])
+    assert result.outputs[3].read_bytes()[:4] == b"\x89PNG"
+    code, stdout, _ = stpipe(["evaluate", "--run", out, "--out", tmp_path / "val.json", "--top-k", "3"])
+    assert code == 0 and f"per-video predictions: {tmp_path / 'val.json'}" in stdout
+    dumped = json.loads((tmp_path / "val.json").read_text())
+    assert [(d["video_id"], d["label"], d["correct"], d["top"][0]["class"]) for d in dumped] == \
+        [(r["video_id"], r["label"], r["correct"] == "1", r["class_1"]) for r in rows]
+    assert {len(d["top"]) for d in dumped} == {3}
+    code, _, err = stpipe(["evaluate", "--run", out, "--out", tmp_path / "val.txt"])
+    assert code == 2 and "expected a .csv or .json file" in err
 
 
 class Interrupt(Exception):

@@ -161,7 +161,7 @@ def _trial_name(row: dict[str, Any]) -> str:
 def plot_accuracy_vs_macs(rows: Sequence[dict[str, Any]], path: str | Path, *, settings: list[tuple],
                           title: str = "") -> Path:
     """Log-scale multiply-adds per clip vs top-1 (%): one labelled point per head and setting,
-    error bars = std over seeds, one marker and colour per setting."""
+    error bars = std over seeds, one marker and colour per setting (labels: `place_labels`)."""
     import matplotlib
 
     matplotlib.use("Agg")  # files only, never a window
@@ -169,6 +169,7 @@ def plot_accuracy_vs_macs(rows: Sequence[dict[str, Any]], path: str | Path, *, s
 
     cells = aggregate(rows)
     fig, ax = plt.subplots(figsize=(9, 6))
+    labels: list[tuple[str, tuple[float, float], float]] = []
     markers = "os^Dvp*hX<>"
     for i, setting in enumerate(settings):
         points = [(head, c) for (head, s), c in cells.items() if s == setting and c.runs and c.macs > 0]
@@ -179,10 +180,7 @@ def plot_accuracy_vs_macs(rows: Sequence[dict[str, Any]], path: str | Path, *, s
         errs = [c.std for _, c in points]
         ax.errorbar(xs, ys, yerr=errs, fmt=markers[i % len(markers)], capsize=3, markersize=6,
                     label=setting_text(setting), alpha=0.85)
-        order = sorted(range(len(points)), key=lambda k: (xs[k], ys[k]))
-        for rank, k in enumerate(order):  # alternate above/below so neighbours' labels do not overlap
-            ax.annotate(points[k][0], (xs[k], ys[k]), textcoords="offset points",
-                        xytext=(5, 4 if rank % 2 == 0 else -10), fontsize=7)
+        labels += [(head, (x, y), err) for (head, _), x, y, err in zip(points, xs, ys, errs)]
     ax.set_xscale("log")
     ax.set(xlabel="multiply-adds per clip (head incl. projection, log scale)", ylabel="val top-1 (%)",
            title=title or "accuracy vs. cost")
@@ -190,6 +188,56 @@ def plot_accuracy_vs_macs(rows: Sequence[dict[str, Any]], path: str | Path, *, s
     if settings:
         ax.legend(fontsize=8)
     fig.tight_layout()
+    place_labels(ax, labels)
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return Path(path)
+
+
+def place_labels(ax, labels: Sequence[tuple[str, tuple[float, float], float]], *, fontsize: float = 7) -> list:
+    """Write each text beside its point (text, (x, y), error bar's half height) in the first place
+    where it covers no other label, no point, no error bar and not the legend: right or left of the
+    point, at its height or the nearest free one above or below (neighbouring heads often cost the
+    same MACs and score alike). A label moved off its point's height gets a thin line to it. Call once
+    the axes' limits and layout are final. Returns the annotations."""
+    fig = ax.figure
+    renderer = fig.canvas.get_renderer()
+    per_point = fig.dpi / 72  # pixels
+    mark, air = 4 * per_point, 1 * per_point  # half a marker (markersize 6) and air; between boxes
+    taken = []  # (x0, y0, x1, y1) in pixels: every point with its error bar, then each placed label
+    for _, point, err in labels:
+        (x, y), (_, top) = ax.transData.transform([point, (point[0], point[1] + err)])
+        half = max(mark, top - y)
+        taken.append((x - mark, y - half, x + mark, y + half))
+    if ax.get_legend() is not None:
+        taken.append(tuple(ax.get_legend().get_window_extent(renderer).extents))
+    frame = ax.get_window_extent(renderer)
+
+    def free(box: tuple[float, float, float, float]) -> bool:
+        inside = frame.x0 <= box[0] and box[2] <= frame.x1 and frame.y0 <= box[1] and box[3] <= frame.y1
+        return inside and not any(box[0] < b[2] + air and b[0] < box[2] + air and box[1] < b[3] + air
+                                  and b[1] < box[3] + air for b in taken)
+
+    steps = [0] + [s for k in range(1, 21) for s in (k, -k)]  # half label heights: 0, +1, -1, +2, ...
+    placed = []
+    for text, point, _ in labels:
+        probe = ax.annotate(text, point, textcoords="offset points", xytext=(5, 0), va="center", fontsize=fontsize)
+        box = probe.get_window_extent(renderer)
+        probe.remove()
+        x, y = ax.transData.transform(point)
+        width, height, gap = box.width, box.height, 5 * per_point
+        places = [(side, step * height / 2) for step in steps for side in (1, -1)]  # right of the point, then left
+        for side, dy in places:
+            x0 = x + gap if side > 0 else x - gap - width
+            candidate = (x0, y + dy - height / 2, x0 + width, y + dy + height / 2)
+            if free(candidate):
+                break
+        else:
+            side, dy = places[0]
+            candidate = (x + gap, y - height / 2, x + gap + width, y + height / 2)
+        taken.append(candidate)
+        line = dict(arrowstyle="-", color="grey", lw=0.5, shrinkA=0, shrinkB=3) if abs(dy) > height / 2 else None
+        placed.append(ax.annotate(text, point, textcoords="offset points", xytext=(side * 5, dy / per_point),
+                                  va="center", ha="left" if side > 0 else "right", fontsize=fontsize,
+                                  arrowprops=line))
+    return placed

@@ -51,6 +51,6 @@ def loop_callback(progress: Progress | None, *, throughput: Callable[[dict[str, 
             emit(Advanced(task["epoch"], amounts={"samples": info.get("size", 0)}))
         elif event == "epoch_end":
             emit(Finished(task["epoch"], summary=epoch_line(info["record"], info["stopped"],
-                                                             throughput(info["record"]))))
+                                                             throughput(info["record"])), item=info["record"]))
 
     return callback

@@ -168,7 +168,11 @@ def predict(model: nn.Module, source, *, views: int, batch_size: int, amp: bool 
 
 
 def evaluate(model: nn.Module, source, *, views: int, batch_size: int, amp: bool = False) -> dict[str, Any]:
-    logits, labels = predict(model, source, views=views, batch_size=batch_size, amp=amp)
+    return logit_metrics(*predict(model, source, views=views, batch_size=batch_size, amp=amp))
+
+
+def logit_metrics(logits: torch.Tensor, labels: torch.Tensor) -> dict[str, Any]:
+    """classification_metrics plus the cross-entropy `loss`."""
     metrics = classification_metrics(logits, labels)
     metrics["loss"] = float(F.cross_entropy(logits, labels))
     return metrics

@@ -18,6 +18,7 @@ from pipeline.config import config_to_dict, read_yaml
 from pipeline.errors import RunError, StoreError
 from pipeline.store import FeatureStore
 from pipeline.training.config import STREAM_ARRAYS, TrainHeadConfig
+from pipeline.training.tensorboard_events import remove_event_files
 
 SELECTION_FILE = "selection.json"  # --select: what was searched and chosen (pipeline.training.select)
 RUN_FILES = ("config.yaml", "store.json", "checkpoint.pt", "last.pt", "metrics.jsonl", "metrics.json",
@@ -103,6 +104,7 @@ def prepare_run_dir(cfg: TrainHeadConfig) -> tuple[TrainHeadConfig, bool]:
             (run_dir / name).unlink(missing_ok=True)
         for path in run_dir.glob("eval_*"):
             path.unlink()
+        remove_event_files(run_dir)
         return cfg, False
     if not existing.is_file():
         if cfg.resume:
