@@ -53,7 +53,7 @@ class TrainHeadConfig:
     plateau_patience: int = 3  # epochs without a val-loss improvement that count as a plateau
     plateau_threshold: float = 1e-3  # relative improvement that counts
     lr_drops: int = 2  # seed 000: reduced twice by 10x, then the next plateau stops training
-    standardize: bool | None = None  # per-channel standardisation with training-split stats (dask); recipe
+    standardize: bool | None = None  # per-channel standardisation with training-split stats (pipeline.training.stats); recipe
     val_split: str = "val"
     seed: int = 0
     # where the recipe fields not given come from: "head" = the head's recipe (pipeline.heads.recipes,
