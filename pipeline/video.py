@@ -70,10 +70,6 @@ class Chunk:
     indices: np.ndarray  # (n,) int64 frame ordinals in presentation order (0 = first frame)
 
 
-def is_frame_folder(path: str | os.PathLike) -> bool:
-    return Path(path).is_dir()
-
-
 def probe(path: str | os.PathLike, *, folder_fps: float = DEFAULT_FOLDER_FPS) -> VideoInfo:
     """Frame count, fps and size. Counts demuxed packets (cheap) instead of trusting headers."""
     path = Path(path)

@@ -43,8 +43,9 @@ from pipeline.device import amp_dtype  # noqa: E402
 from pipeline.training.batches import MemoryFeatures, train_plans  # noqa: E402
 from pipeline.training.config import TrainHeadConfig  # noqa: E402
 from pipeline.training.data import SplitData, StreamData  # noqa: E402
-from pipeline.training.loop import OPTIMIZERS, TrainData, train  # noqa: E402
+from pipeline.training.loop import TrainData, train  # noqa: E402
 from pipeline.training.model import build_model, model_spec  # noqa: E402
+from pipeline.training.schedules import OPTIMIZERS  # noqa: E402
 
 DIM, CLASSES, SEGMENTS = cpu_bench.DIM, cpu_bench.CLASSES, cpu_bench.SEGMENTS
 HEADS = cpu_bench.HEADS

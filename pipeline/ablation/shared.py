@@ -12,15 +12,15 @@ from collections.abc import Callable
 from typing import Any
 
 from pipeline.ablation.grid import Grid, Trial
-from pipeline.heads import HEADS
 from pipeline.store import FeatureStore
 from pipeline.training.config import MODALITY_STREAMS
 from pipeline.training.features import Features, load_features
 from pipeline.training.loop import TrainData
+from pipeline.training.model import head_input_kind
 
 
 def is_pooled(head: str) -> bool:
-    return HEADS.meta(head)["input_kind"] == "pooled"
+    return head_input_kind(head) == "pooled"
 
 
 class SharedFeatures(Features):

@@ -11,8 +11,6 @@ from types import ModuleType
 
 from pipeline.errors import BackboneError
 
-EXTRAS = {"timm": "timm", "open_clip": "clip"}  # module -> pip extra of stpipe-video
-
 
 def require(module: str, extra: str, name: str) -> ModuleType:
     """Import an optional library or stop with the one line that says how to install it."""

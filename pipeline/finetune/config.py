@@ -24,8 +24,6 @@ from typing import Any, Literal
 
 from pipeline.errors import ConfigError
 
-STREAM_SETS = {"rgb": ("rgb",), "flow": ("flow",), "rgb+flow": ("rgb", "flow")}
-
 
 @dataclass(frozen=True)
 class FinetuneConfig:

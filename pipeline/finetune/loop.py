@@ -40,14 +40,13 @@ from pipeline.finetune.model import FinetuneModel, build_finetune_model, fuse
 from pipeline.finetune.sizing import plan
 from pipeline.finetune.source import Setup
 from pipeline.training.loop import (
-    OPTIMIZERS,
-    PlateauSchedule,
     load_last_checkpoint,
     save_last_checkpoint,
     write_jsonl,
 )
 from pipeline.training.metrics import classification_metrics
 from pipeline.training.model import CHECKPOINT_FORMAT, save_checkpoint
+from pipeline.training.schedules import OPTIMIZERS, SCHEDULES
 
 Callback = Callable[..., None]  # callback(event, **info): "note", "epoch_start", "batch", "epoch_end"
 MAX_FAILURE_NOTES = 10
@@ -74,23 +73,6 @@ class Dist:
         return out
 
 
-class CosineSchedule:
-    """Every group's lr follows half a cosine from its own initial value to 0 (keeps the backbone's multiplier)."""
-
-    def __init__(self, optimizer: torch.optim.Optimizer, cfg):
-        self.optimizer, self.epochs = optimizer, cfg.epochs
-        self.base = [group["lr"] for group in optimizer.param_groups]
-        self.state: dict[str, Any] = {}
-
-    def start_epoch(self, epoch: int) -> None:
-        for group, base in zip(self.optimizer.param_groups, self.base):
-            group["lr"] = base * 0.5 * (1 + math.cos(math.pi * epoch / self.epochs))
-
-    def end_epoch(self, val_loss: float) -> str:
-        return ""
-
-
-SCHEDULES = {"plateau": PlateauSchedule, "cosine": CosineSchedule}  # plateau divides every group by 10
 
 
 def train_worker(setup: Setup, *, run_dir: str | Path, dist: Dist | None = None, callback: Callback | None = None,

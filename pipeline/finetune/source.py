@@ -24,11 +24,12 @@ from typing import Any
 import numpy as np
 
 from pipeline.errors import BackboneError, ConfigError, ManifestError, StoreError
-from pipeline.finetune.config import STREAM_SETS, FinetuneConfig
+from pipeline.finetune.config import FinetuneConfig
 from pipeline.heads import HEADS
 from pipeline.splits import index_leak, leak_note
 from pipeline.store import FeatureStore
 from pipeline.store_urls import absolute
+from pipeline.training.config import MODALITY_STREAMS
 from pipeline.training.data import select_videos
 from pipeline.training.model import head_input_kind, load_checkpoint
 from pipeline.training.runs import check_signature, read_run_config, store_signature
@@ -77,7 +78,7 @@ def prepare(cfg: FinetuneConfig) -> Setup:
     run_dir = Path(cfg.run)
     run_cfg = read_run_config(run_dir)
     checkpoint = load_checkpoint(run_dir / "checkpoint.pt")
-    streams = STREAM_SETS[cfg.modality] if cfg.modality else tuple(run_cfg.streams)
+    streams = MODALITY_STREAMS[cfg.modality] if cfg.modality else tuple(run_cfg.streams)
     store = _open_store(run_cfg, run_dir)
     pooled = head_input_kind(run_cfg.head) == "pooled"
     check_signature(checkpoint["store"], store_signature(store, run_cfg.streams, pooled=pooled),

@@ -44,6 +44,7 @@ from pipeline.training.model import (
     model_spec,
     save_checkpoint,
 )
+from pipeline.training.schedules import OPTIMIZERS, SCHEDULES
 from pipeline.training.streaming import ZarrFeatures, iterate_batches
 
 # callback(event, **info): "note" (message), "load" (split, done, total; from stages.train_head),
@@ -76,59 +77,6 @@ class TrainResult:
     collapsed: bool = False  # did not train (pipeline.training.collapse); its notes say how
 
 
-# ---- optimisers and schedules (chosen by name from the config) ----------------------------------
-
-OPTIMIZERS = {
-    "sgd": lambda params, cfg: torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay),
-    "adamw": lambda params, cfg: torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay),
-}
-
-
-class PlateauSchedule:
-    """lr /= 10 when val loss has not improved (relatively, by `threshold`) for `patience` epochs;
-    after `drops` reductions the next plateau stops training."""
-
-    def __init__(self, optimizer: torch.optim.Optimizer, cfg: TrainHeadConfig):
-        self.optimizer, self.patience, self.threshold, self.max_drops = optimizer, cfg.plateau_patience, cfg.plateau_threshold, cfg.lr_drops
-        self.state = {"best": math.inf, "bad_epochs": 0, "drops": 0}
-
-    def start_epoch(self, epoch: int) -> None:
-        pass
-
-    def end_epoch(self, val_loss: float) -> str:
-        """'' to continue, else why to stop."""
-        s = self.state
-        if val_loss < s["best"] * (1 - self.threshold):
-            s["best"], s["bad_epochs"] = val_loss, 0
-            return ""
-        s["bad_epochs"] += 1
-        if s["bad_epochs"] < self.patience:
-            return ""
-        if s["drops"] >= self.max_drops:
-            return f"val loss plateaued after {s['drops']} lr reductions"
-        s["drops"] += 1
-        s["bad_epochs"] = 0
-        for group in self.optimizer.param_groups:
-            group["lr"] /= 10
-        return ""
-
-
-class CosineSchedule:
-    """lr follows half a cosine from cfg.lr to 0 over cfg.epochs."""
-
-    def __init__(self, optimizer: torch.optim.Optimizer, cfg: TrainHeadConfig):
-        self.optimizer, self.base, self.epochs = optimizer, cfg.lr, cfg.epochs
-        self.state: dict[str, Any] = {}
-
-    def start_epoch(self, epoch: int) -> None:
-        for group in self.optimizer.param_groups:
-            group["lr"] = self.base * 0.5 * (1 + math.cos(math.pi * epoch / self.epochs))
-
-    def end_epoch(self, val_loss: float) -> str:
-        return ""
-
-
-SCHEDULES = {"plateau": PlateauSchedule, "cosine": CosineSchedule}
 
 
 # ---- data sources -------------------------------------------------------------------------------

@@ -31,6 +31,7 @@ import numpy as np
 
 from pipeline.errors import ConfigError
 from pipeline.heads import HEADS
+from pipeline.heads.recipes import CENTER
 from pipeline.splits import held_out
 from pipeline.training.config import TrainHeadConfig
 from pipeline.training.data import SplitData
@@ -39,7 +40,6 @@ from pipeline.training.loop import TrainData, train
 AXES = ("lr", "epochs", "temporal_center", "dropout", "proj_dim")  # what a point is (records, keys)
 ORDER = ("lr", "temporal_center", "dropout", "proj_dim", "epochs")  # the order they are searched in
 INNER_FRACTION = 0.25  # of each class's training videos, held out for scoring
-CENTER = 0.75  # the centring the built-in recipes use (pipeline.heads.recipes)
 
 
 @dataclass
@@ -71,7 +71,7 @@ def axis_values(axis: str, cfg: TrainHeadConfig) -> list[Any]:
     if axis == "temporal_center":
         if to_classes or meta["input_kind"] != "pooled":
             return []
-        return [0.0 if cfg.temporal_center else CENTER]
+        return [0.0 if cfg.temporal_center else CENTER]  # the built-in recipes' centring
     if axis == "dropout":
         return [0.8 if cfg.dropout < 0.65 else 0.5]
     if axis == "proj_dim":
