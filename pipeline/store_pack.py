@@ -33,15 +33,9 @@ from pipeline.store_io import META, read_arrays
 
 PACK_GROUP = "pack"
 PACK_CHUNK_BYTES = 32 * 2**20
+# no compressor: pooled float16 features do not compress (benchmarks/README.md, issue 31), and a
+# codec would cost every run that reads the pack its decoding
 PACKED_ARRAYS = ("rgb", "flow_feat")
-
-
-def PACK_COMPRESSOR():  # noqa: N802 - a constant made on demand (zarr is imported lazily)
-    from zarr.codecs import BloscCodec
-
-    # lz4: the pack is written once and read by every run; lz4 decodes several times faster than
-    # the per-video arrays' zstd, for a few percent more bytes on float16 features
-    return BloscCodec(cname="lz4", clevel=5, shuffle="shuffle")  # features; `flow` (optical flow fields) is not a head's input
 
 
 @dataclass
@@ -215,7 +209,7 @@ def create_pack(store, plan: PackPlan) -> None:
         del store.root[f"{PACK_GROUP}/{plan.name}"]
     group = store.root.require_group(PACK_GROUP).create_group(plan.name, overwrite=True, attributes={"complete": False})
     group.create_array("frames", shape=(plan.views, plan.total, plan.channels), dtype=np.float16,
-                       chunks=(plan.views, plan.per_chunk, plan.channels), compressors=PACK_COMPRESSOR(),
+                       chunks=(plan.views, plan.per_chunk, plan.channels), compressors=None,
                        dimension_names=("view", "frame", "channel"), fill_value=0)
 
 
