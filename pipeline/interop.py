@@ -264,7 +264,7 @@ def _import_part(job: _ImportPart, report: Callable[[list[str]], None]) -> _Part
                 if name != "frame_index":
                     dims = _dims(path, key, name, dataset)
                     checker.check(f"{path}:/videos/{key}/{name}", name, dataset.shape, dims)
-                    arrays.append((name, _read(dataset), dims, json.loads(dataset.attrs.get("stpipe", "{}"))))
+                    arrays.append((name, _read(dataset), dims, _attr_json(dataset, "stpipe")))
             video_attrs = {k: v for k, v in attrs.items() if k not in ("video_id", "complete")}
             pool.submit(_write_video, store, video_id, video_attrs, arrays, {})
             values = {name: v for name, v, _, _ in arrays}
@@ -319,15 +319,32 @@ def _h5_order(h5) -> tuple[list[str], tuple[np.ndarray, np.ndarray, np.ndarray] 
 
 
 def _read(dataset) -> np.ndarray:
-    """The whole dataset (read_direct: several times faster than `dataset[...]` for small arrays)."""
-    out = np.empty(dataset.shape, dtype=dataset.dtype)
+    """The whole dataset, through h5py's low-level read: for a small array h5py's selection
+    machinery (`dataset[...]`, even `read_direct`) costs several times the read itself."""
+    import h5py
+
+    out = np.empty(dataset.id.shape, dtype=dataset.id.dtype)
     if out.size:
-        dataset.read_direct(out)
+        dataset.id.read(h5py.h5s.ALL, h5py.h5s.ALL, out)
     return out
 
 
+def _attr_json(node, name: str) -> dict[str, Any]:
+    try:
+        return json.loads(node.attrs[name])
+    except KeyError:  # (attrs.get looks the name up twice)
+        return {}
+
+
 def _dims(path: Path, key: str, name: str, dataset) -> tuple[str, ...]:
-    dims = tuple(d.label for d in dataset.dims)
+    """The dataset's dimension labels, read as the attribute h5py's `dims[i].label` reads one by one."""
+    try:
+        labels = dataset.attrs["DIMENSION_LABELS"]
+    except KeyError:
+        labels = ()
+    dims = tuple(label.decode() if isinstance(label, bytes) else str(label) for label in labels)
+    if len(dims) != len(dataset.id.shape):
+        dims = tuple(d.label for d in dataset.dims)
     if "time" not in dims or not all(dims):
         raise StoreError(f"{path}:/videos/{key}/{name}: dimension labels {list(dims)} must name every axis "
                          "and include 'time'")
