@@ -9,7 +9,7 @@ from pathlib import Path
 import click
 
 from pipeline import __version__
-from pipeline.errors import StpipeError
+from pipeline.errors import StpipeError, full_disk_as_error
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
@@ -21,7 +21,11 @@ def cli() -> None:
 def main(argv: list[str] | None = None) -> None:
     """Entry point: StpipeError becomes one clean line on stderr and its exit code."""
     try:
-        cli.main(args=argv, prog_name="stpipe", standalone_mode=False)
+        try:
+            cli.main(args=argv, prog_name="stpipe", standalone_mode=False)
+        except OSError as exc:  # a full disk met by a write no stage named: still one line
+            with full_disk_as_error(str(exc.filename or "the output")):
+                raise
     except StpipeError as exc:
         click.echo(f"stpipe: error: {exc}", err=True)
         sys.exit(exc.exit_code)

@@ -15,6 +15,7 @@ resume scan) go out concurrently on object stores (`cat` of a batch).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -76,10 +77,15 @@ class StoreIO:
             except FileNotFoundError:
                 os.makedirs(os.path.dirname(path), exist_ok=True)
                 f = open(target, "wb")
-            with f:
-                f.write(data)
-            if atomic:
-                os.replace(target, path)  # readers see the old document or the new, never half
+            try:
+                with f:
+                    f.write(data)
+                if atomic:
+                    os.replace(target, path)  # readers see the old document or the new, never half
+            except OSError:  # a full disk: give back what the torn copy took (no complete group holds it)
+                with contextlib.suppress(OSError):
+                    os.unlink(target)
+                raise
         else:
             self.fs.pipe_file(self._remote(rel), data)
 

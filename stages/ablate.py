@@ -31,7 +31,7 @@ from pipeline.ablation.results import (
 from pipeline.ablation.runner import LocalExecutor, Progress, run_trials
 from pipeline.ablation.shared import SharedFeatures, is_pooled, load_shared
 from pipeline.config import config_to_dict, from_dict, read_yaml, save_config
-from pipeline.errors import ConfigError
+from pipeline.errors import ConfigError, full_disk_as_error
 from pipeline.progress import Advanced, Finished, Note, Started, emitter, note_sink
 from pipeline.progress import Progress as Events
 from pipeline.store import FeatureStore
@@ -82,6 +82,11 @@ def trial_dir(cfg: AblateConfig, trial: Trial) -> Path:
 
 def run(cfg: AblateConfig, progress: Events | None = None) -> AblateResult:
     """Run (or resume) the ablation."""
+    with full_disk_as_error(cfg.out):
+        return _run(cfg, progress)
+
+
+def _run(cfg: AblateConfig, progress: Events | None) -> AblateResult:
     started = time.perf_counter()
     emit = emitter(progress)
     note = note_sink(progress)

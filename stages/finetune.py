@@ -20,7 +20,7 @@ import torch
 
 from pipeline.config import from_dict, read_yaml, save_config
 from pipeline.device import pick_device
-from pipeline.errors import ConfigError, RunError
+from pipeline.errors import ConfigError, RunError, full_disk_as_error
 from pipeline.finetune.config import FinetuneConfig
 from pipeline.finetune.loop import Dist, train_worker
 from pipeline.finetune.model import build_finetune_model
@@ -45,6 +45,11 @@ class FinetuneResult:
 
 
 def run(cfg: FinetuneConfig, *, progress: Progress | None = None) -> FinetuneResult:
+    with full_disk_as_error(cfg.out):
+        return _run(cfg, progress)
+
+
+def _run(cfg: FinetuneConfig, progress: Progress | None) -> FinetuneResult:
     callback = loop_callback(progress, throughput=finetune_throughput)
     shown = Path(cfg.out)  # the run dir as the user wrote it, for messages
     # once, on the driver: Ray Train workers run in a trial folder, not in this working directory

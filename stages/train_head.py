@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from pipeline.errors import full_disk_as_error
 from pipeline.progress import Progress
 from pipeline.training.config import TrainHeadConfig
 from pipeline.training.events import loop_callback
@@ -22,4 +23,5 @@ __all__ = ["TrainHeadResult", "load_data", "run"]
 def run(cfg: TrainHeadConfig, *, progress: Progress | None = None, data: TrainData | None = None,
         signature: dict[str, Any] | None = None, plots: bool = True) -> TrainHeadResult:
     """`data` + `signature`: features already loaded; `plots`: write curves.png and confusion.png."""
-    return run_head(cfg, callback=loop_callback(progress), data=data, signature=signature, plots=plots)
+    with full_disk_as_error(cfg.out):
+        return run_head(cfg, callback=loop_callback(progress), data=data, signature=signature, plots=plots)

@@ -95,7 +95,11 @@ def save_checkpoint(payload: Mapping[str, Any], path: str | Path) -> None:
     """Atomic write: a crash mid-save leaves the previous file intact."""
     path = Path(path)
     tmp = path.with_suffix(path.suffix + ".tmp")
-    torch.save(dict(payload), tmp)
+    try:
+        torch.save(dict(payload), tmp)
+    except BaseException:  # a full disk: the torn copy goes, the previous checkpoint stays
+        tmp.unlink(missing_ok=True)
+        raise
     fault_point("checkpoint")
     os.replace(tmp, path)
 
