@@ -6,6 +6,7 @@ checkpoint holds only tensors and plain types and loads with `torch.load(weights
 
 from __future__ import annotations
 
+import io
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -95,9 +96,12 @@ def save_checkpoint(payload: Mapping[str, Any], path: str | Path) -> None:
     """Atomic write: a crash mid-save leaves the previous file intact."""
     path = Path(path)
     tmp = path.with_suffix(path.suffix + ".tmp")
+    buffer = io.BytesIO()  # torch's zip writer turns a full disk into a RuntimeError without errno
+    torch.save(dict(payload), buffer)
     try:
-        torch.save(dict(payload), tmp)
-    except BaseException:  # a full disk: the torn copy goes, the previous checkpoint stays
+        with open(tmp, "wb") as f:
+            f.write(buffer.getbuffer())
+    except OSError:  # a full disk: the torn copy goes, the previous checkpoint stays
         tmp.unlink(missing_ok=True)
         raise
     fault_point("checkpoint")

@@ -247,8 +247,9 @@ def small_disk(path: Path, size: str) -> Iterator[Path]:
 
 
 def disk_bytes(path: Path) -> int:
-    """What the files under `path` take on a tmpfs (whole 4 KiB pages)."""
-    return sum(-(-p.stat().st_size // 4096) * 4096 for p in path.rglob("*") if p.is_file())
+    """What the file `path`, or the files under it, take on a tmpfs (whole 4 KiB pages)."""
+    files = [path] if path.is_file() else [p for p in path.rglob("*") if p.is_file()]
+    return sum(-(-p.stat().st_size // 4096) * 4096 for p in files)
 
 
 def leave_free(disk: Path, free: int) -> Path:

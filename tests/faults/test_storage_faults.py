@@ -21,6 +21,7 @@ from fault_tools import (
     leave_free,
     small_disk,
 )
+from store_fixtures import make_store
 
 from pipeline.extraction import ExtractConfig
 from stages import extract
@@ -70,3 +71,51 @@ def test_extract_on_a_full_disk_stops_in_one_line_and_resumes(launcher, manifest
         assert code == 0, output
         assert f"resuming: {state['complete']}/{len(GOOD)} videos already complete" in output
         assert assert_identical_store(reference, store) == {"complete": len(GOOD), "failed": 0}
+
+
+def test_import_on_a_full_disk_stops_in_one_line_and_resumes(launcher, reference, tmp_path):
+    export = tmp_path / "features.h5"
+    assert launcher.run(["export", str(reference), str(export)])[0] == 0
+    imported = tmp_path / "imported.zarr"
+    assert launcher.run(["import", str(export), "-o", str(imported)])[0] == 0
+    with small_disk(tmp_path / "disk", f"{4 * disk_bytes(imported) // 1024 + 64}k") as disk:
+        store = disk / "s.zarr"
+        filler = leave_free(disk, 4 * 4096 + disk_bytes(imported / "videos") // 2)
+        code, output = launcher.run(["import", str(export), "-o", str(store)])
+        assert_one_line(code, output, store)
+        state = assert_readable(store)
+        assert 0 < state["complete"] < len(GOOD), state
+        filler.unlink()
+        code, output = launcher.run(["import", str(export), "-o", str(store)])
+        assert code == 0, output
+        assert f"{len(GOOD) - state['complete']} imported, {state['complete']} already complete" in output
+        assert assert_identical_store(imported, store) == {"complete": len(GOOD), "failed": 0}
+
+
+def test_train_head_on_a_full_disk_keeps_its_last_checkpoint_and_resumes(launcher, tmp_path):
+    from test_crash_resume_train import OPTIONS, argv, assert_same_run
+
+    from pipeline.training.config import TrainHeadConfig
+    from pipeline.training.model import load_checkpoint
+    from stages import train_head
+
+    store_url = str(tmp_path / "order.zarr")
+    make_store(store_url, per_class={"train": 8, "val": 4})
+    reference = tmp_path / "ref"
+    train_head.run(TrainHeadConfig(store=store_url, out=str(reference), **OPTIONS))
+    best, last = disk_bytes(reference / "checkpoint.pt"), disk_bytes(reference / "last.pt")
+    with small_disk(tmp_path / "disk", f"{4 * disk_bytes(reference) // 1024 + 64}k") as disk:
+        out = disk / "run"
+        # room for the small files, the first epoch's checkpoint.pt and last.pt, and half a last.pt: the
+        # second epoch's last.pt (written beside the one it replaces) does not fit
+        filler = leave_free(disk, 4 * 4096 + best + last + last // 2)
+        code, output = launcher.run(argv(store_url, out))
+        assert_one_line(code, output, out)
+        saved = load_checkpoint(out / "last.pt")["state"]["epoch"]  # the last good checkpoint, whole
+        assert 1 <= saved < OPTIONS["epochs"]
+        assert not list(out.glob("*.tmp"))
+        filler.unlink()
+        code, output = launcher.run(argv(store_url, out, resume=True))
+        assert code == 0, output
+        assert f"resuming {out} after epoch {saved}" in output
+        assert assert_same_run(reference, out) == OPTIONS["epochs"]
