@@ -33,7 +33,15 @@ import numpy as np
 
 from pipeline.errors import StoreError
 from pipeline.faults import fault_point
-from pipeline.store_io import META, StoreIO, array_document, chunk_key, encode_chunk, group_document
+from pipeline.store_io import (
+    META,
+    StoreIO,
+    array_document,
+    checksummed,
+    chunk_key,
+    encode_chunk,
+    group_document,
+)
 from pipeline.store_urls import explain, is_local, local_path, resolve_url
 
 FORMAT_VERSION = 1
@@ -308,6 +316,7 @@ class FeatureStore:
         for name, values in columns.items():
             dtype = str if values.dtype.kind == "U" else values.dtype
             array = index.create_array(name, shape=values.shape, dtype=dtype, dimension_names=("video",),
+                                       compressors=checksummed(),
                                        chunks=(max(1, len(values)),))
             if len(values):
                 array[:] = values

@@ -26,7 +26,7 @@ import numpy as np
 
 from pipeline.errors import StoreError
 from pipeline.faults import fault_point
-from pipeline.store_io import META, read_arrays
+from pipeline.store_io import META, checksummed, read_arrays
 
 PACK_GROUP = "pack"
 PACK_CHUNK_BYTES = 32 * 2**20
@@ -173,7 +173,7 @@ def _build(store, name: str, keys: np.ndarray, splits: np.ndarray, want: str,
     group = store.root.require_group(PACK_GROUP).create_group(name, overwrite=True,
                                                               attributes={"complete": False})
     frames = group.create_array("frames", shape=(views, total, channels), dtype=np.float16,
-                                chunks=(views, per_chunk, channels), compressors=PACK_COMPRESSOR(),
+                                chunks=(views, per_chunk, channels), compressors=checksummed(PACK_COMPRESSOR()),
                                 dimension_names=("view", "frame", "channel"), fill_value=0)
     buffer = np.zeros((views, per_chunk, channels), dtype=np.float16)
     filled, start = 0, 0
@@ -195,7 +195,7 @@ def _build(store, name: str, keys: np.ndarray, splits: np.ndarray, want: str,
         frames[:, start:start + filled] = buffer[:, :filled]
     for column, values, dims in (("key", keys, str), ("split", splits, str), ("offset", offsets, None),
                                  ("length", lengths, None)):
-        array = group.create_array(column, shape=values.shape, dtype=dims or values.dtype,
+        array = group.create_array(column, shape=values.shape, dtype=dims or values.dtype, compressors=checksummed(),
                                    chunks=(max(1, len(values)),), dimension_names=("video",))
         array[:] = values
     fault_point("pack")
