@@ -465,6 +465,34 @@ def pack_cmd(store, force, storage_options):
     click.echo("; ".join(f"{name}: {words[state]}" for name, state in outcome.items()))
 
 
+@cli.command("verify")
+@click.argument("store")
+@click.option("--repair", is_flag=True, default=None,
+              help="Mark the damaged videos for redo (re-running the extract or import command that made STORE "
+                   "redoes exactly them) and drop a damaged pack or index (rebuilt from the videos).")
+@click.option("--threads", type=int, help="Arrays read at once (default 8 on a local disk, 32 on an object store).")
+@click.option("--storage-options", help="JSON object passed to fsspec for the store URL.")
+def verify_cmd(store, repair, threads, storage_options):
+    """Read every chunk of STORE back and check it; list the damaged videos (exit 3 when any)."""
+    from pipeline.config import build_config
+    from pipeline.errors import PartialFailure
+    from stages import verify
+
+    cfg = build_config(verify.VerifyConfig, None, dict(store=store, repair=repair, threads=threads,
+                                                       storage_options=_json_option(storage_options, "--storage-options")))
+    with _rendered() as show:
+        result = verify.run(cfg, progress=show)
+    derived = f"; damaged: {', '.join(result.damaged_derived)}" if result.damaged_derived else ""
+    click.echo(f"{result.store}: {result.chunks} chunks of {result.videos} videos checked "
+               f"({result.nbytes / 2**20:.1f} MiB in {result.seconds:.1f} s); "
+               f"{len(result.damaged_videos)} damaged videos{derived}")
+    if result.damage:
+        what = f"{len(result.damaged_videos)} damaged video(s)" + (" and derived arrays" if derived else "")
+        if result.repaired:
+            raise PartialFailure(f"{what} marked for redo: re-run the extract (or import) command that made {store}")
+        raise PartialFailure(f"{what}; `stpipe verify --repair {store}` marks them for redo")
+
+
 @cli.command("export")
 @click.argument("store")
 @click.argument("output", type=click.Path(dir_okay=False))
@@ -668,6 +696,8 @@ def heads_cmd(num_classes, num_segments, feature_shape, proj_dim):
               help="bf16 autocast on CUDA or a CPU with native bf16 (default off: slower for light heads on GPU).")
 @click.option("--memory-budget-gb", type=float,
               help="Features above this stream from Zarr (default 0 = half the free RAM, or GPU memory on CUDA).")
+@click.option("--skip-damaged", is_flag=True, default=None,
+              help="Leave out videos with a damaged chunk (checked first), with a note; by default one stops the run.")
 @click.option("--head-options", help='JSON object of head options, e.g. \'{"hidden": 512}\'.')
 @click.option("--storage-options", help="JSON object passed to fsspec for the store URL.")
 @click.option("--resume", is_flag=True, default=None, help="Continue the run in -o (re-running the same command does too).")
@@ -701,9 +731,11 @@ def train_head_cmd(config_file, storage_options, head_options, **options):
 @click.option("--checkpoint", default="checkpoint.pt", show_default=True, help="checkpoint.pt (best) or last.pt.")
 @click.option("--device", help="auto, cpu, cuda or cuda:N.")
 @click.option("--batch-size", type=int, help="Videos per forward (default 256).")
+@click.option("--skip-damaged", is_flag=True, default=None,
+              help="Leave out videos with a damaged chunk (checked first), with a note; by default one stops the run.")
 @click.option("--storage-options", help="JSON object passed to fsspec for the store URL.")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-def evaluate_cmd(run_dir, split, store, checkpoint, device, batch_size, storage_options, as_json):
+def evaluate_cmd(run_dir, split, store, checkpoint, device, batch_size, skip_damaged, storage_options, as_json):
     """Top-1/top-5/mean-class accuracy of a run on a split (all cached views averaged)."""
     import json
 
@@ -712,7 +744,7 @@ def evaluate_cmd(run_dir, split, store, checkpoint, device, batch_size, storage_
 
     cfg = build_config(evaluate.EvaluateConfig, None, dict(
         run=run_dir, split=split, store=store, checkpoint=checkpoint, device=device, batch_size=batch_size,
-        storage_options=_json_option(storage_options, "--storage-options")))
+        skip_damaged=skip_damaged, storage_options=_json_option(storage_options, "--storage-options")))
     result = evaluate.run(cfg)
     if as_json:
         click.echo(json.dumps({k: v for k, v in result.__dict__.items() if k != "report"} | {"report": str(result.report)}))
@@ -832,6 +864,8 @@ def _echo_ablation(result) -> None:
 @click.option("--max-retries", type=int, help="Retries of a crashed trial before it is reported failed (default 1).")
 @click.option("--device", help="local executor: auto, cpu, cuda or cuda:N.")
 @click.option("--memory-budget-gb", type=float, help="Shared features above this stream from Zarr (default 4).")
+@click.option("--skip-damaged", is_flag=True, default=None,
+              help="Leave out videos with a damaged chunk (checked first), with a note; by default one stops the run.")
 @click.option("--trial-plots/--no-trial-plots", default=None,
               help="Each trial's curves.png and confusion.png (default on; ~0.9 s of CPU per trial).")
 @click.option("--storage-options", help="JSON object passed to fsspec for the store URL.")

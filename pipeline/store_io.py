@@ -290,11 +290,16 @@ def chunk_damage(data: bytes, doc: dict[str, Any]) -> str:
 
 
 def damaged(url: str, rel: str, what: str) -> DamagedDataError:
-    """The one-line error of a damaged array `rel` ("videos/<key>/<array>" names the video and array)."""
-    parts = rel.split("/")
-    where = f"video {parts[1]!r}, array {parts[2]!r}" if parts[0] == "videos" and len(parts) > 2 else rel
-    return DamagedDataError(f"{url}: {where}: damaged data ({what.splitlines()[0][:200]}); "
-                            f"`stpipe verify --repair {url}` marks it for redo")
+    """The one-line error of a damaged array `rel` ("videos/<key>/<array>" names the video and array)
+    of the store at `url` ("": not known where it is raised)."""
+    from pipeline.store import key_to_id
+
+    parts = rel.strip("/").split("/")
+    where = f"video {key_to_id(parts[1]) or parts[1]!r}, array {parts[2]!r}" if parts[0] == "videos" and len(parts) > 2 else rel
+    # zarr's Crc32cCodec says "Stored and computed checksum do not match. Stored: <bytes> ..."
+    what = "checksum mismatch" if "checksum do not match" in what else (what.splitlines() or ["?"])[0][:200]
+    return DamagedDataError(f"{url + ': ' if url else ''}{where}: damaged data ({what}); "
+                            f"`stpipe verify --repair {url or 'STORE'}` marks it for redo")
 
 
 # ---- whole arrays read back (the pack's builder, stage two's fallback) ---------------------------

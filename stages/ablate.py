@@ -122,7 +122,7 @@ def _run(cfg: AblateConfig, progress: Events | None) -> AblateResult:
         shared = load_shared(store, todo_grid, val_split=cfg.train.get("val_split", "val"),
                              standardize=any(_trial_config(cfg, t).standardize for t in todo),
                              memory_budget_bytes=cfg.memory_budget_gb * 2**30, stats_dir=str(out),
-                             storage_options=cfg.storage_options, note=note)
+                             storage_options=cfg.storage_options, note=note, skip_damaged=cfg.skip_damaged)
         load_seconds, shared_bytes = time.perf_counter() - loading, shared.nbytes
         fn = functools.partial(train_trial, cfg=cfg)
 

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from pipeline.store import FeatureStore
-from pipeline.training.data import SplitData, load_split
+from pipeline.training.data import SplitData, load_split, select_videos
 from pipeline.training.loop import TrainData
 from pipeline.training.runs import store_signature
 from pipeline.training.stats import stats_for_training
@@ -58,12 +58,13 @@ def load_features(store: FeatureStore, *, uses: Iterable[tuple[tuple[str, ...], 
                   standardize: bool = False, stats_dir: str = "", signature_split: str = "train",
                   signatures: dict[tuple[tuple[str, ...], bool], dict[str, Any]] | None = None,
                   note: Callable[[str], None] | None = None,
-                  progress: Callable[[str, int, int], None] | None = None) -> Features:
+                  progress: Callable[[str, int, int], None] | None = None, skip_damaged: bool = False) -> Features:
     """Read the parts that `uses` ((streams, pooled) per consumer) need for `splits`, once.
 
     Maps (spatial heads) load before pooled vectors, so the largest parts get the budget first;
     `note(line)` says where each part lives, `progress(split, done, total)` reports each read;
-    `signatures` already computed by the caller are not computed again.
+    `signatures` already computed by the caller are not computed again; `skip_damaged`: videos with a
+    damaged chunk are left out with a note (`load_split`).
     """
     note = note or (lambda message: None)
     uses = list(dict.fromkeys((tuple(streams), bool(pooled)) for streams, pooled in uses))
@@ -74,7 +75,7 @@ def load_features(store: FeatureStore, *, uses: Iterable[tuple[tuple[str, ...], 
         for split in dict.fromkeys(splits):
             report = (lambda done, total, split=split: progress(split, done, total)) if progress else None
             part = load_split(store, split, streams=(stream,), pooled=pooled, memory_budget_bytes=max(budget, 1.0),
-                              storage_options=storage_options, progress=report)
+                              storage_options=storage_options, progress=report, skip_damaged=skip_damaged)
             if not part.streamed:
                 budget -= part.nbytes
             kind = "vectors" if pooled else "maps"
@@ -88,7 +89,10 @@ def load_features(store: FeatureStore, *, uses: Iterable[tuple[tuple[str, ...], 
     stats = {}
     if standardize:
         for stream, pooled in needed:
-            found = stats_for_training(store, split="train", stream=stream, pooled=pooled, run_dir=stats_dir)
+            part = parts[("train", stream, pooled)]  # without the videos it left out as damaged, if any
+            left_out = np.setdiff1d(select_videos(store, "train")[1], part.keys) if skip_damaged else ()
+            found = stats_for_training(store, split="train", stream=stream, pooled=pooled, run_dir=stats_dir,
+                                       leave_out=left_out)
             stats[(stream, pooled)] = (tuple(found.mean), tuple(found.std))  # plain floats: no read-only arrays
     val = next((s for s in splits if s != "train"), splits[0])
     return Features(classes=store.classes, parts=parts, signatures=signatures, stats=stats, val_split=val)

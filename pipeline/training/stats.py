@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Collection
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -18,6 +19,7 @@ import numpy as np
 
 from pipeline.errors import StoreError
 from pipeline.store import FeatureStore
+from pipeline.store_io import damaged
 from pipeline.training.config import STREAM_ARRAYS
 from pipeline.training.data import select_videos
 
@@ -45,11 +47,12 @@ def split_fingerprint(keys: np.ndarray) -> str:
 
 
 def compute_stats(store: FeatureStore, *, split: str = "train", stream: str = "rgb", pooled: bool = False,
-                  scheduler: str = "threads") -> ChannelStats:
+                  scheduler: str = "threads", leave_out: Collection[str] = ()) -> ChannelStats:
+    """`leave_out`: keys of videos not to count (damaged ones a run leaves out)."""
     import dask
     import dask.array as da
 
-    _, keys, _, _ = select_videos(store, split)
+    keys = _keys(store, split, leave_out)
     name = STREAM_ARRAYS[stream]
     videos = store.root["videos"]
     sums, squares, counts = [], [], []
@@ -65,7 +68,16 @@ def compute_stats(store: FeatureStore, *, split: str = "train", stream: str = "r
         sums.append(x.sum(axis=axes))
         squares.append((x * x).sum(axis=axes))
         counts.append(int(np.prod([x.shape[i] for i in axes])))
-    total, total_sq = dask.compute(da.stack(sums).sum(axis=0), da.stack(squares).sum(axis=0), scheduler=scheduler)
+    try:
+        total, total_sq = dask.compute(da.stack(sums).sum(axis=0), da.stack(squares).sum(axis=0), scheduler=scheduler)
+    except (ValueError, RuntimeError) as exc:  # a damaged chunk (dask does not say whose): name it
+        from pipeline.store_verify import damaged_keys
+
+        found = damaged_keys(store, keys, [name])
+        if not found:
+            raise
+        key, (first, *_) = next(iter(found.items()))
+        raise damaged(store.url, f"videos/{key}/{name}", f"chunk {first.chunk}: {first.reason}") from exc
     n = float(sum(counts))
     mean = total / n
     var = np.maximum(total_sq / n - mean * mean, 0.0)
@@ -80,10 +92,15 @@ def save_to_store(store: FeatureStore, stats: ChannelStats) -> None:
     group.attrs[stats.name] = asdict(stats)
 
 
-def cached_stats(store: FeatureStore, *, split: str, stream: str, pooled: bool,
-                 run_dir: str | Path | None = None) -> ChannelStats | None:
-    """Stats from the store's cache or the run dir's stats.json when their fingerprint still matches."""
+def _keys(store: FeatureStore, split: str, leave_out: Collection[str]) -> np.ndarray:
     _, keys, _, _ = select_videos(store, split)
+    return keys[~np.isin(keys, list(leave_out))] if len(leave_out) else keys
+
+
+def cached_stats(store: FeatureStore, *, split: str, stream: str, pooled: bool,
+                 run_dir: str | Path | None = None, leave_out: Collection[str] = ()) -> ChannelStats | None:
+    """Stats from the store's cache or the run dir's stats.json when their fingerprint still matches."""
+    keys = _keys(store, split, leave_out)
     fingerprint = split_fingerprint(keys)
     name = ChannelStats(stream, split, pooled, "", 0, 0, (), ()).name
     candidates = []
@@ -98,12 +115,12 @@ def cached_stats(store: FeatureStore, *, split: str, stream: str, pooled: bool,
 
 
 def stats_for_training(store: FeatureStore, *, split: str, stream: str, pooled: bool,
-                       run_dir: str | Path) -> ChannelStats:
+                       run_dir: str | Path, leave_out: Collection[str] = ()) -> ChannelStats:
     """Cached stats, else computed now and cached in the run dir (and the store when writable)."""
-    found = cached_stats(store, split=split, stream=stream, pooled=pooled, run_dir=run_dir)
+    found = cached_stats(store, split=split, stream=stream, pooled=pooled, run_dir=run_dir, leave_out=leave_out)
     if found is not None:
         return found
-    stats = compute_stats(store, split=split, stream=stream, pooled=pooled)
+    stats = compute_stats(store, split=split, stream=stream, pooled=pooled, leave_out=leave_out)
     if not store.read_only:
         save_to_store(store, stats)
     path = Path(run_dir) / "stats.json"

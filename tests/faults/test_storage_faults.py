@@ -10,6 +10,7 @@ uninterrupted run ends.
 from __future__ import annotations
 
 import re
+import shutil
 
 import pytest
 from fault_tools import (
@@ -24,6 +25,7 @@ from fault_tools import (
 from store_fixtures import make_store
 
 from pipeline.extraction import ExtractConfig
+from pipeline.store import FeatureStore, video_key
 from stages import extract
 
 GOOD = ["moving_left_000", "moving_right_001", "moving_up_000", "moving_down_001", "rotating_clockwise_000",
@@ -119,3 +121,65 @@ def test_train_head_on_a_full_disk_keeps_its_last_checkpoint_and_resumes(launche
         assert code == 0, output
         assert f"resuming {out} after epoch {saved}" in output
         assert assert_same_run(reference, out) == OPTIONS["epochs"]
+
+
+# ---- damaged chunks -------------------------------------------------------------------------------
+
+
+def flip(path) -> None:
+    """Damage a stored chunk at rest: invert one byte in its middle."""
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    path.write_bytes(bytes(data))
+
+
+def test_verify_lists_a_damaged_chunk_and_repair_makes_extract_redo_exactly_it(launcher, manifest, reference,
+                                                                               tmp_path):
+    store = tmp_path / "s.zarr"
+    shutil.copytree(reference, store)
+    code, output = launcher.run(["verify", str(store)])
+    assert code == 0 and f"of {len(GOOD)} videos checked" in output and "0 damaged videos" in output, output
+    victim = GOOD[3]
+    flip(store / "videos" / victim / "rgb" / "c" / "0" / "0" / "0")
+    code, output = launcher.run(["verify", str(store)])
+    assert code == 3, output
+    assert f"damaged: {victim}: rgb c/0/0/0: checksum mismatch" in output
+    assert error_lines(output) == [f"stpipe: error: 1 damaged video(s); `stpipe verify --repair {store}` marks "
+                                   "them for redo"]
+    code, output = launcher.run(["verify", "--repair", str(store)])
+    assert code == 3 and "marked for redo" in output, output
+    assert victim not in FeatureStore.open(str(store)).complete_ids()
+    code, output = launcher.run(extract_argv(manifest, store))  # the command that made the store
+    assert code == 0, output
+    assert f"resuming: {len(GOOD) - 1}/{len(GOOD)} videos already complete" in output
+    assert assert_identical_store(reference, store) == {"complete": len(GOOD), "failed": 0}
+    assert launcher.run(["verify", str(store)])[0] == 0
+
+
+def test_a_damaged_pack_is_read_around_then_rebuilt(launcher, reference, tmp_path):
+    store = tmp_path / "s.zarr"
+    shutil.copytree(reference, store)
+    flip(store / "pack" / "rgb" / "frames" / "c" / "0" / "0" / "0")
+    code, output = launcher.run(["train-head", "-s", str(store), "-o", str(tmp_path / "run"), "--head", "mlp",
+                                 "--segments", "2", "--epochs", "1", "--device", "cpu"])
+    assert code == 0, output
+    assert "the pack is damaged" in output and "reading the videos' own arrays" in output
+    code, output = launcher.run(["verify", "--repair", str(store)])
+    assert code == 3 and "damaged: pack/rgb/frames c/0/0/0: checksum mismatch" in output, output
+    assert assert_identical_store(reference, store) == {"complete": len(GOOD), "failed": 0}  # the pack rebuilt
+
+
+def test_stage_two_on_a_damaged_chunk_fails_in_one_line_or_leaves_the_video_out(launcher, tmp_path):
+    store = tmp_path / "order.zarr"
+    make_store(str(store), per_class={"train": 4, "val": 2})
+    victim = sorted(FeatureStore.open(str(store)).complete_ids())[0]
+    flip(store / "videos" / video_key(victim) / "rgb" / "c" / "0" / "0" / "0")
+    args = ["train-head", "-s", str(store), "-o", str(tmp_path / "run"), "--head", "mlp", "--segments", "2",
+            "--epochs", "1", "--device", "cpu"]
+    code, output = launcher.run(args)
+    assert code == 2, output
+    assert error_lines(output) == [f"stpipe: error: video {victim!r}, array 'rgb': damaged data (checksum mismatch); "
+                                   "`stpipe verify --repair STORE` marks it for redo"]
+    code, output = launcher.run(args + ["--skip-damaged"])
+    assert code == 0, output
+    assert "leaving out 1 video(s) of split" in output and f"{victim} (rgb)" in output
