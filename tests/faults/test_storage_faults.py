@@ -59,15 +59,20 @@ def assert_one_line(code: int, output: str, path) -> None:
     assert FULL.match(lines[0]).group(1) == str(path)
 
 
-def test_extract_on_a_full_disk_stops_in_one_line_and_resumes(launcher, manifest, reference, tmp_path):
+@pytest.mark.parametrize("videos_that_fit", [0.2, 0.5, 0.8, 1.0])
+def test_extract_on_a_full_disk_stops_in_one_line_and_resumes(launcher, manifest, reference, tmp_path,
+                                                              videos_that_fit):
+    """Room for a fraction of the videos' files (1.0: all of them, not the index and pack)."""
     need = disk_bytes(reference)
     with small_disk(tmp_path / "disk", f"{4 * need // 1024 + 64}k") as disk:
         store = disk / "s.zarr"
-        filler = leave_free(disk, 4 * 4096 + disk_bytes(reference / "videos") // 2)  # about half the videos fit
+        filler = leave_free(disk, 4 * 4096 + int(disk_bytes(reference / "videos") * videos_that_fit))
         code, output = launcher.run(extract_argv(manifest, store))
         assert_one_line(code, output, store)
         state = assert_readable(store)  # every video marked complete is whole
-        assert 0 < state["complete"] < len(GOOD), state
+        assert 0 < state["complete"] <= len(GOOD), state
+        if videos_that_fit < 1:
+            assert state["complete"] < len(GOOD), state
         filler.unlink()  # room again: the same command finishes the job
         code, output = launcher.run(extract_argv(manifest, store))
         assert code == 0, output
@@ -121,6 +126,25 @@ def test_train_head_on_a_full_disk_keeps_its_last_checkpoint_and_resumes(launche
         assert code == 0, output
         assert f"resuming {out} after epoch {saved}" in output
         assert assert_same_run(reference, out) == OPTIONS["epochs"]
+
+
+def test_nothing_queued_behind_a_failed_write_runs():
+    """A torn chunk removed frees room: the video's `finish` queued behind it must not then mark it complete."""
+    from pipeline.extraction.writer import Writer
+
+    ran = []
+
+    def full_disk():
+        raise OSError(28, "No space left on device")
+
+    writer = Writer()
+    writer.submit(ran.append, "begin", key="v")
+    writer.submit(full_disk, key="v")
+    writer.submit(ran.append, "finish", key="v")
+    writer.submit(ran.append, "another video", key="w")
+    with pytest.raises(OSError):
+        writer.close()
+    assert ran == ["begin"]
 
 
 # ---- damaged chunks -------------------------------------------------------------------------------
@@ -183,3 +207,26 @@ def test_stage_two_on_a_damaged_chunk_fails_in_one_line_or_leaves_the_video_out(
     code, output = launcher.run(args + ["--skip-damaged"])
     assert code == 0, output
     assert "leaving out 1 video(s) of split" in output and f"{victim} (rgb)" in output
+
+
+def test_ablate_on_a_full_disk_stops_in_one_line_and_resumes(launcher, tmp_path):
+    from test_crash_resume_ablate import argv, assert_same_ablation, rows
+
+    store_url = str(tmp_path / "order.zarr")
+    make_store(store_url, per_class={"train": 8, "val": 4})
+    reference = tmp_path / "ref"
+    assert launcher.run(argv(store_url, reference))[0] == 0
+    trial = max(disk_bytes(p) for p in (reference / "trials").iterdir())
+    with small_disk(tmp_path / "disk", f"{4 * disk_bytes(reference) // 1024 + 64}k") as disk:
+        out = disk / "ablation"
+        # a trial's peak is its files plus a last.pt being replaced: the first fits, the second does not
+        filler = leave_free(disk, 8 * 4096 + int(2.2 * trial))
+        code, output = launcher.run(argv(store_url, out))
+        assert_one_line(code, output, out)
+        done = rows(out)
+        assert 1 <= len([r for r in done if r["status"] == "ok"]) < len(rows(reference)), done
+        assert not [r for r in done if r["status"] == "failed"], done  # a full disk is not the trial's failure
+        filler.unlink()
+        code, output = launcher.run(argv(store_url, out))
+        assert code == 0, output
+        assert_same_ablation(reference, out)
