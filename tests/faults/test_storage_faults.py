@@ -16,6 +16,7 @@ import pytest
 from fault_tools import (
     assert_identical_store,
     assert_readable,
+    debris,
     demo_subset,
     disk_bytes,
     error_lines,
@@ -230,3 +231,16 @@ def test_ablate_on_a_full_disk_stops_in_one_line_and_resumes(launcher, tmp_path)
         code, output = launcher.run(argv(store_url, out))
         assert code == 0, output
         assert_same_ablation(reference, out)
+
+
+def test_pack_on_a_full_disk_stops_in_one_line_and_rebuilds(launcher, reference, tmp_path):
+    with small_disk(tmp_path / "disk", f"{4 * disk_bytes(reference) // 1024 + 64}k") as disk:
+        store = disk / "s.zarr"
+        shutil.copytree(reference, store, ignore=lambda folder, names: ["pack"] if folder == str(reference) else [])
+        filler = leave_free(disk, 2 * 4096)  # the lease fits, the pack does not (a store made before packs)
+        code, output = launcher.run(["pack", str(store)])
+        assert_one_line(code, output, store)
+        assert not debris(store), debris(store)
+        filler.unlink()
+        assert launcher.run(["pack", str(store)])[0] == 0
+        assert assert_identical_store(reference, store) == {"complete": len(GOOD), "failed": 0}
