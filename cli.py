@@ -483,9 +483,9 @@ def verify_cmd(store, repair, threads, storage_options):
     with _rendered() as show:
         result = verify.run(cfg, progress=show)
     derived = f"; damaged: {', '.join(result.damaged_derived)}" if result.damaged_derived else ""
-    click.echo(f"{result.store}: {result.chunks} chunks of {result.videos} videos checked "
-               f"({result.nbytes / 2**20:.1f} MiB in {result.seconds:.1f} s); "
-               f"{len(result.damaged_videos)} damaged videos{derived}")
+    click.echo(f"{result.store}: {result.videos} videos and {result.derived} other arrays checked ({result.chunks} "
+               f"chunks, {result.nbytes / 2**20:.1f} MiB in {result.seconds:.1f} s): "
+               f"{len(result.damaged_videos)} damaged video(s){derived}")
     if result.damage:
         what = f"{len(result.damaged_videos)} damaged video(s)" + (" and derived arrays" if derived else "")
         if result.repaired:

@@ -34,6 +34,7 @@ class VerifyConfig:
 class VerifyResult:
     store: str
     videos: int  # complete videos checked
+    derived: int  # arrays outside videos/ checked (pack, index, ...)
     chunks: int
     nbytes: int
     seconds: float
@@ -64,11 +65,14 @@ def run(cfg: VerifyConfig, progress: Progress | None = None) -> VerifyResult:
 def _verify(cfg: VerifyConfig, store: FeatureStore, progress: Progress | None) -> VerifyResult:
     emit = emitter(progress)
     started = time.perf_counter()
-    result = VerifyResult(store=cfg.store, videos=0, chunks=0, nbytes=0, seconds=0.0, damage=[])
+    result = VerifyResult(store=cfg.store, videos=0, derived=0, chunks=0, nbytes=0, seconds=0.0, damage=[])
     units = store_units(store)
     emit(Started("verify", total=len(units), unit="item"))
     for name, found in check_units(units, threads=cfg.threads or (8 if store.io.local else 32)):
-        result.videos += "/" not in name and found.chunks > 0  # derived arrays are paths
+        if "/" in name:  # derived arrays are paths, videos their keys
+            result.derived += 1
+        else:
+            result.videos += found.chunks > 0 or bool(found.damage)
         result.chunks += found.chunks
         result.nbytes += found.nbytes
         result.damage += found.damage
