@@ -289,6 +289,17 @@ def chunk_damage(data: bytes, doc: dict[str, Any]) -> str:
     return ""
 
 
+def is_damage(exc: BaseException) -> bool:
+    """A read error of a damaged chunk: zarr's crc32c check, or a decompressor refusing the bytes."""
+    text = str(exc).lower()
+    return isinstance(exc, (ValueError, RuntimeError)) and ("checksum" in text or "decompress" in text)
+
+
+def damage_reason(text: str) -> str:
+    # zarr's Crc32cCodec says "Stored and computed checksum do not match. Stored: <bytes> ..."
+    return "checksum mismatch" if "checksum do not match" in text else (text.splitlines() or ["?"])[0][:200]
+
+
 def damaged(url: str, rel: str, what: str) -> DamagedDataError:
     """The one-line error of a damaged array `rel` ("videos/<key>/<array>" names the video and array)
     of the store at `url` ("": not known where it is raised)."""
@@ -296,9 +307,7 @@ def damaged(url: str, rel: str, what: str) -> DamagedDataError:
 
     parts = rel.strip("/").split("/")
     where = f"video {key_to_id(parts[1]) or parts[1]!r}, array {parts[2]!r}" if parts[0] == "videos" and len(parts) > 2 else rel
-    # zarr's Crc32cCodec says "Stored and computed checksum do not match. Stored: <bytes> ..."
-    what = "checksum mismatch" if "checksum do not match" in what else (what.splitlines() or ["?"])[0][:200]
-    return DamagedDataError(f"{url + ': ' if url else ''}{where}: damaged data ({what}); "
+    return DamagedDataError(f"{url + ': ' if url else ''}{where}: damaged data ({damage_reason(what)}); "
                             f"`stpipe verify --repair {url or 'STORE'}` marks it for redo")
 
 
@@ -350,7 +359,9 @@ def read_arrays(store, rels: list[str], *, batch: int = 256) -> Iterator[np.ndar
             if doc is None:
                 try:
                     values = zarr.open_array(store=store.root.store, path=rel, mode="r")[...]
-                except (ValueError, RuntimeError) as exc:  # a checksum or decoder error of a damaged chunk
+                except (ValueError, RuntimeError) as exc:
+                    if not is_damage(exc):
+                        raise
                     raise damaged(store.url, rel, str(exc)) from None
                 yield values
                 continue

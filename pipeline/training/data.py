@@ -20,7 +20,7 @@ import numpy as np
 
 from pipeline.errors import StoreError
 from pipeline.store import FeatureStore
-from pipeline.store_io import damaged
+from pipeline.store_io import damage_reason, damaged, is_damage
 from pipeline.store_pack import open_pack
 from pipeline.training.config import STREAM_ARRAYS
 
@@ -152,10 +152,12 @@ def load_split(
         video_ids, keys, labels = _without_damaged(store, split, video_ids, keys, labels, notes)
     try:
         packed = _from_pack(store, split, keys, streams, pooled, memory_budget_bytes)
-    except (ValueError, RuntimeError) as exc:  # a damaged pack chunk: the per-video groups hold the same
-        packed = None
-        notes.append(f"{store.url}: the pack is damaged ({str(exc).splitlines()[0][:120]}); reading the videos' "
-                     "own arrays (`stpipe verify --repair` rebuilds it)")
+    except (ValueError, RuntimeError) as exc:
+        if not is_damage(exc):
+            raise
+        packed = None  # a damaged pack chunk: the videos' own arrays hold the same
+        notes.append(f"{store.url}: the pack is damaged ({damage_reason(str(exc))}); reading the videos' own arrays "
+                     "(`stpipe verify --repair` rebuilds it)")
     if packed is not None:
         if progress is not None:
             progress(len(keys), len(keys))
@@ -308,7 +310,9 @@ def read_video(videos, key: str, data: StreamData, view: int | slice = slice(Non
 def read_array(array, data: StreamData, view: int | slice = slice(None), time: slice = slice(None)) -> np.ndarray:
     try:
         values = array[view, time]
-    except (ValueError, RuntimeError) as exc:  # a chunk failing its checksum, or not decoding
+    except (ValueError, RuntimeError) as exc:
+        if not is_damage(exc):
+            raise
         raise damaged("", array.path, str(exc)) from None
     if data.pool:
         values = values.astype(np.float32).mean(axis=(-2, -1))

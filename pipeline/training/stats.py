@@ -19,7 +19,7 @@ import numpy as np
 
 from pipeline.errors import StoreError
 from pipeline.store import FeatureStore
-from pipeline.store_io import damaged
+from pipeline.store_io import damaged, is_damage
 from pipeline.training.config import STREAM_ARRAYS
 from pipeline.training.data import select_videos
 
@@ -70,10 +70,12 @@ def compute_stats(store: FeatureStore, *, split: str = "train", stream: str = "r
         counts.append(int(np.prod([x.shape[i] for i in axes])))
     try:
         total, total_sq = dask.compute(da.stack(sums).sum(axis=0), da.stack(squares).sum(axis=0), scheduler=scheduler)
-    except (ValueError, RuntimeError) as exc:  # a damaged chunk (dask does not say whose): name it
+    except (ValueError, RuntimeError) as exc:
+        if not is_damage(exc):
+            raise
         from pipeline.store_verify import damaged_keys
 
-        found = damaged_keys(store, keys, [name])
+        found = damaged_keys(store, keys, [name])  # dask does not say whose chunk it was
         if not found:
             raise
         key, (first, *_) = next(iter(found.items()))
