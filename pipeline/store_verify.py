@@ -36,7 +36,7 @@ class Damage:
     reason: str
 
     def line(self) -> str:
-        where = f"{self.video_id}: {self.array}" if self.video_id else self.array
+        where = ": ".join(p for p in (self.video_id, self.array) if p)
         return f"{where} {self.chunk}: {self.reason}"
 
 
@@ -89,6 +89,8 @@ def check_video(io, key: str, *, names: Iterable[str] | None = None, complete_on
 
     rel = f"videos/{key}"
     (_, group), = io.read_json([f"{rel}/{META}"])
+    if group is None and not io.read_bytes([f"{rel}/{META}"]):
+        return Checked([])  # no zarr.json: the folder of a cut-short delete, swept by the next run
     if group is None or group.get("node_type") != "group":
         return Checked([Damage(key_to_id(key) or key, "", META, "group metadata unreadable")])
     attrs = group.get("attributes") or {}
