@@ -9,6 +9,7 @@ uninterrupted run ends.
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 
@@ -202,10 +203,12 @@ def test_stage_two_on_a_damaged_chunk_fails_in_one_line_or_leaves_the_video_out(
     flip(store / "videos" / video_key(victim) / "rgb" / "c" / "0" / "0" / "0")
     args = ["train-head", "-s", str(store), "-o", str(tmp_path / "run"), "--head", "mlp", "--segments", "2",
             "--epochs", "1", "--device", "cpu"]
-    code, output = launcher.run(args)
-    assert code == 2, output
-    assert error_lines(output) == [f"stpipe: error: video {victim!r}, array 'rgb': damaged data (checksum mismatch); "
-                                   "`stpipe verify --repair STORE` marks it for redo"]
+    line = (f"stpipe: error: video {victim!r}, array 'rgb': damaged data (checksum mismatch); "
+            "`stpipe verify --repair STORE` marks it for redo")
+    for extra in ([], ["--no-standardize"], ["--no-standardize", "--memory-budget-gb", "1e-9"]):  # stats, load, stream
+        code, output = launcher.run(args + extra)
+        assert code == 2, output
+        assert error_lines(output) == [line], output
     code, output = launcher.run(args + ["--skip-damaged"])
     assert code == 0, output
     assert "leaving out 1 video(s) of split" in output and f"{victim} (rgb)" in output
@@ -245,3 +248,29 @@ def test_pack_on_a_full_disk_stops_in_one_line_and_rebuilds(launcher, reference,
         filler.unlink()
         assert launcher.run(["pack", str(store)])[0] == 0
         assert assert_identical_store(reference, store) == {"complete": len(GOOD), "failed": 0}
+
+
+def test_a_store_without_checksums_reads_and_verifies_by_decoding(launcher, tmp_path):
+    """Stores written before checksums: read as before; verify decodes their chunks instead."""
+    import zarr
+
+    from pipeline.store import _compressor
+
+    store = tmp_path / "old.zarr"
+    make_store(str(store), per_class={"train": 2, "val": 1})
+    victim = sorted(FeatureStore.open(str(store)).complete_ids())[0]
+    path = f"videos/{video_key(victim)}/rgb"
+    values = zarr.open_array(str(store / path), mode="r")[...]
+    old = zarr.open_group(str(store), mode="r+")[f"videos/{video_key(victim)}"].create_array(
+        "rgb", shape=values.shape, dtype=values.dtype, chunks=values.shape, compressors=_compressor(),
+        dimension_names=("view", "time", "channel"), fill_value=0, overwrite=True)
+    old[...] = values
+    assert [c["name"] for c in json.loads((store / path / "zarr.json").read_text())["codecs"]] == ["bytes", "blosc"]
+    code, output = launcher.run(["verify", str(store)])
+    assert code == 0, output
+    chunk = store / path / "c" / "0" / "0" / "0"
+    data = bytearray(chunk.read_bytes())
+    data[12] ^= 0xFF  # blosc's header (compressed size): it refuses to decode; a flip in the data may pass unseen
+    chunk.write_bytes(bytes(data))
+    code, output = launcher.run(["verify", str(store)])
+    assert code == 3 and f"damaged: {victim}: rgb c/0/0/0: does not decode" in output, output
