@@ -14,7 +14,7 @@
                              num_frames, status; attrs: failures (list), complete=true (written last)
 
 `key` is a reversible, filesystem-safe encoding of the video id (see `video_key`), so no id can
-escape the store. Works on any fsspec URL (`file://`, `memory://`, `s3://...`) and local paths.
+escape the store. Every array's chunks end in a crc32c (`store_io.checksummed`; `stpipe verify`). Works on any fsspec URL (`file://`, `memory://`, `s3://...`) and local paths.
 """
 
 from __future__ import annotations

@@ -4,8 +4,9 @@ Why: through zarr's synchronous API a 10-frame pooled video cost ~10 ms to write
 zarr's event-loop thread, and group attributes were rewritten once per key) and ~1 ms to look at on
 resume; at 220k videos that is hours. The documents written here are zarr's own: group and array
 metadata come from templates that zarr itself generated (`_array_template`), and chunks are encoded
-by the same numcodecs Blosc codec zarr's `BloscCodec` wraps, so zarr, xarray and dask read the store
-as before (tests/test_store_scale.py compares the bytes with what zarr writes).
+by the same numcodecs Blosc codec zarr's `BloscCodec` wraps, followed by the crc32c zarr's
+`Crc32cCodec` appends (`checksummed`), so zarr, xarray and dask read the store as before
+(tests/test_store_scale.py compares the bytes with what zarr writes).
 
 `StoreIO` puts whole objects: on a local disk through a temp file named like zarr's own
 (`<name>.<32 hex>.partial`, swept by `FeatureStore.remove_debris`) and an atomic rename, on object
