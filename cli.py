@@ -9,7 +9,7 @@ from pathlib import Path
 import click
 
 from pipeline import __version__
-from pipeline.errors import StpipeError
+from pipeline.errors import StpipeError, full_disk_as_error
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
@@ -21,7 +21,11 @@ def cli() -> None:
 def main(argv: list[str] | None = None) -> None:
     """Entry point: StpipeError becomes one clean line on stderr and its exit code."""
     try:
-        cli.main(args=argv, prog_name="stpipe", standalone_mode=False)
+        try:
+            cli.main(args=argv, prog_name="stpipe", standalone_mode=False)
+        except OSError as exc:  # a full disk met by a write no stage named: still one line
+            with full_disk_as_error(str(exc.filename or "the output")):
+                raise
     except StpipeError as exc:
         click.echo(f"stpipe: error: {exc}", err=True)
         sys.exit(exc.exit_code)
@@ -474,6 +478,34 @@ def pack_cmd(store, force, storage_options):
     click.echo("; ".join(f"{name}: {words[state]}" for name, state in outcome.items()))
 
 
+@cli.command("verify")
+@click.argument("store")
+@click.option("--repair", is_flag=True, default=None,
+              help="Mark the damaged videos for redo (re-running the extract or import command that made STORE "
+                   "redoes exactly them) and drop a damaged pack or index (rebuilt from the videos).")
+@click.option("--threads", type=int, help="Arrays read at once (default 8 on a local disk, 32 on an object store).")
+@click.option("--storage-options", help="JSON object passed to fsspec for the store URL.")
+def verify_cmd(store, repair, threads, storage_options):
+    """Read every chunk of STORE back and check it; list the damaged videos (exit 3 when any)."""
+    from pipeline.config import build_config
+    from pipeline.errors import PartialFailure
+    from stages import verify
+
+    cfg = build_config(verify.VerifyConfig, None, dict(store=store, repair=repair, threads=threads,
+                                                       storage_options=_json_option(storage_options, "--storage-options")))
+    with _rendered() as show:
+        result = verify.run(cfg, progress=show)
+    derived = f"; damaged: {', '.join(result.damaged_derived)}" if result.damaged_derived else ""
+    click.echo(f"{result.store}: {result.videos} videos and {result.derived} other arrays checked ({result.chunks} "
+               f"chunks, {result.nbytes / 2**20:.1f} MiB in {result.seconds:.1f} s): "
+               f"{len(result.damaged_videos)} damaged video(s){derived}")
+    if result.damage:
+        what = f"{len(result.damaged_videos)} damaged video(s)" + (" and derived arrays" if derived else "")
+        if result.repaired:
+            raise PartialFailure(f"{what} marked for redo: re-run the extract (or import) command that made {store}")
+        raise PartialFailure(f"{what}; `stpipe verify --repair {store}` marks them for redo")
+
+
 @cli.command("export")
 @click.argument("store")
 @click.argument("output", type=click.Path(dir_okay=False))
@@ -677,6 +709,8 @@ def heads_cmd(num_classes, num_segments, feature_shape, proj_dim):
               help="bf16 autocast on CUDA or a CPU with native bf16 (default off: slower for light heads on GPU).")
 @click.option("--memory-budget-gb", type=float,
               help="Features above this stream from Zarr (default 0 = half the free RAM, or GPU memory on CUDA).")
+@click.option("--skip-damaged", is_flag=True, default=None,
+              help="Leave out videos with a damaged chunk (checked first), with a note; by default one stops the run.")
 @click.option("--head-options", help='JSON object of head options, e.g. \'{"hidden": 512}\'.')
 @click.option("--storage-options", help="JSON object passed to fsspec for the store URL.")
 @click.option("--resume", is_flag=True, default=None, help="Continue the run in -o (re-running the same command does too).")
@@ -710,12 +744,15 @@ def train_head_cmd(config_file, storage_options, head_options, **options):
 @click.option("--checkpoint", default="checkpoint.pt", show_default=True, help="checkpoint.pt (best) or last.pt.")
 @click.option("--device", help="auto, cpu, cuda or cuda:N.")
 @click.option("--batch-size", type=int, help="Videos per forward (default 256).")
+@click.option("--skip-damaged", is_flag=True, default=None,
+              help="Leave out videos with a damaged chunk (checked first), with a note; by default one stops the run.")
 @click.option("--storage-options", help="JSON object passed to fsspec for the store URL.")
 @click.option("--out", help="Also write per-video predictions to this .csv or .json, with per-class accuracy "
                            "and the confusion matrix (CSV and PNG) beside it.")
 @click.option("--top-k", type=int, help="Classes per video in --out (default 5).")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-def evaluate_cmd(run_dir, split, store, checkpoint, device, batch_size, out, top_k, storage_options, as_json):
+def evaluate_cmd(run_dir, split, store, checkpoint, device, batch_size, skip_damaged, out, top_k, storage_options,
+                 as_json):
     """Top-1/top-5/mean-class accuracy of a run on a split (all cached views averaged).
 
     Example: stpipe evaluate --run runs/trn --split val --out runs/trn/val_predictions.csv
@@ -727,7 +764,8 @@ def evaluate_cmd(run_dir, split, store, checkpoint, device, batch_size, out, top
 
     cfg = build_config(evaluate.EvaluateConfig, None, dict(
         run=run_dir, split=split, store=store, checkpoint=checkpoint, device=device, batch_size=batch_size,
-        out=out, top_k=top_k, storage_options=_json_option(storage_options, "--storage-options")))
+        skip_damaged=skip_damaged, out=out, top_k=top_k,
+        storage_options=_json_option(storage_options, "--storage-options")))
     result = evaluate.run(cfg)
     if as_json:
         click.echo(json.dumps(result.__dict__, default=str))
@@ -858,6 +896,8 @@ def _echo_ablation(result) -> None:
 @click.option("--max-retries", type=int, help="Retries of a crashed trial before it is reported failed (default 1).")
 @click.option("--device", help="local executor: auto, cpu, cuda or cuda:N.")
 @click.option("--memory-budget-gb", type=float, help="Shared features above this stream from Zarr (default 4).")
+@click.option("--skip-damaged", is_flag=True, default=None,
+              help="Leave out videos with a damaged chunk (checked first), with a note; by default one stops the run.")
 @click.option("--trial-plots/--no-trial-plots", default=None,
               help="Each trial's curves.png and confusion.png (default on; ~0.9 s of CPU per trial).")
 @click.option("--storage-options", help="JSON object passed to fsspec for the store URL.")

@@ -16,7 +16,7 @@
                              complete=true (written last)
 
 `key` is a reversible, filesystem-safe encoding of the video id (see `video_key`), so no id can
-escape the store. Works on any fsspec URL (`file://`, `memory://`, `s3://...`) and local paths.
+escape the store. Every array's chunks end in a crc32c (`store_io.checksummed`; `stpipe verify`). Works on any fsspec URL (`file://`, `memory://`, `s3://...`) and local paths.
 """
 
 from __future__ import annotations
@@ -36,7 +36,15 @@ import numpy as np
 from pipeline.errors import StoreError
 from pipeline.faults import fault_point
 from pipeline.splits import index_leak
-from pipeline.store_io import META, StoreIO, array_document, chunk_key, encode_chunk, group_document
+from pipeline.store_io import (
+    META,
+    StoreIO,
+    array_document,
+    checksummed,
+    chunk_key,
+    encode_chunk,
+    group_document,
+)
 from pipeline.store_urls import explain, is_local, local_path, resolve_url
 
 FORMAT_VERSION = 1
@@ -311,6 +319,7 @@ class FeatureStore:
         for name, values in columns.items():
             dtype = str if values.dtype.kind == "U" else values.dtype
             array = index.create_array(name, shape=values.shape, dtype=dtype, dimension_names=("video",),
+                                       compressors=checksummed(),
                                        chunks=(max(1, len(values)),))
             if len(values):
                 array[:] = values

@@ -4,8 +4,9 @@ Why: through zarr's synchronous API a 10-frame pooled video cost ~10 ms to write
 zarr's event-loop thread, and group attributes were rewritten once per key) and ~1 ms to look at on
 resume; at 220k videos that is hours. The documents written here are zarr's own: group and array
 metadata come from templates that zarr itself generated (`_array_template`), and chunks are encoded
-by the same numcodecs Blosc codec zarr's `BloscCodec` wraps, so zarr, xarray and dask read the store
-as before (tests/test_store_scale.py compares the bytes with what zarr writes).
+by the same numcodecs Blosc codec zarr's `BloscCodec` wraps, followed by the crc32c zarr's
+`Crc32cCodec` appends (`checksummed`), so zarr, xarray and dask read the store as before
+(tests/test_store_scale.py compares the bytes with what zarr writes).
 
 `StoreIO` puts whole objects: on a local disk through a temp file named like zarr's own
 (`<name>.<32 hex>.partial`, swept by `FeatureStore.remove_debris`) and an atomic rename, on object
@@ -15,6 +16,7 @@ resume scan) go out concurrently on object stores (`cat` of a batch).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -26,6 +28,7 @@ from typing import Any
 
 import numpy as np
 
+from pipeline.errors import DamagedDataError
 from pipeline.store_urls import is_local, local_path
 
 META = "zarr.json"
@@ -76,10 +79,15 @@ class StoreIO:
             except FileNotFoundError:
                 os.makedirs(os.path.dirname(path), exist_ok=True)
                 f = open(target, "wb")
-            with f:
-                f.write(data)
-            if atomic:
-                os.replace(target, path)  # readers see the old document or the new, never half
+            try:
+                with f:
+                    f.write(data)
+                if atomic:
+                    os.replace(target, path)  # readers see the old document or the new, never half
+            except OSError:  # a full disk: give back what the torn copy took (no complete group holds it)
+                with contextlib.suppress(OSError):
+                    os.unlink(target)
+                raise
         else:
             self.fs.pipe_file(self._remote(rel), data)
 
@@ -213,7 +221,8 @@ def _array_template(dtype: str, ndim: int) -> dict[str, Any]:
     from pipeline.store import _compressor
 
     store = zarr.storage.MemoryStore()
-    zarr.create_array(store, shape=(1,) * ndim, chunks=(1,) * ndim, dtype=np.dtype(dtype), compressors=_compressor(),
+    zarr.create_array(store, shape=(1,) * ndim, chunks=(1,) * ndim, dtype=np.dtype(dtype),
+                      compressors=checksummed(_compressor()),
                       dimension_names=tuple(f"d{i}" for i in range(ndim)), fill_value=0)
     return _document(store, META)
 
@@ -224,6 +233,17 @@ def _document(store, key: str) -> dict[str, Any]:
 
     buffer = sync(store.get(key, prototype=default_buffer_prototype()))
     return json.loads(buffer.to_bytes())
+
+
+def checksummed(compressor=None, *, compress: bool = True) -> tuple:
+    """The bytes-to-bytes codecs of an array stpipe writes: `compressor` (zarr's default zstd when None;
+    none at all when not `compress`), then a crc32c of its output, so a chunk damaged at rest fails its
+    read (`DamagedDataError`) instead of decoding to wrong numbers. Stores written before carry no
+    checksum and read as before."""
+    from zarr.codecs import Crc32cCodec, ZstdCodec
+
+    first = (compressor if compressor is not None else ZstdCodec(level=0),) if compress else ()
+    return (*first, Crc32cCodec())
 
 
 def chunk_key(index: tuple[int, ...]) -> str:
@@ -240,28 +260,80 @@ def _codec(itemsize: int):
 
 
 def encode_chunk(values: np.ndarray) -> bytes:
+    """A chunk as zarr writes it with the codecs bytes, blosc (`_codec`), crc32c (`checksummed`)."""
     values = np.ascontiguousarray(values)
     if values.dtype.byteorder == ">":
         values = values.astype(values.dtype.newbyteorder("<"))
-    return bytes(_codec(values.dtype.itemsize).encode(values))
+    compressed = bytes(_codec(values.dtype.itemsize).encode(values))
+    return compressed + crc32c(compressed)
+
+
+def crc32c(data) -> bytes:
+    import google_crc32c  # zarr's Crc32cCodec uses it
+
+    return int(google_crc32c.value(data)).to_bytes(4, "little")
+
+
+def chunk_damage(data: bytes, doc: dict[str, Any]) -> str:
+    """Why a stored chunk of the array `doc` is damaged ("" when it is whole): its crc32c when it has
+    one; otherwise (stores written before checksums) whether blosc can decode it."""
+    codecs = [c.get("name") for c in doc.get("codecs", [])]
+    if codecs and codecs[-1] == "crc32c":
+        if len(data) < 4 or crc32c(bytes(data[:-4])) != bytes(data[-4:]):
+            return "checksum mismatch"
+        return ""
+    if "blosc" in codecs:
+        from numcodecs.blosc import Blosc
+
+        try:
+            Blosc().decode(data)
+        except Exception as exc:  # noqa: BLE001 - blosc raises RuntimeError or ValueError
+            return f"does not decode ({exc})"
+    return ""
+
+
+def is_damage(exc: BaseException) -> bool:
+    """A read error of a damaged chunk: zarr's crc32c check, or a decompressor refusing the bytes."""
+    text = str(exc).lower()
+    return isinstance(exc, (ValueError, RuntimeError)) and ("checksum" in text or "decompress" in text)
+
+
+def damage_reason(text: str) -> str:
+    # zarr's Crc32cCodec says "Stored and computed checksum do not match. Stored: <bytes> ..."
+    return "checksum mismatch" if "checksum do not match" in text else (text.splitlines() or ["?"])[0][:200]
+
+
+def damaged(url: str, rel: str, what: str) -> DamagedDataError:
+    """The one-line error of a damaged array `rel` ("videos/<key>/<array>" names the video and array)
+    of the store at `url` ("": not known where it is raised)."""
+    from pipeline.store import key_to_id
+
+    parts = rel.strip("/").split("/")
+    where = f"video {key_to_id(parts[1]) or parts[1]!r}, array {parts[2]!r}" if parts[0] == "videos" and len(parts) > 2 else rel
+    return DamagedDataError(f"{url + ': ' if url else ''}{where}: damaged data ({damage_reason(what)}); "
+                            f"`stpipe verify --repair {url or 'STORE'}` marks it for redo")
 
 
 # ---- whole arrays read back (the pack's builder, stage two's fallback) ---------------------------
 
 
-def decode_chunk(data: bytes, dtype: np.dtype, shape: tuple[int, ...]) -> np.ndarray:
+def decode_chunk(data: bytes, dtype: np.dtype, shape: tuple[int, ...], *, checksum: bool = False) -> np.ndarray:
+    """A chunk of a `_plain` array; `checksum`: it ends in a crc32c (checked by the caller, `chunk_damage`)."""
     from numcodecs.blosc import Blosc
 
+    if checksum:
+        data = memoryview(data)[:-4]
     return np.frombuffer(Blosc().decode(data), dtype=dtype.newbyteorder("<")).reshape(shape)
 
 
 def _plain(doc: dict[str, Any] | None) -> bool:
-    """An array as `VideoWriter` writes it (bytes + blosc, regular grid, "/" keys): decoded here."""
+    """An array as `VideoWriter` writes it (bytes + blosc [+ crc32c], regular grid, "/" keys): decoded here."""
     if not doc or doc.get("node_type") != "array":
         return False
     codecs = [c.get("name") for c in doc.get("codecs", [])]
     encoding = doc.get("chunk_key_encoding", {})
-    return (codecs == ["bytes", "blosc"] and doc["codecs"][0].get("configuration", {}).get("endian", "little") == "little"
+    return (codecs in (["bytes", "blosc"], ["bytes", "blosc", "crc32c"])
+            and doc["codecs"][0].get("configuration", {}).get("endian", "little") == "little"
             and encoding.get("name") == "default" and encoding.get("configuration", {}).get("separator", "/") == "/"
             and doc.get("chunk_grid", {}).get("name") == "regular" and isinstance(doc.get("data_type"), str))
 
@@ -288,7 +360,13 @@ def read_arrays(store, rels: list[str], *, batch: int = 256) -> Iterator[np.ndar
         blobs = io.read_bytes([f"{rel}/{chunk_key(idx)}" for rel, doc, idxs in plans if doc for idx in idxs])
         for rel, doc, idxs in plans:
             if doc is None:
-                yield zarr.open_array(store=store.root.store, path=rel, mode="r")[...]
+                try:
+                    values = zarr.open_array(store=store.root.store, path=rel, mode="r")[...]
+                except (ValueError, RuntimeError) as exc:
+                    if not is_damage(exc):
+                        raise
+                    raise damaged(store.url, rel, str(exc)) from None
+                yield values
                 continue
             dtype = np.dtype(doc["data_type"])
             shape = tuple(doc["shape"])
@@ -298,7 +376,10 @@ def read_arrays(store, rels: list[str], *, batch: int = 256) -> Iterator[np.ndar
                 data = blobs.get(f"{rel}/{chunk_key(idx)}")
                 if data is None:
                     continue  # never written: the fill value
-                block = decode_chunk(data, dtype, chunks)
+                damage = chunk_damage(data, doc)
+                if damage:
+                    raise damaged(store.url, rel, f"chunk {chunk_key(idx)}: {damage}")
+                block = decode_chunk(data, dtype, chunks, checksum=doc["codecs"][-1]["name"] == "crc32c")
                 at = tuple(slice(i * c, min((i + 1) * c, s)) for i, c, s in zip(idx, chunks, shape))
                 out[at] = block[tuple(slice(0, a.stop - a.start) for a in at)]
             yield out

@@ -29,7 +29,7 @@ import numpy as np
 from pipeline.errors import StoreError
 from pipeline.faults import fault_point
 from pipeline.moments import Moments, split_fingerprint
-from pipeline.store_io import META, read_arrays
+from pipeline.store_io import META, checksummed, read_arrays
 
 PACK_GROUP = "pack"
 PACK_CHUNK_BYTES = 32 * 2**20
@@ -186,9 +186,11 @@ class PackPlan:
     @classmethod
     def of(cls, name: str, keys: np.ndarray, splits: np.ndarray, lengths: np.ndarray, shape: tuple[int, ...]):
         """`shape`: one video's array, (views, time, C) or (views, time, C, y, x)."""
-        views, channels = int(shape[0]), int(shape[2])
-        return cls(name, keys, splits, lengths, views, channels, len(shape) == 5,
-                   max(1, PACK_CHUNK_BYTES // (views * channels * 2)))
+        views, channels, total = int(shape[0]), int(shape[2]), int(lengths.sum())
+        # chunks of at most PACK_CHUNK_BYTES, all about as long: zarr stores the last one whole
+        # (padded), and without a compressor its padding would be bytes on disk and reads
+        chunks = max(1, -(-total * views * channels * 2 // PACK_CHUNK_BYTES))
+        return cls(name, keys, splits, lengths, views, channels, len(shape) == 5, max(1, -(-total // chunks)))
 
     @property
     def offsets(self) -> np.ndarray:
@@ -209,7 +211,7 @@ def create_pack(store, plan: PackPlan) -> None:
         del store.root[f"{PACK_GROUP}/{plan.name}"]
     group = store.root.require_group(PACK_GROUP).create_group(plan.name, overwrite=True, attributes={"complete": False})
     group.create_array("frames", shape=(plan.views, plan.total, plan.channels), dtype=np.float16,
-                       chunks=(plan.views, plan.per_chunk, plan.channels), compressors=None,
+                       chunks=(plan.views, plan.per_chunk, plan.channels), compressors=checksummed(compress=False),
                        dimension_names=("view", "frame", "channel"), fill_value=0)
 
 
@@ -291,7 +293,7 @@ def finish_pack(store, plan: PackPlan, parts: list[tuple[list, dict[str, Moments
         group["frames"][:, start:start + end] = block
     for column, values, dtype in (("key", plan.keys, str), ("split", plan.splits, str),
                                   ("offset", plan.offsets, None), ("length", plan.lengths, None)):
-        array = group.create_array(column, shape=values.shape, dtype=dtype or values.dtype,
+        array = group.create_array(column, shape=values.shape, dtype=dtype or values.dtype, compressors=checksummed(),
                                    chunks=(max(1, len(values)),), dimension_names=("video",))
         array[:] = values
     stats = {}

@@ -32,7 +32,7 @@ from pipeline.ablation.results import (
 from pipeline.ablation.runner import LocalExecutor, Progress, run_trials
 from pipeline.ablation.shared import SharedFeatures, is_pooled, load_shared
 from pipeline.config import config_to_dict, from_dict, read_yaml, save_config
-from pipeline.errors import ConfigError
+from pipeline.errors import ConfigError, full_disk_as_error
 from pipeline.progress import Advanced, Finished, Note, Started, emitter, note_sink
 from pipeline.progress import Progress as Events
 from pipeline.store import FeatureStore
@@ -88,6 +88,11 @@ def trial_dir(cfg: AblateConfig, trial: Trial) -> Path:
 
 def run(cfg: AblateConfig, progress: Events | None = None) -> AblateResult:
     """Run (or resume) the ablation."""
+    with full_disk_as_error(cfg.out):
+        return _run(cfg, progress)
+
+
+def _run(cfg: AblateConfig, progress: Events | None) -> AblateResult:
     started = time.perf_counter()
     emit = emitter(progress)
     note = note_sink(progress)
@@ -123,7 +128,7 @@ def run(cfg: AblateConfig, progress: Events | None = None) -> AblateResult:
         shared = load_shared(store, todo_grid, val_split=cfg.train.get("val_split", "val"),
                              standardize=any(_trial_config(cfg, t).standardize for t in todo),
                              memory_budget_bytes=cfg.memory_budget_gb * 2**30, stats_dir=str(out),
-                             storage_options=cfg.storage_options, note=note)
+                             storage_options=cfg.storage_options, note=note, skip_damaged=cfg.skip_damaged)
         load_seconds, shared_bytes = time.perf_counter() - loading, shared.nbytes
         note(f"features loaded once for every trial in {load_seconds:.1f} s ({shared_bytes / 2**20:.0f} MiB)")
         fn = functools.partial(train_trial, cfg=cfg)

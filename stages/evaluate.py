@@ -37,6 +37,7 @@ class EvaluateConfig:
     batch_size: int = 256
     out: str = ""  # per-video predictions (.csv or .json), with per-class and confusion files beside it
     top_k: int = 5  # classes per video in `out`
+    skip_damaged: bool = False  # leave out videos with a damaged chunk, with a note (else one-line error)
 
     def __post_init__(self) -> None:
         if not self.run:
@@ -81,7 +82,7 @@ def run(cfg: EvaluateConfig) -> EvaluateResult:
     split = load_features(store, uses=[use], splits=(cfg.split,), signatures={use: signature},
                           memory_budget_bytes=memory_budget_bytes(train_cfg.memory_budget_gb, device),
                           storage_options=cfg.storage_options or train_cfg.storage_options,
-                          ).split(cfg.split, *use)
+                          skip_damaged=cfg.skip_damaged).split(cfg.split, *use)
     model = build_model(checkpoint["spec"]).to(device)
     model.load_state_dict(checkpoint["model"])
     stats = {s: (v["mean"].numpy(), v["std"].numpy()) for s, v in checkpoint.get("stats", {}).items()}

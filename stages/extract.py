@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 
 from pipeline.config import config_to_dict
 from pipeline.cpus import apply_threads
+from pipeline.errors import full_disk_as_error
 from pipeline.extraction import ExtractConfig, VideoJob
 from pipeline.extraction.config import is_weights_file
 from pipeline.extraction.decoders import place as place_decoding
@@ -163,7 +164,7 @@ def run(cfg: ExtractConfig, progress: Progress | None = None,
     # metadata; each worker loads its own
     models = describing_models(cfg) if cfg.executor == "ray" else load_models(cfg)
     # one writing run per store (pipeline/store_lease.py); taken before --overwrite may delete anything
-    with StoreLease(cfg.output, cfg.storage_options) as lease:
+    with full_disk_as_error(shown), StoreLease(cfg.output, cfg.storage_options) as lease:
         work = plan(cfg, models)
         lease.check()  # --overwrite re-made the store (and the lease with it)
         if work.jobs:

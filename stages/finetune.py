@@ -17,18 +17,16 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from pipeline.config import from_dict, read_yaml, save_config
 from pipeline.device import pick_device
-from pipeline.errors import ConfigError, RunError
+from pipeline.errors import ConfigError, RunError, full_disk_as_error
 from pipeline.finetune.config import FinetuneConfig
 from pipeline.finetune.loop import Dist, train_worker
 from pipeline.finetune.model import build_finetune_model
 from pipeline.finetune.source import Setup, prepare
 from pipeline.progress import Progress
 from pipeline.training.events import finetune_throughput, loop_callback
-from pipeline.training.model import load_checkpoint
+from pipeline.training.model import load_checkpoint, torch_bytes
 from pipeline.training.reports import plot_confusion, plot_curves
 from pipeline.training.runs import resume_same_config
 from pipeline.training.tensorboard_events import epoch_curves, remove_event_files
@@ -47,6 +45,11 @@ class FinetuneResult:
 
 
 def run(cfg: FinetuneConfig, *, progress: Progress | None = None) -> FinetuneResult:
+    with full_disk_as_error(cfg.out):
+        return _run(cfg, progress)
+
+
+def _run(cfg: FinetuneConfig, progress: Progress | None) -> FinetuneResult:
     shown = Path(cfg.out)  # the run dir as the user wrote it, for messages
     # once, on the driver: Ray Train workers run in a trial folder, not in this working directory
     cfg = cfg.with_absolute_paths()
@@ -80,7 +83,7 @@ def finish(setup: Setup, run_dir: Path, *, resumed: bool) -> FinetuneResult:
     for stream in setup.streams:
         backbone = model.export_backbone(stream)
         files[stream] = run_dir / f"{BACKBONE_FILES[stream]}.pt"
-        torch.save(backbone.state_dict(), files[stream])
+        files[stream].write_bytes(torch_bytes(backbone.state_dict()))
         sidecar = {"name": backbone.meta["name"], "features": backbone.meta["features"],
                    "resize_size": backbone.meta["resize_size"], "crop_size": backbone.meta["input_size"][0],
                    "in_channels": backbone.meta["in_channels"], "modality": backbone.meta.get("modality", "rgb"),

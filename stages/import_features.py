@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pipeline.errors import ConfigError
+from pipeline.errors import ConfigError, full_disk_as_error
 from pipeline.interop import InteropResult, import_hdf5, import_npy
 from pipeline.progress import Progress, count_units
 
@@ -54,7 +54,8 @@ def run(cfg: ImportConfig, progress: Progress | None = None) -> InteropResult:
     """`progress`: the "import" task, one unit per video stored (pipeline.progress)."""
     options = dict(storage_options=cfg.storage_options, overwrite=cfg.overwrite,
                    progress=count_units(progress, "import", "video"))
-    if cfg.is_hdf5:
-        return import_hdf5(cfg.source, cfg.output, **options)
-    return import_npy(cfg.manifest, cfg.output, features_dir=cfg.source or None, flow_dir=cfg.flow_dir or None,
-                      name_template=cfg.name_template, root=cfg.root or None, backbone=cfg.backbone, **options)
+    with full_disk_as_error(cfg.output):
+        if cfg.is_hdf5:
+            return import_hdf5(cfg.source, cfg.output, **options)
+        return import_npy(cfg.manifest, cfg.output, features_dir=cfg.source or None, flow_dir=cfg.flow_dir or None,
+                          name_template=cfg.name_template, root=cfg.root or None, backbone=cfg.backbone, **options)

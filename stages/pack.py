@@ -11,7 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from pipeline.errors import ConfigError
+from pipeline.errors import ConfigError, full_disk_as_error
 from pipeline.store import FeatureStore
 from pipeline.store_lease import StoreLease
 from pipeline.store_pack import write_pack
@@ -30,7 +30,8 @@ class PackConfig:
 
 def run(cfg: PackConfig, progress: Callable[[str, int, int], None] | None = None) -> dict[str, str]:
     """{array: "written" | "fresh" | "absent"} for each feature array."""
-    with StoreLease(cfg.store, storage_options=cfg.storage_options or None):  # no extract writes meanwhile
+    # the lease: no extract writes meanwhile
+    with full_disk_as_error(cfg.store), StoreLease(cfg.store, storage_options=cfg.storage_options or None):
         store = FeatureStore.open(cfg.store, mode="r+", storage_options=cfg.storage_options or None)
         store.write_index()  # the pack covers exactly what the index lists as complete
         return write_pack(store, force=cfg.force, progress=progress)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from pipeline.errors import full_disk_as_error
 from pipeline.progress import Progress
 from pipeline.training.config import TrainHeadConfig
 from pipeline.training.events import loop_callback
@@ -25,5 +26,5 @@ def run(cfg: TrainHeadConfig, *, progress: Progress | None = None, data: TrainDa
         signature: dict[str, Any] | None = None, plots: bool = True) -> TrainHeadResult:
     """`data` + `signature`: features already loaded; `plots`: write curves.png and confusion.png.
     With tensorboard installed, the curves also go to event files in the run dir."""
-    with epoch_curves(cfg.out, progress) as progress:
+    with full_disk_as_error(cfg.out), epoch_curves(cfg.out, progress) as progress:
         return run_head(cfg, callback=loop_callback(progress), data=data, signature=signature, plots=plots)

@@ -145,7 +145,7 @@ def test_import_in_parts_on_processes_equals_one_process(tmp_path, capsys, monke
     for name in ("rgb", "flow_feat"):  # chunks shared by two parts were assembled from both
         a, b = open_pack(one, name), open_pack(three, name)
         np.testing.assert_array_equal(a.frames[...], b.frames[...])
-        assert a.fingerprint == b.fingerprint and b.frames.chunks[1] == 40
+        assert a.fingerprint == b.fingerprint and b.frames.chunks[1] <= 40 and b.frames.nchunks > 3
         for split, stats in a.stats.items():
             np.testing.assert_allclose(b.stats[split]["std"], stats["std"], rtol=1e-10)
     with h5py.File(h5_path, "a") as h5:  # a bad video in the last part: its error, as one process gives it

@@ -15,7 +15,7 @@ import zarr
 from cli import main
 from pipeline import cpus
 from pipeline.store import FeatureStore, _compressor, video_key
-from pipeline.store_io import StoreIO
+from pipeline.store_io import StoreIO, checksummed
 from pipeline.store_pack import open_pack, pack_is_fresh, write_pack
 from pipeline.training.data import load_split
 
@@ -89,7 +89,7 @@ def test_documents_and_chunks_are_what_zarr_writes(tmp_path):
     flow.resize((33, 2, 4, 4))  # a video that ended early
     writer.finish(num_frames=37)
     ref = zarr.open_group(str(tmp_path / "ref.zarr"), mode="w")
-    z = ref.create_array("rgb", shape=x.shape, dtype=x.dtype, chunks=(1, 37, 16), compressors=_compressor(),
+    z = ref.create_array("rgb", shape=x.shape, dtype=x.dtype, chunks=(1, 37, 16), compressors=checksummed(_compressor()),
                          dimension_names=("view", "time", "channel"), fill_value=0, attributes={"bound": 20.0})
     z[...] = x
     ours = tmp_path / "s.zarr" / "videos" / video_key("a/b") / "rgb"

@@ -12,7 +12,7 @@ from pipeline.training.config import MODALITY_STREAMS, TrainHeadConfig
 
 # TrainHeadConfig fields an ablation sets per trial or for the whole run; `train` may not set them.
 TRIAL_FIELDS = ("store", "storage_options", "out", "head", "segments", "modality", "seed", "device",
-                "memory_budget_gb", "resume", "overwrite")
+                "memory_budget_gb", "skip_damaged", "resume", "overwrite")
 
 
 @dataclass(frozen=True)
@@ -40,6 +40,7 @@ class AblateConfig:
     max_retries: int = 1  # a crashed trial is retried this many times, then reported failed
     device: str = "auto"  # local executor; Ray trials use the GPU they were given, else the CPU
     memory_budget_gb: float = 4.0  # shared features above this stream from Zarr in every trial
+    skip_damaged: bool = False  # leave out videos with a damaged chunk, with a note (else one-line error)
     # each trial's curves.png / confusion.png: ~0.9 s of a 2 s light-head trial on one CPU core
     # (metrics.json/jsonl hold the same numbers; summary.md and the ablation plot are always written)
     trial_plots: bool = True
@@ -101,7 +102,7 @@ class AblateConfig:
             train.pop("fusion", None)
         values = dict(train, store=self.store, storage_options=dict(self.storage_options), out=out, head=head,
                       segments=segments, modality=modality, seed=seed, device=device or self.device,
-                      memory_budget_gb=self.memory_budget_gb, overwrite=self.overwrite)
+                      memory_budget_gb=self.memory_budget_gb, skip_damaged=self.skip_damaged, overwrite=self.overwrite)
         return from_dict(TrainHeadConfig, values, source="ablate train settings")
 
     def settings(self) -> dict[str, Any]:

@@ -8,6 +8,7 @@ runs them as tasks with per-trial CPUs and (fractional) GPUs.
 
 from __future__ import annotations
 
+import errno
 import time
 import traceback
 from collections import deque
@@ -16,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from pipeline.ablation.grid import Trial
+from pipeline.errors import no_space
 
 TrialFn = Callable[..., dict[str, Any]]  # fn(trial, shared features, device=...) -> metrics; raises on failure
 
@@ -26,6 +28,7 @@ class Outcome:
     metrics: dict[str, Any] = field(default_factory=dict)
     error: str = ""
     seconds: float = 0.0  # wall time where the trial ran (worker side)
+    no_space: bool = False  # it met a full disk: the whole run stops (a retry would meet it again)
 
 
 @dataclass(frozen=True)
@@ -56,7 +59,8 @@ def run_attempt(fn: TrialFn, trial: Trial, shared: Any, *, device: str = "auto")
     try:
         metrics = fn(trial, shared, device=device)
     except Exception as exc:  # noqa: BLE001 - any trial error is recorded, the grid goes on
-        return Outcome(False, error=describe_error(exc), seconds=time.perf_counter() - started)
+        return Outcome(False, error=describe_error(exc), seconds=time.perf_counter() - started,
+                       no_space=no_space(exc))
     return Outcome(True, metrics=metrics, seconds=time.perf_counter() - started)
 
 
@@ -107,6 +111,8 @@ def run_trials(trials: list[Trial], executor: Executor, *, max_retries: int = 1,
             progress(Progress("start", trial, total, already_done + done, running, failed, attempt=attempts[trial]))
         trial, outcome = executor.next_done()
         running -= 1
+        if outcome.no_space:  # the stage names its output folder (pipeline.errors.full_disk_as_error)
+            raise OSError(errno.ENOSPC, f"{trial.name}: {outcome.error}")
         if not outcome.ok and attempts[trial] <= max_retries:
             queue.appendleft(trial)
             progress(Progress("retry", trial, total, already_done + done, running, failed, outcome, attempts[trial]))

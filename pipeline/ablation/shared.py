@@ -35,9 +35,10 @@ class SharedFeatures(Features):
 
 def load_shared(store: FeatureStore, grid: Grid, *, val_split: str = "val", standardize: bool = False,
                 memory_budget_bytes: float, stats_dir: str, storage_options: dict[str, Any] | None = None,
-                note: Callable[[str], None] | None = None) -> SharedFeatures:
+                note: Callable[[str], None] | None = None, skip_damaged: bool = False) -> SharedFeatures:
     """Read what the grid's trials need, once."""
     uses = [(MODALITY_STREAMS[t.modality], is_pooled(t.head)) for t in grid.trials]
     found = load_features(store, uses=uses, splits=("train", val_split), memory_budget_bytes=memory_budget_bytes,
-                          storage_options=storage_options, standardize=standardize, stats_dir=stats_dir, note=note)
+                          storage_options=storage_options, standardize=standardize, stats_dir=stats_dir, note=note,
+                          skip_damaged=skip_damaged)
     return SharedFeatures(**found.__dict__)

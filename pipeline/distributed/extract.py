@@ -9,6 +9,7 @@ videos of a lost actor or node elsewhere before recording them as failures.
 
 from __future__ import annotations
 
+import errno
 import math
 import time
 from collections import deque
@@ -18,7 +19,7 @@ from typing import Any
 
 from pipeline.distributed.errors import first_line, raised
 from pipeline.distributed.session import ray_session
-from pipeline.errors import ConfigError, WorkerStartError
+from pipeline.errors import ConfigError, WorkerStartError, no_space
 from pipeline.extraction import ExtractConfig, VideoJob
 from pipeline.extraction.records import Event, Stats
 from pipeline.store import Failure
@@ -136,6 +137,8 @@ def run_extraction(cfg: ExtractConfig, jobs: list[VideoJob],
                         start_worker()  # wherever the scheduler finds room; gets work once it is up
                 continue
             except ray.exceptions.RayError as exc:
+                if no_space(exc):  # the store's disk is full: every worker would fail alike (stages/extract.py names it)
+                    raise OSError(errno.ENOSPC, first_line(exc)) from exc
                 if batch is not None:
                     _requeue_or_fail(cfg, batch, queue, total, progress, first_line(exc))
                 submit(worker)

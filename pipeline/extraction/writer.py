@@ -8,6 +8,7 @@ at a time as they fill (`TimeBuffer`), so memory stays bounded however long a vi
 
 from __future__ import annotations
 
+import threading
 import zlib
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
@@ -32,12 +33,24 @@ class Writer:
         self._lanes = [ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"stpipe-writer-{i}")
                        for i in range(max(1, lanes))]
         self._futures: list[Future] = []
+        self._failed = threading.Event()
 
     def submit(self, fn, *args, key: str = "", **kwargs) -> None:
         lane = self._lanes[zlib.crc32(key.encode()) % len(self._lanes)]
-        self._futures.append(lane.submit(fn, *args, **kwargs))
+        self._futures.append(lane.submit(self._guarded, fn, args, kwargs))
         if len(self._futures) > MAX_QUEUED * len(self._lanes):
             self.check()
+
+    def _guarded(self, fn, args, kwargs) -> Any:
+        # after a failed write (a full disk) nothing queued behind it runs: above all not the `finish`
+        # that would mark a video complete whose chunk was never written
+        if self._failed.is_set():
+            return None
+        try:
+            return fn(*args, **kwargs)
+        except BaseException:
+            self._failed.set()
+            raise
 
     def check(self) -> None:
         keep = []

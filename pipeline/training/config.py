@@ -71,6 +71,9 @@ class TrainHeadConfig:
     # mtconv's loss went NaN in its first bf16 epoch there (a diverged run stops with an error)
     amp: bool = False
     memory_budget_gb: float = 0.0  # features above this stream from Zarr; 0 = half the free RAM (GPU memory on CUDA)
+    # leave out videos with a damaged chunk (checked before training), with a note; by default a
+    # damaged chunk stops the run in one line naming the video and array (`stpipe verify`)
+    skip_damaged: bool = False
     eval_batch_size: int = 256
     resume: bool = False
     overwrite: bool = False

@@ -20,6 +20,7 @@ import numpy as np
 
 from pipeline.errors import StoreError
 from pipeline.store import FeatureStore
+from pipeline.store_io import damage_reason, damaged, is_damage
 from pipeline.store_pack import open_pack
 from pipeline.training.config import STREAM_ARRAYS
 
@@ -136,15 +137,27 @@ def load_split(
     storage_options: dict[str, Any] | None = None,
     labelled: bool = True,
     progress: Callable[[int, int], None] | None = None,
+    skip_damaged: bool = False,
 ) -> SplitData:
     """Read a split's features into contiguous arrays (or, above the budget, only their layout).
 
     pooled: the head wants (B, T, D) vectors; spatial maps in the store are averaged over (y, x)
     once, at load time, instead of in every batch. labelled=False keeps videos without a label (-1).
+    skip_damaged: check every chunk of the split's feature arrays first and leave out the videos with
+    a damaged one, with a note (else a damaged chunk stops the read in one line naming it).
     progress(videos_done, videos) is called from this thread as arrays are opened and read.
     """
     video_ids, keys, labels, notes = select_videos(store, split, labelled=labelled)
-    packed = _from_pack(store, split, keys, streams, pooled, memory_budget_bytes)
+    if skip_damaged:
+        video_ids, keys, labels = _without_damaged(store, split, video_ids, keys, labels, notes)
+    try:
+        packed = _from_pack(store, split, keys, streams, pooled, memory_budget_bytes)
+    except (ValueError, RuntimeError) as exc:
+        if not is_damage(exc):
+            raise
+        packed = None  # a damaged pack chunk: the videos' own arrays hold the same
+        notes.append(f"{store.url}: the pack is damaged ({damage_reason(str(exc))}); reading the videos' own arrays "
+                     "(`stpipe verify --repair` rebuilds it)")
     if packed is not None:
         if progress is not None:
             progress(len(keys), len(keys))
@@ -170,6 +183,24 @@ def load_split(
              "streamed" if stream_it else "in memory")
     return SplitData(split=split, video_ids=video_ids, keys=keys, labels=labels, streams=layout,
                      store_url=store.url, storage_options=dict(storage_options or {}), notes=notes)
+
+
+def _without_damaged(store: FeatureStore, split: str, video_ids: np.ndarray, keys: np.ndarray, labels: np.ndarray,
+                     notes: list[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The videos whose feature arrays (every stream's, so all streams keep the same videos) are whole."""
+    from pipeline.store_verify import damaged_keys
+
+    bad = damaged_keys(store, keys, STREAM_ARRAYS.values())
+    if not bad:
+        return video_ids, keys, labels
+    keep = np.array([str(k) not in bad for k in keys], dtype=bool)
+    if not keep.any():
+        raise StoreError(f"{store.url}: every video of split {split!r} has damaged data "
+                         f"(`stpipe verify {store.url}` lists them)")
+    shown = ", ".join(f"{video_ids[i]} ({bad[str(keys[i])][0].array})" for i in np.flatnonzero(~keep)[:5])
+    notes.append(f"{store.url}: leaving out {int((~keep).sum())} video(s) of split {split!r} with damaged data: "
+                 f"{shown}{' ...' if (~keep).sum() > 5 else ''} (`stpipe verify --repair` marks them for redo)")
+    return video_ids[keep], keys[keep], labels[keep]
 
 
 def _from_pack(store: FeatureStore, split: str, keys: np.ndarray, streams: Sequence[str], pooled: bool,
@@ -277,7 +308,12 @@ def read_video(videos, key: str, data: StreamData, view: int | slice = slice(Non
 
 
 def read_array(array, data: StreamData, view: int | slice = slice(None), time: slice = slice(None)) -> np.ndarray:
-    values = array[view, time]
+    try:
+        values = array[view, time]
+    except (ValueError, RuntimeError) as exc:
+        if not is_damage(exc):
+            raise
+        raise damaged("", array.path, str(exc)) from None
     if data.pool:
         values = values.astype(np.float32).mean(axis=(-2, -1))
     return np.asarray(values, dtype=np.float16)

@@ -59,13 +59,14 @@ def load_features(store: FeatureStore, *, uses: Iterable[tuple[tuple[str, ...], 
                   standardize: bool = False, stats_dir: str = "", signature_split: str = "train",
                   signatures: dict[tuple[tuple[str, ...], bool], dict[str, Any]] | None = None,
                   note: Callable[[str], None] | None = None,
-                  progress: Callable[[str, int, int], None] | None = None) -> Features:
+                  progress: Callable[[str, int, int], None] | None = None, skip_damaged: bool = False) -> Features:
     """Read the parts that `uses` ((streams, pooled) per consumer) need for `splits`, once.
 
     Maps (spatial heads) load before pooled vectors, so the largest parts get the budget first;
     `note(line)` says where each part lives (and when val shares groups with train: a leak),
-    `progress(split, done, total)` reports each read;
-    `signatures` already computed by the caller are not computed again.
+    `progress(split, done, total)` reports each read; `signatures` already computed by the caller are
+    not computed again; `skip_damaged`: videos with a damaged chunk are left out with a note
+    (`load_split`), so the statistics computed from the loaded train part leave them out too.
     """
     note = note or (lambda message: None)
     uses = list(dict.fromkeys((tuple(streams), bool(pooled)) for streams, pooled in uses))
@@ -76,7 +77,7 @@ def load_features(store: FeatureStore, *, uses: Iterable[tuple[tuple[str, ...], 
         for split in dict.fromkeys(splits):
             report = (lambda done, total, split=split: progress(split, done, total)) if progress else None
             part = load_split(store, split, streams=(stream,), pooled=pooled, memory_budget_bytes=max(budget, 1.0),
-                              storage_options=storage_options, progress=report)
+                              storage_options=storage_options, progress=report, skip_damaged=skip_damaged)
             if not part.streamed:
                 budget -= part.nbytes
             kind = "vectors" if pooled else "maps"

@@ -6,6 +6,7 @@ checkpoint holds only tensors and plain types and loads with `torch.load(weights
 
 from __future__ import annotations
 
+import io
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -91,11 +92,23 @@ def model_complexity(model: nn.Module, spec: Mapping[str, Any]) -> dict[str, int
     return total
 
 
+def torch_bytes(obj: Any) -> memoryview:
+    """`torch.save` into memory. Written to a file by torch's zip writer, a full disk becomes a
+    RuntimeError without errno; by one plain write it is the OSError ENOSPC that stpipe reports."""
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    return buffer.getbuffer()
+
+
 def save_checkpoint(payload: Mapping[str, Any], path: str | Path) -> None:
     """Atomic write: a crash mid-save leaves the previous file intact."""
     path = Path(path)
     tmp = path.with_suffix(path.suffix + ".tmp")
-    torch.save(dict(payload), tmp)
+    try:
+        tmp.write_bytes(torch_bytes(dict(payload)))
+    except OSError:  # a full disk: the torn copy goes, the previous checkpoint stays
+        tmp.unlink(missing_ok=True)
+        raise
     fault_point("checkpoint")
     os.replace(tmp, path)
 

@@ -54,6 +54,7 @@ def load_data(cfg: TrainHeadConfig, store: FeatureStore, *, run_dir: str | Path 
                           memory_budget_bytes=budget, storage_options=cfg.storage_options,
                           standardize=cfg.standardize, stats_dir=str(run_dir or Path(cfg.out)),
                           signatures={(cfg.streams, pooled): signature} if signature else None,
+                          skip_damaged=cfg.skip_damaged,
                           note=lambda message: emit("note", message=message),
                           progress=lambda split, done, total: emit("load", split=split, done=done, total=total))
     return found.train_data(cfg.streams, pooled), found.signature(cfg.streams, pooled)

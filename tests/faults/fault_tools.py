@@ -9,6 +9,7 @@ before `pipeline.faults` is re-read, so the fault hooks see it as they would in 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -16,7 +17,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -221,3 +222,45 @@ def demo_subset(out: Path, ids: list[str], *, missing: list[str] = ()) -> Path:
     manifest.write_text("\n".join([lines[0], *keep]) + "\n")
     (out / f"{manifest.stem}.classes.txt").write_text((out / "manifest.classes.txt").read_text())
     return manifest
+
+
+# ---- a small file system that fills up ------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def small_disk(path: Path, size: str) -> Iterator[Path]:
+    """A tmpfs of `size` mounted at `path` (root only); the test is skipped where mounting is refused."""
+    import pytest
+
+    path.mkdir(parents=True, exist_ok=True)
+    try:
+        done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)],
+                              capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        pytest.skip(f"cannot mount a tmpfs here ({exc})")
+    if done.returncode:
+        pytest.skip(f"cannot mount a tmpfs here ({done.stderr.strip() or done.returncode})")
+    try:
+        yield path
+    finally:
+        subprocess.run(["umount", "-l", str(path)], capture_output=True, timeout=30)
+
+
+def disk_bytes(path: Path) -> int:
+    """What the file `path`, or the files under it, take on a tmpfs (whole 4 KiB pages)."""
+    files = [path] if path.is_file() else [p for p in path.rglob("*") if p.is_file()]
+    return sum(-(-p.stat().st_size // 4096) * 4096 for p in files)
+
+
+def leave_free(disk: Path, free: int) -> Path:
+    """Fill `disk` until about `free` bytes stay free; returns the filler (delete it to make room)."""
+    stat = os.statvfs(disk)
+    filler = disk / "filler"
+    with open(filler, "wb") as f:
+        f.write(b"\1" * max(0, stat.f_bavail * stat.f_frsize - free))
+    return filler
+
+
+def error_lines(output: str) -> list[str]:
+    """The lines of a run's output that report an error (a traceback counts)."""
+    return [line for line in output.splitlines() if "error" in line.lower() or line.startswith("Traceback")]
