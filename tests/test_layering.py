@@ -234,7 +234,8 @@ def no_import_cycle(modules: dict[str, Module], known=KNOWN_CYCLES) -> list[str]
         if frozenset(component) in known:
             continue
         loop = _loop(graph, min(component), component)
-        more = f" (with {', '.join(sorted(component - set(loop)))} round other loops)" if len(component) > len(loop) - 1 else ""
+        others = sorted(component - set(loop))
+        more = f" (and {', '.join(others)} round other loops)" if others else ""
         out.append(f"{_where(modules[loop[0]], graph[loop[0]][loop[1]])}: import circle {' -> '.join(loop)}{more}")
     return out
 
@@ -251,7 +252,8 @@ def tree() -> dict[str, Module]:
 
 
 def test_the_tree_is_found(tree):
-    assert {"cli", "pipeline.store", "stages.extract", "stages.demo", "pipeline.distributed", "manifests.schema"} <= set(tree)
+    expected = {"cli", "pipeline.store", "stages.extract", "stages.demo", "pipeline.distributed", "manifests.schema"}
+    assert expected <= set(tree)
 
 
 @pytest.mark.parametrize("rule", RULES, ids=lambda rule: rule.__name__)
@@ -261,11 +263,12 @@ def test_the_tree_keeps_the_rule(tree, rule):
 
 
 def test_every_exception_is_still_needed(tree):
+    """An exception the tree no longer needs is removed, so that it cannot hide a new break."""
     composed = {tuple(v.split(": ")[1].split(" imports ")) for v in stage_imports_stage(tree, allowed=())}
-    assert STAGE_COMPOSITION <= composed
+    assert not STAGE_COMPOSITION - composed, "remove these from STAGE_COMPOSITION"
     printing = {v.split(": ")[1].split()[0] for v in output_outside_cli(tree, allowed=())}
-    assert PRINT_ALLOWED <= printing
-    assert KNOWN_CYCLES <= {frozenset(component) for component in import_cycles(tree)}
+    assert not PRINT_ALLOWED - printing, "remove these from PRINT_ALLOWED"
+    assert not KNOWN_CYCLES - {frozenset(c) for c in import_cycles(tree)}, "remove these from KNOWN_CYCLES"
 
 
 # -- the rules themselves: a clean fake tree passes, each seeded break is reported --------------------
