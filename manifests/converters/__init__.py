@@ -29,18 +29,15 @@ can pass its flags through without knowing which format takes which.
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+# importing the format modules registers their converters
+from manifests.converters import folder, hmdb51, jester, kinetics, ssv2, ucf101  # noqa: F401
+from manifests.converters._common import CONVERTERS
 from manifests.schema import Manifest
 from pipeline.errors import ConfigError
-from pipeline.registry import Registry
-
-CONVERTERS: Registry[Callable[..., Manifest]] = Registry("manifest format")
-
-# Importing the modules registers their converters.
-from manifests.converters import folder, hmdb51, jester, kinetics, ssv2, ucf101  # noqa: E402,F401
 
 
 def options_of(name: str) -> list[str]:

@@ -1,5 +1,5 @@
-"""Shared pieces of the converters: finding the official files, building entries with the
-file:line they came from, and rendering `--path-template`."""
+"""Shared pieces of the converters: the registry they join, finding the official files, building
+entries with the file:line they came from, and rendering `--path-template`."""
 
 from __future__ import annotations
 
@@ -10,6 +10,9 @@ from typing import Any
 
 from manifests.schema import Manifest, VideoEntry
 from pipeline.errors import ConfigError, ManifestError
+from pipeline.registry import Registry
+
+CONVERTERS: Registry[Callable[..., Manifest]] = Registry("manifest format")
 
 # (role, suffix of the official file name, word that marks an explicitly given file)
 RoleTable = Sequence[tuple[str, str, str]]

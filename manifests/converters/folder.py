@@ -19,8 +19,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from manifests.converters import CONVERTERS
-from manifests.converters._common import EntryCollector
+from manifests.converters._common import CONVERTERS, EntryCollector
 from manifests.schema import SPLITS, Manifest, canonical_split
 from pipeline.errors import ConfigError, ManifestError
 

@@ -22,8 +22,7 @@ import re
 from collections.abc import Sequence
 from pathlib import Path
 
-from manifests.converters import CONVERTERS
-from manifests.converters._common import EntryCollector, PathTemplate, gather
+from manifests.converters._common import CONVERTERS, EntryCollector, PathTemplate, gather
 from manifests.textio import read_lines
 from pipeline.errors import ConfigError, ManifestError
 

@@ -18,8 +18,14 @@ import re
 from collections.abc import Sequence
 from pathlib import Path
 
-from manifests.converters import CONVERTERS
-from manifests.converters._common import EntryCollector, PathTemplate, gather, require_one, role_by_name
+from manifests.converters._common import (
+    CONVERTERS,
+    EntryCollector,
+    PathTemplate,
+    gather,
+    require_one,
+    role_by_name,
+)
 from manifests.table import read_class_list
 from manifests.textio import read_lines
 from pipeline.errors import ConfigError, ManifestError

@@ -25,8 +25,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from manifests.converters import CONVERTERS
-from manifests.converters._common import EntryCollector, PathTemplate, gather
+from manifests.converters._common import CONVERTERS, EntryCollector, PathTemplate, gather
 from manifests.schema import canonical_split
 from manifests.textio import iter_csv_rows, iter_json_members, read_text
 from pipeline.errors import ConfigError, ManifestError

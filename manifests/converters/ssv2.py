@@ -16,8 +16,14 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from manifests.converters import CONVERTERS
-from manifests.converters._common import EntryCollector, PathTemplate, gather, require_one, role_by_name
+from manifests.converters._common import (
+    CONVERTERS,
+    EntryCollector,
+    PathTemplate,
+    gather,
+    require_one,
+    role_by_name,
+)
 from manifests.textio import iter_json_array, iter_json_members, read_text
 from pipeline.errors import ManifestError
 

@@ -20,8 +20,7 @@ import re
 from collections.abc import Sequence
 from pathlib import Path
 
-from manifests.converters import CONVERTERS
-from manifests.converters._common import EntryCollector, PathTemplate, gather, require_one
+from manifests.converters._common import CONVERTERS, EntryCollector, PathTemplate, gather, require_one
 from manifests.textio import read_lines
 from pipeline.errors import ConfigError, ManifestError
 

@@ -9,14 +9,32 @@ downloader, with a socket timeout so a dead network fails instead of hanging).
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
 
 import torch
 
-from pipeline.backbones.spec import HubWeights
 from pipeline.backbones.weights import DOWNLOAD_TIMEOUT_S, _socket_timeout
 from pipeline.errors import BackboneError
+
+
+@dataclass(frozen=True)
+class HubWeights:
+    """Pretrained weights found through a library's own cache.
+
+    `files` are tried in order (a safetensors file before its .bin twin, as the libraries do):
+    `hf:<repo>/<filename>` for the Hugging Face hub, `url:<url>` for torch hub's checkpoint folder.
+    """
+
+    label: str  # e.g. "timm/vit_base_patch16_clip_224.openai"
+    files: tuple[str, ...]
+
+    def cached(self) -> Path | None:
+        return find_cached(self.files)
+
+    def locate(self, name: str, *, download: bool = False) -> Path:
+        return locate(name, self, download=download)
 
 
 def _split_hf(spec: str) -> tuple[str, str]:

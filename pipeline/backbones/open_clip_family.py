@@ -21,7 +21,7 @@ from torchvision.transforms import InterpolationMode
 
 from pipeline.backbones.backbone import Call, Parts, Pick
 from pipeline.backbones.families import quiet, require, similar
-from pipeline.backbones.spec import HubWeights
+from pipeline.backbones.hub import HubWeights
 from pipeline.errors import BackboneError
 
 

@@ -1,5 +1,5 @@
-"""Typed registry metadata: `BackboneSpec` (how to build a backbone) and `HubWeights` (weights that a
-library keeps in its own cache: the Hugging Face hub for timm and OpenCLIP, torch hub for URLs).
+"""Typed registry metadata: `BackboneSpec` (how to build a backbone; its `hub` is a `HubWeights` of
+hub.py: weights that a library keeps in its own cache).
 
 `BACKBONES.meta(name)` returns the `BackboneSpec`; what a *built* backbone is (feature dims,
 preprocessing, weights, MACs) is `describe_backbone` (describe.py) and `Backbone.meta` (the store's
@@ -10,32 +10,11 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
+from pipeline.backbones.hub import HubWeights
+
 KINDS = ("image", "video")
-
-
-@dataclass(frozen=True)
-class HubWeights:
-    """Pretrained weights found through a library's own cache.
-
-    `files` are tried in order (a safetensors file before its .bin twin, as the libraries do):
-    `hf:<repo>/<filename>` for the Hugging Face hub, `url:<url>` for torch hub's checkpoint folder.
-    """
-
-    label: str  # e.g. "timm/vit_base_patch16_clip_224.openai"
-    files: tuple[str, ...]
-
-    def cached(self) -> Path | None:
-        from pipeline.backbones.hub import find_cached
-
-        return find_cached(self.files)
-
-    def locate(self, name: str, *, download: bool = False) -> Path:
-        from pipeline.backbones.hub import locate
-
-        return locate(name, self, download=download)
 
 
 @dataclass(frozen=True)

@@ -6,8 +6,8 @@ Registry metadata is a `BackboneSpec` (spec.py) saying how to build the model: `
 used when no named weights decide it, and the default clip window/stride of video backbones.
 
 Beyond these names: the families `torchvision:NAME` (torchvision_family.py), `timm:NAME[.TAG]`
-(timm_family.py) and `open_clip:MODEL/TAG` (open_clip_family.py), resolved on first use, and
-plug-ins (entry points in the group `stpipe.backbones`, see pipeline/registry.py).
+(timm_family.py) and `open_clip:MODEL/TAG` (open_clip_family.py), registered by the package's
+__init__.py (torchvision_family builds on this module) and resolved on first use, and plug-ins (entry points in the group `stpipe.backbones`, see pipeline/registry.py).
 
 Pooled features are each architecture's own pre-logits vector: the global average of the spatial map
 everywhere except ConvNeXt, whose pooled vector is also layer-normed (its classifier's LayerNorm).
@@ -17,7 +17,6 @@ The seed paper's BN-Inception is not in torchvision; GoogLeNet (Inception v1) st
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Callable
 from functools import partial
 from typing import Any
@@ -168,18 +167,3 @@ def s3d(m: nn.Module) -> Parts:
     # exactly the global mean used here, which also works at other sizes
     head = nn.Sequential(nn.Unflatten(1, (-1, 1, 1, 1)), m.classifier, nn.Flatten(1))
     return Parts(trunk=nn.Sequential(m.features, TemporalMean()), pool=GlobalAvgPool(), head=head)
-
-
-# -- families: whole libraries, resolved on first use (their modules import lazily) -----------------
-
-
-def _family(module: str) -> Callable[[str], tuple[Callable[[nn.Module], Parts], dict]]:
-    return lambda rest: importlib.import_module(f"pipeline.backbones.{module}").resolve(rest)
-
-
-BACKBONES.add_family("torchvision", _family("torchvision_family"),
-                     summary="any torchvision.models classification or video model")  # fmt: skip
-BACKBONES.add_family("timm", _family("timm_family"),
-                     summary="any timm model, NAME[.TAG], pip install 'stpipe-video[timm]'")  # fmt: skip
-BACKBONES.add_family("open_clip", _family("open_clip_family"),
-                     summary="an OpenCLIP image tower, MODEL/PRETRAINED, pip install 'stpipe-video[clip]'")  # fmt: skip

@@ -19,6 +19,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from pipeline.decoding.flow import flow_frames, flow_size
 from pipeline.errors import StpipeError, VideoError
 from pipeline.video import FrameSelection, _selected_indices, _trim_range, iter_frames, probe
 from pipeline.views import VIEWS, num_views
@@ -83,14 +84,6 @@ def even_short_side(width: int, height: int, short_side: int) -> tuple[int, int]
     """(width, height) with the shorter side near `short_side`, even (`pipeline.video` decodes so)."""
     scale = short_side / min(width, height)
     return max(2, int(round(width * scale / 2)) * 2), max(2, int(round(height * scale / 2)) * 2)
-
-
-def flow_size(height: int, width: int, short_side: int) -> tuple[int, int]:
-    """(height, width) of flow frames made from frames of this size (`pipeline.decoding.flow.flow_frames`)."""
-    scale = short_side / min(height, width)
-    if abs(scale - 1.0) < 1e-6:
-        return height, width
-    return max(2, round(height * scale)), max(2, round(width * scale))
 
 
 # ---- records --------------------------------------------------------------------------------
@@ -221,8 +214,6 @@ def decode_video(task: Task, spec: DecodeSpec, buffers: Buffers, flow: Any | Non
         n = len(chunk.indices)
         fields = frames_out = extra = None
         if with_flow:
-            from pipeline.decoding.flow import flow_frames
-
             small = flow_frames(np.stack(chunk.small), spec.flow_short_side)
             if flow is not None:
                 fields = flow.push(small)

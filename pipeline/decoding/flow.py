@@ -2,7 +2,7 @@
 
 Runs where the frames are decoded (a decoder process or thread, each with its own flow method:
 methods keep solver buffers and are not thread-safe), so videos get their flow in parallel while
-the compute process runs the backbone. This module imports torch; decoders without flow never load it.
+the compute process runs the backbone. Only its functions import torch: decoders without flow never load it.
 """
 
 from __future__ import annotations
@@ -12,12 +12,18 @@ import contextlib
 import numpy as np
 
 
+def flow_size(height: int, width: int, short_side: int) -> tuple[int, int]:
+    """(height, width) of the flow frames `flow_frames` makes from frames of this size."""
+    scale = short_side / min(height, width)
+    if abs(scale - 1.0) < 1e-6:
+        return height, width
+    return max(2, round(height * scale)), max(2, round(width * scale))
+
+
 def flow_frames(frames: np.ndarray, short_side: int) -> np.ndarray:
     """uint8 (n, H, W, 3) -> uint8 (n, h, w, 3) with the shorter side at `short_side` (torch's
     antialiased bilinear, rounded: the frames every stored field was computed from)."""
     import torch
-
-    from pipeline.decoding.core import flow_size
 
     height, width = frames.shape[1:3]
     size = flow_size(height, width, short_side)

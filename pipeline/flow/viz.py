@@ -91,7 +91,7 @@ def video_flow_sheet(
     """
     import time
 
-    from pipeline.flow import build_flow
+    from pipeline.flow.methods import build_flow
     from pipeline.video import FrameSelection, read_frames
 
     if frames < 2:
