@@ -36,66 +36,30 @@ import numpy as np
 from pipeline.errors import StoreError
 from pipeline.faults import fault_point
 from pipeline.splits import index_leak
-from pipeline.store_io import (
+from pipeline.store_io import (  # noqa: F401 - video_key, key_to_id: the store's names for them
     META,
     StoreIO,
     array_document,
     checksummed,
     chunk_key,
     encode_chunk,
+    feature_compressor,
     group_document,
+    jsonable,
+    key_to_id,
+    video_key,
 )
 from pipeline.store_urls import explain, is_local, local_path, resolve_url
 
 FORMAT_VERSION = 1
 CHUNK_BYTES = 8 * 2**20  # ~8 MiB: a typical video is one chunk per view, one or two reads
-_SAFE = re.compile(r"[A-Za-z0-9_-]")
 _PARTIAL = re.compile(r"\.[0-9a-f]{32}\.partial$")  # zarr's LocalStore temp files (write, then rename)
-_MAX_KEY = 160  # well under the 255-byte file-name limit of common filesystems
-
-
-def video_key(video_id: str) -> str:
-    """Filesystem- and URL-safe key: `[A-Za-z0-9_-]` kept, every other byte as `~hh`.
-
-    No key contains `/`, `.` or starts with `__`, so `../x` or `a/b` stay inside `videos/`.
-    Ids whose encoding is too long keep a prefix plus a sha256 suffix (the id lives in attrs).
-    """
-    if not video_id:
-        raise StoreError("empty video id")
-    out = []
-    for char in video_id:
-        if _SAFE.fullmatch(char):
-            out.append(char)
-        else:
-            out.extend(f"~{b:02x}" for b in char.encode("utf-8"))
-    key = "".join(out)
-    if key.startswith("__"):
-        key = "~5f" + key[1:]
-    if len(key) > _MAX_KEY:
-        digest = hashlib.sha256(video_id.encode("utf-8")).hexdigest()[:32]
-        key = f"{key[: _MAX_KEY - 36]}~~~{digest}"
-    return key
-
-
-def key_to_id(key: str) -> str | None:
-    """Inverse of `video_key` (None for hashed long keys; read the id from attrs then)."""
-    if "~~~" in key:
-        return None
-    return re.sub(rb"~([0-9a-f]{2})", lambda m: bytes([int(m.group(1), 16)]), key.encode()).decode("utf-8")
 
 
 def time_chunk(frame_shape: tuple[int, ...], itemsize: int, num_frames: int) -> int:
     """Frames per chunk so one chunk holds a whole typical video but stays near CHUNK_BYTES."""
     per_frame = max(1, int(np.prod(frame_shape)) * itemsize)
     return int(max(1, min(num_frames, CHUNK_BYTES // per_frame)))
-
-
-def _compressor():
-    from zarr.codecs import BloscCodec
-
-    # zstd level 1: on float16 spatial maps (125 KB a frame) level 3 cost 2.1 ms of CPU per frame,
-    # level 1 0.9 ms, for about the same size; on a CPU-only host that time comes off the backbone
-    return BloscCodec(cname="zstd", clevel=1, shuffle="shuffle")
 
 
 @dataclass(frozen=True)
@@ -174,10 +138,10 @@ class FeatureStore:
         try:
             # the root's zarr.json is born with its stpipe attrs: a kill here leaves no half-made store
             group = zarr.open_group(store=target, mode="w" if overwrite else "a", storage_options=opts,
-                                    attributes={"stpipe": _jsonable(meta)})
+                                    attributes={"stpipe": jsonable(meta)})
         except Exception as exc:  # noqa: BLE001
             raise StoreError(f"{url}: cannot create store ({_reason(exc)})") from None
-        group.attrs["stpipe"] = _jsonable(meta)  # an existing, empty group ignores `attributes`
+        group.attrs["stpipe"] = jsonable(meta)  # an existing, empty group ignores `attributes`
         group.require_group("videos")
         group.require_group("failures")
         return cls(group, url, opts)
@@ -271,7 +235,7 @@ class FeatureStore:
 
     def record_failure(self, failure: Failure) -> None:
         key = video_key(failure.video_id)
-        self.io.put(f"failures/{key}/{META}", group_document(_jsonable(failure.__dict__)))  # one write, whole
+        self.io.put(f"failures/{key}/{META}", group_document(jsonable(failure.__dict__)))  # one write, whole
         if self._failure_keys is not None:
             self._failure_keys.add(key)
         fault_point("failure")
@@ -305,7 +269,7 @@ class FeatureStore:
         """
         rows, failures = self._rows()
         columns = _columns(rows)
-        failed = [_jsonable(f.__dict__) for f in failures]
+        failed = [jsonable(f.__dict__) for f in failures]
         old = self._stored_index()
         if old is not None and _same_columns(old[0], columns) and _plain(old[1].get("failures", [])) == _plain(failed):
             if not old[1].get("complete"):
@@ -566,7 +530,7 @@ def _plain(value: Any) -> Any:
 
 
 def config_hash(content: Mapping[str, Any]) -> str:
-    return hashlib.sha256(json.dumps(_jsonable(content), sort_keys=True).encode()).hexdigest()[:16]
+    return hashlib.sha256(json.dumps(jsonable(content), sort_keys=True).encode()).hexdigest()[:16]
 
 
 # What turns frames into a backbone's input. The config names the backbone, but a library's
@@ -597,7 +561,7 @@ def _check_preprocessing(url: str, meta: Mapping[str, Any], provenance: Mapping[
     for what, old, new in pairs:
         if not old or not new:
             continue
-        keys = [k for k in PREPROCESSING_KEYS if k in old and k in new and _jsonable(old[k]) != _jsonable(new[k])]
+        keys = [k for k in PREPROCESSING_KEYS if k in old and k in new and jsonable(old[k]) != jsonable(new[k])]
         if keys:
             changes = "; ".join(f"{k} {old[k]} -> {new[k]}" for k in keys)
             raise StoreError(
@@ -605,19 +569,6 @@ def _check_preprocessing(url: str, meta: Mapping[str, Any], provenance: Mapping[
                 f"({changes}); use another output or --overwrite"
             )
 
-
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, Mapping):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, float) and not np.isfinite(value):
-        return None
-    return value
 
 
 def _reason(exc: BaseException) -> str:

@@ -38,8 +38,8 @@ STREAMS = ("stdout", "stderr", "__stdout__", "__stderr__")
 STAGE_COMPOSITION = frozenset({("stages.demo", "stages.extract"), ("stages.demo", "stages.ablate")})
 # a generator run by hand (`python -m pipeline.flow.median_codegen`), not library code
 PRINT_ALLOWED = frozenset({"pipeline.flow.median_codegen"})
-# store circle: resolved when the store package lands (issue 32.4)
-KNOWN_CYCLES = frozenset({frozenset({"pipeline.store", "pipeline.store_io", "pipeline.store_pack"})})
+# circles allowed for now (none: the store circle was broken by moving keys and codecs into store_io)
+KNOWN_CYCLES: frozenset[frozenset[str]] = frozenset()
 
 
 @dataclass(frozen=True)

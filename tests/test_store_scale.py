@@ -14,8 +14,8 @@ import zarr
 
 from cli import main
 from pipeline import cpus
-from pipeline.store import FeatureStore, _compressor, video_key
-from pipeline.store_io import StoreIO, checksummed
+from pipeline.store import FeatureStore, video_key
+from pipeline.store_io import StoreIO, checksummed, feature_compressor
 from pipeline.store_pack import open_pack, pack_is_fresh, write_pack
 from pipeline.training.data import load_split
 
@@ -89,7 +89,7 @@ def test_documents_and_chunks_are_what_zarr_writes(tmp_path):
     flow.resize((33, 2, 4, 4))  # a video that ended early
     writer.finish(num_frames=37)
     ref = zarr.open_group(str(tmp_path / "ref.zarr"), mode="w")
-    z = ref.create_array("rgb", shape=x.shape, dtype=x.dtype, chunks=(1, 37, 16), compressors=checksummed(_compressor()),
+    z = ref.create_array("rgb", shape=x.shape, dtype=x.dtype, chunks=(1, 37, 16), compressors=checksummed(feature_compressor()),
                          dimension_names=("view", "time", "channel"), fill_value=0, attributes={"bound": 20.0})
     z[...] = x
     ours = tmp_path / "s.zarr" / "videos" / video_key("a/b") / "rgb"
@@ -240,7 +240,7 @@ def _old_format_store(path: Path) -> dict[str, np.ndarray]:
         for key, value in {"label_index": i % 3, "split": ("train", "train", "val")[i % 3],
                            "video_id": f"v{i:04d}", "complete": False}.items():
             group.attrs[key] = value
-        array = group.create_array("rgb", shape=x.shape, dtype=x.dtype, chunks=x.shape, compressors=_compressor(),
+        array = group.create_array("rgb", shape=x.shape, dtype=x.dtype, chunks=x.shape, compressors=feature_compressor(),
                                    dimension_names=("view", "time", "channel"), fill_value=0)
         array[...] = x
         group.attrs["num_frames"] = x.shape[1]

@@ -254,7 +254,7 @@ def test_a_store_without_checksums_reads_and_verifies_by_decoding(launcher, tmp_
     """Stores written before checksums: read as before; verify decodes their chunks instead."""
     import zarr
 
-    from pipeline.store import _compressor
+    from pipeline.store_io import feature_compressor
 
     store = tmp_path / "old.zarr"
     make_store(str(store), per_class={"train": 2, "val": 1})
@@ -262,7 +262,7 @@ def test_a_store_without_checksums_reads_and_verifies_by_decoding(launcher, tmp_
     path = f"videos/{video_key(victim)}/rgb"
     values = zarr.open_array(str(store / path), mode="r")[...]
     old = zarr.open_group(str(store), mode="r+")[f"videos/{video_key(victim)}"].create_array(
-        "rgb", shape=values.shape, dtype=values.dtype, chunks=values.shape, compressors=_compressor(),
+        "rgb", shape=values.shape, dtype=values.dtype, chunks=values.shape, compressors=feature_compressor(),
         dimension_names=("view", "time", "channel"), fill_value=0, overwrite=True)
     old[...] = values
     assert [c["name"] for c in json.loads((store / path / "zarr.json").read_text())["codecs"]] == ["bytes", "blosc"]
