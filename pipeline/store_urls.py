@@ -10,7 +10,8 @@ endpoint or a missing bucket into one line within seconds.
 The run itself retries transient faults patiently: `RUN_OPTIONS` (below the user's storage options,
 which win) picks botocore's retry policy for s3, the one place stpipe sets it. Permanent faults (403
 AccessDenied, InvalidAccessKeyId, NoSuchBucket) are not retried by botocore or s3fs; `StoreIO` turns
-them into one StoreError line. docs/store.md ("Retries") has the settings and why.
+them into one StoreError line. docs/store.md ("Object stores: retries and faults") has the
+settings and why.
 
 Credentials follow each filesystem's standard chain. For s3 that is storage options
 (`{"key": ..., "secret": ..., "endpoint_url": ...}`) or botocore's environment and config files
@@ -52,9 +53,10 @@ PROBE_ATTRIBUTES: dict[str, dict[str, Any]] = {"s3": {"retries": 1}}
 # For the run (the user's storage options merged over these): botocore's "standard" retry mode
 # retries 500/502/503/504, throttling (503 SlowDown), connection errors and timeouts with jittered
 # exponential backoff (up to 20 s a wait) and stops retrying when a client's retry quota runs dry (a
-# sustained outage fails instead of crawling); botocore's default ("legacy", 5 attempts) has no quota
-# and skips 502/504. s3fs retries SlowDown, dropped connections and timeouts again (5 rounds, waits
-# under 1 s) around each botocore call. benchmarks/bench_s3_faults.py measured the choice.
+# sustained outage fails instead of crawling); botocore's default ("legacy") has no quota and 5
+# attempts, and "adaptive" throttled a whole run 24x after random faults. s3fs retries SlowDown,
+# dropped connections and timeouts again (5 rounds, waits under 1 s) around each botocore call.
+# Measured by benchmarks/bench_s3_faults.py (RELIABILITY.md, section 8).
 RUN_OPTIONS: dict[str, dict[str, Any]] = {
     "s3": {"config_kwargs": {"retries": {"mode": "standard", "total_max_attempts": 10}}},
 }
