@@ -21,13 +21,14 @@ AWS_ENDPOINT_URL_S3), read by botocore itself: nothing here parses them.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any
 
-from pipeline.errors import MissingDependencyError, StoreError
+from pipeline.errors import MissingDependencyError, StoreError, StpipeError
 
 # protocol -> (package implementing it, how to install it)
 OPTIONAL_FILESYSTEMS = {
@@ -75,6 +76,9 @@ _HINTS = {
     "PermissionError": "access denied ({0}); check the credentials and the bucket's permissions",
 }
 _PROTOCOL = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
+# packages whose exceptions (or whose exceptions' causes) are a remote store's errors
+_REMOTE_PACKAGES = frozenset({"botocore", "aiobotocore", "aiohttp", "s3fs", "fsspec", "gcsfs", "adlfs", "azure",
+                              "google"})
 
 
 def protocol_of(url: str) -> str:
@@ -159,6 +163,27 @@ def _probe(url: str, fs, path: str, protocol: str, *, creating: bool) -> None:
             raise StoreError(f"{url}: bucket {bucket!r} does not exist; create it first") from None
         except Exception as exc:  # noqa: BLE001
             raise StoreError(f"{url}: cannot reach bucket {bucket!r}: {explain(exc)}") from None
+
+
+@contextlib.contextmanager
+def store_errors(url: str) -> Iterator[None]:
+    """A remote store's error raised in the block becomes one StoreError line naming `url`: botocore's
+    and aiohttp's, and s3fs's translations of them (PermissionError for a 403, FileNotFoundError for
+    NoSuchBucket), which zarr raises as they come. Every other error passes unchanged."""
+    try:
+        yield
+    except Exception as exc:
+        if isinstance(exc, StpipeError) or not _remote(exc):
+            raise
+        raise StoreError(f"{url}: {explain(exc)}") from None
+
+
+def _remote(exc: BaseException | None) -> bool:
+    while exc is not None:
+        if type(exc).__module__.split(".")[0] in _REMOTE_PACKAGES:
+            return True
+        exc = exc.__cause__
+    return False
 
 
 def explain(exc: BaseException) -> str:

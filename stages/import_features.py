@@ -13,6 +13,7 @@ from typing import Any
 from pipeline.errors import ConfigError
 from pipeline.interop import InteropResult, import_hdf5, import_npy
 from pipeline.progress import Progress, count_units
+from pipeline.store_urls import store_errors
 
 
 @dataclass(frozen=True)
@@ -54,7 +55,8 @@ def run(cfg: ImportConfig, progress: Progress | None = None) -> InteropResult:
     """`progress`: the "import" task, one unit per video stored (pipeline.progress)."""
     options = dict(storage_options=cfg.storage_options, overwrite=cfg.overwrite,
                    progress=count_units(progress, "import", "video"))
-    if cfg.is_hdf5:
-        return import_hdf5(cfg.source, cfg.output, **options)
-    return import_npy(cfg.manifest, cfg.output, features_dir=cfg.source or None, flow_dir=cfg.flow_dir or None,
-                      name_template=cfg.name_template, root=cfg.root or None, backbone=cfg.backbone, **options)
+    with store_errors(cfg.output):  # a 403 or a lost bucket mid-run: one line
+        if cfg.is_hdf5:
+            return import_hdf5(cfg.source, cfg.output, **options)
+        return import_npy(cfg.manifest, cfg.output, features_dir=cfg.source or None, flow_dir=cfg.flow_dir or None,
+                          name_template=cfg.name_template, root=cfg.root or None, backbone=cfg.backbone, **options)

@@ -75,6 +75,12 @@ def _import(features, url: str, options: dict | None, videos: int = 6) -> list[s
     return argv + (["--storage-options", json.dumps(options)] if options else [])
 
 
+def _error_line(err: str) -> str:
+    """The one error line a failed command wrote last on stderr (above it: progress bars only)."""
+    assert err.count("stpipe: error") == 1 and "Traceback" not in err and "Exception" not in err, err
+    return err.strip().splitlines()[-1]
+
+
 def _download(endpoint: str, url: str, to) -> None:
     import s3fs
 
@@ -122,26 +128,28 @@ def test_transient_faults_end_in_the_same_store(moto, features, tmp_path, capsys
     print(f"import of {videos} videos, reads (, resume) done at {seconds} s; import {written}; in all {total}")
 
 
-@pytest.mark.parametrize(("status", "code", "after", "expected"), [
-    (403, "InvalidAccessKeyId", 0, "cannot reach store: access denied ("),
-    (403, "AccessDenied", 12, "access denied (Access Denied); check the credentials and the bucket's permissions"),
-    (404, "NoSuchBucket", 12, "The specified bucket does not exist"),
-], ids=["bad-key-at-start", "denied-mid-run", "bucket-gone-mid-run"])
-def test_permanent_faults_stop_at_once_in_one_line(moto, features, capsys, status, code, after, expected):
-    """From the first request (bad credentials) or mid-run (after `after` writes under videos/: the
-    import's write pool, 16 videos in flight), the run stops with one line, not after retries."""
-    bucket = make_bucket(moto, f"deny-{code.lower()}")
+@pytest.mark.parametrize(("status", "code", "after", "path", "expected"), [
+    (403, "InvalidAccessKeyId", 0, "", "cannot reach store: access denied ("),
+    (403, "AccessDenied", 12, "/videos/", "access denied (Access Denied); check the credentials and the bucket's permissions"),
+    (404, "NoSuchBucket", 12, "/videos/", "The specified bucket does not exist"),
+    (403, "AccessDenied", 4, "/index/", "access denied ("),
+], ids=["bad-key-at-start", "denied-mid-run", "bucket-gone-mid-run", "denied-at-the-index"])
+def test_permanent_faults_stop_at_once_in_one_line(moto, features, capsys, request, status, code, after, path,
+                                                   expected):
+    """From the first request (bad credentials), mid-run (after `after` writes under videos/: the
+    import's write pool, 16 videos in flight) or once the index is being written (zarr), the run
+    stops with one line (under the progress bar), not after retries."""
+    bucket = make_bucket(moto, request.node.callspec.id)
     with FaultProxy(moto) as proxy:
-        proxy.deny(status, code, after=after, path="/videos/")
+        proxy.deny(status, code, after=after, path=path)
         start = time.monotonic()
         capsys.readouterr()
         with pytest.raises(SystemExit) as exit_:
             main(_import(features, f"s3://{bucket}/s.zarr", _options(proxy.endpoint)))
         seconds = time.monotonic() - start
-        lines = capsys.readouterr().err.strip().splitlines()
+        line = _error_line(capsys.readouterr().err)
         assert exit_.value.code == 2
-        assert len(lines) == 1 and lines[0].startswith(f"stpipe: error: s3://{bucket}/s.zarr: "), lines
-        assert expected in lines[0]
+        assert line.startswith(f"stpipe: error: s3://{bucket}/s.zarr: ") and expected in line, line
         assert proxy.counts["deny"] <= 40, proxy.counts  # the writes in flight, each refused once
     assert seconds < 15, seconds
 
@@ -156,11 +164,10 @@ def test_permanent_fault_mid_extract_is_one_line(moto, demo, capsys):
         with pytest.raises(SystemExit) as exit_:
             main(["extract", "-m", str(demo / "manifest.csv"), "-o", f"s3://{bucket}/s.zarr", "--backbone", "tiny",
                   "--weights", "none", "--executor", "local", "--storage-options", json.dumps(_options(proxy.endpoint))])
-        err = capsys.readouterr().err
+        line = _error_line(capsys.readouterr().err)
     assert exit_.value.code == 2
-    assert err.strip().splitlines()[-1] == (f"stpipe: error: s3://{bucket}/s.zarr: access denied (Access Denied); "
-                                            "check the credentials and the bucket's permissions")
-    assert err.count("stpipe: error") == 1 and "Traceback" not in err and "Exception" not in err, err
+    assert line == (f"stpipe: error: s3://{bucket}/s.zarr: access denied (Access Denied); "
+                    "check the credentials and the bucket's permissions")
 
 
 def test_retry_settings_sit_under_the_users_options(moto):
