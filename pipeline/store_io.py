@@ -11,7 +11,10 @@ by the same numcodecs Blosc codec zarr's `BloscCodec` wraps, followed by the crc
 `StoreIO` puts whole objects: on a local disk through a temp file named like zarr's own
 (`<name>.<32 hex>.partial`, swept by `FeatureStore.remove_debris`) and an atomic rename, on object
 stores with one PUT each (object stores write whole objects). Reads of many small documents (the
-resume scan) go out concurrently on object stores (`cat` of a batch).
+resume scan) go out concurrently on object stores (`cat` of a batch). On object stores an error that
+is left after the filesystem's retries (a 403, a deleted bucket, an outage past the retry budget;
+store_urls.RUN_OPTIONS) is raised as one StoreError line, never read as a missing object: a missing
+chunk would read as zeros.
 """
 
 from __future__ import annotations
@@ -31,7 +34,7 @@ from typing import Any
 import numpy as np
 
 from pipeline.errors import DamagedDataError, StoreError
-from pipeline.store_urls import is_local, local_path
+from pipeline.store_urls import explain, is_local, local_path
 
 META = "zarr.json"
 _SAFE = re.compile(r"[A-Za-z0-9_-]")
@@ -150,7 +153,10 @@ class StoreIO:
                     os.unlink(target)
                 raise
         else:
-            self.fs.pipe_file(self._remote(rel), data)
+            try:
+                self.fs.pipe_file(self._remote(rel), data)
+            except Exception as exc:  # noqa: BLE001 - botocore, aiohttp and s3fs raise their own types
+                raise self._failed(exc) from None
 
     def delete_tree(self, rel: str, *, known_absent: bool = False) -> None:
         """Remove everything under `rel` (nothing to do when absent)."""
@@ -161,9 +167,12 @@ class StoreIO:
             if os.path.lexists(path):
                 shutil.rmtree(path, ignore_errors=True)
             return
-        paths = self.fs.find(self._remote(rel))  # one LIST per 1,000 objects
-        if paths:
-            self.fs.rm(paths)
+        try:
+            paths = self.fs.find(self._remote(rel))  # one LIST per 1,000 objects
+            if paths:
+                self.fs.rm(paths)
+        except Exception as exc:  # noqa: BLE001
+            raise self._failed(exc) from None
 
     # ---- reads --------------------------------------------------------------------------------
 
@@ -179,6 +188,8 @@ class StoreIO:
             listed = self.fs.ls(self._remote(rel), detail=True, refresh=True)
         except FileNotFoundError:
             return []
+        except Exception as exc:  # noqa: BLE001
+            raise self._failed(exc) from None
         return [str(e["name"]).rstrip("/").rsplit("/", 1)[-1] for e in listed if e.get("type") == "directory"]
 
     def mtime_ns(self, rel: str) -> int:
@@ -202,10 +213,10 @@ class StoreIO:
         for rel in rels:
             batch.append(rel)
             if len(batch) >= READ_BATCH:
-                yield from self._cat(batch)
+                yield from self._cat_json(batch)
                 batch = []
         if batch:
-            yield from self._cat(batch)
+            yield from self._cat_json(batch)
 
     def read_bytes(self, rels: list[str]) -> dict[str, bytes]:
         """{rel: bytes} of the objects that exist (object stores: one concurrent batch)."""
@@ -218,23 +229,33 @@ class StoreIO:
                 except FileNotFoundError:
                     pass
             return out
+        found = self._cat(rels) if rels else {}
+        return {rel: data for rel, data in found.items() if data is not None}
+
+    def _cat(self, rels: list[str]) -> dict[str, bytes | None]:
+        """{rel: bytes, or None when the object does not exist}, fetched concurrently."""
         paths = [self._remote(rel) for rel in rels]
-        found = self.fs.cat(paths, on_error="return") if paths else {}
+        try:
+            found = self.fs.cat(paths, on_error="return")
+        except Exception as exc:  # noqa: BLE001
+            raise self._failed(exc) from None
+        out: dict[str, bytes | None] = {}
         for rel, path in zip(rels, paths):
             data = found.get(path)
-            if isinstance(data, (bytes, bytearray)):
-                out[rel] = bytes(data)
+            if isinstance(data, Exception) and not isinstance(data, FileNotFoundError):
+                raise self._failed(data)
+            out[rel] = bytes(data) if isinstance(data, (bytes, bytearray)) else None
         return out
 
-    def _cat(self, rels: list[str]) -> Iterator[tuple[str, dict[str, Any] | None]]:
-        paths = [self._remote(rel) for rel in rels]
-        found = self.fs.cat(paths, on_error="return")
-        for rel, path in zip(rels, paths):
-            data = found.get(path)
+    def _cat_json(self, rels: list[str]) -> Iterator[tuple[str, dict[str, Any] | None]]:
+        for rel, data in self._cat(rels).items():
             try:
-                yield rel, json.loads(data) if isinstance(data, (bytes, bytearray)) else None
+                yield rel, json.loads(data) if data is not None else None
             except ValueError:
                 yield rel, None
+
+    def _failed(self, exc: BaseException) -> StoreError:
+        return StoreError(f"{self.url}: {explain(exc)}")
 
 
 # ---- zarr documents ---------------------------------------------------------------------------

@@ -91,7 +91,13 @@ class StoreLease:
         return self.acquire()
 
     def __exit__(self, *exc) -> None:
-        self.release()
+        if exc[0] is None:
+            self.release()
+            return
+        try:
+            self.release()
+        except Exception:  # noqa: BLE001 - the run's error is the one to report (a lost bucket fails both);
+            pass  # a lease left behind is stale once this process ends
 
     # ---- internals -----------------------------------------------------------------------------
 
@@ -108,15 +114,15 @@ class StoreLease:
     def _renew(self) -> None:
         started = time.time()
         while not self._stop.wait(self.heartbeat):
-            holder = self._io.read()
-            if holder is not None and holder.get("token") != self.token:
-                self.lost = True  # someone judged us stale; `check` reports it
-                return
-            started = holder.get("started", started) if holder else started
             try:
+                holder = self._io.read()
+                if holder is not None and holder.get("token") != self.token:
+                    self.lost = True  # someone judged us stale; `check` reports it
+                    return
+                started = holder.get("started", started) if holder else started
                 self._io.write(self._payload(started=started))
-            except OSError:
-                pass  # a missed heartbeat is harmless; the next one retries
+            except Exception:  # noqa: BLE001 - s3fs/botocore errors too; a missed heartbeat is harmless,
+                pass  # the next one retries, and the run's own writes report a store that stays unreachable
 
     def _alive(self, holder: Mapping[str, Any]) -> bool:
         if not holder.get("token"):

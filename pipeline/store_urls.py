@@ -5,8 +5,13 @@ and `file://` URLs as plain paths: zarr's fsspec store cannot create folders on 
 filesystem), names the optional package a protocol needs, and makes one cheap request with short
 timeouts before zarr starts. Zarr fans out many concurrent requests whose failures arrive late,
 after minutes of retries, and as tracebacks; the probe turns a missing credential, an unreachable
-endpoint or a missing bucket into one line within seconds. The run itself keeps the filesystem's
-own (patient) retry settings.
+endpoint or a missing bucket into one line within seconds.
+
+The run itself retries transient faults patiently: `RUN_OPTIONS` (below the user's storage options,
+which win) picks botocore's retry policy for s3, the one place stpipe sets it. Permanent faults (403
+AccessDenied, InvalidAccessKeyId, NoSuchBucket) are not retried by botocore or s3fs; `StoreIO` turns
+them into one StoreError line. docs/store.md ("Object stores: retries and faults") has the
+settings and why.
 
 Credentials follow each filesystem's standard chain. For s3 that is storage options
 (`{"key": ..., "secret": ..., "endpoint_url": ...}`) or botocore's environment and config files
@@ -16,12 +21,14 @@ AWS_ENDPOINT_URL_S3), read by botocore itself: nothing here parses them.
 
 from __future__ import annotations
 
+import contextlib
+import copy
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any
 
-from pipeline.errors import MissingDependencyError, StoreError
+from pipeline.errors import MissingDependencyError, StoreError, StpipeError
 
 # protocol -> (package implementing it, how to install it)
 OPTIONAL_FILESYSTEMS = {
@@ -37,13 +44,24 @@ OPTIONAL_FILESYSTEMS = {
 BUCKET_PROTOCOLS = frozenset(OPTIONAL_FILESYSTEMS)
 # For the probe only (options merged over the user's, then attributes set on its private filesystem
 # instance): fail in seconds instead of retrying for minutes. s3fs retries on its own (`retries`
-# attribute, default 5) on top of botocore's retries.
+# attribute, default 5) on top of botocore's retries: off here. Three attempts, as one throttled or
+# dropped request must not fail a run on a flaky store (permanent errors are never retried).
 PROBE_OPTIONS: dict[str, dict[str, Any]] = {
     "s3": {"config_kwargs": {"connect_timeout": 3, "read_timeout": 10,
-                             "retries": {"mode": "standard", "total_max_attempts": 1}}},
+                             "retries": {"mode": "standard", "total_max_attempts": 3}}},
 }
 PROBE_ATTRIBUTES: dict[str, dict[str, Any]] = {"s3": {"retries": 1}}
-for _table in (PROBE_OPTIONS, PROBE_ATTRIBUTES):
+# For the run (the user's storage options merged over these): botocore's "standard" retry mode
+# retries 500/502/503/504, throttling (503 SlowDown), connection errors and timeouts with jittered
+# exponential backoff (up to 20 s a wait) and stops retrying when a client's retry quota runs dry (a
+# sustained outage fails instead of crawling); botocore's default ("legacy") has no quota and 5
+# attempts, and "adaptive" throttled a whole run 24x after random faults. s3fs retries SlowDown,
+# dropped connections and timeouts again (5 rounds, waits under 1 s) around each botocore call.
+# Measured by benchmarks/bench_s3_faults.py (RELIABILITY.md, section 8).
+RUN_OPTIONS: dict[str, dict[str, Any]] = {
+    "s3": {"config_kwargs": {"retries": {"mode": "standard", "total_max_attempts": 10}}},
+}
+for _table in (PROBE_OPTIONS, PROBE_ATTRIBUTES, RUN_OPTIONS):
     _table["s3a"] = _table["s3"]
 
 _S3_CREDENTIALS = ("pass --storage-options '{\"key\": ..., \"secret\": ...}' "
@@ -58,6 +76,9 @@ _HINTS = {
     "PermissionError": "access denied ({0}); check the credentials and the bucket's permissions",
 }
 _PROTOCOL = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
+# packages whose exceptions (or whose exceptions' causes) are a remote store's errors
+_REMOTE_PACKAGES = frozenset({"botocore", "aiobotocore", "aiohttp", "s3fs", "fsspec", "gcsfs", "adlfs", "azure",
+                              "google"})
 
 
 def protocol_of(url: str) -> str:
@@ -104,8 +125,8 @@ def resolve_url(url: str, storage_options: Mapping[str, Any] | None, *, creating
     """
     if is_local(url):
         return local_path(url), None  # local paths take no storage options
-    options = dict(storage_options or {})
     protocol = protocol_of(url)
+    options = copy.deepcopy(_merge(RUN_OPTIONS.get(protocol, {}), storage_options or {}))  # botocore edits `retries`
     fs, path = _filesystem(url, _merge(options, PROBE_OPTIONS.get(protocol, {})))
     for name, value in PROBE_ATTRIBUTES.get(protocol, {}).items():
         setattr(fs, name, value)  # a private instance (skip_instance_cache): the run's filesystem keeps its own
@@ -150,6 +171,27 @@ def _probe(url: str, fs, path: str, protocol: str, *, creating: bool) -> None:
             raise StoreError(f"{url}: bucket {bucket!r} does not exist; create it first") from None
         except Exception as exc:  # noqa: BLE001
             raise StoreError(f"{url}: cannot reach bucket {bucket!r}: {explain(exc)}") from None
+
+
+@contextlib.contextmanager
+def store_errors(url: str) -> Iterator[None]:
+    """A remote store's error raised in the block becomes one StoreError line naming `url`: botocore's
+    and aiohttp's, and s3fs's translations of them (PermissionError for a 403, FileNotFoundError for
+    NoSuchBucket), which zarr raises as they come. Every other error passes unchanged."""
+    try:
+        yield
+    except Exception as exc:
+        if isinstance(exc, StpipeError) or not _remote(exc):
+            raise
+        raise StoreError(f"{url}: {explain(exc)}") from None
+
+
+def _remote(exc: BaseException | None) -> bool:
+    while exc is not None:
+        if type(exc).__module__.split(".")[0] in _REMOTE_PACKAGES:
+            return True
+        exc = exc.__cause__
+    return False
 
 
 def explain(exc: BaseException) -> str:

@@ -25,6 +25,7 @@ from pipeline.progress import Advanced, Finished, Note, Progress, Started, emitt
 from pipeline.store import Failure, FeatureStore, config_hash
 from pipeline.store_lease import StoreLease
 from pipeline.store_pack import write_pack
+from pipeline.store_urls import store_errors
 
 if TYPE_CHECKING:
     from pipeline.flow.compile_policy import CompileChoice
@@ -164,7 +165,8 @@ def run(cfg: ExtractConfig, progress: Progress | None = None,
     # metadata; each worker loads its own
     models = describing_models(cfg) if cfg.executor == "ray" else load_models(cfg)
     # one writing run per store (pipeline/store_lease.py); taken before --overwrite may delete anything
-    with full_disk_as_error(shown), StoreLease(cfg.output, cfg.storage_options) as lease:
+    # a 403 or a lost bucket mid-run: one line (outermost: the lease's release meets it too)
+    with store_errors(shown), full_disk_as_error(shown), StoreLease(cfg.output, cfg.storage_options) as lease:
         work = plan(cfg, models)
         lease.check()  # --overwrite re-made the store (and the lease with it)
         if work.jobs:
