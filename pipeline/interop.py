@@ -25,7 +25,7 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import os
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -248,23 +248,15 @@ def _import_part(job: _ImportPart, report: Callable[[list[str]], None]) -> _Part
             batch.clear()
 
     with h5py.File(path, "r") as h5, WritePool(write_threads(store), on_done=written) as pool:
-        groups = h5["videos"]
         for row in range(job.first, job.stop):
             key = job.order[row]
-            group = groups[key]
-            attrs = json.loads(group.attrs["stpipe"])
-            video_id = attrs.get("video_id")
-            if not video_id or video_key(video_id) != key:
-                raise StoreError(f"{path}:/videos/{key}: video_id attr {video_id!r} does not match the group key")
-            if video_id in job.done:
+            attrs, arrays = _h5_video(path, h5, key, skip=job.done)
+            video_id = attrs["video_id"]
+            if arrays is None:
                 skipped += 1
                 continue
-            arrays = []
-            for name, dataset in group.items():
-                if name != "frame_index":
-                    dims = _dims(path, key, name, dataset)
-                    checker.check(f"{path}:/videos/{key}/{name}", name, dataset.shape, dims)
-                    arrays.append((name, _read(dataset), dims, _attr_json(dataset, "stpipe")))
+            for name, values, dims, _ in arrays:
+                checker.check(f"{path}:/videos/{key}/{name}", name, values.shape, dims)
             video_attrs = {k: v for k, v in attrs.items() if k not in ("video_id", "complete")}
             pool.submit(_write_video, store, video_id, video_attrs, arrays, {})
             values = {name: v for name, v, _, _ in arrays}
@@ -282,11 +274,9 @@ def _first_arrays(path: Path, h5, order: list[str]) -> tuple[dict, dict[str, tup
     """The first video's arrays as `_ShapeCheck` records them (every other video is checked against
     them), and their shapes."""
     checker, shapes = _ShapeCheck(path), {}
-    if order:
-        for name, dataset in h5["videos"][order[0]].items():
-            if name != "frame_index":
-                checker.check(f"{path}:/videos/{order[0]}/{name}", name, dataset.shape, _dims(path, order[0], name, dataset))
-                shapes[name] = tuple(dataset.shape)
+    for name, values, dims, _ in _h5_video(path, h5, order[0])[1] if order else ():
+        checker.check(f"{path}:/videos/{order[0]}/{name}", name, values.shape, dims)
+        shapes[name] = values.shape
     return dict(checker.first), shapes
 
 
@@ -318,37 +308,47 @@ def _h5_order(h5) -> tuple[list[str], tuple[np.ndarray, np.ndarray, np.ndarray] 
     return keys.tolist(), (keys, splits, np.array([frames[k] for k in keys.tolist()], dtype=np.int64))
 
 
-def _read(dataset) -> np.ndarray:
-    """The whole dataset, through h5py's low-level read: for a small array h5py's selection
-    machinery (`dataset[...]`, even `read_direct`) costs several times the read itself."""
+def _h5_video(path: Path, h5, key: str, *, skip: Collection[str] = ()) -> tuple[dict[str, Any], list | None]:
+    """One exported video: its attrs and [(array name, values, dims, array attrs)] (None when its id
+    is in `skip`). Through h5py's low-level API: for a 40 kB array the high-level objects, selections
+    and attribute managers cost several times the read itself."""
     import h5py
 
-    out = np.empty(dataset.id.shape, dtype=dataset.id.dtype)
-    if out.size:
-        dataset.id.read(h5py.h5s.ALL, h5py.h5s.ALL, out)
-    return out
+    group = h5py.h5o.open(h5.id, f"videos/{key}".encode())
+    attrs = json.loads(_h5_attr(group, b"stpipe") or "{}")
+    video_id = attrs.get("video_id")
+    if not video_id or video_key(video_id) != key:
+        raise StoreError(f"{path}:/videos/{key}: video_id attr {video_id!r} does not match the group key")
+    if video_id in skip:
+        return attrs, None
+    arrays = []
+    for raw in group:
+        name = raw.decode()
+        if name == "frame_index":
+            continue
+        dataset = h5py.h5o.open(group, raw)
+        labels = _h5_attr(dataset, b"DIMENSION_LABELS")
+        dims = tuple(x.decode() if isinstance(x, bytes) else str(x) for x in (() if labels is None else labels))
+        if "time" not in dims or not all(dims) or len(dims) != len(dataset.shape):
+            raise StoreError(f"{path}:/videos/{key}/{name}: dimension labels {list(dims)} must name every axis "
+                             "and include 'time'")
+        values = np.empty(dataset.shape, dtype=dataset.dtype)
+        if values.size:
+            dataset.read(h5py.h5s.ALL, h5py.h5s.ALL, values)
+        arrays.append((name, values, dims, json.loads(_h5_attr(dataset, b"stpipe") or "{}")))
+    return attrs, arrays
 
 
-def _attr_json(node, name: str) -> dict[str, Any]:
-    try:
-        return json.loads(node.attrs[name])
-    except KeyError:  # (attrs.get looks the name up twice)
-        return {}
+def _h5_attr(node, name: bytes):
+    """An attribute's value (bytes for a string, an array for a list), None when absent."""
+    import h5py
 
-
-def _dims(path: Path, key: str, name: str, dataset) -> tuple[str, ...]:
-    """The dataset's dimension labels, read as the attribute h5py's `dims[i].label` reads one by one."""
-    try:
-        labels = dataset.attrs["DIMENSION_LABELS"]
-    except KeyError:
-        labels = ()
-    dims = tuple(label.decode() if isinstance(label, bytes) else str(label) for label in labels)
-    if len(dims) != len(dataset.id.shape):
-        dims = tuple(d.label for d in dataset.dims)
-    if "time" not in dims or not all(dims):
-        raise StoreError(f"{path}:/videos/{key}/{name}: dimension labels {list(dims)} must name every axis "
-                         "and include 'time'")
-    return dims
+    if not h5py.h5a.exists(node, name):
+        return None
+    attr = h5py.h5a.open(node, name)
+    value = np.empty(attr.shape, dtype=attr.dtype)
+    attr.read(value)
+    return value[()] if value.shape == () else value
 
 
 # ---- .npy import ------------------------------------------------------------------------------
@@ -461,7 +461,7 @@ def _npy_video(store: FeatureStore, result: InteropResult, manifest, entry, file
 
 def _write_video(store: FeatureStore, video_id: str, attrs: dict[str, Any], arrays: list, finish: dict[str, Any]) -> str:
     """One video's writes, in order, by one writer (a `WritePool` task)."""
-    writer = store.begin_video(video_id, attrs)
+    writer = store.begin_video(video_id, attrs, announce=False)  # every array is in hand: one group write, last
     for name, values, dims, array_attrs in arrays:
         writer.write(name, values, dims=dims, time_axis=dims.index("time"), attrs=array_attrs)
     writer.finish(**finish)

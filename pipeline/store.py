@@ -175,10 +175,13 @@ class FeatureStore:
         for the videos the index does not already know as complete)."""
         return {row[0] for row in self._rows()[0] if row[5] == "complete"}
 
-    def begin_video(self, video_id: str, attrs: Mapping[str, Any]) -> VideoWriter:
+    def begin_video(self, video_id: str, attrs: Mapping[str, Any], *, announce: bool = True) -> VideoWriter:
         """Start (or restart) a video's group; nothing is complete until `VideoWriter.finish`.
 
-        The group's zarr.json is born with every attribute (one write; `complete` false).
+        The group's zarr.json is born with every attribute (one write; `complete` false). A writer
+        that holds every array already (import) need not `announce` it: `finish` writes it once, and
+        until then a killed run leaves a folder without zarr.json, which the resume scan skips and
+        `remove_debris` or the next `begin_video` removes, as any half-written group.
         """
         key = video_key(video_id)
         rel = f"videos/{key}"
@@ -190,7 +193,8 @@ class FeatureStore:
         if listed is not None:
             listed.add(key)  # a second attempt at this video in this run removes the first one's writes
         doc = {**attrs, "video_id": video_id, "complete": False}
-        self.io.put(f"{rel}/{META}", group_document(doc))
+        if announce:
+            self.io.put(f"{rel}/{META}", group_document(doc))
         fault_point("begin")
         return VideoWriter(self, rel, doc)
 

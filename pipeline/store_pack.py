@@ -203,6 +203,15 @@ class PackPlan:
     def chunk_frames(self, chunk: int) -> int:
         return min(self.per_chunk, self.total - chunk * self.per_chunk)
 
+    def split_frames(self) -> dict[str, tuple[int, int]]:
+        """{split: (first frame, end)}: in pack order each split is one run of rows."""
+        ends = np.concatenate([self.offsets, [self.total]])
+        out = {}
+        for split in np.unique(self.splits).tolist():
+            rows = np.flatnonzero(self.splits == split)
+            out[split] = (int(ends[rows[0]]), int(ends[rows[-1] + 1]))
+        return out
+
 
 def create_pack(store, plan: PackPlan) -> None:
     """The pack's group, marked incomplete (readers ignore it), and its empty frames array."""
@@ -230,6 +239,7 @@ class PackSlice:
         self.filled = self.lo
         self.buffer = np.zeros((plan.views, plan.per_chunk, plan.channels), dtype=np.float16)
         self.pieces: list[tuple[int, int, np.ndarray]] = []
+        self.split_frames = plan.split_frames()
         self.moments = {split: Moments() for split in np.unique(plan.splits[first:self.stop]).tolist()}
 
     def add(self, row: int, values: np.ndarray) -> None:
@@ -243,7 +253,6 @@ class PackSlice:
         if values.shape != (plan.views, plan.lengths[row], plan.channels):
             raise StoreError(f"{self.store.url}: {plan.name!r} of video {plan.keys[row]!r} has shape {values.shape}; "
                              f"the pack planned {(plan.views, int(plan.lengths[row]), plan.channels)}")
-        self.moments[str(plan.splits[row])].add(values)
         done = 0
         while done < values.shape[1]:
             end = plan.chunk_frames(self.chunk)
@@ -255,6 +264,13 @@ class PackSlice:
         self.next_row += 1
 
     def _flush(self, end: int) -> None:
+        """Write (or keep, when shared) the buffer's frames [lo, end), and add them to their splits' moments."""
+        first = self.chunk * self.plan.per_chunk
+        for split, moments in self.moments.items():  # a few large blocks, not one small one per video
+            a, b = self.split_frames[split]
+            lo, hi = max(a - first, self.lo), min(b - first, end)
+            if lo < hi:
+                moments.add(self.buffer[:, lo:hi])
         if self.lo == 0 and end == self.plan.chunk_frames(self.chunk):
             start = self.chunk * self.plan.per_chunk
             self.frames[:, start:start + end] = self.buffer[:, :end]
