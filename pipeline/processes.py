@@ -4,19 +4,21 @@ Why processes and not threads: per-video work such as an import's (h5py reads, J
 writes) is Python holding the GIL, so threads take turns on one core. Each part runs
 `fn(job, report)` in a fresh (spawned) interpreter; `report(payload)` reaches the caller's `report`
 on the calling thread, in order per part. The first error of any part stops them all and is raised
-here (as it was raised, when it pickles). A part whose caller died (kill -9) exits on its own.
+here: stpipe's own errors and OSErrors (a full disk keeps its errno) as they were, anything else as
+a RuntimeError with its type and message. A part whose caller died (kill -9) exits on its own.
 """
 
 from __future__ import annotations
 
 import multiprocessing
 import os
-import pickle
 import queue as queues
 import threading
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
+
+from pipeline import errors
 
 PARENT_POLL_S = 1.0
 
@@ -45,7 +47,7 @@ def run_parts(fn: Callable[[Any, Callable[[Any], None]], Any], jobs: Sequence[An
             elif kind == "done":
                 results[i] = payload
             else:
-                raise pickle.loads(payload)
+                raise _rebuilt(payload)
     finally:
         for process in processes:
             if process.is_alive():
@@ -60,11 +62,25 @@ def _part(fn, job, i: int, messages, parent: int) -> None:
     try:
         messages.put(("done", i, fn(job, lambda payload: messages.put(("report", i, payload)))))
     except BaseException as exc:  # noqa: BLE001 - every error goes back to the caller, which raises it
-        try:
-            error = pickle.dumps(exc)
-        except Exception:  # noqa: BLE001 - an exception that does not pickle goes back as its text
-            error = pickle.dumps(RuntimeError(f"{type(exc).__name__}: {exc}"))
-        messages.put(("error", i, error))
+        messages.put(("error", i, _portable(exc)))
+
+
+def _portable(exc: BaseException) -> tuple:
+    """An error as plain values (what any exception's pickling could not promise)."""
+    if isinstance(exc, OSError):
+        return ("os", exc.errno, exc.strerror or str(exc), exc.filename)
+    if isinstance(exc, errors.StpipeError):
+        return ("stpipe", type(exc).__name__, str(exc))
+    return ("other", f"{type(exc).__name__}: {exc}")
+
+
+def _rebuilt(payload: tuple) -> BaseException:
+    kind, *values = payload
+    if kind == "os":
+        return OSError(*values) if values[0] is not None else OSError(values[1])
+    if kind == "stpipe":
+        return getattr(errors, values[0], errors.StpipeError)(values[1])
+    return RuntimeError(values[0])
 
 
 def _exit_with(parent: int) -> None:

@@ -37,6 +37,7 @@ from pipeline.errors import StoreError
 from pipeline.faults import fault_point
 from pipeline.splits import index_leak
 from pipeline.store_io import (  # noqa: F401 - video_key, key_to_id: the store's names for them
+    CHUNK_SEPARATOR,
     META,
     StoreIO,
     array_document,
@@ -483,7 +484,7 @@ class ChunkWriter:
                 full = np.zeros(self.chunks, dtype=self.dtype)
                 full[tuple(slice(0, n) for n in block.shape)] = block
                 block = full
-            self.store.io.put(f"{self.rel}/{chunk_key(chunk)}", encode_chunk(block), atomic=False)
+            self.store.io.put(f"{self.rel}/{chunk_key(chunk, CHUNK_SEPARATOR)}", encode_chunk(block), atomic=False)
 
 
 def _aligned_box(selection, shape, chunks) -> tuple[list[int], list[int]] | None:

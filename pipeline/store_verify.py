@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from pipeline.store_io import META, chunk_damage, chunk_key, group_document
+from pipeline.store_io import META, chunk_damage, chunk_key, chunk_separator, group_document
 
 READ_BYTES = 256 * 2**20  # chunk bytes read at once per array (a pack chunk is 32 MiB)
 OUTSIDE_VIDEOS = ("videos", "failures", "lease")  # top-level names that are not derived arrays
@@ -54,8 +54,8 @@ def check_array(io, rel: str, doc: dict | None, video_id: str = "") -> Checked:
     name = rel.split("/", 2)[2] if video_id else rel
     if doc is None or doc.get("node_type") != "array":
         return Checked([Damage(video_id, name, META, "metadata unreadable")])
-    encoding = doc.get("chunk_key_encoding", {})
-    if doc.get("chunk_grid", {}).get("name") != "regular" or encoding.get("configuration", {}).get("separator", "/") != "/":
+    separator = chunk_separator(doc)
+    if doc.get("chunk_grid", {}).get("name") != "regular" or separator not in ("/", "."):
         return Checked([])  # not a layout stpipe writes: nothing to say about it
     shape = tuple(doc["shape"])
     chunks = tuple(doc["chunk_grid"]["configuration"]["chunk_shape"])
@@ -65,7 +65,7 @@ def check_array(io, rel: str, doc: dict | None, video_id: str = "") -> Checked:
     except (TypeError, KeyError):  # strings: a guess is enough to size the reads
         itemsize = 16
     per_read = max(1, READ_BYTES // max(1, int(np.prod(chunks)) * itemsize))
-    keys = [chunk_key(idx) for idx in np.ndindex(*grid)]
+    keys = [chunk_key(idx, separator) for idx in np.ndindex(*grid)]
     out = Checked([])
     for lo in range(0, len(keys), per_read):
         part = keys[lo:lo + per_read]

@@ -65,7 +65,7 @@ def test_a_video_is_four_writes_attrs_in_one_and_complete_last(tmp_path):
     store.io = CountingIO(store.url)
     _write(store, [0])
     rels = [rel for rel, _ in store.io.puts]
-    assert rels == ["videos/v0000/zarr.json", "videos/v0000/rgb/zarr.json", "videos/v0000/rgb/c/0/0/0",
+    assert rels == ["videos/v0000/zarr.json", "videos/v0000/rgb/zarr.json", "videos/v0000/rgb/c.0.0.0",
                     "videos/v0000/zarr.json"]
     first, last = (json.loads(data)["attributes"] for rel, data in store.io.puts if rel.endswith("v0000/zarr.json"))
     assert first == {"label_index": 0, "label": "a", "split": "train", "fps": 12.0, "video_id": "v0000",
@@ -90,11 +90,12 @@ def test_documents_and_chunks_are_what_zarr_writes(tmp_path):
     writer.finish(num_frames=37)
     ref = zarr.open_group(str(tmp_path / "ref.zarr"), mode="w")
     z = ref.create_array("rgb", shape=x.shape, dtype=x.dtype, chunks=(1, 37, 16), compressors=checksummed(feature_compressor()),
+                         chunk_key_encoding={"name": "default", "separator": "."},
                          dimension_names=("view", "time", "channel"), fill_value=0, attributes={"bound": 20.0})
     z[...] = x
     ours = tmp_path / "s.zarr" / "videos" / video_key("a/b") / "rgb"
     assert json.loads((ours / "zarr.json").read_text()) == json.loads((tmp_path / "ref.zarr" / "rgb" / "zarr.json").read_text())
-    assert (ours / "c" / "0" / "0" / "0").read_bytes() == (tmp_path / "ref.zarr" / "rgb" / "c" / "0" / "0" / "0").read_bytes()
+    assert (ours / "c.0.0.0").read_bytes() == (tmp_path / "ref.zarr" / "rgb" / "c.0.0.0").read_bytes()
     group = zarr.open_group(str(tmp_path / "s.zarr"), mode="r")[f"videos/{video_key('a/b')}"]
     assert np.array_equal(group["rgb"][...], x) and np.array_equal(group["flow"][...], fields[:33])
     assert dict(group.attrs)["complete"] is True

@@ -167,10 +167,10 @@ def test_verify_lists_a_damaged_chunk_and_repair_makes_extract_redo_exactly_it(l
     assert code == 0 and f"{len(GOOD)} videos and 12 other arrays checked" in output, output
     assert "0 damaged video(s)" in output
     victim = GOOD[3]
-    flip(store / "videos" / victim / "rgb" / "c" / "0" / "0" / "0")
+    flip(store / "videos" / victim / "rgb" / "c.0.0.0")
     code, output = launcher.run(["verify", str(store)])
     assert code == 3, output
-    assert f"damaged: {victim}: rgb c/0/0/0: checksum mismatch" in output
+    assert f"damaged: {victim}: rgb c.0.0.0: checksum mismatch" in output
     assert error_lines(output) == [f"stpipe: error: 1 damaged video(s); `stpipe verify --repair {store}` marks "
                                    "them for redo"]
     code, output = launcher.run(["verify", "--repair", str(store)])
@@ -200,7 +200,7 @@ def test_stage_two_on_a_damaged_chunk_fails_in_one_line_or_leaves_the_video_out(
     store = tmp_path / "order.zarr"
     make_store(str(store), per_class={"train": 4, "val": 2})
     victim = sorted(FeatureStore.open(str(store)).complete_ids())[0]
-    flip(store / "videos" / video_key(victim) / "rgb" / "c" / "0" / "0" / "0")
+    flip(store / "videos" / video_key(victim) / "rgb" / "c.0.0.0")
     args = ["train-head", "-s", str(store), "-o", str(tmp_path / "run"), "--head", "mlp", "--segments", "2",
             "--epochs", "1", "--device", "cpu"]
     line = (f"stpipe: error: video {victim!r}, array 'rgb': damaged data (checksum mismatch); "
