@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 HERE = Path(__file__).resolve().parent.parent
-sys.path[:0] = [str(HERE), str(HERE / "tests" / "faults")]
+sys.path[:0] = [str(HERE), str(HERE / "tests"), str(HERE / "tests" / "faults")]
 
 from object_store import KEY, SECRET, FaultProxy, make_bucket, moto_server  # noqa: E402
 

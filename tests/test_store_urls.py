@@ -9,26 +9,25 @@ s3fs/moto are missing or the server does not come up; the server is stopped what
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 
 import numpy as np
 import pytest
 from extract_fixtures import assert_same_features, extract_args, extract_config, small_demo
+from moto_server import KEY, SECRET, free_port, make_bucket, moto_server
 
 from cli import main
 from pipeline.errors import MissingDependencyError, StoreError
 from pipeline.store import FeatureStore
 from stages import extract
 
-KEY, SECRET = "stpipe-test-key", "stpipe-test-secret"
 REPO = Path(__file__).resolve().parents[1]
 _AWS_VARIABLES = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE",
                   "AWS_DEFAULT_PROFILE", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3")
@@ -59,57 +58,17 @@ def local_store(demo, tmp_path_factory):
     return FeatureStore.open(path)
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _serving(proc: subprocess.Popen, endpoint: str, seconds: float) -> bool:
-    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            return False
-        try:
-            opener.open(endpoint, timeout=1).close()
-            return True
-        except OSError:
-            time.sleep(0.2)
-    return False
-
-
 @pytest.fixture(scope="module")
 def s3_endpoint(tmp_path_factory):
     """`http://127.0.0.1:PORT` of a moto S3 server running for this module."""
     pytest.importorskip("s3fs")
     pytest.importorskip("moto.server")
-    endpoint = f"http://127.0.0.1:{_free_port()}"
-    log = tmp_path_factory.mktemp("moto") / "server.log"
-    with open(log, "wb") as out:
+    with contextlib.ExitStack() as stack:
         try:
-            proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p",
-                                     endpoint.rsplit(":", 1)[1]], stdout=out, stderr=subprocess.STDOUT)
-        except OSError as exc:
-            pytest.skip(f"cannot start moto server: {exc}")
-    try:
-        if not _serving(proc, endpoint, seconds=30):
-            pytest.skip(f"moto server did not come up: {log.read_text()[-300:]!r}")
+            endpoint = stack.enter_context(moto_server(tmp_path_factory.mktemp("moto") / "server.log", seconds=30))
+        except (OSError, RuntimeError) as exc:
+            pytest.skip(f"moto server did not come up: {exc}")
         yield endpoint
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-
-
-def _bucket(endpoint: str, name: str) -> str:
-    import s3fs
-
-    s3fs.S3FileSystem(key=KEY, secret=SECRET, endpoint_url=endpoint, skip_instance_cache=True).mkdir(name)
-    return name
 
 
 def _inspect_json(capsys, url: str, *extra: str) -> dict:
@@ -168,7 +127,7 @@ def test_missing_s3fs_names_the_extra(monkeypatch):
 
 
 def test_s3_with_storage_options_json(demo, local_store, s3_endpoint, capsys):
-    bucket = _bucket(s3_endpoint, "options")
+    bucket = make_bucket(s3_endpoint, "options")
     url = f"s3://{bucket}/features/s.zarr"
     options = json.dumps({"endpoint_url": s3_endpoint, "key": KEY, "secret": SECRET})
     main([*extract_args(demo, url), "--storage-options", options])
@@ -186,7 +145,7 @@ def test_s3_with_storage_options_json(demo, local_store, s3_endpoint, capsys):
 
 
 def test_s3_with_environment_in_a_separate_process(demo, local_store, s3_endpoint, monkeypatch, capsys):
-    bucket = _bucket(s3_endpoint, "environment")
+    bucket = make_bucket(s3_endpoint, "environment")
     url = f"s3://{bucket}/s.zarr"
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", KEY)
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", SECRET)
@@ -200,10 +159,10 @@ def test_s3_with_environment_in_a_separate_process(demo, local_store, s3_endpoin
 
 
 def test_s3_failures_are_one_line_and_fast(demo, s3_endpoint, tmp_path, capsys):
-    bucket = _bucket(s3_endpoint, "failures")
+    bucket = make_bucket(s3_endpoint, "failures")
     cases = {  # storage options -> what the line must say
         json.dumps({"endpoint_url": s3_endpoint}): "no credentials found",
-        json.dumps({"endpoint_url": f"http://127.0.0.1:{_free_port()}", "key": KEY, "secret": SECRET}):
+        json.dumps({"endpoint_url": f"http://127.0.0.1:{free_port()}", "key": KEY, "secret": SECRET}):
             "cannot connect",
         json.dumps({"endpoint_url": s3_endpoint, "key": KEY, "secret": SECRET, "endpoint": "typo"}):
             "bad --storage-options for s3://",
@@ -234,7 +193,7 @@ def test_s3_videos_written_in_flight_then_read_from_the_pack(s3_endpoint, tmp_pa
     from pipeline.training.data import load_split
 
     options = {"key": KEY, "secret": SECRET, "endpoint_url": s3_endpoint}
-    url = f"s3://{_bucket(s3_endpoint, 'pack')}/s.zarr"
+    url = f"s3://{make_bucket(s3_endpoint, 'pack')}/s.zarr"
     store = FeatureStore.create(url, provenance={"config_hash": "h", "classes": ["a", "b"]}, storage_options=options)
     assert store.complete_ids() == set()
     rng = np.random.default_rng(0)
