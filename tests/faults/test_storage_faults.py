@@ -130,6 +130,33 @@ def test_train_head_on_a_full_disk_keeps_its_last_checkpoint_and_resumes(launche
         assert assert_same_run(reference, out) == OPTIONS["epochs"]
 
 
+def test_finetune_on_a_full_disk_stops_in_one_line_and_resumes(launcher, manifest, reference, tmp_path):
+    from pipeline.finetune.config import FinetuneConfig
+    from pipeline.training.config import TrainHeadConfig
+    from stages import finetune, train_head
+
+    head = tmp_path / "head"
+    train_head.run(TrainHeadConfig(store=str(reference), out=str(head), head="mlp", segments=2, epochs=1, batch_size=4,
+                                   recipe="paper"))
+    options = dict(epochs=2, batch_size=4, loader_workers=0, lr=0.05, executor="local")
+    done = tmp_path / "uninterrupted"
+    finetune.run(FinetuneConfig(run=str(head), manifest=str(manifest), out=str(done), **options))
+    best, last = disk_bytes(done / "checkpoint.pt"), disk_bytes(done / "last.pt")
+    argv_options = [f"--{k.replace('_', '-')}={v}" for k, v in options.items()]
+    with small_disk(tmp_path / "disk", f"{4 * disk_bytes(done) // 1024 + 64}k") as disk:
+        out = disk / "ft"
+        # room for the small files, the first epoch's checkpoint.pt and last.pt, and half a last.pt
+        filler = leave_free(disk, 4 * 4096 + best + last + last // 2)
+        argv = ["finetune", "--run", str(head), "-m", str(manifest), "-o", str(out), *argv_options]
+        code, output = launcher.run(argv)
+        assert_one_line(code, output, out)
+        assert not list(out.glob("*.tmp"))
+        filler.unlink()
+        code, output = launcher.run(argv)  # the same command, with room: it resumes and finishes
+        assert code == 0, output
+        assert json.loads((out / "metrics.json").read_text())["epochs"] == 2 and (out / "backbone.pt").is_file()
+
+
 def test_nothing_queued_behind_a_failed_write_runs():
     """A torn chunk removed frees room: the video's `finish` queued behind it must not then mark it complete."""
     from pipeline.extraction.writer import Writer
