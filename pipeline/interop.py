@@ -34,7 +34,7 @@ import numpy as np
 
 from pipeline.cpus import usable_cpus
 from pipeline.errors import StoreError
-from pipeline.processes import run_parts
+from pipeline.processes import can_spawn, run_parts
 from pipeline.store import Failure, FeatureStore, config_hash, video_key
 from pipeline.store_pack import (
     PACKED_ARRAYS,
@@ -177,7 +177,7 @@ def import_hdf5(path: str | Path, url: str, *, storage_options: dict[str, Any] |
     packs = _pack_plans(plan, first, shapes) if plan is not None and order and not done else {}
     for pack in packs.values():
         create_pack(store, pack)
-    parts = max(1, min(int(usable_cpus()), len(order) // VIDEOS_PER_PROCESS))
+    parts = max(1, min(int(usable_cpus()), len(order) // VIDEOS_PER_PROCESS)) if can_spawn() else 1
     bounds = [len(order) * i // parts for i in range(parts + 1)]
     jobs = [_ImportPart(str(path), url, storage_options, order, bounds[i], bounds[i + 1], done, first, packs)
             for i in range(parts)]

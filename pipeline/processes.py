@@ -13,6 +13,7 @@ from __future__ import annotations
 import multiprocessing
 import os
 import queue as queues
+import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -21,6 +22,14 @@ from typing import Any
 from pipeline import errors
 
 PARENT_POLL_S = 1.0
+
+
+def can_spawn() -> bool:
+    """Whether a spawned interpreter can start here: it re-runs the caller's `__main__` from its
+    file, so a program read from stdin (`python - <<EOF`) cannot have parts (interactive sessions,
+    `python -c` and script files can)."""
+    path = getattr(sys.modules.get("__main__"), "__file__", None)
+    return path is None or os.path.isfile(path)
 
 
 def run_parts(fn: Callable[[Any, Callable[[Any], None]], Any], jobs: Sequence[Any],

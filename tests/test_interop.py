@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 
 import h5py
 import numpy as np
@@ -148,6 +149,13 @@ def test_import_in_parts_on_processes_equals_one_process(tmp_path, capsys, monke
         assert a.fingerprint == b.fingerprint and b.frames.chunks[1] <= 40 and b.frames.nchunks > 3
         for split, stats in a.stats.items():
             np.testing.assert_allclose(b.stats[split]["std"], stats["std"], rtol=1e-10)
+    main = sys.modules["__main__"]  # a program read from stdin: spawned parts could not start; one process
+    monkeypatch.setattr(main, "__file__", "<stdin>", raising=False)
+    monkeypatch.setattr(interop, "run_parts", lambda *a: pytest.fail("parts spawned from a stdin program"))
+    assert interop.import_hdf5(h5_path, str(tmp_path / "stdin.zarr")).done == 88
+    monkeypatch.undo()
+    monkeypatch.setattr(interop, "VIDEOS_PER_PROCESS", 10)
+    monkeypatch.setattr(interop, "usable_cpus", lambda: 3.0)
     with h5py.File(h5_path, "a") as h5:  # a bad video in the last part: its error, as one process gives it
         key = sorted(h5["videos"])[-1]
         del h5[f"videos/{key}/rgb"]
