@@ -26,7 +26,7 @@ import hashlib
 import json
 import re
 import shutil
-from collections.abc import Iterator, Mapping
+from collections.abc import Collection, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -266,13 +266,14 @@ class FeatureStore:
 
     # ---- index ------------------------------------------------------------------------------
 
-    def write_index(self) -> dict[str, np.ndarray]:
+    def write_index(self, written: Iterable[tuple] = ()) -> dict[str, np.ndarray]:
         """Consolidate per-video attrs into columnar arrays (`complete` set last).
 
         Incremental (see `_rows`); when the groups and failures say what the index already says,
-        nothing is rewritten (an invalidated index is only marked complete again).
+        nothing is rewritten (an invalidated index is only marked complete again). `written`: the
+        `index_row`s of videos this run completed, whose documents need not be read back.
         """
-        rows, failures = self._rows()
+        rows, failures = self._rows(written=written)
         columns = _columns(rows)
         failed = [jsonable(f.__dict__) for f in failures]
         old = self._stored_index()
@@ -352,7 +353,7 @@ class FeatureStore:
         """The index from the groups themselves, every group read (the truth `write_index` must equal)."""
         return _columns(self._rows(trust_index=False)[0])
 
-    def _rows(self, *, trust_index: bool = True) -> tuple[list[tuple], list[Failure]]:
+    def _rows(self, *, trust_index: bool = True, written: Iterable[tuple] = ()) -> tuple[list[tuple], list[Failure]]:
         """One row (video_id, key, label, split, num_frames, status, group) per video group, plus failed
         videos without one, sorted by id; and the failures.
 
@@ -372,6 +373,7 @@ class FeatureStore:
             del stored, c
         rows, unknown = [], []
         since = self.io.mtime_ns(f"index/{META}") if known and self.io.local else None
+        fresh = {row[1]: row for row in written}
         listed = self.io.list_dirs("videos")
         if not self.io.local:
             self._listed = set(listed)
@@ -379,20 +381,17 @@ class FeatureStore:
             row = known.get(key)
             # on a local disk a stat is cheap: a group touched after the index was (by hand, or by
             # a tool other than stpipe) is read again
-            if row is not None and (since is None or self.io.mtime_ns(f"videos/{key}/{META}") < since):
+            if key in fresh:
+                rows.append(fresh[key])
+            elif row is not None and (since is None or self.io.mtime_ns(f"videos/{key}/{META}") < since):
                 rows.append(row)
             else:
                 unknown.append(key)
-        del known
+        del known, fresh
         for rel, doc in self.io.read_json(f"videos/{key}/{META}" for key in unknown):
             if doc is None or doc.get("node_type") != "group":
                 continue  # no zarr.json: the folder of a cut-short delete, not a group
-            key = rel.split("/")[1]
-            a = doc.get("attributes") or {}
-            video_id = a.get("video_id") or key_to_id(key) or key
-            status = "complete" if a.get("complete") else "failed" if video_id in failed else "incomplete"
-            rows.append((video_id, key, int(a.get("label_index", -1) if a.get("label_index") is not None else -1),
-                         a.get("split") or "", int(a.get("num_frames") or 0), status, a.get("group") or ""))
+            rows.append(index_row(rel.split("/")[1], doc.get("attributes") or {}, failed))
         present = {r[0] for r in rows}
         rows += [(v, video_key(v), -1, "", 0, "failed", "") for v in sorted(failed - present)]
         rows.sort(key=lambda r: r[0])
@@ -512,6 +511,16 @@ def _aligned_box(selection, shape, chunks) -> tuple[list[int], list[int]] | None
 
 
 INDEX_COLUMNS = ("video_id", "key", "label", "split", "num_frames", "status", "group")
+
+
+def index_row(key: str, attrs: Mapping[str, Any], failed: Collection[str] = ()) -> tuple:
+    """A video's row of the index from its group's attrs: (video_id, key, label, split, num_frames,
+    status, group)."""
+    video_id = attrs.get("video_id") or key_to_id(key) or key
+    status = "complete" if attrs.get("complete") else "failed" if video_id in failed else "incomplete"
+    label = attrs.get("label_index")
+    return (video_id, key, -1 if label is None else int(label), attrs.get("split") or "",
+            int(attrs.get("num_frames") or 0), status, attrs.get("group") or "")
 
 
 def _columns(rows: list[tuple]) -> dict[str, np.ndarray]:

@@ -139,6 +139,10 @@ def test_import_in_parts_on_processes_equals_one_process(tmp_path, capsys, monke
     result = interop.import_hdf5(h5_path, str(tmp_path / "three.zarr"), progress=seen.append)
     three = FeatureStore.open(result.target)
     assert result.done == len(seen) == len(set(seen)) == 88 and sorted(seen) == sorted(one.complete_ids())
+    for store in (one, three):  # the index made from the rows the parts wrote is what the groups say
+        scanned = store._scan_index()
+        for column, values in store.index().items():
+            np.testing.assert_array_equal(values, scanned[column])
     for video_id in seen:
         assert three.video_attrs(video_id) == one.video_attrs(video_id)
         for name in ("rgb", "flow_feat"):
@@ -164,6 +168,21 @@ def test_import_in_parts_on_processes_equals_one_process(tmp_path, capsys, monke
             h5[f"videos/{key}/rgb"].dims[axis].label = dim
     with pytest.raises(StoreError, match=f"videos/{key}/rgb: rgb has per-frame shape"):
         interop.import_hdf5(h5_path, str(tmp_path / "bad.zarr"))
+
+
+@pytest.mark.parametrize("dtype", ["f2", "f4", ">f4", "u1", "i8"])
+def test_hdf5_values_read_as_hdf5_reads_them_in_every_layout(tmp_path, dtype):
+    from pipeline.interop import _h5_values
+
+    values = (np.random.default_rng(0).standard_normal((2, 7, 5)) * 50).astype(dtype)
+    layouts = [{}, {"compression": "gzip", "shuffle": True, "chunks": values.shape},  # export's own: inflated here
+               {"compression": "gzip", "chunks": values.shape}, {"compression": "gzip", "shuffle": True, "chunks": (1, 7, 5)},
+               {"compression": "lzf", "chunks": values.shape}, {"shuffle": True, "chunks": values.shape}]
+    with h5py.File(tmp_path / "v.h5", "w") as h5:
+        for i, layout in enumerate(layouts):
+            dataset = h5.create_dataset(str(i), data=values, **layout)
+            read = _h5_values(dataset.id)
+            assert read.dtype == values.dtype and read.tobytes() == values.tobytes(), layout
 
 
 def test_hdf5_round_trip_keeps_flow_attrs_hostile_ids_and_failures(tmp_path, capsys):
