@@ -1,12 +1,13 @@
 """Per-head training recipes: the defaults train-head, ablate and the demo use when not overridden.
 
-Seed 000 trains every head with one SGD recipe (lr 1e-3, plateau drops, up to 60 epochs); on small
-caches (the demo's 7 batches an epoch) that recipe never converges, and the heads differ in what
-they need (an RNN wants a larger lr than a 3D FCN). Each head here has a recipe chosen from a
-recorded sweep on cached features (an `stpipe ablate --grid` run; the table and the command are in
-benchmarks/README.md, "Per-head training recipes"). A TrainHeadConfig resolves every recipe field
-the user leaves unset (API keyword, CLI flag, YAML key, ablate `train`) once, when it is built,
-from the head's registered recipe (`recipe: head`) or from PAPER (`recipe: paper`, seed 000's SGD).
+Köpüklü et al. (the paper of pipeline/heads/classic.py) train every head with one SGD recipe
+(lr 1e-3, plateau drops, up to 60 epochs); on small caches (the demo's 7 batches an epoch) that
+recipe never converges, and the heads differ in what they need (an RNN wants a larger lr than a 3D
+FCN). Each head here has a recipe chosen from a recorded sweep on cached features (an `stpipe
+ablate --grid` run; the table and the command are in benchmarks/README.md, "Per-head training
+recipes"). A TrainHeadConfig resolves every recipe field the user leaves unset (API keyword, CLI
+flag, YAML key, ablate `train`) once, when it is built, from the head's registered recipe
+(`recipe: head`) or from SGD_RECIPE (`recipe: paper`, the paper's SGD).
 """
 
 from __future__ import annotations
@@ -92,14 +93,14 @@ RECIPES: dict[str, Recipe] = {
 }
 DEFAULT_RECIPE = Recipe()  # a head registered without a recipe (e.g. a plugin that did not register one)
 
-# Seed 000 where it is specific (SGD, lr reduced twice by 10x when the validation loss converges,
-# dropout after the backbone features) and the TSN/TRN code bases where its numbers were lost
-# (seeds/README.md): momentum 0.9, weight decay 5e-4, dropout 0.5, lr 0.001 (TRN's `opts.py`);
+# The paper where it is specific (SGD, lr reduced twice by 10x when the validation loss converges,
+# dropout after the backbone features) and the TSN/TRN code bases where it gives no numbers:
+# momentum 0.9, weight decay 5e-4, dropout 0.5, lr 0.001 (TRN's `opts.py`);
 # 60 epochs is an upper bound the plateau schedule usually stops before; no temporal centring.
 # Also what a saved run file that lacks a recipe field means: such a file was written before the
 # field existed, when every run trained this way (pipeline.training.config.TrainHeadConfig.from_saved).
-PAPER = Recipe(lr=1e-3, weight_decay=5e-4, epochs=60, proj_dim=256, dropout=0.5, temporal_center=0.0,
-               optimizer="sgd", schedule="plateau", standardize=False)
+SGD_RECIPE = Recipe(lr=1e-3, weight_decay=5e-4, epochs=60, proj_dim=256, dropout=0.5, temporal_center=0.0,
+                    optimizer="sgd", schedule="plateau", standardize=False)
 
 
 def register_recipe(head: str, recipe: Recipe) -> None:
@@ -115,4 +116,4 @@ def resolve_recipe(choice: str, head: str) -> Recipe:
     """The recipe a config with `recipe: choice` trains `head` with."""
     if choice not in RECIPE_CHOICES:
         raise ConfigError(f"recipe must be one of {', '.join(RECIPE_CHOICES)}, got {choice!r}")
-    return PAPER if choice == "paper" else head_recipe(head)
+    return SGD_RECIPE if choice == "paper" else head_recipe(head)
