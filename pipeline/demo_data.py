@@ -3,8 +3,8 @@
 Classes come in time-reversed pairs (moving left / moving right, rotating cw / ccw, zooming in /
 out, appearing / disappearing): the two classes of a pair show the same distribution of frames,
 only in opposite order. An order-blind head (TSN's average) can therefore do no better than chance
-within a pair, while order-aware heads (MLP, TRN, RNNs, FCNs) can separate them: the seed paper's
-finding, reproducible in minutes. The moving object is a handwritten digit from `digits.png`
+within a pair, while order-aware heads (MLP, TRN, RNNs, FCNs) can separate them: the finding
+of Köpüklü et al., reproducible in minutes. The moving object is a handwritten digit from `digits.png`
 (OpenCV's 5,000-digit sheet) when available, else a procedural shape; its identity is a distractor.
 """
 

@@ -11,7 +11,7 @@ way; 9 per class were too few: every rgb head stayed near chance), TV-L1 at 64 p
 8-segment setting, and short training on standardised features, batch 32, with each head's recipe
 (pipeline/heads/recipes.py, `stpipe heads`: AdamW, half-cosine lr, per-head lr, weight decay,
 epochs, projection width, dropout and temporal centring chosen from recorded sweeps on this
-demo's cache). Seed 000's SGD recipe (lr 1e-3, plateau drops) needs far more steps than 7
+demo's cache). The SGD recipe of Köpüklü et al. (lr 1e-3, plateau drops) needs far more steps than 7
 batches an epoch give; it stays available as `recipe: paper`.
 
 Weights: `auto` uses torchvision's ImageNet weights when their file is in the torch cache, first
@@ -86,7 +86,7 @@ class DemoResult:
     finding: str = ""  # the order-blind TSN next to order-aware heads, per modality
 
 
-ORDER_AWARE = ("mlp", "trn_multiscale", "fcn3d")  # the seed paper's comparison (sec. 4.3)
+ORDER_AWARE = ("mlp", "trn_multiscale", "fcn3d")  # Köpüklü et al.'s comparison (sec. 4.3)
 
 
 def order_finding(rows: list[dict[str, Any]]) -> str:

@@ -12,7 +12,7 @@ __init__.py (torchvision_family builds on this module) and resolved on first use
 Pooled features are each architecture's own pre-logits vector: the global average of the spatial map
 everywhere except ConvNeXt, whose pooled vector is also layer-normed (its classifier's LayerNorm).
 SqueezeNet classifies with a 1x1 convolution before pooling, so its logits need the spatial map.
-The seed paper's BN-Inception is not in torchvision; GoogLeNet (Inception v1) stands in for it.
+The BN-Inception of Köpüklü et al. is not in torchvision; GoogLeNet (Inception v1) stands in for it.
 """
 
 from __future__ import annotations

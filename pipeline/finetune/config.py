@@ -1,10 +1,10 @@
 """The finetune config. `identity_fields` decide what a run *is*; the rest is how it runs.
 
-Defaults follow TSN/TRN fine-tuning practice where seed 000 leaves numbers out (seeds/README.md):
+Defaults follow TSN/TRN fine-tuning practice where Köpüklü et al. leave numbers out:
 SGD, momentum 0.9, weight decay 5e-4, lr 0.001 for backbone and head alike (TSN trains every
 layer at the base rate; `backbone_lr_mult` changes that), the plateau schedule of stage two
 (lr /10 twice, then stop), TSN's multi-scale corner cropping with scales 1, .875, .75, .66 and
-aspect distortion of at most one step, horizontal flipping off (seed 000 flips only for
+aspect distortion of at most one step, horizontal flipping off (the paper flips only for
 Something-Something: on Jester a flip changes the label), and the gradient's norm clipped at 20 (TSN's
 and TRN's released training scripts, `--gd 20`).
 
