@@ -80,7 +80,7 @@ def generate(cfg: DemoDataConfig) -> DemoData:
             video_id = f"{label.replace(' ', '_')}_{k:03d}"
             path = out / "videos" / f"{video_id}.mp4"
             frames = render_clip(label_index, glyphs[rng.integers(len(glyphs))], rng, cfg.frames, cfg.size)
-            _write_mp4(path, frames, cfg.fps)
+            write_mp4(path, frames, cfg.fps)
             split = "val" if k < n_val else "train"
             entries.append(VideoEntry(video_id, f"videos/{video_id}.mp4", label, split))
     manifest = out / "manifest.csv"
@@ -176,7 +176,7 @@ def _shapes() -> list[np.ndarray]:
     return [(m * 255).astype(np.uint8) for m in (disc, square, triangle, cross, arrow)]
 
 
-def _write_mp4(path: Path, frames: np.ndarray, fps: int) -> None:
+def write_mp4(path: Path, frames: np.ndarray, fps: int) -> None:
     import av
 
     tmp = path.with_name(path.name + ".part")

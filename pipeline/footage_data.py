@@ -39,7 +39,7 @@ import numpy as np
 from PIL import Image
 
 from manifests import Manifest, VideoEntry, classes_path, write_manifest
-from pipeline.demo_data import _write_mp4 as write_mp4
+from pipeline.demo_data import write_mp4
 from pipeline.errors import ConfigError, VideoError
 from pipeline.splits import held_out
 

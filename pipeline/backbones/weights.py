@@ -114,7 +114,7 @@ def ensure_cached(name: str, member: WeightsEnum, *, download: bool = False) -> 
         return path
     if download:
         try:
-            with _socket_timeout(DOWNLOAD_TIMEOUT_S):
+            with socket_timeout(DOWNLOAD_TIMEOUT_S):
                 member.get_state_dict(progress=False, check_hash=True)
         except Exception as error:  # any network/IO failure becomes the same one-line message
             raise BackboneError(
@@ -132,7 +132,7 @@ def _where(member: WeightsEnum, path: Path) -> str:
 
 
 @contextlib.contextmanager
-def _socket_timeout(seconds: float):
+def socket_timeout(seconds: float):
     previous = socket.getdefaulttimeout()
     socket.setdefaulttimeout(seconds)
     try:
