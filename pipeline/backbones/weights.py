@@ -37,10 +37,6 @@ class ResolvedWeights:
     sha256: str | None = None  # first 16 hex digits of a local file's sha256
     hub: bool = False  # the name's own pretrained weights from a library's cache (timm, OpenCLIP)
 
-    @property
-    def pretrained(self) -> bool:
-        return self.label != "none"
-
 
 def file_sha256(path: Path, *, chars: int = 16) -> str:
     digest = hashlib.sha256()

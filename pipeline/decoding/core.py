@@ -13,7 +13,7 @@ Errors propagate as exceptions; the caller (a decoder thread or process) turns t
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
@@ -290,6 +290,3 @@ def default_processes() -> int:
         return len(os.sched_getaffinity(0))
     except AttributeError:  # not Linux
         return os.cpu_count() or 1
-
-
-NoteFn = Callable[[str], None]
