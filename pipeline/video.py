@@ -321,7 +321,7 @@ def _rgb(frame, scaler, width: int, height: int, interpolation: str | None) -> n
     720x528 -> 349x256: ~0.3 vs ~0.7 ms a frame) and is closer to torchvision's antialiased resize of
     the native frame, which the weights were trained with: fewer large errors when shrinking (at some
     sizes the two are identical), a lower mean error when enlarging (tests/test_decoding.py,
-    benchmarks/README.md issue 19). The planar layout is also what the crops want:
+    benchmarks/README.md, "the scaler's planar output"). The planar layout is also what the crops want:
     copying `(3, c, c)` out of the view is a plane copy, not a transpose."""
     planar = scaler.reformat(frame, format="gbrp", width=width, height=height, interpolation=interpolation,
                              threads=1)

@@ -61,7 +61,7 @@ class DemoConfig:
     executor: str = "ray"
     cpus_per_trial: float = 1.0
     # bf16 autocast for the backbone where the hardware runs bf16 natively (CUDA with bf16, CPUs with
-    # AVX512-BF16/AMX), float32 elsewhere: on a 2-core Zen 4 laptop it halves the backbone's time
+    # AVX512-BF16/AMX), float32 elsewhere: on such a CPU it halves the backbone's time
     # (features are stored float16 either way). The heads train in float32: under CPU bf16 autocast
     # mtconv's loss went NaN in its first epoch (benchmarks/README.md, "bf16 on the CPU")
     amp: bool = True

@@ -12,7 +12,7 @@ Two choices depart from TSN because stage three starts from a stage-two head, no
 batch norm is frozen (TSN's partial BN lets the first BN layer normalise with each batch's statistics;
 the head was trained on features computed with the stored ones, and on the demo the switch alone
 raised the first batch's loss from ~2 to ~17 and sent every run to chance: benchmarks/README.md,
-issue 21), and the learning rate is 1e-4 (at 1e-3 the gradient through the head run's
+"fine-tuning went to chance"), and the learning rate is 1e-4 (at 1e-3 the gradient through the head run's
 standardisation moved mobilenet_v2 too far per step; the train loss never fell below the start's).
 `batch_norm="partial"` and `lr=0.001` give TSN's recipe.
 """

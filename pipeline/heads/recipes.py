@@ -41,7 +41,7 @@ class Recipe:
     # every projected channel by ~lr x the sum of the raw (non-negative, uncentred) CNN features, the
     # same way for every clip, so heads whose body starts with a ReLU (TRN, MLP) lost every channel
     # for good (trn_multiscale: 100% of them dead after epoch 1 and training loss stuck at ln K on
-    # raw mobilenet_v2 features; benchmarks/README.md, issue 20)
+    # raw mobilenet_v2 features; benchmarks/README.md, "Why trn_multiscale did not train")
     standardize: bool = True
 
     def fields(self) -> dict[str, Any]:
@@ -74,19 +74,18 @@ RECIPES: dict[str, Recipe] = {
     "rnn_relu": Recipe(lr=6e-3, epochs=20, dropout=0.8, temporal_center=CENTER),
     "lstm": Recipe(lr=6e-3, epochs=20, temporal_center=CENTER),
     "gru": Recipe(lr=6e-3, temporal_center=CENTER),
-    # issue 20: `--select` chose centring and 20 epochs for blstm on the footage dev set in every seed;
-    # checked on both dev sets (benchmarks/README.md, issue 20): footage 45.6 -> 69.2, demo 42.9 -> 59.6
+    # `--select` chose centring and 20 epochs for blstm on the footage dev set in every seed, and both
+    # dev sets gain from them (benchmarks/README.md, "a real-footage dev set")
     "blstm": Recipe(weight_decay=0.5, epochs=20, temporal_center=CENTER),
     "convlstm": Recipe(),
-    # issue 20 (second session): `--select` (inner splits of the training split only) chose dropout
-    # 0.5, proj 64 and 20 epochs for fcn2d on the footage dev set in every seed, and dropout 0.5 and
-    # 20 epochs in most seeds on the demo (its width there varied: 16-64); the recipe was proj 32,
-    # dropout 0.8, 10 epochs (benchmarks/README.md, "Issue 20 (second session)")
+    # `--select` (inner splits of the training split only) chose dropout 0.5, proj 64 and 20 epochs
+    # for fcn2d on the footage dev set in every seed, and dropout 0.5 and 20 epochs in most seeds on
+    # the demo (its width there varied: 16-64) (benchmarks/README.md, "fcn2d and st_resnet re-chosen")
     "fcn2d": Recipe(epochs=20, temporal_center=CENTER),
     "fcn3d": Recipe(),
-    # issue 20 (second session): `--select` chose lr 6.7e-3 (the recipe's 2e-2 / 3) on both dev sets
-    # (every footage seed, 2 of 3 demo seeds) and 40 epochs on the footage (20 on the demo); the
-    # longer one kept for the real footage, checked on both (benchmarks/README.md, same section)
+    # `--select` chose lr 6.7e-3 on both dev sets (every footage seed, 2 of 3 demo seeds) and 40
+    # epochs on the footage (20 on the demo); the longer one kept for the real footage, checked on
+    # both (benchmarks/README.md, "fcn2d and st_resnet re-chosen")
     "st_resnet": Recipe(lr=6.7e-3, epochs=40, temporal_center=CENTER),
     "mtconv": Recipe(),
     "s3dg": Recipe(lr=6e-3),

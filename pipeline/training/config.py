@@ -65,10 +65,10 @@ class TrainHeadConfig:
     # how it runs (free to change when resuming)
     device: str = "auto"
     # mixed precision: bf16 autocast on CUDA, and on CPUs with native bf16 (AVX512-BF16/AMX; ignored
-    # with a note elsewhere). Off by default: on an H200 the light heads ran slower under autocast
-    # than in fp32 (mlp 78k vs 119k samples/s, trn_multiscale 24k vs 30k, lstm 61k vs 71k at batch
-    # 256; benchmarks/README.md, GPU section); on a Zen 4 CPU spatial heads train 1.2-1.6x faster, but
-    # mtconv's loss went NaN in its first bf16 epoch there (a diverged run stops with an error)
+    # with a note elsewhere). Off by default: on a GPU the light heads run slower under autocast than
+    # in fp32 (a few small matmuls a step: the casts cost more than bf16 saves); on a CPU spatial heads
+    # train faster, but mtconv's loss went NaN in its first bf16 epoch (a diverged run stops with an
+    # error). benchmarks/README.md, "GPU (H200)" and "bf16 on the CPU"
     amp: bool = False
     memory_budget_gb: float = 0.0  # features above this stream from Zarr; 0 = half the free RAM (GPU memory on CUDA)
     # leave out videos with a damaged chunk (checked before training), with a note; by default a
