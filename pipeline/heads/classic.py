@@ -2,13 +2,13 @@
 in Videos" (ICPR 2020; sec. 3 and Tables 1-3): MLP, TSN, TRN, RNNs, ConvLSTM and FCNs, on 256-d
 projected features.
 
-Layer definitions follow the paper and the issue's Table-3 re-derivation exactly (27 classes,
+Layer definitions follow the paper and match its Table 3 exactly (tests/test_heads.py; 27 classes,
 8 segments: mlp 1,062,939 ... fcn3d 1,556,571 parameters, projection excluded). Where the text is
 silent we follow the code bases it builds on (TSN/TRN) and PyTorch defaults:
 - initialisation: PyTorch defaults for every layer here (those code bases do not re-initialise
   their consensus modules); the projection has its own init (see projection.py);
 - conv layers keep their bias even when BatchNorm follows (the paper's parameter counts include it);
-- the MLP's hidden Dropout (as the issue defines it; the MFF code has it commented out) uses the
+- the MLP's hidden Dropout (as the project's spec defines it; the MFF code has it commented out) uses the
   head's `dropout` rate;
 - ConvLSTM has no peephole terms (the 4.73M parameters leave no room for them) and starts from zero
   state; RNN heads read the last step, B-LSTM the forward state at t=T joined with the backward
