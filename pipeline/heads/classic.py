@@ -192,8 +192,9 @@ for _name, _kind, _kw, _what in [
     ("lstm", "LSTM", {}, "LSTM"),
     ("gru", "GRU", {}, "GRU"),
 ]:
-    register_head(_name, input_kind="pooled",
-                  summary=f"{_what}, last output -> Linear (Köpüklü et al. 3.3)")(_rnn_head(_kind, **_kw))
+    register_head(_name, input_kind="pooled", summary=f"{_what}, last output -> Linear (Köpüklü et al. 3.3)")(
+        _rnn_head(_kind, **_kw)
+    )
 
 
 @register_head("blstm", input_kind="pooled",
