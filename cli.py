@@ -636,12 +636,12 @@ def _feature_shape(ctx, param, value: str) -> tuple[int, ...]:
 @click.option("--feature-shape", default="1280", show_default=True, callback=_feature_shape,
               help="Backbone features per segment: D (pooled) or CxHxW (spatial maps).")
 @click.option("--proj-dim", type=click.IntRange(min=1), default=256, show_default=True,
-              help="Width after the input projection (seed 000 uses 256).")
+              help="Width after the input projection (Köpüklü et al. use 256).")
 def heads_cmd(num_classes, num_segments, feature_shape, proj_dim):
     """List the temporal heads with parameters and multiply-adds per clip.
 
     Projection (dropout + Linear / 1x1 conv to --proj-dim) and head body are counted apart; MACs
-    come from torch's flop counter (matmuls and convolutions). Example, seed 000's Table 3 setting:
+    come from torch's flop counter (matmuls and convolutions). Example, the setting of Table 3 of Köpüklü et al.:
 
       stpipe heads --classes 27 --segments 8 --feature-shape 1024x7x7
     """
@@ -666,7 +666,7 @@ def heads_cmd(num_classes, num_segments, feature_shape, proj_dim):
         cells = [c.ljust(w) if i < 2 or i == 6 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths))]
         click.echo("  ".join(cells + [row[-1]]).rstrip())
     click.echo("default recipe: AdamW, half-cosine lr, what train-head/ablate/demo use for settings not given "
-               "(chosen by a recorded sweep, benchmarks/README.md); --recipe paper = seed 000's SGD recipe")
+               "(chosen by a recorded sweep, benchmarks/README.md); --recipe paper = the SGD recipe of Köpüklü et al.")
     for plugin, why in listing["plugin_errors"].items():
         click.echo(f"plug-in {plugin} failed to load: {why}")
 
@@ -700,7 +700,7 @@ def heads_cmd(num_classes, num_segments, feature_shape, proj_dim):
 @click.option("--val-split", help="Split used for validation (default val).")
 @click.option("--seed", type=int, help="Random seed (default 0).")
 @click.option("--recipe", type=click.Choice(["head", "paper"]),
-              help="Defaults for unset lr/wd/epochs/proj-dim/dropout/temporal-center/optimizer/schedule: head = its recipe (default), paper = seed 000's SGD.")
+              help="Defaults for unset lr/wd/epochs/proj-dim/dropout/temporal-center/optimizer/schedule: head = its recipe (default), paper = the SGD recipe of Köpüklü et al.")
 @click.option("--select", is_flag=True, default=None,
               help="Choose lr/epochs/temporal-center/dropout/proj-dim on an inner split of the training split "
                    "(around the recipe), then train the choice on all of it (README.md, 'Recipes chosen on your own data').")
@@ -717,7 +717,7 @@ def heads_cmd(num_classes, num_segments, feature_shape, proj_dim):
 @click.option("--overwrite", is_flag=True, default=None, help="Replace a run with a different config in -o.")
 @click.option("--config", "config_file", type=click.Path(dir_okay=False), help="YAML config file.")
 def train_head_cmd(config_file, storage_options, head_options, **options):
-    """Stage two: train a temporal head on cached features (seed 000's protocol).
+    """Stage two: train a temporal head on cached features (the protocol of Köpüklü et al.).
 
     Example: stpipe train-head -s jester.zarr --head trn_multiscale --segments 8 -o runs/trn
     """
@@ -879,7 +879,7 @@ def _echo_ablation(result) -> None:
 @click.option("--fusion", type=click.Choice(["late", "joint"]), help="rgb+flow trials: late (default) or joint.")
 @click.option("--standardize/--no-standardize", default=None, help="Per-channel standardisation (training stats).")
 @click.option("--recipe", type=click.Choice(["head", "paper"]),
-              help="Defaults for unset lr/wd/epochs/proj-dim/dropout/temporal-center/optimizer/schedule: head = its recipe (default), paper = seed 000's SGD.")
+              help="Defaults for unset lr/wd/epochs/proj-dim/dropout/temporal-center/optimizer/schedule: head = its recipe (default), paper = the SGD recipe of Köpüklü et al.")
 @click.option("--select", is_flag=True, default=None,
               help="Choose lr/epochs/temporal-center/dropout/proj-dim on an inner split of the training split "
                    "(around the recipe), per trial, then train the choice on all of it (README.md, 'Recipes chosen on your own data').")

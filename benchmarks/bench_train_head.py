@@ -216,7 +216,7 @@ def ours_end_to_end(name: str, data, steps: int):
     from pipeline.training.loop import TrainData, train
 
     small = TrainData(subset(data.train, steps * BATCH), data.val, data.classes)
-    # seed 000's recipe (SGD, projection 256): the step the compute-limit column times
+    # the paper's SGD recipe (SGD_RECIPE: projection 256): the step the compute-limit column times
     cfg = TrainHeadConfig(store="bench", head=name, segments=SEGMENTS, batch_size=BATCH, epochs=1, device="cpu",
                           recipe="paper")
 

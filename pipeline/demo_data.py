@@ -3,8 +3,8 @@
 Classes come in time-reversed pairs (moving left / moving right, rotating cw / ccw, zooming in /
 out, appearing / disappearing): the two classes of a pair show the same distribution of frames,
 only in opposite order. An order-blind head (TSN's average) can therefore do no better than chance
-within a pair, while order-aware heads (MLP, TRN, RNNs, FCNs) can separate them: the seed paper's
-finding, reproducible in minutes. The moving object is a handwritten digit from `digits.png`
+within a pair, while order-aware heads (MLP, TRN, RNNs, FCNs) can separate them: the finding
+of Köpüklü et al., reproducible in minutes. The moving object is a handwritten digit from `digits.png`
 (OpenCV's 5,000-digit sheet) when available, else a procedural shape; its identity is a distractor.
 """
 
@@ -80,7 +80,7 @@ def generate(cfg: DemoDataConfig) -> DemoData:
             video_id = f"{label.replace(' ', '_')}_{k:03d}"
             path = out / "videos" / f"{video_id}.mp4"
             frames = render_clip(label_index, glyphs[rng.integers(len(glyphs))], rng, cfg.frames, cfg.size)
-            _write_mp4(path, frames, cfg.fps)
+            write_mp4(path, frames, cfg.fps)
             split = "val" if k < n_val else "train"
             entries.append(VideoEntry(video_id, f"videos/{video_id}.mp4", label, split))
     manifest = out / "manifest.csv"
@@ -176,7 +176,7 @@ def _shapes() -> list[np.ndarray]:
     return [(m * 255).astype(np.uint8) for m in (disc, square, triangle, cross, arrow)]
 
 
-def _write_mp4(path: Path, frames: np.ndarray, fps: int) -> None:
+def write_mp4(path: Path, frames: np.ndarray, fps: int) -> None:
     import av
 
     tmp = path.with_name(path.name + ".part")

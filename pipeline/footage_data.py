@@ -39,7 +39,7 @@ import numpy as np
 from PIL import Image
 
 from manifests import Manifest, VideoEntry, classes_path, write_manifest
-from pipeline.demo_data import _write_mp4 as write_mp4
+from pipeline.demo_data import write_mp4
 from pipeline.errors import ConfigError, VideoError
 from pipeline.splits import held_out
 
@@ -179,18 +179,18 @@ def _decode(path: Path) -> np.ndarray:
     import av
     import av.logging
 
-    from pipeline.video import _open, _resized
+    from pipeline.video import even_short_side, open_video
 
     level = av.logging.get_level()
     av.logging.set_level(av.logging.WARNING)
     frames = []
     try:
-        with av.logging.Capture() as logs, _open(path) as container:
+        with av.logging.Capture() as logs, open_video(path) as container:
             stream = container.streams.video[0]
             stream.codec_context.options = {"err_detect": "crccheck+bitstream+buffer+careful+aggressive"}
             size = None
             for frame in container.decode(stream):
-                size = size or _resized(frame.width, frame.height, DECODE_SHORT_SIDE)
+                size = size or even_short_side(frame.width, frame.height, DECODE_SHORT_SIDE)
                 frames.append(frame.to_ndarray(format="rgb24", width=size[0], height=size[1]))
     except VideoError:
         raise

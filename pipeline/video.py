@@ -74,10 +74,10 @@ def probe(path: str | os.PathLike, *, folder_fps: float = DEFAULT_FOLDER_FPS) ->
     """Frame count, fps and size. Counts demuxed packets (cheap) instead of trusting headers."""
     path = Path(path)
     if path.is_dir():
-        files = _folder_images(path)
+        files = folder_images(path)
         width, height = _image_size(files[0])
         return VideoInfo(str(path), len(files), float(folder_fps), width, height, True)
-    with _open(path) as container:
+    with open_video(path) as container:
         stream = container.streams.video[0]
         fps = _stream_fps(stream)
         width, height = stream.codec_context.width, stream.codec_context.height
@@ -116,9 +116,9 @@ def iter_chunks(
     if chunk_size < 1:
         raise VideoError(f"chunk_size must be >= 1, got {chunk_size}")
     info = info or probe(path, folder_fps=folder_fps)
-    first, stop = _trim_range(info, start, end)
-    wanted = _selected_indices(info, first, stop, select)
-    size = _resized(info.width, info.height, short_side)
+    first, stop = trim_range(info, start, end)
+    wanted = selected_indices(info, first, stop, select)
+    size = even_short_side(info.width, info.height, short_side)
     buf: list[np.ndarray] = []
     idx: list[int] = []
     for index, (frame,) in iter_frames(path, info, wanted, [size], stop=stop, threads=threads):
@@ -164,7 +164,7 @@ def read_frames_at(
     info = info or probe(path, folder_fps=folder_fps)
     if wanted[-1] >= info.num_frames:
         raise VideoError(f"{path}: frame {wanted[-1]} asked for, the video has {info.num_frames} frames")
-    size = _resized(info.width, info.height, short_side)
+    size = even_short_side(info.width, info.height, short_side)
     frames = iter_frames(path, info, wanted, [size], stop=int(wanted[-1]) + 1, threads=threads)
     out = [frame for _, (frame,) in frames]
     if len(out) != len(wanted):
@@ -201,7 +201,7 @@ def _frame_times(info: VideoInfo) -> np.ndarray:
     return np.arange(info.num_frames, dtype=np.float64) / info.fps
 
 
-def _trim_range(info: VideoInfo, start: float | None, end: float | None) -> tuple[int, int]:
+def trim_range(info: VideoInfo, start: float | None, end: float | None) -> tuple[int, int]:
     """[first, stop) frame ordinals whose presentation times fall in [start, end) seconds."""
     if start is not None and end is not None and end <= start:
         raise VideoError(f"{info.path}: end ({end}) must be after start ({start})")
@@ -217,7 +217,7 @@ def _trim_range(info: VideoInfo, start: float | None, end: float | None) -> tupl
     return first, stop
 
 
-def _selected_indices(info: VideoInfo, first: int, stop: int, select: FrameSelection) -> np.ndarray:
+def selected_indices(info: VideoInfo, first: int, stop: int, select: FrameSelection) -> np.ndarray:
     span = np.arange(first, stop, dtype=np.int64)
     if select.mode == "step":
         chosen = span[:: select.step]
@@ -238,7 +238,8 @@ def _selected_indices(info: VideoInfo, first: int, stop: int, select: FrameSelec
     return chosen
 
 
-def _resized(width: int, height: int, short_side: int | None) -> tuple[int, int]:
+def even_short_side(width: int, height: int, short_side: int | None) -> tuple[int, int]:
+    """(width, height) with the shorter side near `short_side` (unchanged without one), both even."""
     if not short_side:
         return width, height
     scale = short_side / min(width, height)
@@ -249,7 +250,7 @@ def _resized(width: int, height: int, short_side: int | None) -> tuple[int, int]
 # ---- files ----------------------------------------------------------------------------------
 
 
-def _open(path: Path):
+def open_video(path: Path):
     import av
 
     if not path.exists():
@@ -281,7 +282,7 @@ def _decoded_frames(path, info, stop, wanted, sizes, threads, interpolation=None
     from av.video.reformatter import VideoReformatter
 
     scalers = [VideoReformatter() for _ in sizes]  # one per size and video: swscale reuses its setup
-    with _open(path) as container:
+    with open_video(path) as container:
         stream = container.streams.video[0]
         stream.thread_type = "AUTO"
         if threads:
@@ -320,7 +321,7 @@ def _rgb(frame, scaler, width: int, height: int, interpolation: str | None) -> n
     720x528 -> 349x256: ~0.3 vs ~0.7 ms a frame) and is closer to torchvision's antialiased resize of
     the native frame, which the weights were trained with: fewer large errors when shrinking (at some
     sizes the two are identical), a lower mean error when enlarging (tests/test_decoding.py,
-    benchmarks/README.md issue 19). The planar layout is also what the crops want:
+    benchmarks/README.md, "the scaler's planar output"). The planar layout is also what the crops want:
     copying `(3, c, c)` out of the view is a plane copy, not a transpose."""
     planar = scaler.reformat(frame, format="gbrp", width=width, height=height, interpolation=interpolation,
                              threads=1)
@@ -328,7 +329,7 @@ def _rgb(frame, scaler, width: int, height: int, interpolation: str | None) -> n
     return np.stack((r, g, b)).transpose(1, 2, 0)
 
 
-def _folder_images(path: Path) -> list[Path]:
+def folder_images(path: Path) -> list[Path]:
     try:
         files = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
     except OSError as exc:
@@ -351,7 +352,7 @@ def _image_size(file: Path) -> tuple[int, int]:
 def _folder_frames(path: Path, wanted: np.ndarray, sizes) -> Iterator[tuple[int, tuple[np.ndarray, ...]]]:
     from PIL import Image
 
-    files = _folder_images(path)
+    files = folder_images(path)
     expected = _image_size(files[0])
     for index in wanted.tolist():
         file = files[index]

@@ -2,7 +2,7 @@
 
 Writes into `out/`: ablation.yaml (the config), trials/<name>/ (one train-head run dir per trial, with
 TensorBoard event files of its curves when tensorboard is installed),
-results.csv (one row per trial), summary.md (seed 000's Table 3 layout), accuracy_vs_macs.png and,
+results.csv (one row per trial), summary.md (the Table 3 layout of Köpüklü et al.), accuracy_vs_macs.png and,
 when trials failed, failures.json. The store is read once; trials share the features (on Ray through
 the object store, zero-copy). Re-running resumes: finished trials are read back, unfinished ones
 continue from their last epoch, failed ones are tried again. Progress goes to `progress(event)` as

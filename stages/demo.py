@@ -11,7 +11,7 @@ way; 9 per class were too few: every rgb head stayed near chance), TV-L1 at 64 p
 8-segment setting, and short training on standardised features, batch 32, with each head's recipe
 (pipeline/heads/recipes.py, `stpipe heads`: AdamW, half-cosine lr, per-head lr, weight decay,
 epochs, projection width, dropout and temporal centring chosen from recorded sweeps on this
-demo's cache). Seed 000's SGD recipe (lr 1e-3, plateau drops) needs far more steps than 7
+demo's cache). The SGD recipe of Köpüklü et al. (lr 1e-3, plateau drops) needs far more steps than 7
 batches an epoch give; it stays available as `recipe: paper`.
 
 Weights: `auto` uses torchvision's ImageNet weights when their file is in the torch cache, first
@@ -61,7 +61,7 @@ class DemoConfig:
     executor: str = "ray"
     cpus_per_trial: float = 1.0
     # bf16 autocast for the backbone where the hardware runs bf16 natively (CUDA with bf16, CPUs with
-    # AVX512-BF16/AMX), float32 elsewhere: on a 2-core Zen 4 laptop it halves the backbone's time
+    # AVX512-BF16/AMX), float32 elsewhere: on such a CPU it halves the backbone's time
     # (features are stored float16 either way). The heads train in float32: under CPU bf16 autocast
     # mtconv's loss went NaN in its first epoch (benchmarks/README.md, "bf16 on the CPU")
     amp: bool = True
@@ -86,7 +86,7 @@ class DemoResult:
     finding: str = ""  # the order-blind TSN next to order-aware heads, per modality
 
 
-ORDER_AWARE = ("mlp", "trn_multiscale", "fcn3d")  # the seed paper's comparison (sec. 4.3)
+ORDER_AWARE = ("mlp", "trn_multiscale", "fcn3d")  # Köpüklü et al.'s comparison (sec. 4.3)
 
 
 def order_finding(rows: list[dict[str, Any]]) -> str:

@@ -15,9 +15,9 @@ from pipeline.extraction.config import is_weights_file
 from pipeline.extraction.decoders import place as place_decoding
 from pipeline.extraction.models import (
     Models,
-    describe_models,
-    describing_models,
+    load_meta_models,
     load_models,
+    models_provenance,
     warm_flow_compile,
 )
 from pipeline.extraction.records import Event
@@ -70,7 +70,7 @@ def plan(cfg: ExtractConfig, models: Models) -> Plan:
         "manifest_sha256": manifest.sha256(),
         "manifest": str(Path(cfg.manifest).absolute()),
         "classes": list(manifest.classes),
-        **describe_models(cfg, models),
+        **models_provenance(cfg, models),
     }
     provenance["config"] = {k: v for k, v in provenance["config"].items() if k in cfg.content_fields}
     store = FeatureStore.create(cfg.output, provenance=provenance, overwrite=cfg.overwrite,
@@ -163,7 +163,7 @@ def run(cfg: ExtractConfig, progress: Progress | None = None,
     apply_threads()  # the backbone's threads: the CPUs this process may use (pipeline/cpus.py)
     # a Ray driver runs no model: it describes them (store provenance) and plans the flow compile from
     # metadata; each worker loads its own
-    models = describing_models(cfg) if cfg.executor == "ray" else load_models(cfg)
+    models = load_meta_models(cfg) if cfg.executor == "ray" else load_models(cfg)
     # one writing run per store (pipeline/store_lease.py); taken before --overwrite may delete anything
     # a 403 or a lost bucket mid-run: one line (outermost: the lease's release meets it too)
     with store_errors(shown), full_disk_as_error(shown), StoreLease(cfg.output, cfg.storage_options) as lease:

@@ -339,13 +339,13 @@ def test_flow_viz_cli(tmp_path, monkeypatch):
     from PIL import Image
 
     from cli import main
-    from pipeline.demo_data import _write_mp4
+    from pipeline.demo_data import write_mp4
 
     monkeypatch.setenv("STPIPE_FLOW_COMPILE", "0")
     frames = np.stack([np.repeat((texture(48, 64, shift=(t, 0)) * 255).astype(np.uint8)[..., None], 3, -1)
                        for t in range(3)])
     video = tmp_path / "moving.mp4"
-    _write_mp4(video, frames, fps=10)
+    write_mp4(video, frames, fps=10)
     out = tmp_path / "viz" / "flow.png"
     main(["flow-viz", str(video), "-o", str(out), "--frames", "3", "--short-side", "48"])
     sheet = np.asarray(Image.open(out))

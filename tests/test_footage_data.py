@@ -11,7 +11,7 @@ from click.testing import CliRunner
 
 from cli import cli
 from manifests import read_manifest
-from pipeline.demo_data import _write_mp4
+from pipeline.demo_data import write_mp4
 from pipeline.errors import ConfigError
 from pipeline.footage_data import CLASSES, FootageConfig, cut_clip, generate
 
@@ -65,7 +65,7 @@ def _moving_video(path: Path, n: int = 48) -> Path:
     rng = np.random.default_rng(0)
     scene = rng.integers(0, 255, size=(96, 256, 3)).astype(np.uint8)
     frames = np.stack([scene[:, i:i + 128] for i in range(n)])
-    _write_mp4(path, frames, fps=12)
+    write_mp4(path, frames, fps=12)
     return path
 
 

@@ -202,10 +202,10 @@ def test_a_store_indexed_before_groups_reads_every_group_as_empty(tmp_path):
 
 
 def _scene_video(path, seed: int, n: int = 40):
-    from pipeline.demo_data import _write_mp4
+    from pipeline.demo_data import write_mp4
 
     scene = np.random.default_rng(seed).integers(0, 255, size=(96, 224, 3)).astype(np.uint8)
-    _write_mp4(path, np.stack([scene[:, i:i + 128] for i in range(n)]), fps=12)
+    write_mp4(path, np.stack([scene[:, i:i + 128] for i in range(n)]), fps=12)
 
 
 def test_footage_val_sources_holds_out_whole_videos_and_manifest_check_reports_leaks(tmp_path):

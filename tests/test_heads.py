@@ -1,4 +1,4 @@
-"""Temporal heads: the registry contract, seed 000's Table 3 exactly, and the papers' special parts."""
+"""Temporal heads: the registry contract, Table 3 of Köpüklü et al. exactly, and the papers' special parts."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ from click.testing import CliRunner
 from cli import cli
 from pipeline.errors import HeadError, RegistryError
 from pipeline.heads import HEADS, LateFusion, build_head, complexity_table, count_params, head_complexity
+from pipeline.heads.classic import sample_relations
 from pipeline.heads.mtconv import soft_pool2d, triplet_cosine_select
-from pipeline.heads.seed000 import sample_relations
 from pipeline.heads.st_resnet import TemporalResidualUnit
 from pipeline.training.config import TrainHeadConfig
 from pipeline.training.model import model_spec
@@ -113,7 +113,7 @@ def test_input_kinds(name):
         assert head(x.half()).dtype == torch.float32
 
 
-# Seed 000 Table 3 (27 classes, 8 segments, 256-d after the projection, projection excluded).
+# Köpüklü et al., Table 3 (27 classes, 8 segments, 256-d after the projection, projection excluded).
 TABLE3 = {
     "mlp": 1_062_939, "tsn": 0, "trn_multiscale": 2_344_125, "rnn_tanh": 138_523, "rnn_relu": 138_523,
     "lstm": 533_275, "gru": 401_691, "blstm": 402_203, "convlstm": 4_726_555, "fcn2d": 562_395,

@@ -79,8 +79,8 @@ def test_a_value_the_user_gives_still_decides(store, tmp_path):
         train_head.run(TrainHeadConfig(store=store, out=str(out), lr=1e-3, **ARGS))
 
 
-def test_an_api_run_of_seed_000_values_continues_with_them(store, tmp_path):
-    """TrainHeadConfig(head=...) used to mean seed 000's values and now means the head's recipe: the
+def test_an_api_run_of_the_papers_sgd_values_continues_with_them(store, tmp_path):
+    """TrainHeadConfig(head=...) used to mean the paper's SGD values and now means the head's recipe: the
     same call continues the old run with the values it was made with, as recipe="paper" would."""
     out = copy("api", tmp_path)
     assert load_checkpoint(out / "last.pt")["identity"]["optimizer"] == "sgd"
@@ -90,7 +90,7 @@ def test_an_api_run_of_seed_000_values_continues_with_them(store, tmp_path):
     assert same_history(out, Path(fresh.run_dir))
 
 
-def test_files_that_predate_a_recipe_field_read_as_seed_000_in_both_readers(store, tmp_path):
+def test_files_that_predate_a_recipe_field_read_as_the_paper_recipe_in_both_readers(store, tmp_path):
     """config.yaml and last.pt written before temporal_center existed: both read it as 0 (what those runs
     did), not as today's lstm recipe (0.75), and the run continues with 0; a different value is refused."""
     out = copy("cli", tmp_path)

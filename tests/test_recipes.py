@@ -9,7 +9,7 @@ from cli import cli
 from pipeline.config import build_config, from_dict
 from pipeline.errors import ConfigError
 from pipeline.heads import HEADS
-from pipeline.heads.recipes import PAPER, RECIPE_FIELDS, RECIPES, head_recipe
+from pipeline.heads.recipes import RECIPE_FIELDS, RECIPES, SGD_RECIPE, head_recipe
 from pipeline.training.config import TrainHeadConfig
 
 
@@ -26,7 +26,7 @@ def test_recipe_fills_what_the_user_leaves_out(head):
         recipe.weight_decay, recipe.epochs, recipe.proj_dim, recipe.dropout, recipe.optimizer, recipe.schedule)
 
 
-def test_paper_recipe_keeps_seed_000_defaults(tmp_path):
+def test_paper_recipe_keeps_the_papers_sgd_values(tmp_path):
     path = tmp_path / "c.yaml"
     path.write_text("store: s\nhead: gru\nrecipe: paper\n")
     cfg = build_config(TrainHeadConfig, path, {"epochs": 7})
@@ -64,11 +64,11 @@ def test_saved_configs_read_back_unchanged():
 
 
 def test_saved_config_is_not_refilled_from_todays_recipe():
-    """A recipe field a saved file lacks predates that field: seed 000's value, never today's recipe."""
+    """A recipe field a saved file lacks predates that field: the paper recipe's value, never today's recipe."""
     saved = {"store": "s", "head": "lstm", **{k: v for k, v in head_recipe("lstm").fields().items()
                                               if k != "temporal_center"}}
     old = TrainHeadConfig.from_saved(saved)
-    assert old.temporal_center == PAPER.temporal_center == 0.0 and old.lr == head_recipe("lstm").lr
+    assert old.temporal_center == SGD_RECIPE.temporal_center == 0.0 and old.lr == head_recipe("lstm").lr
     assert TrainHeadConfig(store="s", head="lstm").temporal_center == head_recipe("lstm").temporal_center == 0.75
 
 

@@ -43,7 +43,7 @@ def spatial_url(tmp_path_factory):
 
 
 def config(store_url, out="", **kw):
-    # seed 000's SGD recipe: these tests' learning rates are SGD's
+    # the paper's SGD recipe (recipe="paper"): these tests' learning rates are SGD's
     base = dict(store=store_url, out=out, head="mlp", segments=4, epochs=3, lr=0.05, batch_size=16, proj_dim=32,
                 recipe="paper")
     return TrainHeadConfig(**{**base, **kw})

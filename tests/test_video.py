@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pipeline.demo_data import _write_mp4
+from pipeline.demo_data import write_mp4
 from pipeline.errors import VideoError
 from pipeline.video import FrameSelection, iter_chunks, probe, read_frames, read_frames_with_indices
 
@@ -21,7 +21,7 @@ def frame_ids(frames, n):
 @pytest.fixture
 def clip(tmp_path):
     path = tmp_path / "ramp.mp4"
-    _write_mp4(path, ramp_clip(), fps=10)
+    write_mp4(path, ramp_clip(), fps=10)
     return path
 
 

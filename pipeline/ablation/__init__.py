@@ -4,7 +4,7 @@
     shared.py   the store's features read once and shared by every trial
     runner.py   the scheduling loop (slots, retry once, progress) and the in-process executor
     results.py  trial records, results.csv, failures.json, resume detection
-    report.py   summary.md (seed 000's Table 3 layout) and accuracy_vs_macs.png
+    report.py   summary.md (the Table 3 layout of Köpüklü et al.) and accuracy_vs_macs.png
 
 The Ray executor lives in `pipeline.distributed` (the only module that imports Ray); the stage
 `stages.ablate` ties these together.

@@ -1,4 +1,4 @@
-"""summary.md laid out like seed 000's Table 3, and accuracy_vs_macs.png.
+"""summary.md laid out like Table 3 of Köpüklü et al., and accuracy_vs_macs.png.
 
 Table 3 has one row per head with its MFLOPs and parameters, then one accuracy column per setting
 (dataset, segments, backbone). Here the columns are the grid's settings (segments x modality) on one

@@ -22,7 +22,7 @@ from pipeline.training.runs import read_run_config
 
 COLUMNS = ("head", "segments", "modality", "grid", "seed", "params", "macs", "val_top1", "val_top5", "val_mean_class_acc",
            "train_seconds", "status",
-           # beyond the columns: what Table 3 counts (no projection), and how the trial went
+           # what Table 3 of Köpüklü et al. counts (no projection), and how the trial went
            "head_params", "head_macs", "epochs", "best_epoch", "attempts", "run_dir", "error",
            # 1 when the trial did not train (pipeline.training.collapse): the summary keeps it out of the means
            "collapsed")

@@ -69,7 +69,7 @@ def build_backbone(
         resize_size, crop_size: override the weights' preprocessing (e.g. resize 256 for multi-crop).
         amp: `bf16` or `fp16` autocast in `forward_features` (for CUDA), None = float32.
         channels_last: NHWC memory format for image backbones; default on (CUDA's usual win, and
-            1.2-1.9x frames/s for mobilenet_v2 on this 2-core CPU, see benchmarks/bench_backbones.py).
+            1.2-1.9x frames/s for mobilenet_v2 on a 2-core CPU, see benchmarks/bench_backbones.py).
         download: allow torchvision to download missing named weights (with a timeout); by
             default a missing file is an error saying where to put it.
     """

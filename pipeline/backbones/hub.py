@@ -15,7 +15,7 @@ from urllib.parse import urlparse
 
 import torch
 
-from pipeline.backbones.weights import DOWNLOAD_TIMEOUT_S, _socket_timeout
+from pipeline.backbones.weights import DOWNLOAD_TIMEOUT_S, socket_timeout
 from pipeline.errors import BackboneError
 
 
@@ -91,7 +91,7 @@ def locate(name: str, weights: HubWeights, *, download: bool = False) -> Path:
             "the weights, or allow downloading"
         )
     errors = []
-    with _socket_timeout(DOWNLOAD_TIMEOUT_S):
+    with socket_timeout(DOWNLOAD_TIMEOUT_S):
         for spec in weights.files:
             try:
                 if spec.startswith("url:"):

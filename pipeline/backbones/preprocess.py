@@ -75,8 +75,8 @@ class ImagePreprocess:
         if x.device.type != "cpu":
             return torch.addcmul(shift, x if out is not None else x.float(), factor, out=out)
         # on a CPU, a cast then one `shift + factor * x` per channel: addcmul's result to the bit (both
-        # round once; tested at every ATen CPU capability), 4x faster than addcmul's broadcasting kernel
-        # (0.017 vs 0.074 ms a 224x224 frame, one thread), which took the decoders' cores
+        # round once; tested at every ATen CPU capability), 4x faster than addcmul's broadcasting kernel,
+        # which took the decoders' cores (benchmarks/README.md, "a 4x cheaper CPU normalisation")
         out = torch.empty(x.shape, dtype=torch.float32) if out is None else out
         out.copy_(x)
         for c, channel in enumerate(out.unbind(-3)):

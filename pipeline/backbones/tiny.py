@@ -17,7 +17,7 @@ from torch import nn
 from torchvision.models.resnet import Bottleneck
 
 from pipeline.backbones.backbone import GlobalAvgPool, Parts, TemporalMean
-from pipeline.backbones.zoo import BACKBONES, IMAGENET_PRESET, _resnet
+from pipeline.backbones.zoo import BACKBONES, IMAGENET_PRESET, resnet
 
 SEED = 0
 
@@ -101,4 +101,4 @@ def tiny_video(m: nn.Module) -> Parts:
     return Parts(trunk=nn.Sequential(m.features, TemporalMean()), pool=GlobalAvgPool(), head=m.fc)
 
 
-BACKBONES.add("tiny_resnet", _resnet, **_entry(TinyResNet, kind="image", resize=72, crop=64))
+BACKBONES.add("tiny_resnet", resnet, **_entry(TinyResNet, kind="image", resize=72, crop=64))

@@ -95,12 +95,12 @@ def _swin3d(m: nn.Module) -> Parts:
 
 # name prefix -> split; the first match wins (longest prefixes first where they overlap)
 SPLITS: list[tuple[str, Callable[[nn.Module], Parts]]] = [
-    ("resnet", zoo._resnet), ("resnext", zoo._resnet), ("wide_resnet", zoo._resnet),
-    ("mobilenet_", zoo._features_classifier), ("efficientnet_", zoo._features_classifier),
+    ("resnet", zoo.resnet), ("resnext", zoo.resnet), ("wide_resnet", zoo.resnet),
+    ("mobilenet_", zoo.features_classifier), ("efficientnet_", zoo.features_classifier),
     ("convnext_", zoo.convnext_tiny), ("squeezenet", zoo.squeezenet1_1), ("googlenet", zoo.googlenet),
     ("regnet_", _regnet), ("densenet", _densenet), ("shufflenet_v2", _shufflenet), ("mnasnet", _mnasnet),
     ("swin_", _swin), ("maxvit", _maxvit), ("vgg", _vgg), ("alexnet", _vgg), ("vit_", _vit),
-    ("r3d_", zoo._video_resnet), ("mc3_", zoo._video_resnet), ("r2plus1d_", zoo._video_resnet),
+    ("r3d_", zoo.video_resnet), ("mc3_", zoo.video_resnet), ("r2plus1d_", zoo.video_resnet),
     ("s3d", zoo.s3d), ("swin3d_", _swin3d),
 ]  # fmt: skip
 

@@ -37,10 +37,6 @@ class ResolvedWeights:
     sha256: str | None = None  # first 16 hex digits of a local file's sha256
     hub: bool = False  # the name's own pretrained weights from a library's cache (timm, OpenCLIP)
 
-    @property
-    def pretrained(self) -> bool:
-        return self.label != "none"
-
 
 def file_sha256(path: Path, *, chars: int = 16) -> str:
     digest = hashlib.sha256()
@@ -114,7 +110,7 @@ def ensure_cached(name: str, member: WeightsEnum, *, download: bool = False) -> 
         return path
     if download:
         try:
-            with _socket_timeout(DOWNLOAD_TIMEOUT_S):
+            with socket_timeout(DOWNLOAD_TIMEOUT_S):
                 member.get_state_dict(progress=False, check_hash=True)
         except Exception as error:  # any network/IO failure becomes the same one-line message
             raise BackboneError(
@@ -132,7 +128,7 @@ def _where(member: WeightsEnum, path: Path) -> str:
 
 
 @contextlib.contextmanager
-def _socket_timeout(seconds: float):
+def socket_timeout(seconds: float):
     previous = socket.getdefaulttimeout()
     socket.setdefaulttimeout(seconds)
     try:

@@ -12,7 +12,7 @@ __init__.py (torchvision_family builds on this module) and resolved on first use
 Pooled features are each architecture's own pre-logits vector: the global average of the spatial map
 everywhere except ConvNeXt, whose pooled vector is also layer-normed (its classifier's LayerNorm).
 SqueezeNet classifies with a 1x1 convolution before pooling, so its logits need the spatial map.
-The seed paper's BN-Inception is not in torchvision; GoogLeNet (Inception v1) stands in for it.
+The BN-Inception of Köpüklü et al. is not in torchvision; GoogLeNet (Inception v1) stands in for it.
 """
 
 from __future__ import annotations
@@ -124,23 +124,23 @@ def googlenet(m: nn.Module) -> Parts:
     return Parts(trunk=nn.Sequential(*layers), pool=GlobalAvgPool(), head=nn.Sequential(m.dropout, m.fc))
 
 
-def _resnet(m: nn.Module) -> Parts:
+def resnet(m: nn.Module) -> Parts:
     trunk = nn.Sequential(m.conv1, m.bn1, m.relu, m.maxpool, m.layer1, m.layer2, m.layer3, m.layer4)
     return Parts(trunk=trunk, pool=GlobalAvgPool(), head=m.fc)
 
 
-BACKBONES.add("resnet18", _resnet, **torchvision_entry("resnet18"))
-BACKBONES.add("resnet50", _resnet, **torchvision_entry("resnet50"))
+BACKBONES.add("resnet18", resnet, **torchvision_entry("resnet18"))
+BACKBONES.add("resnet50", resnet, **torchvision_entry("resnet50"))
 
 
-def _features_classifier(m: nn.Module) -> Parts:
+def features_classifier(m: nn.Module) -> Parts:
     """MobileNet v2/v3 and EfficientNet: `features`, global average, `classifier`."""
     return Parts(trunk=m.features, pool=GlobalAvgPool(), head=m.classifier)
 
 
-BACKBONES.add("mobilenet_v2", _features_classifier, **torchvision_entry("mobilenet_v2"))
-BACKBONES.add("mobilenet_v3_large", _features_classifier, **torchvision_entry("mobilenet_v3_large"))
-BACKBONES.add("efficientnet_b0", _features_classifier, **torchvision_entry("efficientnet_b0"))
+BACKBONES.add("mobilenet_v2", features_classifier, **torchvision_entry("mobilenet_v2"))
+BACKBONES.add("mobilenet_v3_large", features_classifier, **torchvision_entry("mobilenet_v3_large"))
+BACKBONES.add("efficientnet_b0", features_classifier, **torchvision_entry("efficientnet_b0"))
 
 
 @BACKBONES.register("convnext_tiny", **torchvision_entry("convnext_tiny"))
@@ -152,13 +152,13 @@ def convnext_tiny(m: nn.Module) -> Parts:
 # -- video backbones: clips (N, 3, T, H, W); window/stride = frames per clip / between clip starts --
 
 
-def _video_resnet(m: nn.Module) -> Parts:
+def video_resnet(m: nn.Module) -> Parts:
     trunk = nn.Sequential(m.stem, m.layer1, m.layer2, m.layer3, m.layer4, TemporalMean())
     return Parts(trunk=trunk, pool=GlobalAvgPool(), head=m.fc)
 
 
-BACKBONES.add("r3d_18", _video_resnet, **torchvision_entry("r3d_18", kind="video", clip=(16, 8)))
-BACKBONES.add("r2plus1d_18", _video_resnet, **torchvision_entry("r2plus1d_18", kind="video", clip=(16, 8)))
+BACKBONES.add("r3d_18", video_resnet, **torchvision_entry("r3d_18", kind="video", clip=(16, 8)))
+BACKBONES.add("r2plus1d_18", video_resnet, **torchvision_entry("r2plus1d_18", kind="video", clip=(16, 8)))
 
 
 @BACKBONES.register("s3d", **torchvision_entry("s3d", kind="video", clip=(16, 8)))

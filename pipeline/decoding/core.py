@@ -13,7 +13,7 @@ Errors propagate as exceptions; the caller (a decoder thread or process) turns t
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
@@ -21,7 +21,7 @@ import numpy as np
 
 from pipeline.decoding.flow import flow_frames, flow_size
 from pipeline.errors import StpipeError, VideoError
-from pipeline.video import FrameSelection, _selected_indices, _trim_range, iter_frames, probe
+from pipeline.video import FrameSelection, even_short_side, iter_frames, probe, selected_indices, trim_range
 from pipeline.views import VIEWS, num_views
 
 # swscale filters for the weights' interpolation (torchvision's InterpolationMode values). Bilinear
@@ -78,12 +78,6 @@ def resized_size(width: int, height: int, resize: tuple[int, ...]) -> tuple[int,
     if width <= height:
         return size, int(size * height / width)
     return int(size * width / height), size
-
-
-def even_short_side(width: int, height: int, short_side: int) -> tuple[int, int]:
-    """(width, height) with the shorter side near `short_side`, even (`pipeline.video` decodes so)."""
-    scale = short_side / min(width, height)
-    return max(2, int(round(width * scale / 2)) * 2), max(2, int(round(height * scale / 2)) * 2)
 
 
 # ---- records --------------------------------------------------------------------------------
@@ -187,8 +181,8 @@ def decode_video(task: Task, spec: DecodeSpec, buffers: Buffers, flow: Any | Non
     """Records of one video (see the module doc). `flow`: a `FlowStream` computing fields here;
     `ship_flow_frames`: hand flow-size frames on instead (flow computed by the consumer)."""
     info = probe(task.path, folder_fps=spec.folder_fps)
-    first, stop = _trim_range(info, task.start, task.end)
-    wanted = _selected_indices(info, first, stop, spec.select)
+    first, stop = trim_range(info, task.start, task.end)
+    wanted = selected_indices(info, first, stop, spec.select)
     sizes = spec.sizes(info.width, info.height)
     width, height = sizes[0]
     if height < spec.crop or width < spec.crop:
@@ -296,6 +290,3 @@ def default_processes() -> int:
         return len(os.sched_getaffinity(0))
     except AttributeError:  # not Linux
         return os.cpu_count() or 1
-
-
-NoteFn = Callable[[str], None]

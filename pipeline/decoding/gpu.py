@@ -11,7 +11,7 @@ the compute device, so the frames never cross the PCIe bus as pixels:
 
 then resized and cropped on the device (`DeviceViews`) to what the CPU decoders make: the same
 `resized_size`, the same views, uint8. The frame selection is the CPU path's (`probe`,
-`_trim_range`, `_selected_indices`): ordinals count decoded frames in presentation order.
+`trim_range`, `selected_indices`): ordinals count decoded frames in presentation order.
 
 A video the GPU cannot decode (a folder of PNGs, a codec or profile NVDEC lacks, the library
 raising on open) goes to a CPU pool (`decoders.build`'s, started on first use) with one note
@@ -37,7 +37,7 @@ import torch
 from pipeline.decoding.core import DecodeSpec, Ended, Failed, Frames, Started, Task, failure, resized_size
 from pipeline.decoding.pool import DecoderThreads
 from pipeline.errors import VideoError
-from pipeline.video import VideoInfo, _folder_images, _selected_indices, _trim_range, probe
+from pipeline.video import VideoInfo, folder_images, probe, selected_indices, trim_range
 from pipeline.views import VIEWS
 
 JPEG_SUFFIXES = (".jpg", ".jpeg")
@@ -203,8 +203,8 @@ class _Plan:
 def plan(task: Task, spec: DecodeSpec) -> _Plan:
     """What the CPU path would select (its errors are the CPU path's: a bad file fails, not falls back)."""
     info = probe(task.path, folder_fps=spec.folder_fps)
-    first, stop = _trim_range(info, task.start, task.end)
-    wanted = _selected_indices(info, first, stop, spec.select)
+    first, stop = trim_range(info, task.start, task.end)
+    wanted = selected_indices(info, first, stop, spec.select)
     width, height = resized_size(info.width, info.height, spec.resize)
     if height < spec.crop or width < spec.crop:
         raise VideoError(f"{task.path}: resized to {width}x{height}, smaller than the {spec.crop}x{spec.crop} crop")
@@ -218,7 +218,7 @@ def decode_on_device(task: Task, spec: DecodeSpec, device: torch.device, video: 
     work = work or plan(task, spec)
     info, wanted = work.info, work.wanted
     if info.is_folder:
-        files = _folder_images(Path(task.path))
+        files = folder_images(Path(task.path))
         others = sorted({f.suffix.lower() for f in files} - set(JPEG_SUFFIXES))
         if others:
             raise Unsupported(f"the folder holds {', '.join(others)} images; nvJPEG reads JPEG only")

@@ -166,7 +166,6 @@ class ProcessDecoders:
         self.memory = np.ndarray((self.shm.size,), dtype=np.uint8, buffer=self.shm.buf)
         self._queue: deque = deque()
         self._decoders = [self._start(i) for i in range(self.workers)]
-        self.restarts = 0
 
     def describe(self) -> str:
         return (f"decoding in {self.workers} process(es), a shared-memory ring of {self.workers * self.slots} "
@@ -257,7 +256,6 @@ class ProcessDecoders:
         decoder.process.wait()
         decoder.conn.close()
         self._decoders[decoder.index] = self._start(decoder.index)
-        self.restarts += 1
         return job, Failed(reason, retry)
 
     def _dispatch(self) -> None:

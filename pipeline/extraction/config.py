@@ -39,11 +39,11 @@ class ExtractConfig:
     amp: Literal["", "bf16", "fp16"] = ""
     # how it runs (free to change between resumed runs)
     # frames per backbone forward, across videos; 0 = 64 on CUDA, 8 on CPU (on CPU mobilenet_v2 runs
-    # as fast at 8 as at 32, bf16 faster, and the forward's activations take 130 MB instead of
-    # 450 MB: benchmarks/README.md, issue 19)
+    # as fast at 8 as at 32, and the forward's activations take under a third of the memory:
+    # benchmarks/README.md, "Stage one's decode path")
     batch_size: int = 0
     # frame pairs per TV-L1 call; 0 = 64 on CUDA (a chunk's pairs in one call: the Triton solver runs
-    # 518 pairs/s at batch 32 and 760 at 128 on an H200), 16 on CPU (batching barely matters there)
+    # ~1.5x faster at 128 than at 32, benchmarks/README.md), 16 on CPU (batching barely matters there)
     flow_batch: int = 0
     # TV-L1 kernels on CPU: compiled (minutes once per machine, faster per pair), eager, or auto =
     # whichever finishes this run sooner (pipeline/flow/compile_policy.py); GPUs always compile;

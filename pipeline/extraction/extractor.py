@@ -33,7 +33,7 @@ from pipeline.store import Failure, FeatureStore
 from pipeline.store_writes import write_threads
 from pipeline.views import num_views
 
-__all__ = ["Event", "Extractor", "Stats", "VideoJob", "describe"]
+__all__ = ["Event", "Extractor", "Stats", "VideoJob"]
 
 
 @dataclass
@@ -284,15 +284,3 @@ class Extractor:
         the decoders need; a video merely waits for the next full batch to complete it.
         """
         return len(self._states) == self._remaining and all(s.ended for s in self._states.values())
-
-
-def describe(cfg: ExtractConfig, backbone_meta: dict, flow_params: dict | None,
-             flow_backbone_meta: dict | None) -> dict:
-    """Provenance for the store's root attrs, from the models' metadata (`pipeline.extraction.models.describe`)."""
-    flow = None
-    if cfg.flow:
-        flow = {"method": cfg.flow_method, "params": dict(flow_params or {}),
-                "short_side": cfg.flow_short_side, "bound": cfg.flow_bound, "quantisation": cfg.flow_dtype}
-        if flow_backbone_meta is not None:
-            flow["backbone"] = dict(flow_backbone_meta)
-    return {"backbone": dict(backbone_meta), "flow": flow, "views": cfg.views}

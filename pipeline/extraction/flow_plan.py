@@ -27,7 +27,7 @@ class FlowWork:
 def estimate_flow_work(cfg: ExtractConfig, jobs: Sequence[VideoJob], sample: int = PROBED_VIDEOS) -> FlowWork:
     """Pairs and flow-frame size of `jobs`, extrapolated from up to `sample` evenly spread videos."""
     from pipeline.errors import StpipeError
-    from pipeline.video import FrameSelection, _selected_indices, _trim_range, probe
+    from pipeline.video import FrameSelection, probe, selected_indices, trim_range
 
     if not jobs:
         return FlowWork(0, 0, 0)
@@ -38,8 +38,8 @@ def estimate_flow_work(cfg: ExtractConfig, jobs: Sequence[VideoJob], sample: int
     for job in list(jobs)[::step][:sample]:
         try:
             info = probe(job.path, folder_fps=cfg.folder_fps)
-            first, stop = _trim_range(info, job.start, job.end)
-            frames = len(_selected_indices(info, first, stop, select))
+            first, stop = trim_range(info, job.start, job.end)
+            frames = len(selected_indices(info, first, stop, select))
         except (StpipeError, OSError):  # a bad video fails later, in its worker, with its own error
             continue
         probed += 1

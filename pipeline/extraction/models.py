@@ -1,7 +1,7 @@
 """Stage one's models, built in one place: backbone, flow method and flow-stream backbone.
 
 Every process that extracts (the in-process executor, each Ray actor, `stpipe predict`) calls
-`load_models` once; the driver of a Ray run builds none (`describing_models`: metadata only).
+`load_models` once; the driver of a Ray run builds none (`load_meta_models`: metadata only).
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ def load_models(cfg: ExtractConfig, device=None) -> Models:
     return Models(device, backbone, _flow_method(cfg, device), flow_backbone)
 
 
-def describing_models(cfg: ExtractConfig) -> Models:
+def load_meta_models(cfg: ExtractConfig) -> Models:
     """What the driver of a Ray run needs to describe the models and plan the flow compile, building
     nothing it would run: the backbones on torch's meta device (no parameter memory, nothing on a GPU;
     their metadata is the same as on any device) and the flow method on the CPU (parameters only)."""
@@ -106,10 +106,12 @@ def warm_flow_compile(method, note: Callable[[str], None] | None = None) -> floa
     return seconds
 
 
-def describe_models(cfg: ExtractConfig, models: Models) -> dict[str, Any]:
+def models_provenance(cfg: ExtractConfig, models: Models) -> dict[str, Any]:
     """The store's provenance of these models (backbone, flow method and parameters, flow stream, views)."""
-    from pipeline.extraction.extractor import describe
-
-    _, backbone, flow_method, flow_backbone = models
-    return describe(cfg, backbone.meta, getattr(flow_method, "params", None),
-                    None if flow_backbone is None else flow_backbone.meta)
+    flow = None
+    if cfg.flow:
+        flow = {"method": cfg.flow_method, "params": dict(getattr(models.flow_method, "params", None) or {}),
+                "short_side": cfg.flow_short_side, "bound": cfg.flow_bound, "quantisation": cfg.flow_dtype}
+        if models.flow_backbone is not None:
+            flow["backbone"] = dict(models.flow_backbone.meta)
+    return {"backbone": dict(models.backbone.meta), "flow": flow, "views": cfg.views}

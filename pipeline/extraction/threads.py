@@ -4,7 +4,7 @@ The compute thread's backbone forward (or, on a GPU, its staging) and the decode
 the same cores. More torch threads speed the forward where it is the bottleneck and take cores from
 the decoders where they are: on 2 cores a pooling-only backbone ran ~3,400 frames/s end to end on
 one thread and ~2,600 on two, while mobilenet_v2's forward runs nearly twice as fast on two
-(benchmarks/README.md, issue 19). Which wins depends on the backbone, the videos and what else the
+(benchmarks/README.md, "compute threads by measured throughput"). Which wins depends on the backbone, the videos and what else the
 machine runs, so it is measured rather than guessed: `ThreadGovernor` times the pipeline's
 throughput (real rows through the backbone per wall second, waits for the decoders included) at the
 current thread count and at the neighbouring count on the side the compute thread's busy share points

@@ -1,4 +1,4 @@
-"""Training augmentation of seed 000 / TSN: multi-scale "corner" cropping, optional horizontal flip.
+"""TSN's training augmentation: multi-scale "corner" cropping, optional horizontal flip.
 
 TSN's `GroupMultiScaleCrop`: on frames whose shorter side is the backbone's resize size, the crop
 side is drawn from `scales` x the shorter side (a size within 3 px of the input size snaps to it),

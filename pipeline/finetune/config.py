@@ -1,10 +1,10 @@
 """The finetune config. `identity_fields` decide what a run *is*; the rest is how it runs.
 
-Defaults follow TSN/TRN fine-tuning practice where seed 000 leaves numbers out (seeds/README.md):
+Defaults follow TSN/TRN fine-tuning practice where Köpüklü et al. leave numbers out:
 SGD, momentum 0.9, weight decay 5e-4, lr 0.001 for backbone and head alike (TSN trains every
 layer at the base rate; `backbone_lr_mult` changes that), the plateau schedule of stage two
 (lr /10 twice, then stop), TSN's multi-scale corner cropping with scales 1, .875, .75, .66 and
-aspect distortion of at most one step, horizontal flipping off (seed 000 flips only for
+aspect distortion of at most one step, horizontal flipping off (the paper flips only for
 Something-Something: on Jester a flip changes the label), and the gradient's norm clipped at 20 (TSN's
 and TRN's released training scripts, `--gd 20`).
 
@@ -12,7 +12,7 @@ Two choices depart from TSN because stage three starts from a stage-two head, no
 batch norm is frozen (TSN's partial BN lets the first BN layer normalise with each batch's statistics;
 the head was trained on features computed with the stored ones, and on the demo the switch alone
 raised the first batch's loss from ~2 to ~17 and sent every run to chance: benchmarks/README.md,
-issue 21), and the learning rate is 1e-4 (at 1e-3 the gradient through the head run's
+"fine-tuning went to chance"), and the learning rate is 1e-4 (at 1e-3 the gradient through the head run's
 standardisation moved mobilenet_v2 too far per step; the train loss never fell below the start's).
 `batch_norm="partial"` and `lr=0.001` give TSN's recipe.
 """

@@ -33,8 +33,8 @@ class CompileCosts:
     saved_ns_per_pixel: float  # eager minus compiled time per pixel of one pair, one thread
 
 
-# Measured on this project's 2-core CPU machine (benchmarks/README.md, "TV-L1: compile or eager"):
-# the cold compile took 83-126 s on an idle machine (several times that under load), a warm load 10 s;
+# A 2-core CPU's costs (benchmarks/README.md, "TV-L1: compile or eager"): a cold compile of 83-126 s
+# (several times that under load), a warm load of 10 s;
 # the saving is the smaller of tvl1-fast at 64 px (the demo's flow) and tvl1 at 256 px.
 CPU_COSTS = CompileCosts(cold_seconds=100.0, warm_seconds=10.0, saved_ns_per_pixel=4000.0)
 

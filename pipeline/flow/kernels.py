@@ -59,7 +59,7 @@ def primal_dual_steps(
 
     Written channel-vectorised with the dual variables split in x and y parts: this is the form
     inductor fuses into four loops per step (rho, u, the stopping sum, p), about 3.5 ns per pixel
-    and step on one core of this machine against 5-7 ns for per-component code.
+    and step on one CPU core against 5-7 ns for per-component code.
     """
     l_t, theta, taut, eps = consts[0], consts[1], consts[2], consts[3]
     stop = eps * eps * (u.shape[-1] * u.shape[-2])

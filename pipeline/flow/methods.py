@@ -17,7 +17,7 @@ from pipeline.registry import Registry
 
 FLOWS: Registry[Callable[..., FlowMethod]] = Registry("flow method")
 
-# Speed/accuracy presets: overrides of OpenCV's defaults, picked from a sweep on this machine
+# Speed/accuracy presets: overrides of OpenCV's defaults, picked from a sweep
 # (340x256, one thread; benchmarks/bench_flow.py prints their current cost and EPE, see
 # benchmarks/README.md). Fewer warps and outer rounds cost little accuracy; a looser epsilon costs more.
 PRESETS: dict[str, dict[str, Any]] = {

@@ -37,7 +37,7 @@ The contract (trainer, CLI and benchmarks code against it):
 - Heads are deterministic in eval mode (TRN's relations are fixed from `relation_seed` in eval and
   sampled from torch's RNG in training).
 
-Modules: `seed000` (mlp, tsn, trn_multiscale, rnn_tanh, rnn_relu, lstm, gru, blstm, convlstm,
+Modules: `classic` (mlp, tsn, trn_multiscale, rnn_tanh, rnn_relu, lstm, gru, blstm, convlstm,
 fcn2d, fcn3d), `st_resnet`, `mtconv`, `s3dg`; each documents its initialisation and the choices
 the papers leave open. Adding a head = one registered body builder in one module, here or in a
 plug-in package (an entry point in the group `stpipe.heads` naming a module that calls
@@ -46,7 +46,7 @@ plug-in package (an entry point in the group `stpipe.heads` naming a module that
 
 # Importing the head modules registers them, in this order (the order `stpipe heads` lists).
 # isort: off
-from pipeline.heads import seed000, st_resnet, mtconv, s3dg  # noqa: F401
+from pipeline.heads import classic, st_resnet, mtconv, s3dg  # noqa: F401
 # isort: on
 from pipeline.heads.base import HEADS, Head, LateFusion, build_head, register_head
 from pipeline.heads.complexity import complexity_table, count_params, head_complexity

@@ -156,8 +156,8 @@ class Head(nn.Module):
 # Options whose defaults changed, with the values earlier runs were built with: a saved spec that
 # lacks them predates the change (specs record every option since), so it rebuilds as trained.
 EARLIER_DEFAULTS = {
-    "s3dg": {"num_blocks": 1, "temporal_stride": 1},  # 2026-12-04: 3 strided blocks
-    "mtconv": {"num_blocks": 1},  # 2026-12-04: 4 blocks
+    "s3dg": {"num_blocks": 1, "temporal_stride": 1},  # now 3 strided blocks
+    "mtconv": {"num_blocks": 1},  # now 4 blocks
 }
 
 

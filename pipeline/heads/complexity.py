@@ -2,7 +2,7 @@
 
 MACs come from torch's flop counter (torch.utils.flop_counter.FlopCounterMode; MACs = flops / 2).
 It counts matmuls and convolutions only (no elementwise ops, pooling, norms or interpolation), which
-is also how seed 000's Table 3 counts (e.g. ConvLSTM: 8 x 512*1024*9*49 = 1,849.7M on 7x7 maps).
+is also how Table 3 of Köpüklü et al. counts (e.g. ConvLSTM: 8 x 512*1024*9*49 = 1,849.7M on 7x7 maps).
 One gap we patch: the CPU LSTM kernel (and cuDNN RNNs) run as fused ops the counter does not see, so
 every torch RNN module is counted analytically, T * gates * H * (in + H) per layer and direction,
 in place of whatever the counter saw for it (for GRU/RNN on CPU the two agree exactly).

@@ -1,8 +1,8 @@
 """Input projections: dropout on the backbone features, then a Linear (pooled) or 1x1 conv (spatial).
 
-Seed 000 (sec. 3.1, 3.5): features are projected to 256-d by a one-layer MLP after global pooling
+Köpüklü et al. (sec. 3.1, 3.5): features are projected to 256-d by a one-layer MLP after global pooling
 (to the number of classes for TSN); for spatial heads a 1x1 2D convolution maps the channels to 256
-and the map is kept. As in the TSN/TRN code bases seed 000 builds on, dropout (0.5) comes right
+and the map is kept. As in the TSN/TRN code bases the paper builds on, dropout (0.5) comes right
 after the backbone features, before this layer, and the layer starts from N(0, 0.001) weights and
 zero bias (their `new_fc` initialisation; we use it for the 1x1 conv too).
 
@@ -11,7 +11,7 @@ a map's neighbouring cells are strongly correlated, so zeroing single cells bare
 dropping a channel is what dropout on the pooled feature does to its map. It is also ~4x cheaper:
 one draw per channel instead of per cell (element-wise dropout was ~40% of an fcn3d trial on CPU).
 
-Temporal centring (`center`, pooled heads; not in seed 000): a fraction of the projected channels
+Temporal centring (`center`, pooled heads; not in the paper): a fraction of the projected channels
 has each clip's mean over time subtracted, so those channels carry only how the clip changes and
 the rest keep its static content. Why: in cached features the static per-clip part (what is in
 the scene) dwarfs the change over time; it is order-blind, and a small training set lets a head

@@ -1,12 +1,13 @@
 """Per-head training recipes: the defaults train-head, ablate and the demo use when not overridden.
 
-Seed 000 trains every head with one SGD recipe (lr 1e-3, plateau drops, up to 60 epochs); on small
-caches (the demo's 7 batches an epoch) that recipe never converges, and the heads differ in what
-they need (an RNN wants a larger lr than a 3D FCN). Each head here has a recipe chosen from a
-recorded sweep on cached features (an `stpipe ablate --grid` run; the table and the command are in
-benchmarks/README.md, "Per-head training recipes"). A TrainHeadConfig resolves every recipe field
-the user leaves unset (API keyword, CLI flag, YAML key, ablate `train`) once, when it is built,
-from the head's registered recipe (`recipe: head`) or from PAPER (`recipe: paper`, seed 000's SGD).
+Köpüklü et al. (the paper of pipeline/heads/classic.py) train every head with one SGD recipe
+(lr 1e-3, plateau drops, up to 60 epochs); on small caches (the demo's 7 batches an epoch) that
+recipe never converges, and the heads differ in what they need (an RNN wants a larger lr than a 3D
+FCN). Each head here has a recipe chosen from a recorded sweep on cached features (an `stpipe
+ablate --grid` run; the table and the command are in benchmarks/README.md, "Per-head training
+recipes"). A TrainHeadConfig resolves every recipe field the user leaves unset (API keyword, CLI
+flag, YAML key, ablate `train`) once, when it is built, from the head's registered recipe
+(`recipe: head`) or from SGD_RECIPE (`recipe: paper`, the paper's SGD).
 """
 
 from __future__ import annotations
@@ -40,7 +41,7 @@ class Recipe:
     # every projected channel by ~lr x the sum of the raw (non-negative, uncentred) CNN features, the
     # same way for every clip, so heads whose body starts with a ReLU (TRN, MLP) lost every channel
     # for good (trn_multiscale: 100% of them dead after epoch 1 and training loss stuck at ln K on
-    # raw mobilenet_v2 features; benchmarks/README.md, issue 20)
+    # raw mobilenet_v2 features; benchmarks/README.md, "Why trn_multiscale did not train")
     standardize: bool = True
 
     def fields(self) -> dict[str, Any]:
@@ -73,33 +74,32 @@ RECIPES: dict[str, Recipe] = {
     "rnn_relu": Recipe(lr=6e-3, epochs=20, dropout=0.8, temporal_center=CENTER),
     "lstm": Recipe(lr=6e-3, epochs=20, temporal_center=CENTER),
     "gru": Recipe(lr=6e-3, temporal_center=CENTER),
-    # issue 20: `--select` chose centring and 20 epochs for blstm on the footage dev set in every seed;
-    # checked on both dev sets (benchmarks/README.md, issue 20): footage 45.6 -> 69.2, demo 42.9 -> 59.6
+    # `--select` chose centring and 20 epochs for blstm on the footage dev set in every seed, and both
+    # dev sets gain from them (benchmarks/README.md, "a real-footage dev set")
     "blstm": Recipe(weight_decay=0.5, epochs=20, temporal_center=CENTER),
     "convlstm": Recipe(),
-    # issue 20 (second session): `--select` (inner splits of the training split only) chose dropout
-    # 0.5, proj 64 and 20 epochs for fcn2d on the footage dev set in every seed, and dropout 0.5 and
-    # 20 epochs in most seeds on the demo (its width there varied: 16-64); the recipe was proj 32,
-    # dropout 0.8, 10 epochs (benchmarks/README.md, "Issue 20 (second session)")
+    # `--select` (inner splits of the training split only) chose dropout 0.5, proj 64 and 20 epochs
+    # for fcn2d on the footage dev set in every seed, and dropout 0.5 and 20 epochs in most seeds on
+    # the demo (its width there varied: 16-64) (benchmarks/README.md, "fcn2d and st_resnet re-chosen")
     "fcn2d": Recipe(epochs=20, temporal_center=CENTER),
     "fcn3d": Recipe(),
-    # issue 20 (second session): `--select` chose lr 6.7e-3 (the recipe's 2e-2 / 3) on both dev sets
-    # (every footage seed, 2 of 3 demo seeds) and 40 epochs on the footage (20 on the demo); the
-    # longer one kept for the real footage, checked on both (benchmarks/README.md, same section)
+    # `--select` chose lr 6.7e-3 on both dev sets (every footage seed, 2 of 3 demo seeds) and 40
+    # epochs on the footage (20 on the demo); the longer one kept for the real footage, checked on
+    # both (benchmarks/README.md, "fcn2d and st_resnet re-chosen")
     "st_resnet": Recipe(lr=6.7e-3, epochs=40, temporal_center=CENTER),
     "mtconv": Recipe(),
     "s3dg": Recipe(lr=6e-3),
 }
 DEFAULT_RECIPE = Recipe()  # a head registered without a recipe (e.g. a plugin that did not register one)
 
-# Seed 000 where it is specific (SGD, lr reduced twice by 10x when the validation loss converges,
-# dropout after the backbone features) and the TSN/TRN code bases where its numbers were lost
-# (seeds/README.md): momentum 0.9, weight decay 5e-4, dropout 0.5, lr 0.001 (TRN's `opts.py`);
+# The paper where it is specific (SGD, lr reduced twice by 10x when the validation loss converges,
+# dropout after the backbone features) and the TSN/TRN code bases where it gives no numbers:
+# momentum 0.9, weight decay 5e-4, dropout 0.5, lr 0.001 (TRN's `opts.py`);
 # 60 epochs is an upper bound the plateau schedule usually stops before; no temporal centring.
 # Also what a saved run file that lacks a recipe field means: such a file was written before the
 # field existed, when every run trained this way (pipeline.training.config.TrainHeadConfig.from_saved).
-PAPER = Recipe(lr=1e-3, weight_decay=5e-4, epochs=60, proj_dim=256, dropout=0.5, temporal_center=0.0,
-               optimizer="sgd", schedule="plateau", standardize=False)
+SGD_RECIPE = Recipe(lr=1e-3, weight_decay=5e-4, epochs=60, proj_dim=256, dropout=0.5, temporal_center=0.0,
+                    optimizer="sgd", schedule="plateau", standardize=False)
 
 
 def register_recipe(head: str, recipe: Recipe) -> None:
@@ -115,4 +115,4 @@ def resolve_recipe(choice: str, head: str) -> Recipe:
     """The recipe a config with `recipe: choice` trains `head` with."""
     if choice not in RECIPE_CHOICES:
         raise ConfigError(f"recipe must be one of {', '.join(RECIPE_CHOICES)}, got {choice!r}")
-    return PAPER if choice == "paper" else head_recipe(head)
+    return SGD_RECIPE if choice == "paper" else head_recipe(head)

@@ -12,7 +12,7 @@ The pieces, in the order data flows through them:
     streaming.ZarrFeatures / iterate_batches
                                 the same contract read from Zarr with a background prefetch thread
     loop.train(cfg, TrainData(train, val, classes, stats), run_dir=None) -> TrainResult
-                                the seed-000 recipe; resumable; no store access (data comes in)
+                                a head's recipe or the paper's SGD; resumable; no store access (data comes in)
     stats.compute_stats         per-channel mean/std of a loaded split; kept by the pack, store or run dir
     metrics, reports, runs, model
                                 accuracy/confusion, plots, run-dir rules and store signatures,

@@ -1,6 +1,6 @@
 """Segment sampling and batch gathering with tensor ops: no DataLoader, no per-sample Python.
 
-Sampling follows TSN as used by seed 000: a video of L frames is cut into N segments with integer
+Sampling follows TSN as used by Köpüklü et al.: a video of L frames is cut into N segments with integer
 bounds start_t = floor(t L / N), end_t = max(floor((t+1) L / N), start_t + 1); training takes a
 uniformly random frame inside each segment, evaluation the middle one (start_t + len_t // 2).
 Videos shorter than N frames get one-frame segments that repeat frames, in order. TSN's own code

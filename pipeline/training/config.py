@@ -4,7 +4,7 @@ One construction for every entry point (Python API, CLI flags, YAML, ablate tria
 fields a training recipe owns (pipeline.heads.recipes.RECIPE_FIELDS: lr, weight decay, epochs,
 projection width, dropout, temporal centring, optimizer, schedule, standardisation) default to None = "not given",
 and `__post_init__` resolves them once from `recipe` ("head": the head's registered recipe,
-`stpipe heads`; "paper": seed 000's SGD). The resolved values are what the run saves, compares on
+`stpipe heads`; "paper": Köpüklü et al.'s SGD). The resolved values are what the run saves, compares on
 resume and trains with; `given` says which of them the user set. Saved files are read back as they
 are (`from_saved`): nothing is refilled from today's recipes. `dataclasses.replace` keeps the resolved
 values (build a new config from the arguments to change the head and get its recipe).
@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from pipeline.errors import ConfigError
-from pipeline.heads.recipes import PAPER, RECIPE_FIELDS, resolve_recipe
+from pipeline.heads.recipes import RECIPE_FIELDS, SGD_RECIPE, resolve_recipe
 
 MODALITY_STREAMS = {"rgb": ("rgb",), "flow": ("flow",), "rgb+flow": ("rgb", "flow")}
 # stream name (what heads and checkpoints call it) -> array name in a store's video group
@@ -41,7 +41,7 @@ class TrainHeadConfig:
     proj_dim: int | None = None
     dropout: float | None = None
     # fraction of the projected channels centred on each clip's temporal mean (pooled heads; see
-    # pipeline.heads.projection); not in seed 000 (0 in the paper recipe)
+    # pipeline.heads.projection); not in the paper (0 in its recipe)
     temporal_center: float | None = None
     epochs: int | None = None  # with the plateau schedule an upper bound: it usually stops earlier
     batch_size: int = 64
@@ -52,12 +52,12 @@ class TrainHeadConfig:
     schedule: Literal["plateau", "cosine"] | None = None
     plateau_patience: int = 3  # epochs without a val-loss improvement that count as a plateau
     plateau_threshold: float = 1e-3  # relative improvement that counts
-    lr_drops: int = 2  # seed 000: reduced twice by 10x, then the next plateau stops training
+    lr_drops: int = 2  # the paper: reduced twice by 10x, then the next plateau stops training
     standardize: bool | None = None  # per-channel standardisation with training-split stats (pipeline.training.stats); recipe
     val_split: str = "val"
     seed: int = 0
     # where the recipe fields not given come from: "head" = the head's recipe (pipeline.heads.recipes,
-    # `stpipe heads`); "paper" = seed 000's SGD (recipes.PAPER). Not identity: the resolved values are
+    # `stpipe heads`); "paper" = its SGD (recipes.SGD_RECIPE). Not identity: the resolved values are
     recipe: Literal["head", "paper"] = "head"
     # choose lr, epochs, temporal_center, dropout and proj_dim on an inner split of the training split,
     # starting from the resolved values (pipeline.training.select); the run keeps what it searched
@@ -65,10 +65,10 @@ class TrainHeadConfig:
     # how it runs (free to change when resuming)
     device: str = "auto"
     # mixed precision: bf16 autocast on CUDA, and on CPUs with native bf16 (AVX512-BF16/AMX; ignored
-    # with a note elsewhere). Off by default: on an H200 the light heads ran slower under autocast
-    # than in fp32 (mlp 78k vs 119k samples/s, trn_multiscale 24k vs 30k, lstm 61k vs 71k at batch
-    # 256; benchmarks/README.md, GPU section); on a Zen 4 CPU spatial heads train 1.2-1.6x faster, but
-    # mtconv's loss went NaN in its first bf16 epoch there (a diverged run stops with an error)
+    # with a note elsewhere). Off by default: on a GPU the light heads run slower under autocast than
+    # in fp32 (a few small matmuls a step: the casts cost more than bf16 saves); on a CPU spatial heads
+    # train faster, but mtconv's loss went NaN in its first bf16 epoch (a diverged run stops with an
+    # error). benchmarks/README.md, "GPU (H200)" and "bf16 on the CPU"
     amp: bool = False
     memory_budget_gb: float = 0.0  # features above this stream from Zarr; 0 = half the free RAM (GPU memory on CUDA)
     # leave out videos with a damaged chunk (checked before training), with a note; by default a
@@ -124,15 +124,15 @@ class TrainHeadConfig:
     @classmethod
     def from_saved(cls, data: Mapping[str, Any], *, source: str = "saved config") -> TrainHeadConfig:
         """A config as a run saved it (config.yaml): every value as written. A recipe field the file
-        lacks was added after it was written, when runs trained as seed 000 did (recipes.PAPER)."""
+        lacks was added after it was written, when runs trained with the paper's SGD (recipes.SGD_RECIPE)."""
         from pipeline.config import from_dict
 
         return from_dict(cls, cls.saved_values(data), source=source)
 
     @staticmethod
     def saved_values(data: Mapping[str, Any]) -> dict[str, Any]:
-        """Saved values (config.yaml, a last.pt identity) with the recipe fields they predate (PAPER)."""
-        return {**{name: getattr(PAPER, name) for name in RECIPE_FIELDS if name not in data}, **data}
+        """Saved values (config.yaml, a last.pt identity) with the recipe fields they predate (SGD_RECIPE)."""
+        return {**{name: getattr(SGD_RECIPE, name) for name in RECIPE_FIELDS if name not in data}, **data}
 
     @property
     def streams(self) -> tuple[str, ...]:

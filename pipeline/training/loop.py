@@ -1,7 +1,7 @@
-"""The training loop: seed 000's recipe on cached features, resumable, reproducible on CPU.
+"""The training loop: a recipe (pipeline.heads.recipes) on cached features, resumable, reproducible on CPU.
 
 SGD (momentum 0.9, weight decay 5e-4 on all parameters) with cross-entropy; the learning rate drops
-10x when the validation loss stops improving, twice, and the next plateau ends training (seed 000
+10x when the validation loss stops improving, twice, and the next plateau ends training (Köpüklü et al.
 sec. 4.1). Cosine decay and AdamW are options. Multi-stream models train one loss per stream (the
 two-stream papers train each stream on its own labels; a joint softmax overfits to appearance)
 and predict with the average of the streams' non-softmaxed scores. Mixed precision on CUDA
@@ -294,7 +294,7 @@ def load_last_checkpoint(path: Path, cfg, model, optimizer, schedule, scaler, *,
 def _saved_identity(saved: dict[str, Any], cfg) -> dict[str, Any]:
     """A checkpoint's identity with the fields added to the config since it was written: they did
     not exist then, so the run had what their absence means. Read as config.yaml is (train-head:
-    TrainHeadConfig.saved_values, seed 000's value of a recipe field), else the field's default."""
+    TrainHeadConfig.saved_values, the paper's value of a recipe field), else the field's default."""
     saved = getattr(cfg, "saved_values", dict)(saved)
     defaults = {f.name: f.default for f in dataclasses.fields(cfg) if f.default is not dataclasses.MISSING}
     missing = {k: defaults[k] for k in cfg.identity_fields if k not in saved and k in defaults}

@@ -15,8 +15,8 @@ projects straight to class scores: no proj_dim or centring; spatial heads take n
 
 Cost: each point trains on the ablation's shared features (no copies, `subset`) and stops early on
 the inner split (`patience`); the longer length is tried last, so the other axes run at the
-recipe's length (tried second, as first built, every later point ran twice as long whenever it won:
-benchmarks/README.md, "Issue 20 (second session)").
+recipe's length (tried second, every later point would run twice as long whenever it won:
+benchmarks/README.md, "A cheaper search").
 """
 
 from __future__ import annotations

@@ -1,12 +1,14 @@
-"""The head zoo of seed 000 (Köpüklü et al., sec. 3 and Tables 1-3), on 256-d projected features.
+"""The heads compared by Köpüklü et al., "Comparative Analysis of CNN-based Spatiotemporal Reasoning
+in Videos" (ICPR 2020; sec. 3 and Tables 1-3): MLP, TSN, TRN, RNNs, ConvLSTM and FCNs, on 256-d
+projected features.
 
-Layer definitions follow the paper and the issue's Table-3 re-derivation exactly (27 classes,
+Layer definitions follow the paper and match its Table 3 exactly (tests/test_heads.py; 27 classes,
 8 segments: mlp 1,062,939 ... fcn3d 1,556,571 parameters, projection excluded). Where the text is
 silent we follow the code bases it builds on (TSN/TRN) and PyTorch defaults:
 - initialisation: PyTorch defaults for every layer here (those code bases do not re-initialise
   their consensus modules); the projection has its own init (see projection.py);
 - conv layers keep their bias even when BatchNorm follows (the paper's parameter counts include it);
-- the MLP's hidden Dropout (as the issue defines it; the MFF code has it commented out) uses the
+- the MLP's hidden Dropout (as the project's spec defines it; the MFF code has it commented out) uses the
   head's `dropout` rate;
 - ConvLSTM has no peephole terms (the 4.73M parameters leave no room for them) and starts from zero
   state; RNN heads read the last step, B-LSTM the forward state at t=T joined with the backward
@@ -123,19 +125,19 @@ class TRNMultiScale(nn.Module):
 
 
 @register_head("mlp", input_kind="pooled", fixed_length=True,
-               summary="ordered concatenation -> 2-layer MLP (seed 000, 3.2.1)")
+               summary="ordered concatenation -> 2-layer MLP (Köpüklü et al. 3.2.1)")
 def mlp(*, num_classes: int, num_segments: int, dim: int, dropout: float, hidden: int = 512) -> nn.Module:
     return OrderedMLP(num_segments=num_segments, dim=dim, num_classes=num_classes, hidden=hidden, dropout=dropout)
 
 
 @register_head("tsn", input_kind="pooled", projects_to="classes",
-               summary="average of per-segment class scores (TSN, seed 000 3.2.2)")
+               summary="average of per-segment class scores (TSN, Köpüklü et al. 3.2.2)")
 def tsn() -> nn.Module:
     return TemporalMean()
 
 
 @register_head("trn_multiscale", input_kind="pooled", min_segments=2, fixed_length=True,
-               summary="multi-scale temporal relations, 3 per scale (TRN, seed 000 3.2.3)")
+               summary="multi-scale temporal relations, 3 per scale (TRN, Köpüklü et al. 3.2.3)")
 def trn_multiscale(
     *, num_classes: int, num_segments: int, dim: int, hidden: int = 256,
     relations_per_scale: int = 3, relation_seed: int = 0,
@@ -190,13 +192,13 @@ for _name, _kind, _kw, _what in [
     ("lstm", "LSTM", {}, "LSTM"),
     ("gru", "GRU", {}, "GRU"),
 ]:
-    register_head(_name, input_kind="pooled", summary=f"{_what}, last output -> Linear (seed 000, 3.3)")(
+    register_head(_name, input_kind="pooled", summary=f"{_what}, last output -> Linear (Köpüklü et al. 3.3)")(
         _rnn_head(_kind, **_kw)
     )
 
 
 @register_head("blstm", input_kind="pooled",
-               summary="bidirectional LSTM, 128 per direction (seed 000, 3.3.3)")
+               summary="bidirectional LSTM, 128 per direction (Köpüklü et al. 3.3.3)")
 def blstm(*, num_classes: int, dim: int, hidden: int | None = None) -> nn.Module:
     return BidirectionalLSTM(dim=dim, hidden=hidden or dim // 2, num_classes=num_classes)
 
@@ -232,7 +234,7 @@ class ConvLSTMHead(nn.Module):
 
 
 @register_head("convlstm", input_kind="spatial",
-               summary="ConvLSTM 3x3 on the maps, last state avg-pooled -> Linear (seed 000, 3.3.4)")
+               summary="ConvLSTM 3x3 on the maps, last state avg-pooled -> Linear (Köpüklü et al. 3.3.4)")
 def convlstm(*, num_classes: int, dim: int, hidden: int | None = None, kernel_size: int = 3) -> nn.Module:
     return ConvLSTMHead(dim=dim, hidden=hidden or dim, kernel_size=kernel_size, num_classes=num_classes)
 
@@ -246,7 +248,7 @@ def _conv_bn_relu(conv: nn.Module, channels: int, norm: type[nn.Module]) -> list
 
 class FCN2D(nn.Module):
     """The (T x D) feature matrix as a 1-channel image; 3x3 convs with stride (1, 2) halve the
-    feature axis and keep time; 1x1 conv to classes; global average pool (seed 000, Table 1)."""
+    feature axis and keep time; 1x1 conv to classes; global average pool (Köpüklü et al. Table 1)."""
 
     def __init__(self, *, num_classes: int, channels: tuple[int, ...]):
         super().__init__()
@@ -264,7 +266,7 @@ class FCN2D(nn.Module):
 
 class FCN3D(nn.Module):
     """3x3x3 convs with stride (2, 1, 1) halve time and keep the map; 1x1x1 conv to classes;
-    global average pool (seed 000, Table 2)."""
+    global average pool (Köpüklü et al. Table 2)."""
 
     def __init__(self, *, dim: int, num_classes: int, channels: tuple[int, ...]):
         super().__init__()
@@ -281,12 +283,12 @@ class FCN3D(nn.Module):
 
 
 @register_head("fcn2d", input_kind="pooled",
-               summary="2D FCN over the T x 256 feature matrix (seed 000, 3.4.1)")
+               summary="2D FCN over the T x 256 feature matrix (Köpüklü et al. 3.4.1)")
 def fcn2d(*, num_classes: int, channels: tuple[int, ...] = (64, 64, 128, 128, 256)) -> nn.Module:
     return FCN2D(num_classes=num_classes, channels=tuple(channels))
 
 
 @register_head("fcn3d", input_kind="spatial",
-               summary="3D FCN over the T x 256 x H x W volume (seed 000, 3.4.2)")
+               summary="3D FCN over the T x 256 x H x W volume (Köpüklü et al. 3.4.2)")
 def fcn3d(*, num_classes: int, dim: int, channels: tuple[int, ...] = (64, 128, 256)) -> nn.Module:
     return FCN3D(dim=dim, num_classes=num_classes, channels=tuple(channels))
