@@ -65,7 +65,7 @@ def test_a_cli_run_resumes_from_the_cli_and_the_api_with_the_same_arguments(stor
     train_head.run(TrainHeadConfig(store=store, out=str(by_api), **ARGS))
     # the recipes standardise since (issue 20): a run made before continues as it was made, without
     fresh = train_head.run(TrainHeadConfig(store=store, out=str(tmp_path / "fresh"), standardize=False, **ARGS))
-    assert TrainHeadConfig(store=store, **ARGS).standardize
+    assert TrainHeadConfig(store=store, **ARGS).resolved().standardize
     assert yaml.safe_load((by_cli / "config.yaml").read_text())["standardize"] is False
     # the old files mean what a run of today's code with the same values does, epoch for epoch
     assert same_history(by_cli, by_api, Path(fresh.run_dir))
