@@ -15,6 +15,7 @@ from pipeline.training.config import TrainHeadConfig
 
 def test_every_registered_head_has_a_recipe():
     assert set(RECIPES) == set(HEADS.names())
+    assert all(HEADS.meta(head)["recipe"] is RECIPES[head] is head_recipe(head) for head in HEADS.names())
 
 
 @pytest.mark.parametrize("head", ["gru", "fcn3d"])
