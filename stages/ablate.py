@@ -66,8 +66,7 @@ class AblateResult:
 
 def train_trial(trial: Trial, shared: SharedFeatures, *, device: str, cfg: AblateConfig) -> dict[str, Any]:
     """One trial: a train-head run on the shared features; returns its metrics.json values."""
-    trial_cfg = cfg.trial_config(head=trial.head, segments=trial.segments, modality=trial.modality,
-                                 seed=trial.seed, out=str(trial_dir(cfg, trial)), device=device, params=trial.params)
+    trial_cfg = _trial_config(cfg, trial, device=device)
     data = shared.train_data(trial)
     if not trial_cfg.resolved().standardize:  # stats are loaded when any trial standardises (recipes do; `paper` does not)
         data.stats = {}
@@ -78,10 +77,10 @@ def train_trial(trial: Trial, shared: SharedFeatures, *, device: str, cfg: Ablat
     return dict(result.metrics)
 
 
-def _trial_config(cfg: AblateConfig, trial: Trial):
-    """The train-head config of a trial, wherever it runs."""
+def _trial_config(cfg: AblateConfig, trial: Trial, device: str | None = None):
+    """The train-head config of a trial (what the user gave), wherever it runs."""
     return cfg.trial_config(head=trial.head, segments=trial.segments, modality=trial.modality, seed=trial.seed,
-                            out=str(trial_dir(cfg, trial)), params=trial.params)
+                            out=str(trial_dir(cfg, trial)), device=device, params=trial.params)
 
 
 def trial_dir(cfg: AblateConfig, trial: Trial) -> Path:
@@ -107,9 +106,7 @@ def _run(cfg: AblateConfig, progress: Events | None) -> AblateResult:
     records = []
     for trial in grid.trials:
         record = TrialRecord(trial, trial_dir(cfg, trial))
-        trial_cfg = cfg.trial_config(head=trial.head, segments=trial.segments, modality=trial.modality,
-                                     seed=trial.seed, out=str(record.run_dir), params=trial.params)
-        metrics = None if cfg.overwrite else finished_metrics(record.run_dir, trial_cfg)
+        metrics = None if cfg.overwrite else finished_metrics(record.run_dir, _trial_config(cfg, trial))
         if metrics is not None:
             record.status, record.metrics, record.resumed = "ok", metrics, True
         records.append(record)

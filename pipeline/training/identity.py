@@ -38,13 +38,6 @@ def differences(saved: Mapping[str, Any], now: Mapping[str, Any], *, follow: Col
     return sorted(k for k in set(saved) | set(now) if saved.get(k) != now.get(k) and (k in now or k not in follow))
 
 
-def describe(saved: Mapping[str, Any], now: Mapping[str, Any], keys: list[str]) -> str:
-    """'differs in: lr, epochs; lr 0.006 there, 0.001 here; ...' (four values at most)."""
-    saved, now = plain(saved), plain(now)
-    values = "; ".join(f"{k} {saved.get(k)!r} there, {now.get(k)!r} here" for k in keys[:4])
-    return f"differs in: {', '.join(keys)}; {values}"
-
-
 def continued(args, saved):
     """The config `args` (a TrainHeadConfig) trains with in the run `saved` made: the recipe fields
     `args` leaves to the recipe take the run's values, resolved."""
@@ -61,8 +54,9 @@ def check_same_run(run_dir: str | Path, cfg, old, *, what: str = "run") -> None:
     theirs, mine = identity(old), identity(cfg)
     diff = differences(theirs, mine)
     if diff:
-        raise RunError(f"{run_dir}: holds a {what} with a different config ({describe(theirs, mine, diff)}); "
-                       "use another -o or --overwrite")
+        values = "; ".join(f"{k} {theirs.get(k)!r} there, {mine.get(k)!r} here" for k in diff[:4])
+        raise RunError(f"{run_dir}: holds a {what} with a different config (differs in: {', '.join(diff)}; "
+                       f"{values}); use another -o or --overwrite")
 
 
 def check_checkpoint(path: Path, saved: Mapping[str, Any], cfg) -> None:

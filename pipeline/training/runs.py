@@ -8,6 +8,8 @@ per-stream frame shape and views); evaluation, prediction and resuming refuse a 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
+from fnmatch import fnmatch
 from pathlib import Path
 from typing import Any
 
@@ -88,32 +90,35 @@ def read_run_config(run_dir: str | Path) -> TrainHeadConfig:
 
 
 def prepare_run_dir(cfg: TrainHeadConfig) -> tuple[TrainHeadConfig, bool]:
-    """Check or clear the run dir; returns the config to train with (resolved) and whether an earlier
-    run of it should be continued.
+    """Check or clear the run dir (`saved_run`); returns the config to train with (resolved) and
+    whether an earlier run of it should be continued: the same run (pipeline.training.identity: the
+    recipe fields the user did not give take the run's values) continues, any other is refused."""
+    old = saved_run(cfg, (*RUN_FILES, "eval_*"), read_run_config, what="train-head run")
+    if old is None:
+        return cfg.resolved(), False
+    cfg = continued(cfg, old)
+    return cfg, resume_same_config(Path(cfg.out), cfg, old)
 
-    Same run (pipeline.training.identity: the recipe fields the user did not give take the run's
-    values): continue. Any other difference is refused unless --overwrite, which deletes the run's
-    files (only those). --resume insists there is a run.
-    """
+
+def saved_run(cfg, files: tuple[str, ...], read: Callable[[Path], Any], *, what: str) -> Any:
+    """The config of the run in `cfg.out` (`read(run_dir)`), or None to start one. --overwrite deletes
+    the run's `files` (names or globs; only those) and event files; --resume insists there is a run;
+    a folder holding other files is refused (ours alone are a start that failed before config.yaml)."""
     run_dir = Path(cfg.out)
-    existing = run_dir / "config.yaml"
     if cfg.overwrite:
-        for name in RUN_FILES:
-            (run_dir / name).unlink(missing_ok=True)
-        for path in run_dir.glob("eval_*"):
+        for path in (p for pattern in files for p in run_dir.glob(pattern)):
             path.unlink()
         remove_event_files(run_dir)
-        return cfg.resolved(), False
-    if not existing.is_file():
+        return None
+    if not (run_dir / "config.yaml").is_file():
         if cfg.resume:
             raise RunError(f"{run_dir}: nothing to resume (no config.yaml); drop --resume to start a run")
-        foreign = [p.name for p in run_dir.iterdir() if p.name not in RUN_FILES] if run_dir.is_dir() else []
-        if foreign:  # our own files alone are a start that failed before config.yaml: fine to reuse
-            raise RunError(f"{run_dir}: exists and is not a train-head run (holds {foreign[0]!r}); pick another -o")
-        return cfg.resolved(), False
-    old = read_run_config(run_dir)
-    cfg = continued(cfg, old)
-    return cfg, resume_same_config(run_dir, cfg, old)
+        foreign = [p.name for p in run_dir.iterdir() if not any(fnmatch(p.name, f) for f in files)] \
+            if run_dir.is_dir() else []
+        if foreign:
+            raise RunError(f"{run_dir}: exists and is not a {what} (holds {foreign[0]!r}); pick another -o")
+        return None
+    return read(run_dir)
 
 
 def resume_same_config(run_dir: Path, cfg, old, *, what: str = "run") -> bool:
