@@ -17,7 +17,6 @@ from torch import nn
 
 from pipeline.errors import HeadError
 from pipeline.heads.projection import build_projection
-from pipeline.heads.recipes import Recipe
 from pipeline.registry import Registry
 
 HEADS: Registry = Registry("head")
@@ -36,12 +35,12 @@ def register_head(
     fixed_length: bool = False,
     max_streams: int = 1,
     projects_to: str = "dim",
-    recipe: Recipe | None = None,
+    recipe: Any = None,
 ):
     """Register a body builder with the metadata `build_head`, the CLI and the trainer read.
 
-    recipe: the training values train-head, ablate and the demo use for what the user leaves out
-    (pipeline.heads.recipes; None: recipes.DEFAULT_RECIPE).
+    recipe: a pipeline.heads.recipes.Recipe, the training values train-head, ablate and the demo use
+    for what the user leaves out (None: recipes.DEFAULT_RECIPE; recipes imports this module, not back).
 
     fixed_length: the body's weights depend on T, so inputs must have exactly `num_segments` steps.
     projects_to: "dim" (Linear / 1x1 conv to `proj_dim`) or "classes" (TSN: straight to scores).
