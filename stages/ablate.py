@@ -33,11 +33,13 @@ from pipeline.ablation.runner import LocalExecutor, Progress, run_trials
 from pipeline.ablation.shared import SharedFeatures, is_pooled, load_shared
 from pipeline.config import config_to_dict, from_dict, read_yaml, save_config
 from pipeline.errors import ConfigError, full_disk_as_error
+from pipeline.heads.recipes import RECIPE_FIELDS
 from pipeline.progress import Advanced, Finished, Note, Started, emitter, note_sink
 from pipeline.progress import Progress as Events
 from pipeline.store import FeatureStore
 from pipeline.store_urls import absolute, relative
 from pipeline.training.events import loop_callback
+from pipeline.training.identity import differences
 from pipeline.training.session import run_head
 from pipeline.training.tensorboard_events import epoch_curves
 
@@ -64,10 +66,9 @@ class AblateResult:
 
 def train_trial(trial: Trial, shared: SharedFeatures, *, device: str, cfg: AblateConfig) -> dict[str, Any]:
     """One trial: a train-head run on the shared features; returns its metrics.json values."""
-    trial_cfg = cfg.trial_config(head=trial.head, segments=trial.segments, modality=trial.modality,
-                                 seed=trial.seed, out=str(trial_dir(cfg, trial)), device=device, params=trial.params)
+    trial_cfg = _trial_config(cfg, trial, device=device)
     data = shared.train_data(trial)
-    if not trial_cfg.standardize:  # stats are loaded when any trial standardises (recipes do; `paper` does not)
+    if not trial_cfg.resolved().standardize:  # stats are loaded when any trial standardises (recipes do; `paper` does not)
         data.stats = {}
     with epoch_curves(trial_cfg.out, None) as progress:  # TensorBoard event files, when it is installed
         callback = loop_callback(progress) if progress is not None else None
@@ -76,10 +77,10 @@ def train_trial(trial: Trial, shared: SharedFeatures, *, device: str, cfg: Ablat
     return dict(result.metrics)
 
 
-def _trial_config(cfg: AblateConfig, trial: Trial):
-    """The resolved train-head config of a trial (its recipe filled in), wherever it runs."""
+def _trial_config(cfg: AblateConfig, trial: Trial, device: str | None = None):
+    """The train-head config of a trial (what the user gave), wherever it runs."""
     return cfg.trial_config(head=trial.head, segments=trial.segments, modality=trial.modality, seed=trial.seed,
-                            out=str(trial_dir(cfg, trial)), params=trial.params)
+                            out=str(trial_dir(cfg, trial)), device=device, params=trial.params)
 
 
 def trial_dir(cfg: AblateConfig, trial: Trial) -> Path:
@@ -105,9 +106,7 @@ def _run(cfg: AblateConfig, progress: Events | None) -> AblateResult:
     records = []
     for trial in grid.trials:
         record = TrialRecord(trial, trial_dir(cfg, trial))
-        trial_cfg = cfg.trial_config(head=trial.head, segments=trial.segments, modality=trial.modality,
-                                     seed=trial.seed, out=str(record.run_dir), params=trial.params)
-        metrics = None if cfg.overwrite else finished_metrics(record.run_dir, trial_cfg)
+        metrics = None if cfg.overwrite else finished_metrics(record.run_dir, _trial_config(cfg, trial))
         if metrics is not None:
             record.status, record.metrics, record.resumed = "ok", metrics, True
         records.append(record)
@@ -126,7 +125,7 @@ def _run(cfg: AblateConfig, progress: Events | None) -> AblateResult:
         loading = time.perf_counter()
         todo_grid = Grid(trials=todo, skipped=grid.skipped, stream_shapes=grid.stream_shapes)
         shared = load_shared(store, todo_grid, val_split=cfg.train.get("val_split", "val"),
-                             standardize=any(_trial_config(cfg, t).standardize for t in todo),
+                             standardize=any(_trial_config(cfg, t).resolved().standardize for t in todo),
                              memory_budget_bytes=cfg.memory_budget_gb * 2**30, stats_dir=str(out),
                              storage_options=cfg.storage_options, note=note, skip_damaged=cfg.skip_damaged)
         load_seconds, shared_bytes = time.perf_counter() - loading, shared.nbytes
@@ -199,7 +198,9 @@ def _check_settings(cfg: AblateConfig, out: Path, store: FeatureStore) -> None:
     mine = {"store_config_hash": store.meta.get("config_hash", ""), **cfg.settings()}
     if path.is_file() and not cfg.overwrite:
         saved = read_yaml(path).get("shared", {})
-        diff = sorted(k for k in set(mine) | set(saved) if _plain(mine.get(k)) != _plain(saved.get(k)))
+        # a recipe field saved but not given now was left to each head's recipe, or was an earlier
+        # version's record of a probe trial's recipe: each trial's run keeps its own values
+        diff = differences(saved, mine, follow=RECIPE_FIELDS)
         if diff:
             raise ConfigError(f"{out}: holds an ablation with different settings (differs in: {', '.join(diff)}); "
                               "use another -o or --overwrite")
@@ -211,12 +212,6 @@ def _check_settings(cfg: AblateConfig, out: Path, store: FeatureStore) -> None:
 class _Saved:
     config: dict[str, Any]
     shared: dict[str, Any]
-
-
-def _plain(value: Any) -> Any:
-    import json
-
-    return json.loads(json.dumps(value, default=str))
 
 
 def _executor(cfg: AblateConfig, fn, shared: SharedFeatures):

@@ -16,14 +16,12 @@ from typing import Any
 from pipeline.cpus import apply_threads
 from pipeline.device import amp_on, pick_device
 from pipeline.errors import ConfigError
-from pipeline.store import FeatureStore
 from pipeline.training.data import memory_budget_bytes
 from pipeline.training.features import load_features
 from pipeline.training.loop import logit_metrics, make_source, num_views, predict
-from pipeline.training.model import build_model, head_input_kind, load_checkpoint
 from pipeline.training.predictions import check_output, prediction_rows, write_outputs
 from pipeline.training.reports import plot_confusion
-from pipeline.training.runs import check_signature, read_run_config, store_signature
+from pipeline.training.trained import TrainedRun
 
 
 @dataclass(frozen=True)
@@ -70,30 +68,25 @@ class EvaluateResult:
 def run(cfg: EvaluateConfig) -> EvaluateResult:
     apply_threads()
     run_dir = Path(cfg.run)
-    train_cfg = read_run_config(run_dir)
-    checkpoint = load_checkpoint(run_dir / cfg.checkpoint)
+    trained = TrainedRun.open(run_dir, cfg.checkpoint)
+    train_cfg = trained.config
     store_url = cfg.store or train_cfg.store
-    store = FeatureStore.open(store_url, storage_options=(cfg.storage_options or train_cfg.storage_options) or None)
-    pooled = head_input_kind(train_cfg.head) == "pooled"
-    signature = store_signature(store, train_cfg.streams, pooled=pooled, split=cfg.split)
-    check_signature(checkpoint["store"], signature, store_url=store_url, run=run_dir)
+    store = trained.open_store(cfg.store, cfg.storage_options)
+    signature = trained.check(store, split=cfg.split, url=store_url)
     device = pick_device(cfg.device)
-    use = (train_cfg.streams, pooled)
+    use = (train_cfg.streams, trained.pooled)
     split = load_features(store, uses=[use], splits=(cfg.split,), signatures={use: signature},
                           memory_budget_bytes=memory_budget_bytes(train_cfg.memory_budget_gb, device),
                           storage_options=cfg.storage_options or train_cfg.storage_options,
                           skip_damaged=cfg.skip_damaged).split(cfg.split, *use)
-    model = build_model(checkpoint["spec"]).to(device)
-    model.load_state_dict(checkpoint["model"])
-    stats = {s: (v["mean"].numpy(), v["std"].numpy()) for s, v in checkpoint.get("stats", {}).items()}
-    source = make_source(split, device=device, num_segments=checkpoint["segments"], stats=stats,
+    source = make_source(split, device=device, num_segments=trained.segments, stats=trained.stats(),
                          max_batch=cfg.batch_size)
-    logits, labels = predict(model, source, views=num_views(split), batch_size=cfg.batch_size,
+    logits, labels = predict(trained.model(device), source, views=num_views(split), batch_size=cfg.batch_size,
                              amp=amp_on(device, train_cfg.amp)[0])
     metrics = logit_metrics(logits, labels)
     if hasattr(source, "close"):
         source.close()
-    classes = checkpoint["classes"]
+    classes = trained.classes
     support = metrics["confusion"].sum(axis=1)
     per_class = [{"class": name, "accuracy": None if acc != acc else float(acc), "support": int(n)}
                  for name, acc, n in zip(classes, metrics["per_class"], support)]

@@ -28,8 +28,8 @@ from pipeline.progress import Progress
 from pipeline.training.events import finetune_throughput, loop_callback
 from pipeline.training.model import load_checkpoint, torch_bytes
 from pipeline.training.reports import plot_confusion, plot_curves
-from pipeline.training.runs import resume_same_config
-from pipeline.training.tensorboard_events import epoch_curves, remove_event_files
+from pipeline.training.runs import resume_same_config, saved_run
+from pipeline.training.tensorboard_events import epoch_curves
 
 RUN_FILES = ("config.yaml", "checkpoint.pt", "last.pt", "metrics.jsonl", "metrics.json", "curves.png", "confusion.png",
              "backbone.pt", "backbone.json", "flow_backbone.pt", "flow_backbone.json")
@@ -131,23 +131,15 @@ def _head_only_top1(run: str) -> float | None:
 
 def prepare_run_dir(cfg: FinetuneConfig) -> bool:
     """Check or clear the run dir (train-head's rules); True when an earlier run is continued."""
-    run_dir = Path(cfg.out)
-    if cfg.overwrite:
-        for name in RUN_FILES:
-            (run_dir / name).unlink(missing_ok=True)
-        remove_event_files(run_dir)
-        return False
-    existing = run_dir / "config.yaml"
-    if not existing.is_file():
-        if cfg.resume:
-            raise RunError(f"{run_dir}: nothing to resume (no config.yaml); drop --resume to start a run")
-        if run_dir.is_dir() and any(run_dir.iterdir()):
-            raise RunError(f"{run_dir}: exists and is not a finetune run; pick another -o")
-        return False
+    old = saved_run(cfg, RUN_FILES, _read_config, what="finetune run")
+    # a run saved before paths were made absolute holds the relative --run: from here, the same run
+    return old is not None and resume_same_config(Path(cfg.out), cfg, old.with_absolute_paths(), what="finetune run")
+
+
+def _read_config(run_dir: Path) -> FinetuneConfig:
+    path = run_dir / "config.yaml"
     try:
-        old = from_dict(FinetuneConfig, FinetuneConfig.saved_values(read_yaml(existing)), source=str(existing))
+        return from_dict(FinetuneConfig, FinetuneConfig.saved_values(read_yaml(path)), source=str(path))
     except ConfigError:
         raise RunError(f"{run_dir}: holds another kind of run (its config.yaml is not a finetune config); "
                        "pick another -o") from None
-    # a run saved before paths were made absolute holds the relative --run: from here, the same run
-    return resume_same_config(run_dir, cfg, old.with_absolute_paths(), what="finetune run")

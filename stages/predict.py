@@ -25,8 +25,7 @@ from pipeline.extraction.models import load_models
 from pipeline.store import FeatureStore
 from pipeline.training.data import load_split
 from pipeline.training.loop import make_source, num_views, predict
-from pipeline.training.model import build_model, head_input_kind, load_checkpoint
-from pipeline.training.runs import check_signature, read_run_config, store_signature
+from pipeline.training.trained import TrainedRun
 
 
 @dataclass(frozen=True)
@@ -81,12 +80,8 @@ def extract_config_of(store: FeatureStore, *, output: str, device: str) -> Extra
 def run(cfg: PredictConfig) -> PredictResult:
     started = time.perf_counter()
     apply_threads()
-    run_dir = Path(cfg.run)
-    train_cfg = read_run_config(run_dir)
-    checkpoint = load_checkpoint(run_dir / cfg.checkpoint)
-    source_store = FeatureStore.open(cfg.store or train_cfg.store,
-                                     storage_options=(cfg.storage_options or train_cfg.storage_options) or None)
-    pooled = head_input_kind(train_cfg.head) == "pooled"
+    trained = TrainedRun.open(cfg.run, cfg.checkpoint)
+    source_store = trained.open_store(cfg.store, cfg.storage_options)
     with tempfile.TemporaryDirectory(prefix="stpipe-predict-") as tmp:
         extract_cfg = extract_config_of(source_store, output=str(Path(tmp) / "features.zarr"), device=cfg.device)
         models = load_models(extract_cfg)
@@ -102,17 +97,12 @@ def run(cfg: PredictConfig) -> PredictResult:
         errors = {f.video_id: f.error for f in stats.failures}
         scores: dict[str, torch.Tensor] = {}
         if len(errors) < len(ids):
-            current = store_signature(store, train_cfg.streams, pooled=pooled, split="predict")
-            check_signature(checkpoint["store"], {**current, "classes": checkpoint["classes"]},
-                            store_url=str(source_store.url), run=run_dir)
-            split = load_split(store, "predict", streams=train_cfg.streams, pooled=pooled, labelled=False)
-            model = build_model(checkpoint["spec"]).to(device)
-            model.load_state_dict(checkpoint["model"])
-            stats_ = {s: (v["mean"].numpy(), v["std"].numpy()) for s, v in checkpoint.get("stats", {}).items()}
-            src = make_source(split, device=device, num_segments=checkpoint["segments"], stats=stats_, max_batch=64)
-            logits, _ = predict(model, src, views=num_views(split), batch_size=64)
+            trained.check(store, split="predict", url=str(source_store.url), own_classes=True)
+            split = load_split(store, "predict", streams=trained.config.streams, pooled=trained.pooled, labelled=False)
+            src = make_source(split, device=device, num_segments=trained.segments, stats=trained.stats(), max_batch=64)
+            logits, _ = predict(trained.model(device), src, views=num_views(split), batch_size=64)
             scores = dict(zip(split.video_ids.tolist(), logits.softmax(dim=1).cpu()))
-    classes = checkpoint["classes"]
+    classes = trained.classes
     predictions = []
     for vid, path in zip(ids, cfg.videos):
         if vid not in scores:

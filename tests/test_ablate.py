@@ -168,6 +168,16 @@ def test_rerun_resumes_without_repeating_trials(pooled_url, tmp_path, monkeypatc
         ablate.run(config(pooled_url, tmp_path, train={**TRAIN, "epochs": 4}))
 
 
+def test_ablation_settings_hold_what_the_user_gave_not_a_probe_trials_recipe(pooled_url, tmp_path):
+    """A recipe field left out is each head's own (not shared, not compared on a re-run); one given is both."""
+    from pipeline.heads.recipes import RECIPE_FIELDS
+
+    shared = config(pooled_url, tmp_path, train={"epochs": 3}).settings()
+    assert shared["epochs"] == 3 and shared["batch_size"] == 64
+    assert not set(shared) & (set(RECIPE_FIELDS) - {"epochs"})
+    assert config(pooled_url, tmp_path, train={"lr": 0.01}).settings()["lr"] == 0.01
+
+
 def test_crashed_trial_is_retried_once_then_reported_failed(pooled_url, tmp_path, monkeypatch):
     from pipeline.training import session
 

@@ -166,7 +166,7 @@ def test_default_recipe_trains_trn_on_raw_cnn_like_features(cnn_like_url, tmp_pa
     zero for every clip, and TRN's leading ReLU then passed nothing; the recipes standardise."""
     cfg = from_dict(TrainHeadConfig, dict(store=cnn_like_url, out=str(tmp_path / "trn"), head="trn_multiscale",
                                           segments=4, batch_size=16))
-    assert cfg.standardize
+    assert cfg.resolved().standardize
     result = train_head.run(cfg)
     assert min(r["train_loss"] for r in result.train.history) < 0.5 * math.log(4)
     assert not result.metrics["collapsed"] and result.metrics["val_top1"] >= 0.9

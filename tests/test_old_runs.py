@@ -15,7 +15,7 @@ from click.testing import CliRunner
 from store_fixtures import make_store
 
 from cli import cli
-from pipeline.errors import RunError
+from pipeline.errors import RunError, StpipeError
 from pipeline.training.config import TrainHeadConfig
 from pipeline.training.model import load_checkpoint
 from stages import train_head
@@ -65,7 +65,7 @@ def test_a_cli_run_resumes_from_the_cli_and_the_api_with_the_same_arguments(stor
     train_head.run(TrainHeadConfig(store=store, out=str(by_api), **ARGS))
     # the recipes standardise since (issue 20): a run made before continues as it was made, without
     fresh = train_head.run(TrainHeadConfig(store=store, out=str(tmp_path / "fresh"), standardize=False, **ARGS))
-    assert TrainHeadConfig(store=store, **ARGS).standardize
+    assert TrainHeadConfig(store=store, **ARGS).resolved().standardize
     assert yaml.safe_load((by_cli / "config.yaml").read_text())["standardize"] is False
     # the old files mean what a run of today's code with the same values does, epoch for epoch
     assert same_history(by_cli, by_api, Path(fresh.run_dir))
@@ -106,3 +106,41 @@ def test_files_that_predate_a_recipe_field_read_as_the_paper_recipe_in_both_read
     assert result.exit_code == 0, result.output
     assert f"resuming {out} after epoch 1" in result.output
     assert yaml.safe_load((out / "config.yaml").read_text())["temporal_center"] == 0
+
+
+# ---- files saved by commit 1b12725, before one module decided run identity (tests/fixtures/make_runs_1b12725.py)
+
+TODAY = Path(__file__).parent / "fixtures" / "runs-1b12725"
+TODAY_ARGS = dict(head="lstm", segments=4, batch_size=16, proj_dim=8, device="cpu")  # as make_runs_1b12725.py
+TODAY_ABLATE = dict(heads=("mlp", "lstm"), segments=(4,), seeds=(0,), train={"epochs": 2, "batch_size": 16},
+                    executor="local", trial_plots=False)
+
+
+def test_a_run_saved_before_one_identity_resumes_as_it_was_made(store, tmp_path):
+    out = tmp_path / "train"
+    shutil.copytree(TODAY / "train", out)
+    result = CliRunner().invoke(cli, ["train-head", "-s", store, "-o", str(out),
+                                      *[f"--{k.replace('_', '-')}={v}" for k, v in TODAY_ARGS.items()]])
+    assert result.exit_code == 0, result.output
+    assert f"resuming {out} after epoch 1" in result.output
+    fresh = train_head.run(TrainHeadConfig(store=store, out=str(tmp_path / "fresh"), **TODAY_ARGS))
+    assert same_history(out, Path(fresh.run_dir)) and len(history(out)) == 20  # the lstm recipe's epochs
+
+
+def test_an_ablation_saved_before_one_identity_resumes_even_when_a_recipe_changed(store, tmp_path, monkeypatch):
+    """Its ablation.yaml holds a probe mlp trial's resolved recipe as shared settings: neither that nor a
+    changed recipe refuses the re-run, and the finished trials are not repeated (they keep their values)."""
+    from dataclasses import replace
+
+    from pipeline.ablation import AblateConfig
+    from pipeline.heads import recipes
+    from stages import ablate
+
+    out = tmp_path / "ablation"
+    shutil.copytree(TODAY / "ablation", out)
+    cfg = AblateConfig(store=store, out=str(out), **TODAY_ABLATE)
+    assert all(r.resumed for r in ablate.run(cfg).records)
+    monkeypatch.setitem(recipes.RECIPES, "mlp", replace(recipes.RECIPES["mlp"], lr=0.05, proj_dim=16))
+    assert all(r.resumed for r in ablate.run(cfg).records)
+    with pytest.raises(StpipeError, match="differs in: epochs"):
+        ablate.run(replace(cfg, train={"epochs": 3, "batch_size": 16}))

@@ -139,3 +139,21 @@ def test_plugin_backbone_and_head_through_every_command(plugin, demo, tmp_path):
                  "--batch-size", "8", "-o", tmp_path / "run")  # fmt: skip
     assert run.returncode == 0, run.stderr
     assert (tmp_path / "run").is_dir()
+
+
+def test_the_documented_plugin_head_brings_its_recipe():
+    """docs/plugins.md's head example, run as written: train-head resolves the plug-in's recipe."""
+    doc = (ROOT / "docs" / "plugins.md").read_text()
+    example = doc.split("## A head", 1)[1].split("```python\n", 1)[1].split("```", 1)[0]
+    check = example + textwrap.dedent("""
+        register()
+        from pipeline.heads.recipes import head_recipe
+        from pipeline.training.config import TrainHeadConfig
+        cfg = TrainHeadConfig(store="s", head="maxpool", epochs=3).resolved()
+        print(cfg.lr, cfg.epochs, cfg.proj_dim, head_recipe("maxpool").short())
+    """)
+    done = subprocess.run([sys.executable, "-c", check], cwd=ROOT, capture_output=True, text=True,
+                          env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["0.006", "3", "32", "lr", "6e-03", "wd", "0.01", "20", "ep", "proj", "32", "drop",
+                                   "0.5"]

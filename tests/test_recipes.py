@@ -15,12 +15,13 @@ from pipeline.training.config import TrainHeadConfig
 
 def test_every_registered_head_has_a_recipe():
     assert set(RECIPES) == set(HEADS.names())
+    assert all(HEADS.meta(head)["recipe"] is RECIPES[head] is head_recipe(head) for head in HEADS.names())
 
 
 @pytest.mark.parametrize("head", ["gru", "fcn3d"])
 def test_recipe_fills_what_the_user_leaves_out(head):
     recipe = head_recipe(head)
-    cfg = from_dict(TrainHeadConfig, {"store": "s", "head": head, "lr": 0.5})
+    cfg = from_dict(TrainHeadConfig, {"store": "s", "head": head, "lr": 0.5}).resolved()
     assert cfg.lr == 0.5  # given: kept
     assert (cfg.weight_decay, cfg.epochs, cfg.proj_dim, cfg.dropout, cfg.optimizer, cfg.schedule) == (
         recipe.weight_decay, recipe.epochs, recipe.proj_dim, recipe.dropout, recipe.optimizer, recipe.schedule)
@@ -30,8 +31,9 @@ def test_paper_recipe_keeps_the_papers_sgd_values(tmp_path):
     path = tmp_path / "c.yaml"
     path.write_text("store: s\nhead: gru\nrecipe: paper\n")
     cfg = build_config(TrainHeadConfig, path, {"epochs": 7})
-    assert (cfg.optimizer, cfg.lr, cfg.weight_decay, cfg.schedule, cfg.epochs, cfg.proj_dim, cfg.temporal_center) == (
-        "sgd", 1e-3, 5e-4, "plateau", 7, 256, 0.0)
+    paper = cfg.resolved()
+    assert (paper.optimizer, paper.lr, paper.weight_decay, paper.schedule, paper.epochs, paper.proj_dim,
+            paper.temporal_center) == ("sgd", 1e-3, 5e-4, "plateau", 7, 256, 0.0)
     assert TrainHeadConfig(store="s", head="gru", recipe="paper", epochs=7) == cfg
     with pytest.raises(ConfigError, match="recipe: 'fast' is not one of 'head', 'paper'"):
         from_dict(TrainHeadConfig, {"store": "s", "recipe": "fast"})
@@ -48,15 +50,31 @@ def test_api_cli_and_yaml_build_one_config(tmp_path, head):
     path.write_text(f"store: s\nhead: {head}\nepochs: 3\n")
     assert api == build_config(TrainHeadConfig, None, {"store": "s", "head": head, "epochs": 3, "lr": None}) == \
         build_config(TrainHeadConfig, path) == from_dict(TrainHeadConfig, {"store": "s", "head": head, "epochs": 3})
-    assert {k: getattr(api, k) for k in RECIPE_FIELDS} == {**recipe.fields(), "epochs": 3}
+    assert {k: getattr(api.resolved(), k) for k in RECIPE_FIELDS} == {**recipe.fields(), "epochs": 3}
     assert api.given == ("epochs",) and api.recipe == "head"
+
+
+def test_replace_means_what_a_fresh_config_with_those_arguments_means():
+    """A config holds what the user gave; the recipe is resolved from it, so changing the head changes
+    the recipe values, and changing the seed marks nothing as given."""
+    from dataclasses import replace
+
+    lstm = TrainHeadConfig(store="s", head="lstm", segments=4, epochs=3)
+    mlp = replace(lstm, head="mlp")
+    assert mlp == TrainHeadConfig(store="s", head="mlp", segments=4, epochs=3)
+    assert mlp.resolved() == TrainHeadConfig(store="s", head="mlp", segments=4, epochs=3).resolved()
+    assert (mlp.resolved().lr, mlp.resolved().temporal_center, mlp.resolved().proj_dim) == (
+        head_recipe("mlp").lr, head_recipe("mlp").temporal_center, head_recipe("mlp").proj_dim)
+    assert lstm.resolved().lr != mlp.resolved().lr and lstm.resolved().temporal_center != mlp.resolved().temporal_center
+    assert replace(lstm, seed=1).given == ("epochs",)
+    assert replace(lstm, seed=1).identity() == {**lstm.identity(), "seed": 1}
 
 
 def test_saved_configs_read_back_unchanged():
     """A run's saved config holds every resolved value, so reading it back resolves nothing."""
     from pipeline.config import config_to_dict
 
-    cfg = TrainHeadConfig(store="s", head="gru", lr=0.5)
+    cfg = TrainHeadConfig(store="s", head="gru", lr=0.5).resolved()
     saved = config_to_dict(cfg)
     assert all(saved[k] is not None for k in RECIPE_FIELDS)
     assert TrainHeadConfig.from_saved(saved) == from_dict(TrainHeadConfig, saved) == cfg
@@ -69,7 +87,7 @@ def test_saved_config_is_not_refilled_from_todays_recipe():
                                               if k != "temporal_center"}}
     old = TrainHeadConfig.from_saved(saved)
     assert old.temporal_center == SGD_RECIPE.temporal_center == 0.0 and old.lr == head_recipe("lstm").lr
-    assert TrainHeadConfig(store="s", head="lstm").temporal_center == head_recipe("lstm").temporal_center == 0.75
+    assert TrainHeadConfig(store="s", head="lstm").resolved().temporal_center == head_recipe("lstm").temporal_center == 0.75
 
 
 def test_heads_command_shows_each_recipe():
@@ -82,9 +100,10 @@ def test_heads_command_shows_each_recipe():
 
 def test_temporal_center_is_a_recipe_field_of_the_config():
     recipe = head_recipe("lstm")
-    assert from_dict(TrainHeadConfig, {"store": "s", "head": "lstm"}).temporal_center == recipe.temporal_center
+    assert from_dict(TrainHeadConfig, {"store": "s", "head": "lstm"}).resolved().temporal_center == \
+        recipe.temporal_center
     assert from_dict(TrainHeadConfig, {"store": "s", "head": "lstm", "temporal_center": 0}).temporal_center == 0
-    assert from_dict(TrainHeadConfig, {"store": "s", "head": "lstm", "recipe": "paper"}).temporal_center == 0
+    assert from_dict(TrainHeadConfig, {"store": "s", "head": "lstm", "recipe": "paper"}).resolved().temporal_center == 0
     assert "temporal_center" in TrainHeadConfig.identity_fields  # a run dir refuses another value
     with pytest.raises(ConfigError, match="temporal_center must be a fraction in"):
         from_dict(TrainHeadConfig, {"store": "s", "head": "lstm", "temporal_center": 2})

@@ -116,7 +116,7 @@ def data_path(split: SplitData, npy: Path, args, device: torch.device) -> dict:
 
 def config(head: str, amp: bool, args, device: torch.device, epochs: int = 1) -> TrainHeadConfig:
     return TrainHeadConfig(store="bench", head=head, segments=SEGMENTS, batch_size=args.batch, epochs=epochs,
-                           device=str(device), amp=amp, recipe="paper")  # SGD, proj 256: the recorded runs' setting
+                           device=str(device), amp=amp, recipe="paper").resolved()  # SGD, proj 256: the recorded runs' setting
 
 
 def compute_limit(head: str, amp: bool, args, device: torch.device) -> dict:

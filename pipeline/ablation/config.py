@@ -106,10 +106,12 @@ class AblateConfig:
         return from_dict(TrainHeadConfig, values, source="ablate train settings")
 
     def settings(self) -> dict[str, Any]:
-        """What the trials share (resuming with different values would mix incomparable runs)."""
-        probe = self.trial_config(head="mlp", segments=1, modality="rgb", seed=0, out="-")
-        shared = {k: v for k, v in probe.identity().items() if k not in ("head", "segments", "modality", "seed")}
-        shared["fusion"] = self.train.get("fusion", probe.fusion)
+        """What the trials share, as the user gave it (resuming with different values would mix
+        incomparable runs): train-head settings but the recipe fields left to each head's recipe."""
+        args = self.trial_config(head="mlp", segments=1, modality="rgb", seed=0, out="-")
+        shared = {k: getattr(args, k) for k in args.identity_fields
+                  if k not in ("head", "segments", "modality", "seed") and getattr(args, k) is not None}
+        shared["fusion"] = self.train.get("fusion", args.fusion)
         if self.grid:
             shared["grid"] = {k: list(v) for k, v in sorted(self.grid.items())}
         return shared

@@ -18,6 +18,7 @@ from typing import Any
 from pipeline.ablation.grid import Trial
 from pipeline.errors import StpipeError
 from pipeline.training.config import TrainHeadConfig
+from pipeline.training.identity import same_run
 from pipeline.training.runs import read_run_config
 
 COLUMNS = ("head", "segments", "modality", "grid", "seed", "params", "macs", "val_top1", "val_top5", "val_mean_class_acc",
@@ -50,7 +51,7 @@ class TrialRecord:
 
 
 def finished_metrics(run_dir: Path, cfg: TrainHeadConfig) -> dict[str, Any] | None:
-    """metrics.json of a completed run of exactly this trial config, else None."""
+    """metrics.json of a completed run of this trial config (pipeline.training.identity), else None."""
     metrics = run_dir / "metrics.json"
     if not metrics.is_file() or not (run_dir / "config.yaml").is_file():
         return None
@@ -59,9 +60,7 @@ def finished_metrics(run_dir: Path, cfg: TrainHeadConfig) -> dict[str, Any] | No
         values = json.loads(metrics.read_text())
     except (StpipeError, ValueError):
         return None
-    if _plain(saved.identity()) != _plain(cfg.identity()):
-        return None
-    return values
+    return values if same_run(cfg, saved) else None
 
 
 def write_results(path: Path, records: list[TrialRecord]) -> Path:
@@ -111,9 +110,3 @@ def _parse(value: str) -> Any:
         except ValueError:
             pass
     return value
-
-
-def _plain(value: Any) -> Any:
-    from pipeline.config import config_to_dict
-
-    return json.loads(json.dumps(config_to_dict(value)))

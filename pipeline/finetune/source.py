@@ -31,8 +31,7 @@ from pipeline.store import FeatureStore
 from pipeline.store_urls import absolute
 from pipeline.training.config import MODALITY_STREAMS
 from pipeline.training.data import select_videos
-from pipeline.training.model import head_input_kind, load_checkpoint
-from pipeline.training.runs import check_signature, read_run_config, store_signature
+from pipeline.training.trained import TrainedRun
 
 READ_THREADS = 8
 
@@ -76,13 +75,11 @@ class Setup:
 
 def prepare(cfg: FinetuneConfig) -> Setup:
     run_dir = Path(cfg.run)
-    run_cfg = read_run_config(run_dir)
-    checkpoint = load_checkpoint(run_dir / "checkpoint.pt")
+    trained = TrainedRun.open(run_dir)
+    run_cfg, checkpoint, pooled = trained.config, trained.checkpoint, trained.pooled
     streams = MODALITY_STREAMS[cfg.modality] if cfg.modality else tuple(run_cfg.streams)
-    store = _open_store(run_cfg, run_dir)
-    pooled = head_input_kind(run_cfg.head) == "pooled"
-    check_signature(checkpoint["store"], store_signature(store, run_cfg.streams, pooled=pooled),
-                    store_url=run_cfg.store, run=run_dir)
+    store = trained.open_store()  # for the backbone record, the cached frame indices and the flow
+    trained.check(store, url=run_cfg.store)
     meta = store.meta
     backbones = _backbone_metas(meta, streams, cfg, store.url)
     if cfg.fusion == "st-resnet" and streams != ("rgb", "flow"):
@@ -90,7 +87,7 @@ def prepare(cfg: FinetuneConfig) -> Setup:
                           "(use --modality rgb+flow)")
     head_spec, sources = _head_spec(checkpoint["spec"], streams, backbones, pooled=pooled, run=run_dir)
     _check_segments(cfg.segments, run_cfg.head, int(checkpoint["segments"]))
-    stats = {s: (v["mean"].numpy(), v["std"].numpy()) for s, v in checkpoint.get("stats", {}).items() if s in streams}
+    stats = {s: v for s, v in trained.stats().items() if s in streams}
     extract = meta.get("config", {})
     resize = backbones[streams[0]]["resize_size"]
     decode_short = max(int(min(resize)), int(extract.get("flow_short_side", 0)) if extract.get("flow") else 0)
@@ -118,14 +115,6 @@ def _check_segments(asked: int, head: str, trained: int) -> None:
                           "depend on the number; drop --segments")
     if asked and asked < meta["min_segments"]:
         raise ConfigError(f"--segments {asked}: head {head!r} needs at least {meta['min_segments']}")
-
-
-def _open_store(run_cfg, run_dir: Path) -> FeatureStore:
-    try:
-        return FeatureStore.open(run_cfg.store, storage_options=run_cfg.storage_options or None)
-    except StoreError as exc:
-        raise StoreError(f"run {run_dir} was trained on store {run_cfg.store}, which is gone or unreadable ({exc}); "
-                         "finetune needs it for the backbone record, the cached frame indices and the flow") from None
 
 
 def _backbone_metas(meta: dict[str, Any], streams: tuple[str, ...], cfg: FinetuneConfig, url: str) -> dict[str, dict]:

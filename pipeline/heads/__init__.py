@@ -11,7 +11,7 @@ The contract (trainer, CLI and benchmarks code against it):
   `input_kind` ("pooled": consumes (B, T, D); "spatial": consumes (B, T, C, H, W)),
   `min_segments`, `fixed_length` (True when the weights depend on T, so T must equal
   `num_segments`), `max_streams` (2 for st_resnet, else 1), `projects_to` ("classes" for TSN),
-  and a one-line `summary`.
+  a one-line `summary` and the `recipe` it trains with (pipeline.heads.recipes; None: the default).
 - `build_head(name, *, num_classes, num_segments, in_dim, spatial=None | (H, W), dropout=0.5,
   proj_dim=256, streams=("rgb",), **options) -> Head`. Unknown names or options, too few segments
   or bad sizes raise HeadError (one line). `options` are the head's own (e.g. `hidden`, `ratio`,

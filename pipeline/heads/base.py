@@ -35,8 +35,12 @@ def register_head(
     fixed_length: bool = False,
     max_streams: int = 1,
     projects_to: str = "dim",
+    recipe: Any = None,
 ):
     """Register a body builder with the metadata `build_head`, the CLI and the trainer read.
+
+    recipe: a pipeline.heads.recipes.Recipe, the training values train-head, ablate and the demo use
+    for what the user leaves out (None: recipes.DEFAULT_RECIPE; recipes imports this module, not back).
 
     fixed_length: the body's weights depend on T, so inputs must have exactly `num_segments` steps.
     projects_to: "dim" (Linear / 1x1 conv to `proj_dim`) or "classes" (TSN: straight to scores).
@@ -51,6 +55,7 @@ def register_head(
         fixed_length=fixed_length,
         max_streams=max_streams,
         projects_to=projects_to,
+        recipe=recipe,
     )
 
 

@@ -27,6 +27,7 @@ import torch
 from torch import nn
 
 from pipeline.heads.base import register_head
+from pipeline.heads.recipes import RECIPES
 
 # ---- MLP family ---------------------------------------------------------------------------------
 
@@ -124,19 +125,19 @@ class TRNMultiScale(nn.Module):
         return out
 
 
-@register_head("mlp", input_kind="pooled", fixed_length=True,
+@register_head("mlp", recipe=RECIPES["mlp"], input_kind="pooled", fixed_length=True,
                summary="ordered concatenation -> 2-layer MLP (Köpüklü et al. 3.2.1)")
 def mlp(*, num_classes: int, num_segments: int, dim: int, dropout: float, hidden: int = 512) -> nn.Module:
     return OrderedMLP(num_segments=num_segments, dim=dim, num_classes=num_classes, hidden=hidden, dropout=dropout)
 
 
-@register_head("tsn", input_kind="pooled", projects_to="classes",
+@register_head("tsn", recipe=RECIPES["tsn"], input_kind="pooled", projects_to="classes",
                summary="average of per-segment class scores (TSN, Köpüklü et al. 3.2.2)")
 def tsn() -> nn.Module:
     return TemporalMean()
 
 
-@register_head("trn_multiscale", input_kind="pooled", min_segments=2, fixed_length=True,
+@register_head("trn_multiscale", recipe=RECIPES["trn_multiscale"], input_kind="pooled", min_segments=2, fixed_length=True,
                summary="multi-scale temporal relations, 3 per scale (TRN, Köpüklü et al. 3.2.3)")
 def trn_multiscale(
     *, num_classes: int, num_segments: int, dim: int, hidden: int = 256,
@@ -192,12 +193,12 @@ for _name, _kind, _kw, _what in [
     ("lstm", "LSTM", {}, "LSTM"),
     ("gru", "GRU", {}, "GRU"),
 ]:
-    register_head(_name, input_kind="pooled", summary=f"{_what}, last output -> Linear (Köpüklü et al. 3.3)")(
+    register_head(_name, recipe=RECIPES[_name], input_kind="pooled", summary=f"{_what}, last output -> Linear (Köpüklü et al. 3.3)")(
         _rnn_head(_kind, **_kw)
     )
 
 
-@register_head("blstm", input_kind="pooled",
+@register_head("blstm", recipe=RECIPES["blstm"], input_kind="pooled",
                summary="bidirectional LSTM, 128 per direction (Köpüklü et al. 3.3.3)")
 def blstm(*, num_classes: int, dim: int, hidden: int | None = None) -> nn.Module:
     return BidirectionalLSTM(dim=dim, hidden=hidden or dim // 2, num_classes=num_classes)
@@ -233,7 +234,7 @@ class ConvLSTMHead(nn.Module):
         return self.fc(h.mean(dim=(-2, -1)))
 
 
-@register_head("convlstm", input_kind="spatial",
+@register_head("convlstm", recipe=RECIPES["convlstm"], input_kind="spatial",
                summary="ConvLSTM 3x3 on the maps, last state avg-pooled -> Linear (Köpüklü et al. 3.3.4)")
 def convlstm(*, num_classes: int, dim: int, hidden: int | None = None, kernel_size: int = 3) -> nn.Module:
     return ConvLSTMHead(dim=dim, hidden=hidden or dim, kernel_size=kernel_size, num_classes=num_classes)
@@ -282,13 +283,13 @@ class FCN3D(nn.Module):
         return self.net(x.transpose(1, 2)).mean(dim=(-3, -2, -1))
 
 
-@register_head("fcn2d", input_kind="pooled",
+@register_head("fcn2d", recipe=RECIPES["fcn2d"], input_kind="pooled",
                summary="2D FCN over the T x 256 feature matrix (Köpüklü et al. 3.4.1)")
 def fcn2d(*, num_classes: int, channels: tuple[int, ...] = (64, 64, 128, 128, 256)) -> nn.Module:
     return FCN2D(num_classes=num_classes, channels=tuple(channels))
 
 
-@register_head("fcn3d", input_kind="spatial",
+@register_head("fcn3d", recipe=RECIPES["fcn3d"], input_kind="spatial",
                summary="3D FCN over the T x 256 x H x W volume (Köpüklü et al. 3.4.2)")
 def fcn3d(*, num_classes: int, dim: int, channels: tuple[int, ...] = (64, 128, 256)) -> nn.Module:
     return FCN3D(dim=dim, num_classes=num_classes, channels=tuple(channels))

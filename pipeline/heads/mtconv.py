@@ -35,6 +35,7 @@ from torch import nn
 
 from pipeline.errors import HeadError
 from pipeline.heads.base import register_head
+from pipeline.heads.recipes import RECIPES
 
 
 def soft_pool2d(x: torch.Tensor) -> torch.Tensor:
@@ -124,7 +125,7 @@ class MTConvHead(nn.Module):
         return self.fc(x.mean(dim=(-3, -2, -1)))
 
 
-@register_head("mtconv", input_kind="spatial",
+@register_head("mtconv", recipe=RECIPES["mtconv"], input_kind="spatial",
                summary="4 MTBlocks (local + prolonged branches, GRU excitation), time pooled 2x between (seed 002)")
 def mtconv(*, num_classes: int, dim: int, ratio: float = 0.875, gru_layers: int = 2, num_blocks: int = 4) -> nn.Module:
     if num_blocks < 1:

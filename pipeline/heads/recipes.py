@@ -1,13 +1,14 @@
 """Per-head training recipes: the defaults train-head, ablate and the demo use when not overridden.
+A head is registered with its recipe (`register_head(..., recipe=Recipe(...))`; a plug-in head brings
+its own, docs/plugins.md); RECIPES below are the built-in heads'.
 
 Köpüklü et al. (the paper of pipeline/heads/classic.py) train every head with one SGD recipe
 (lr 1e-3, plateau drops, up to 60 epochs); on small caches (the demo's 7 batches an epoch) that
-recipe never converges, and the heads differ in what they need (an RNN wants a larger lr than a 3D
-FCN). Each head here has a recipe chosen from a recorded sweep on cached features (an `stpipe
-ablate --grid` run; the table and the command are in benchmarks/README.md, "Per-head training
-recipes"). A TrainHeadConfig resolves every recipe field the user leaves unset (API keyword, CLI
-flag, YAML key, ablate `train`) once, when it is built, from the head's registered recipe
-(`recipe: head`) or from SGD_RECIPE (`recipe: paper`, the paper's SGD).
+recipe never converges, and the heads differ in what they need (an RNN wants a larger lr than a 3D FCN). Each head here has a recipe chosen from a
+recorded sweep on cached features (an `stpipe ablate --grid` run; the table and the command are in
+benchmarks/README.md, "Per-head training recipes"). A TrainHeadConfig resolves every recipe field
+the user leaves unset (API keyword, CLI flag, YAML key, ablate `train`) when it is resolved,
+from the head's registered recipe (`recipe: head`) or from SGD_RECIPE (`recipe: paper`, the paper's SGD).
 """
 
 from __future__ import annotations
@@ -90,7 +91,7 @@ RECIPES: dict[str, Recipe] = {
     "mtconv": Recipe(),
     "s3dg": Recipe(lr=6e-3),
 }
-DEFAULT_RECIPE = Recipe()  # a head registered without a recipe (e.g. a plugin that did not register one)
+DEFAULT_RECIPE = Recipe()  # a head registered without a recipe (e.g. a plug-in that brings none)
 
 # The paper where it is specific (SGD, lr reduced twice by 10x when the validation loss converges,
 # dropout after the backbone features) and the TSN/TRN code bases where it gives no numbers:
@@ -102,13 +103,11 @@ SGD_RECIPE = Recipe(lr=1e-3, weight_decay=5e-4, epochs=60, proj_dim=256, dropout
                     optimizer="sgd", schedule="plateau", standardize=False)
 
 
-def register_recipe(head: str, recipe: Recipe) -> None:
-    """The recipe `recipe: head` gives `head` (a head added outside this module registers its own)."""
-    RECIPES[head] = recipe
-
-
 def head_recipe(head: str) -> Recipe:
-    return RECIPES.get(head, DEFAULT_RECIPE)
+    """The recipe `head` was registered with (DEFAULT_RECIPE when none, or for a name no head has)."""
+    from pipeline.heads.base import HEADS
+
+    return (HEADS.meta(head)["recipe"] if head in HEADS else None) or DEFAULT_RECIPE
 
 
 def resolve_recipe(choice: str, head: str) -> Recipe:

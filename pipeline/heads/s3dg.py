@@ -22,6 +22,7 @@ from torch import nn
 
 from pipeline.errors import HeadError
 from pipeline.heads.base import register_head
+from pipeline.heads.recipes import RECIPES
 
 
 class SelfGating(nn.Module):
@@ -63,7 +64,7 @@ class S3DGHead(nn.Module):
         return self.fc(self.blocks(x.transpose(1, 2)).mean(dim=(-3, -2, -1)))
 
 
-@register_head("s3dg", input_kind="spatial",
+@register_head("s3dg", recipe=RECIPES["s3dg"], input_kind="spatial",
                summary="3 top-heavy blocks: separable 1x3x3 + 3x1x1/2 convs, self-gating (S3D-G, seed 001)")
 def s3dg(*, num_classes: int, dim: int, num_blocks: int = 3, kernel_size: int = 3, temporal_stride: int = 2) -> nn.Module:
     if num_blocks < 1 or kernel_size < 1 or kernel_size % 2 == 0 or temporal_stride < 1:

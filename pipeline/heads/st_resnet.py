@@ -25,6 +25,7 @@ from torch import nn
 
 from pipeline.errors import HeadError
 from pipeline.heads.base import register_head
+from pipeline.heads.recipes import RECIPES
 
 
 def inflate_temporal(weight: torch.Tensor, length: int) -> torch.Tensor:
@@ -109,7 +110,7 @@ class STResNet(nn.Module):
         return torch.stack(list(self.stream_logits(z).values())).mean(dim=0)
 
 
-@register_head("st_resnet", input_kind="pooled", max_streams=2,
+@register_head("st_resnet", recipe=RECIPES["st_resnet"], input_kind="pooled", max_streams=2,
                summary="temporal residual units (avg-initialised 1x1x3), max-pool; rgb+flow residuals (seed 003)")
 def st_resnet(
     *,

@@ -2,7 +2,8 @@
 
 The pieces, in the order data flows through them:
 
-    config.TrainHeadConfig      frozen config; `identity()` decides whether a run dir holds "this" run
+    config.TrainHeadConfig      frozen config of what the user gave; `resolved()` fills the recipe
+    identity                    whether a run dir holds "this" run (train-head, ablate, --select, finetune)
     data.load_split(store, split, streams=("rgb",), pooled=True, memory_budget_bytes=None) -> SplitData
                                 a split as plain numpy: per stream one contiguous (views, frames, C[, H, W])
                                 float16 array + per-video offsets/lengths, labels, ids (or, above the
@@ -17,6 +18,9 @@ The pieces, in the order data flows through them:
     metrics, reports, runs, model
                                 accuracy/confusion, plots, run-dir rules and store signatures,
                                 model specs and weights-only checkpoints
+    trained.TrainedRun.open(run_dir)
+                                a finished run for evaluate, predict and finetune: config, model, stats,
+                                the check that a store is the one it was trained on
 
 For many trials on one store (ablations): `stages.train_head.load_data(cfg, store)` once, put the
 `TrainData` (numpy only, so it goes into Ray's object store zero-copy) wherever the trials run,

@@ -1,19 +1,19 @@
-"""The train-head config. `identity_fields` decide what a run *is*; the rest is how it runs.
+"""The train-head config: what the user gave. `identity_fields` decide what a run *is*; the rest is how it runs.
 
 One construction for every entry point (Python API, CLI flags, YAML, ablate trials, the demo): the
 fields a training recipe owns (pipeline.heads.recipes.RECIPE_FIELDS: lr, weight decay, epochs,
-projection width, dropout, temporal centring, optimizer, schedule, standardisation) default to None = "not given",
-and `__post_init__` resolves them once from `recipe` ("head": the head's registered recipe,
-`stpipe heads`; "paper": Köpüklü et al.'s SGD). The resolved values are what the run saves, compares on
-resume and trains with; `given` says which of them the user set. Saved files are read back as they
-are (`from_saved`): nothing is refilled from today's recipes. `dataclasses.replace` keeps the resolved
-values (build a new config from the arguments to change the head and get its recipe).
+projection width, dropout, temporal centring, optimizer, schedule, standardisation) default to None =
+"not given" and stay so: `resolved()` is the config a run trains with, every recipe field filled from
+`recipe` ("head": the head's registered recipe, `stpipe heads`; "paper": the SGD recipe of Köpüklü et al.). So
+`dataclasses.replace(cfg, head="mlp")` means what a fresh config with those arguments means, and
+`given` says which recipe fields the user set. Saved files hold resolved values and are read back as
+they are (`from_saved`): nothing is refilled from today's recipes (pipeline.training.identity).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 from pipeline.errors import ConfigError
@@ -37,7 +37,7 @@ class TrainHeadConfig:
     # rgb+flow: "late" = one head per stream, logits averaged (two-stream late fusion);
     # "joint" = one two-stream head (e.g. st_resnet with motion->appearance residuals)
     fusion: Literal["late", "joint"] = "late"
-    # None = from the recipe (resolved in __post_init__, so never None on a built config)
+    # None = from the recipe (`resolved()`)
     proj_dim: int | None = None
     dropout: float | None = None
     # fraction of the projected channels centred on each clip's temporal mean (pooled heads; see
@@ -85,28 +85,24 @@ class TrainHeadConfig:
     )
 
     def __post_init__(self) -> None:
-        recipe = resolve_recipe(self.recipe, self.head)
-        given = tuple(name for name in RECIPE_FIELDS if getattr(self, name) is not None)
-        for name in RECIPE_FIELDS:
-            if name not in given:
-                object.__setattr__(self, name, getattr(recipe, name))
-        object.__setattr__(self, "_given", given)  # not a field: equality and saving see resolved values
-        if self.optimizer not in ("sgd", "adamw") or self.schedule not in ("plateau", "cosine"):
+        values = self.recipe_values()  # what it trains with: checked now, in one line
+        if values["optimizer"] not in ("sgd", "adamw") or values["schedule"] not in ("plateau", "cosine"):
             raise ConfigError(f"optimizer must be sgd or adamw and schedule plateau or cosine, got "
-                              f"{self.optimizer!r} and {self.schedule!r}")
+                              f"{values['optimizer']!r} and {values['schedule']!r}")
         if not self.store:
             raise ConfigError("train-head needs a feature store (-s/--store)")
         for name in ("segments", "epochs", "batch_size", "proj_dim", "plateau_patience", "eval_batch_size"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if self.lr <= 0:
-            raise ConfigError(f"lr must be > 0, got {self.lr}")
-        if self.weight_decay < 0 or not 0.0 <= self.momentum < 1.0:
+            value = values[name] if name in values else getattr(self, name)
+            if value < 1:
+                raise ConfigError(f"{name} must be >= 1, got {value}")
+        if values["lr"] <= 0:
+            raise ConfigError(f"lr must be > 0, got {values['lr']}")
+        if values["weight_decay"] < 0 or not 0.0 <= self.momentum < 1.0:
             raise ConfigError("weight_decay must be >= 0 and momentum in [0, 1)")
-        if not 0.0 <= self.dropout < 1.0:
-            raise ConfigError(f"dropout must be in [0, 1), got {self.dropout}")
-        if not 0.0 <= self.temporal_center <= 1.0:
-            raise ConfigError(f"temporal_center must be a fraction in [0, 1], got {self.temporal_center}")
+        if not 0.0 <= values["dropout"] < 1.0:
+            raise ConfigError(f"dropout must be in [0, 1), got {values['dropout']}")
+        if not 0.0 <= values["temporal_center"] <= 1.0:
+            raise ConfigError(f"temporal_center must be a fraction in [0, 1], got {values['temporal_center']}")
         if self.lr_drops < 0:
             raise ConfigError(f"lr_drops must be >= 0, got {self.lr_drops}")
         if self.memory_budget_gb < 0:
@@ -118,8 +114,18 @@ class TrainHeadConfig:
 
     @property
     def given(self) -> tuple[str, ...]:
-        """The recipe fields the user set (the others came from the recipe)."""
-        return self._given
+        """The recipe fields the user set (the others come from the recipe)."""
+        return tuple(name for name in RECIPE_FIELDS if getattr(self, name) is not None)
+
+    def recipe_values(self) -> dict[str, Any]:
+        """Every recipe field: the given value, else the recipe's."""
+        recipe = resolve_recipe(self.recipe, self.head)
+        return {name: getattr(recipe, name) if getattr(self, name) is None else getattr(self, name)
+                for name in RECIPE_FIELDS}
+
+    def resolved(self) -> TrainHeadConfig:
+        """The config a run trains with, saves and compares: every recipe field filled."""
+        return self if not set(RECIPE_FIELDS) - set(self.given) else replace(self, **self.recipe_values())
 
     @classmethod
     def from_saved(cls, data: Mapping[str, Any], *, source: str = "saved config") -> TrainHeadConfig:
@@ -139,5 +145,7 @@ class TrainHeadConfig:
         return MODALITY_STREAMS[self.modality]
 
     def identity(self) -> dict[str, Any]:
-        return {name: getattr(self, name) for name in self.identity_fields}
+        """What the run is, resolved (pipeline.training.identity compares identities)."""
+        resolved = self.resolved()
+        return {name: getattr(resolved, name) for name in self.identity_fields}
 

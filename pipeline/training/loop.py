@@ -15,7 +15,6 @@ checkpoint.pt whenever val top-1 improves, and metrics.jsonl.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import math
 import time
@@ -35,6 +34,7 @@ from pipeline.training.batches import MemoryFeatures, Standardizer, eval_plans, 
 from pipeline.training.collapse import collapse_notes
 from pipeline.training.config import TrainHeadConfig
 from pipeline.training.data import SplitData
+from pipeline.training.identity import check_checkpoint, identity
 from pipeline.training.metrics import classification_metrics
 from pipeline.training.model import (
     CHECKPOINT_FORMAT,
@@ -144,6 +144,7 @@ def train(cfg: TrainHeadConfig, data: TrainData, *, run_dir: str | Path | None =
     """Train on loaded data; with `run_dir`, write checkpoints and metrics.jsonl there, and with
     `resume` continue from its last.pt. `patience`: stop once val top-1 has not improved for that many
     epochs (early stopping; `--select` scores its inner runs this way)."""
+    cfg = cfg.resolved()
     emit = callback or (lambda event, **info: None)
     notes = data_notes(data)
     for note in notes:
@@ -264,7 +265,7 @@ def save_last_checkpoint(path: Path, cfg, state, model, optimizer, schedule, sca
     """last.pt of a train-head (`kind` "last") or finetune ("finetune-last") run: the loop's state and all
     that changes as it steps, tagged with the config identity so that a resume can refuse another config."""
     save_checkpoint({
-        "format": CHECKPOINT_FORMAT, "kind": kind, "identity": _plain(cfg.identity()), "state": state,
+        "format": CHECKPOINT_FORMAT, "kind": kind, "identity": identity(cfg), "state": state,
         "model": model.state_dict(), "optimizer": optimizer.state_dict(), "schedule": dict(schedule.state),
         "scaler": scaler.state_dict(), **extra,
     }, path)
@@ -279,26 +280,13 @@ def load_last_checkpoint(path: Path, cfg, model, optimizer, schedule, scaler, *,
     saved = load_checkpoint(path)
     if saved.get("kind") != kind:
         raise RunError(f"{path}: not a {name} checkpoint")
-    identity = _saved_identity(saved["identity"], cfg)
-    if identity != _plain(cfg.identity()):
-        diff = sorted(k for k, v in _plain(cfg.identity()).items() if identity.get(k) != v)
-        raise RunError(f"{path}: was written by a different config (differs in: {', '.join(diff)}); cannot resume")
+    check_checkpoint(path, saved["identity"], cfg)
     model.load_state_dict(saved["model"])
     optimizer.load_state_dict(saved["optimizer"])
     schedule.state.update(saved["schedule"])
     if saved["scaler"]:
         scaler.load_state_dict(saved["scaler"])
     return saved
-
-
-def _saved_identity(saved: dict[str, Any], cfg) -> dict[str, Any]:
-    """A checkpoint's identity with the fields added to the config since it was written: they did
-    not exist then, so the run had what their absence means. Read as config.yaml is (train-head:
-    TrainHeadConfig.saved_values, the paper's value of a recipe field), else the field's default."""
-    saved = getattr(cfg, "saved_values", dict)(saved)
-    defaults = {f.name: f.default for f in dataclasses.fields(cfg) if f.default is not dataclasses.MISSING}
-    missing = {k: defaults[k] for k in cfg.identity_fields if k not in saved and k in defaults}
-    return {**_plain(missing), **saved}
 
 
 def _save_last(path: Path, cfg, state, model, optimizer, schedule, scaler, generator) -> None:
@@ -315,11 +303,6 @@ def _restore(path: Path, cfg, model, optimizer, schedule, scaler, generator) -> 
     if "cuda" in saved["rng"] and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(saved["rng"]["cuda"])
     return dict(saved["state"])
-
-
-def _plain(value: Any) -> Any:
-    """Identity values as torch.load(weights_only=True) returns them (tuples become lists)."""
-    return json.loads(json.dumps(value))
 
 
 def write_jsonl(path: Path, history: list[dict[str, Any]]) -> None:

@@ -30,6 +30,7 @@ def head_input_kind(head: str) -> str:
 
 def model_spec(cfg: TrainHeadConfig, *, num_classes: int, frame_shapes: Mapping[str, tuple[int, ...]]) -> dict[str, Any]:
     """Build arguments for every head of the run. frame_shapes: {stream: (D,) or (C, H, W)}."""
+    cfg = cfg.resolved()
     streams = cfg.streams
     reserved = {"name", "num_classes", "num_segments", "dropout", "proj_dim", "in_dim", "spatial", "streams",
                 "temporal_center"}

@@ -8,16 +8,18 @@ per-stream frame shape and views); evaluation, prediction and resuming refuse a 
 from __future__ import annotations
 
 import json
-from dataclasses import replace
+from collections.abc import Callable
+from fnmatch import fnmatch
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from pipeline.config import config_to_dict, read_yaml
+from pipeline.config import read_yaml
 from pipeline.errors import RunError, StoreError
 from pipeline.store import FeatureStore
 from pipeline.training.config import STREAM_ARRAYS, TrainHeadConfig
+from pipeline.training.identity import check_same_run, continued
 from pipeline.training.tensorboard_events import remove_event_files
 
 SELECTION_FILE = "selection.json"  # --select: what was searched and chosen (pipeline.training.select)
@@ -88,61 +90,42 @@ def read_run_config(run_dir: str | Path) -> TrainHeadConfig:
 
 
 def prepare_run_dir(cfg: TrainHeadConfig) -> tuple[TrainHeadConfig, bool]:
-    """Check or clear the run dir; returns the config to train with and whether an earlier run of it
-    should be continued.
+    """Check or clear the run dir (`saved_run`); returns the config to train with (resolved) and
+    whether an earlier run of it should be continued: the same run (pipeline.training.identity: the
+    recipe fields the user did not give take the run's values) continues, any other is refused."""
+    old = saved_run(cfg, (*RUN_FILES, "eval_*"), read_run_config, what="train-head run")
+    if old is None:
+        return cfg.resolved(), False
+    cfg = continued(cfg, old)
+    return cfg, resume_same_config(Path(cfg.out), cfg, old)
 
-    Same config: continue (re-running a command resumes). A recipe field the user did not give and the
-    run holds another value of (a run made before a recipe changed, or through another entry point
-    with the other recipe): the run continues as it was made, with its own values. Any other
-    difference is refused unless --overwrite, which deletes the run's files (only those). --resume
-    insists there is a run.
-    """
+
+def saved_run(cfg, files: tuple[str, ...], read: Callable[[Path], Any], *, what: str) -> Any:
+    """The config of the run in `cfg.out` (`read(run_dir)`), or None to start one. --overwrite deletes
+    the run's `files` (names or globs; only those) and event files; --resume insists there is a run;
+    a folder holding other files is refused (ours alone are a start that failed before config.yaml)."""
     run_dir = Path(cfg.out)
-    existing = run_dir / "config.yaml"
     if cfg.overwrite:
-        for name in RUN_FILES:
-            (run_dir / name).unlink(missing_ok=True)
-        for path in run_dir.glob("eval_*"):
+        for path in (p for pattern in files for p in run_dir.glob(pattern)):
             path.unlink()
         remove_event_files(run_dir)
-        return cfg, False
-    if not existing.is_file():
+        return None
+    if not (run_dir / "config.yaml").is_file():
         if cfg.resume:
             raise RunError(f"{run_dir}: nothing to resume (no config.yaml); drop --resume to start a run")
-        foreign = [p.name for p in run_dir.iterdir() if p.name not in RUN_FILES] if run_dir.is_dir() else []
-        if foreign:  # our own files alone are a start that failed before config.yaml: fine to reuse
-            raise RunError(f"{run_dir}: exists and is not a train-head run (holds {foreign[0]!r}); pick another -o")
-        return cfg, False
-    old = read_run_config(run_dir)
-    kept = {k: getattr(old, k) for k in recipe_fields_to_keep(cfg, old)}
-    if kept:
-        cfg = replace(cfg, **kept)
-    return cfg, resume_same_config(run_dir, cfg, old)
-
-
-def recipe_fields_to_keep(cfg, old) -> list[str]:
-    """Recipe fields the user left to the recipe (`cfg.given` says which they set) whose value differs
-    from the run's: the run's own values are what continuing it means."""
-    from pipeline.heads.recipes import RECIPE_FIELDS
-
-    given = getattr(cfg, "given", RECIPE_FIELDS)
-    return [k for k in RECIPE_FIELDS if k not in given and getattr(cfg, k) != getattr(old, k)]
+        foreign = [p.name for p in run_dir.iterdir() if not any(fnmatch(p.name, f) for f in files)] \
+            if run_dir.is_dir() else []
+        if foreign:
+            raise RunError(f"{run_dir}: exists and is not a {what} (holds {foreign[0]!r}); pick another -o")
+        return None
+    return read(run_dir)
 
 
 def resume_same_config(run_dir: Path, cfg, old, *, what: str = "run") -> bool:
     """`old` made the run in run_dir (train-head's or finetune's config): refuse it unless `cfg` has the
     same identity; True when its last.pt lets the run continue (--resume insists on one)."""
-    mine, theirs = _plain(cfg.identity()), _plain(old.identity())
-    if mine != theirs:
-        diff = sorted(k for k in mine if mine[k] != theirs.get(k))
-        values = "; ".join(f"{k} {theirs.get(k)!r} there, {mine[k]!r} here" for k in diff[:4])
-        raise RunError(f"{run_dir}: holds a {what} with a different config (differs in: {', '.join(diff)}; "
-                       f"{values}); use another -o or --overwrite")
+    check_same_run(run_dir, cfg, old, what=what)
     resumable = (run_dir / "last.pt").is_file()
     if cfg.resume and not resumable:
         raise RunError(f"{run_dir}: nothing to resume (no last.pt); drop --resume to start the run")
     return resumable
-
-
-def _plain(value: Any) -> Any:
-    return json.loads(json.dumps(config_to_dict(value)))

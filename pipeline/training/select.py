@@ -111,6 +111,7 @@ def select(cfg: TrainHeadConfig, data: TrainData, *, note: Callable[[str], None]
     """Greedy search (module docstring) on an inner split of `data.train` (`groups`: each training video's
     group, kept whole); `cfg` is the starting point.
     `order` and `early_stop` exist for benchmarks/bench_select.py (the search as first built: AXES, False)."""
+    cfg = cfg.resolved()
     note = note or (lambda message: None)
     started = time.perf_counter()
     inner_train, inner_val = inner_split(data.train, seed=cfg.seed, groups=groups)

@@ -13,7 +13,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from pipeline.config import config_to_dict, save_config
+from pipeline.config import save_config
 from pipeline.cpus import apply_threads
 from pipeline.device import pick_device
 from pipeline.errors import ConfigError
@@ -22,6 +22,8 @@ from pipeline.store import FeatureStore
 from pipeline.training.config import TrainHeadConfig
 from pipeline.training.data import memory_budget_bytes
 from pipeline.training.features import load_features
+from pipeline.training.identity import differences
+from pipeline.training.identity import identity as run_identity
 from pipeline.training.loop import Callback, TrainData, TrainResult, train
 from pipeline.training.model import check_buildable, head_input_kind
 from pipeline.training.reports import plot_confusion, plot_curves
@@ -115,10 +117,10 @@ def _selection(cfg: TrainHeadConfig, data: TrainData, store: FeatureStore, run_d
     from pipeline.training.select import select
 
     path = run_dir / SELECTION_FILE
-    identity = json.loads(json.dumps(config_to_dict(cfg.identity())))
+    identity = run_identity(cfg)
     if path.is_file():
         saved = json.loads(path.read_text())
-        if saved.get("identity") == identity:
+        if not differences(saved.get("identity", {}), identity):
             return {"config": replace(cfg, **saved["chosen"]), "record": saved}
     emit = callback or (lambda event, **info: None)
     found = select(cfg, data, note=lambda message: emit("note", message=message),
