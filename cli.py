@@ -126,6 +126,104 @@ def _rendered():
         renderer.close()
 
 
+# ---- options made from the config dataclasses ------------------------------------------------
+
+
+def _json_option(ctx, param, value):
+    import json
+
+    if not value:
+        return None
+    try:
+        data = json.loads(value)
+    except json.JSONDecodeError as exc:
+        raise click.BadParameter(f"not valid JSON ({exc.msg})", param=param) from None
+    if not isinstance(data, dict):
+        raise click.BadParameter("must be a JSON object", param=param)
+    return data
+
+
+def _shown(default) -> str | None:
+    """A dataclass default as help shows it; None for "not set" defaults (their help says what happens)."""
+    if isinstance(default, bool):
+        return "on" if default else "off"
+    if default is None or default == "" or default == {}:
+        return None
+    if isinstance(default, (tuple, list)):
+        return ",".join(map(str, default))
+    return f"{default:g}" if isinstance(default, float) else str(default)
+
+
+def config_params(cls: type, names=None) -> list[click.Parameter]:
+    """click parameters for `cls`'s fields declared with pipeline.config.arg (or those in `names`): flag,
+    type and help from the field, the default shown from the dataclass; not given = None = the
+    config's default (so YAML and the API mean the same)."""
+    import dataclasses
+    import types
+    import typing
+
+    hints = typing.get_type_hints(cls)
+    params = []
+    for f in dataclasses.fields(cls):
+        meta = f.metadata
+        if "help" not in meta or (names is not None and f.name not in names):
+            continue
+        hint = hints[f.name]
+        if typing.get_origin(hint) in (typing.Union, types.UnionType):
+            hint = next(a for a in typing.get_args(hint) if a is not type(None))
+        origin = typing.get_origin(hint) or hint
+        if meta["positional"]:
+            many = origin is tuple
+            params.append(click.Argument([f.name], nargs=-1 if many else 1, required=meta["required"] or many))
+            continue
+        default = f.default_factory() if f.default is dataclasses.MISSING else f.default
+        flag = meta["flag"] or "--" + f.name.replace("_", "-")
+        shown = None if hint is bool and not meta["negatable"] else _shown(default)
+        kw = dict(help=meta["help"] + (f"  [default: {shown}]" if shown else ""), default=None,
+                  required=meta["required"])
+        if hint is bool and meta["negatable"]:
+            flag = f"{flag}/--no-{flag[2:]}"
+        elif hint is bool:
+            kw["is_flag"] = True
+        elif origin is typing.Literal:
+            kw["type"] = click.Choice([a for a in typing.get_args(hint) if a != ""])
+        elif origin is dict:
+            kw["callback"] = _json_option
+        elif hint in (int, float):
+            kw["type"] = hint
+        params.append(click.Option([d for d in (meta["short"], flag) if d] + [f.name], **kw))
+    return params
+
+
+class ConfigCommand(click.Command):
+    """A command whose options are made from config dataclasses ("module:Class", field names or None
+    for all) when first needed: a config's module may import torch, which `stpipe other-verb --help`
+    should not wait for. `yaml`: also --config FILE (as `config_file`)."""
+
+    def __init__(self, *args, configs=(), yaml=False, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.configs, self.yaml = list(configs), yaml
+
+    def get_params(self, ctx):
+        if self.configs:
+            import importlib
+
+            made = []
+            for path, names in self.configs:
+                module, name = path.split(":")
+                made += config_params(getattr(importlib.import_module(module), name), names)
+            if self.yaml:
+                made.append(click.Option(["--config", "config_file"], type=click.Path(dir_okay=False),
+                                         help="YAML config file (its keys are the fields above, with _)."))
+            self.params[:0], self.configs = made, []
+        return super().get_params(ctx)
+
+
+def config_command(name: str, config: str, *, names=None, also=(), yaml=True):
+    """`cli.command(name)` with the options of `config` ("module:Class") and `also` ((config, names), ...)."""
+    return cli.command(name, cls=ConfigCommand, configs=[(config, names), *also], yaml=yaml)
+
+
 # ---- commands -------------------------------------------------------------------------------
 # Each command group lives in its own section below, in the order of the pipeline.
 
@@ -286,73 +384,14 @@ def flow_viz_cmd(video, output, num_frames, start, method, short_side, device):
 # ---- stage one: extract, inspect ----
 
 
-def _json_option(value, name):
-    import json
-
-    if not value:
-        return None
-    try:
-        data = json.loads(value)
-    except json.JSONDecodeError as exc:
-        raise click.BadParameter(f"not valid JSON ({exc.msg})", param_hint=name) from None
-    if not isinstance(data, dict):
-        raise click.BadParameter("must be a JSON object", param_hint=name)
-    return data
-
-
-@cli.command("extract")
-@click.option("-m", "--manifest", help="Manifest (.csv or .jsonl).")
-@click.option("--root", help="Folder the manifest's video paths are relative to (default: its folder).")
-@click.option("-o", "--output", help="Store path or URL (file://, memory://, s3://...).")
-@click.option("--backbone", help="Backbone name (see `stpipe backbones`; default mobilenet_v2).")
-@click.option("--weights", help="DEFAULT, an enum member name, none, or a local .pth file.")
-@click.option("--features", type=click.Choice(["pooled", "spatial"]), help="Global-pooled vectors or spatial maps.")
-@click.option("--views", help="center, flip, multi3, multi5 or multi10.")
-@click.option("--frames", type=click.Choice(["all", "step", "fps", "uniform"]), help="Frame selection (default all).")
-@click.option("--frame-step", type=int, help="With --frames step: keep every k-th frame.")
-@click.option("--frame-fps", type=float, help="With --frames fps: resample to this rate.")
-@click.option("--frame-num", type=int, help="With --frames uniform: this many frames.")
-@click.option("--max-frames", type=int, help="Cap per video (0 = none).")
-@click.option("--flow/--no-flow", default=None, help="Also compute and store TV-L1 optical flow.")
-@click.option("--flow-method", help="Flow method (see `stpipe flows`; default tvl1).")
-@click.option("--flow-short-side", type=int, help="Shorter side of frames for flow (default 256).")
-@click.option("--flow-features/--no-flow-features", default=None, help="Also cache flow-stream backbone features.")
-@click.option("--flow-compile", type=click.Choice(["auto", "on", "off"]),
-              help="torch.compile the TV-L1 kernels: auto (default) when the run is large enough to pay for it.")
-@click.option("--backbone-checkpoint", help="Fine-tuned backbone.pt from `stpipe finetune`.")
-@click.option("--batch-size", type=int, help="Frames per backbone forward (default: 64 on CUDA, 8 on CPU).")
-@click.option("--amp", type=click.Choice(["bf16", "fp16"]),
-              help="Autocast the backbone (CUDA; bf16 also on CPUs with AVX512-BF16/AMX; default float32). "
-                   "Features are stored as float16 either way.")
-@click.option("--decode-procs", type=int,
-              help="Decoder processes per worker (default 0 = one per core it owns; threads on one core).")
-@click.option("--decode-threads", type=int, help="Decoder threads where threads are used (default 2).")
-@click.option("--compute-threads", type=int,
-              help="torch threads of each compute process (default 0 = its CPUs, fewer while decoder processes "
-                   "share them and that measures faster).")
-@click.option("--decoder", type=click.Choice(["auto", "cpu", "nvdec"]),
-              help="Decode on the CPU, or on the CUDA device (nvJPEG for JPEG frame folders, NVDEC for video "
-                   "files: pip install 'stpipe-video[nvdec]'); auto (default) = nvdec where possible.")
-@click.option("--decode-timeout", type=float,
-              help="Seconds a decoder may go silent on one video before it is killed and the video failed (300).")
-@click.option("--device", help="auto, cpu, cuda or cuda:N.")
-@click.option("--max-retries", type=int, help="Retries per video for transient errors (default 1).")
-@click.option("--overwrite", is_flag=True, default=None, help="Replace a store made by another config.")
-@click.option("--executor", type=click.Choice(["ray", "local"]), help="ray (embedded or cluster) or local (in-process).")
-@click.option("--ray-address", help="auto or HOST:PORT to join a Ray cluster (default: embedded local Ray).")
-@click.option("--workers", type=int, help="Ray workers (default: one per GPU, or 1).")
-@click.option("--gpus-per-worker", type=float, help="GPUs per Ray worker (fractions allowed).")
-@click.option("--cpus-per-task", type=float, help="CPUs per Ray decode/flow task.")
-@click.option("--storage-options", help="JSON object passed to fsspec for the store URL.")
-@click.option("--config", "config_file", type=click.Path(dir_okay=False), help="YAML config file.")
-def extract_cmd(config_file, storage_options, **options):
+@config_command("extract", "pipeline.extraction.config:ExtractConfig")
+def extract_cmd(config_file, **options):
     """Stage one: decode videos, run the backbone (and TV-L1 flow), cache features in a Zarr store."""
     from pipeline.config import build_config
     from pipeline.errors import PartialFailure
     from pipeline.extraction import ExtractConfig
     from stages import extract
 
-    options["storage_options"] = _json_option(storage_options, "--storage-options")
     cfg = build_config(ExtractConfig, config_file, options)
     with _rendered() as show:
         result = extract.run(cfg, progress=show)
@@ -449,19 +488,15 @@ def inspect_cmd(store, storage_options, as_json):
 # ---- interop: export, import ----
 
 
-@cli.command("pack")
-@click.argument("store")
-@click.option("--force", is_flag=True, help="Rebuild even when the pack matches the store's index.")
-@click.option("--storage-options", help="JSON object passed to fsspec for the store URL.")
-def pack_cmd(store, force, storage_options):
+@config_command("pack", "stages.pack:PackConfig", yaml=False)
+def pack_cmd(**options):
     """(Re)build STORE's pack: its pooled features back to back, read by stage two in a few requests."""
     from tqdm import tqdm
 
     from pipeline.config import build_config
     from stages import pack
 
-    cfg = build_config(pack.PackConfig, None, dict(store=store, force=force or None,
-                                                   storage_options=_json_option(storage_options, "--storage-options")))
+    cfg = build_config(pack.PackConfig, None, options)
     bars = {}
 
     def progress(name, done, total):
@@ -478,21 +513,14 @@ def pack_cmd(store, force, storage_options):
     click.echo("; ".join(f"{name}: {words[state]}" for name, state in outcome.items()))
 
 
-@cli.command("verify")
-@click.argument("store")
-@click.option("--repair", is_flag=True, default=None,
-              help="Mark the damaged videos for redo (re-running the extract or import command that made STORE "
-                   "redoes exactly them) and drop a damaged pack or index (rebuilt from the videos).")
-@click.option("--threads", type=int, help="Arrays read at once (default 8 on a local disk, 32 on an object store).")
-@click.option("--storage-options", help="JSON object passed to fsspec for the store URL.")
-def verify_cmd(store, repair, threads, storage_options):
+@config_command("verify", "stages.verify:VerifyConfig", yaml=False)
+def verify_cmd(**options):
     """Read every chunk of STORE back and check it; list the damaged videos (exit 3 when any)."""
     from pipeline.config import build_config
     from pipeline.errors import PartialFailure
     from stages import verify
 
-    cfg = build_config(verify.VerifyConfig, None, dict(store=store, repair=repair, threads=threads,
-                                                       storage_options=_json_option(storage_options, "--storage-options")))
+    cfg = build_config(verify.VerifyConfig, None, options)
     with _rendered() as show:
         result = verify.run(cfg, progress=show)
     derived = f"; damaged: {', '.join(result.damaged_derived)}" if result.damaged_derived else ""
@@ -502,18 +530,12 @@ def verify_cmd(store, repair, threads, storage_options):
     if result.damage:
         what = f"{len(result.damaged_videos)} damaged video(s)" + (" and derived arrays" if derived else "")
         if result.repaired:
-            raise PartialFailure(f"{what} marked for redo: re-run the extract (or import) command that made {store}")
-        raise PartialFailure(f"{what}; `stpipe verify --repair {store}` marks them for redo")
+            raise PartialFailure(f"{what} marked for redo: re-run the extract (or import) command that made {cfg.store}")
+        raise PartialFailure(f"{what}; `stpipe verify --repair {cfg.store}` marks them for redo")
 
 
-@cli.command("export")
-@click.argument("store")
-@click.argument("output", type=click.Path(dir_okay=False))
-@click.option("--arrays", help="Comma-separated arrays to write, e.g. rgb,flow_feat (default: all).")
-@click.option("--compression", type=click.IntRange(0, 9), help="gzip level, 0 = none (default 4).")
-@click.option("--overwrite", is_flag=True, default=None, help="Replace an existing OUTPUT.")
-@click.option("--storage-options", help="JSON object passed to fsspec for the store URL.")
-def export_cmd(store, output, arrays, compression, overwrite, storage_options):
+@config_command("export", "stages.export:ExportConfig", yaml=False)
+def export_cmd(**options):
     """Write a feature STORE's complete videos to one HDF5 file OUTPUT.
 
     One group per video (/videos/<key>: rgb, flow, flow_feat, frame_index; attrs: label, split,
@@ -522,26 +544,15 @@ def export_cmd(store, output, arrays, compression, overwrite, storage_options):
     from pipeline.config import build_config
     from stages.export import ExportConfig, run
 
-    cfg = build_config(ExportConfig, None, dict(
-        store=store, output=output, arrays=arrays, compression=compression, overwrite=overwrite,
-        storage_options=_json_option(storage_options, "--storage-options")))
+    cfg = build_config(ExportConfig, None, options)
     with _rendered() as show:
         result = run(cfg, progress=show)
     click.echo(f"{result.target}: {result.done} videos from {result.source}"
                + (f" (+ {result.failed} failed ones listed in /index)" if result.failed else ""))
 
 
-@cli.command("import")
-@click.argument("source", required=False)
-@click.option("-o", "--output", required=True, help="Store path or URL to build (file://, memory://, s3://...).")
-@click.option("-m", "--manifest", help=".npy imports: manifest with labels and splits (its paths may be the .npy files).")
-@click.option("--root", help="Folder the manifest's relative paths start from (default: its folder).")
-@click.option("--flow-dir", help=".npy imports: folder of flow-stream features, named like the rgb ones.")
-@click.option("--name-template", help="File name of a video's features in SOURCE (default '{video_id}.npy').")
-@click.option("--backbone", help="Backbone name to record for imported .npy features (default 'imported').")
-@click.option("--overwrite", is_flag=True, default=None, help="Replace a store made from other features.")
-@click.option("--storage-options", help="JSON object passed to fsspec for the store URL.")
-def import_cmd(source, **options):
+@config_command("import", "stages.import_features:ImportConfig", yaml=False)
+def import_cmd(**options):
     """Build a feature store from features made elsewhere, for stage two.
 
     SOURCE is an HDF5 file from `stpipe export`, or a folder of per-video .npy files of shape
@@ -556,8 +567,7 @@ def import_cmd(source, **options):
     from pipeline.errors import PartialFailure
     from stages.import_features import ImportConfig, run
 
-    options["storage_options"] = _json_option(options["storage_options"], "--storage-options")
-    cfg = build_config(ImportConfig, None, {**options, "source": source})
+    cfg = build_config(ImportConfig, None, options)
     with _rendered() as show:
         result = run(cfg, progress=show)
     click.echo(f"{result.target}: {result.done} imported, {result.skipped} already complete, "
@@ -674,49 +684,8 @@ def heads_cmd(num_classes, num_segments, feature_shape, proj_dim):
 # ---- stage two: train-head, evaluate, stats ----
 
 
-@cli.command("train-head")
-@click.option("-s", "--store", help="Feature store path or URL (from `stpipe extract`).")
-@click.option("--head", help="Head name (see `stpipe heads`; default mlp).")
-@click.option("--segments", type=int, help="Segments N sampled per video (default 8).")
-@click.option("-o", "--out", help="Run directory, e.g. runs/NAME.")
-@click.option("--modality", type=click.Choice(["rgb", "flow", "rgb+flow"]), help="Feature streams (default rgb).")
-@click.option("--fusion", type=click.Choice(["late", "joint"]),
-              help="rgb+flow: late = one head per stream, logits averaged; joint = one two-stream head (st_resnet).")
-@click.option("--epochs", type=int, help="Maximum epochs (default: the head's recipe, `stpipe heads`).")
-@click.option("--batch-size", type=int, help="Training batch size (default 64).")
-@click.option("--optimizer", type=click.Choice(["sgd", "adamw"]), help="Optimizer (default: the head's recipe, `stpipe heads`); sgd uses momentum 0.9.")
-@click.option("--lr", type=float, help="Initial learning rate (default: the head's recipe, `stpipe heads`).")
-@click.option("--momentum", type=float, help="SGD momentum (default 0.9).")
-@click.option("--weight-decay", type=float, help="Weight decay on all parameters (default: the head's recipe, `stpipe heads`).")
-@click.option("--dropout", type=float, help="Dropout on the backbone features (default: the head's recipe, `stpipe heads`).")
-@click.option("--proj-dim", type=int, help="Width of the input projection (default: the head's recipe, `stpipe heads`).")
-@click.option("--temporal-center", type=float,
-              help="Fraction of projected channels centred on each clip's temporal mean, pooled heads "
-                   "(default: the head's recipe, `stpipe heads`).")
-@click.option("--schedule", type=click.Choice(["plateau", "cosine"]), help="lr schedule (default: the head's recipe, `stpipe heads`).")
-@click.option("--patience", "plateau_patience", type=int, help="Epochs without val-loss improvement = plateau (default 3).")
-@click.option("--lr-drops", type=int, help="10x lr reductions before a plateau stops training (default 2).")
-@click.option("--standardize/--no-standardize", default=None, help="Per-channel standardisation (training-split stats).")
-@click.option("--val-split", help="Split used for validation (default val).")
-@click.option("--seed", type=int, help="Random seed (default 0).")
-@click.option("--recipe", type=click.Choice(["head", "paper"]),
-              help="Defaults for unset lr/wd/epochs/proj-dim/dropout/temporal-center/optimizer/schedule: head = its recipe (default), paper = seed 000's SGD.")
-@click.option("--select", is_flag=True, default=None,
-              help="Choose lr/epochs/temporal-center/dropout/proj-dim on an inner split of the training split "
-                   "(around the recipe), then train the choice on all of it (README.md, 'Recipes chosen on your own data').")
-@click.option("--device", help="auto, cpu, cuda or cuda:N.")
-@click.option("--amp/--no-amp", default=None,
-              help="bf16 autocast on CUDA or a CPU with native bf16 (default off: slower for light heads on GPU).")
-@click.option("--memory-budget-gb", type=float,
-              help="Features above this stream from Zarr (default 0 = half the free RAM, or GPU memory on CUDA).")
-@click.option("--skip-damaged", is_flag=True, default=None,
-              help="Leave out videos with a damaged chunk (checked first), with a note; by default one stops the run.")
-@click.option("--head-options", help='JSON object of head options, e.g. \'{"hidden": 512}\'.')
-@click.option("--storage-options", help="JSON object passed to fsspec for the store URL.")
-@click.option("--resume", is_flag=True, default=None, help="Continue the run in -o (re-running the same command does too).")
-@click.option("--overwrite", is_flag=True, default=None, help="Replace a run with a different config in -o.")
-@click.option("--config", "config_file", type=click.Path(dir_okay=False), help="YAML config file.")
-def train_head_cmd(config_file, storage_options, head_options, **options):
+@config_command("train-head", "pipeline.training.config:TrainHeadConfig")
+def train_head_cmd(config_file, **options):
     """Stage two: train a temporal head on cached features (seed 000's protocol).
 
     Example: stpipe train-head -s jester.zarr --head trn_multiscale --segments 8 -o runs/trn
@@ -725,8 +694,6 @@ def train_head_cmd(config_file, storage_options, head_options, **options):
     from pipeline.training.config import TrainHeadConfig
     from stages import train_head
 
-    options["storage_options"] = _json_option(storage_options, "--storage-options")
-    options["head_options"] = _json_option(head_options, "--head-options")
     cfg = build_config(TrainHeadConfig, config_file, options)
     with _rendered() as show:
         result = train_head.run(cfg, progress=show)

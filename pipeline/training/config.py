@@ -13,11 +13,11 @@ values (build a new config from the arguments to change the head and get its rec
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Literal
 
+from pipeline.config import DEVICE, SKIP_DAMAGED, STORAGE_OPTIONS, arg
 from pipeline.errors import ConfigError
-from pipeline.heads.recipes import PAPER, RECIPE_FIELDS, resolve_recipe
 
 MODALITY_STREAMS = {"rgb": ("rgb",), "flow": ("flow",), "rgb+flow": ("rgb", "flow")}
 # stream name (what heads and checkpoints call it) -> array name in a store's video group
@@ -26,57 +26,63 @@ STREAM_ARRAYS = {"rgb": "rgb", "flow": "flow_feat"}
 
 @dataclass(frozen=True)
 class TrainHeadConfig:
-    store: str = ""  # not identity: a run checks the store's classes, feature shapes and config hash instead
-    storage_options: dict[str, Any] = field(default_factory=dict)
-    out: str = ""
+    store: str = arg("", "Feature store path or URL (from `stpipe extract`).", short="-s")  # not identity: a run checks the store's classes, feature shapes and config hash instead
+    storage_options: dict[str, Any] = arg(help=STORAGE_OPTIONS, factory=dict)
+    out: str = arg("", "Run directory, e.g. runs/NAME.", short="-o")
     # what is trained (identity: a run dir holding a different value is refused)
-    head: str = "mlp"
-    head_options: dict[str, Any] = field(default_factory=dict)  # extra keyword options of the head builder
-    segments: int = 8
-    modality: Literal["rgb", "flow", "rgb+flow"] = "rgb"
+    head: str = arg("mlp", "Head name (see `stpipe heads`).")
+    head_options: dict[str, Any] = arg(help='JSON object of head options, e.g. \'{"hidden": 512}\'.', factory=dict)
+    segments: int = arg(8, "Segments N sampled per video.")
+    modality: Literal["rgb", "flow", "rgb+flow"] = arg("rgb", "Feature streams.")
     # rgb+flow: "late" = one head per stream, logits averaged (two-stream late fusion);
     # "joint" = one two-stream head (e.g. st_resnet with motion->appearance residuals)
-    fusion: Literal["late", "joint"] = "late"
+    fusion: Literal["late", "joint"] = arg(
+        "late", "rgb+flow: late = one head per stream, logits averaged; joint = one two-stream head (st_resnet).")
     # None = from the recipe (resolved in __post_init__, so never None on a built config)
-    proj_dim: int | None = None
-    dropout: float | None = None
+    proj_dim: int | None = arg(None, "Width of the input projection (default: the head's recipe, `stpipe heads`).")
+    dropout: float | None = arg(None, "Dropout on the backbone features (default: the head's recipe, `stpipe heads`).")
     # fraction of the projected channels centred on each clip's temporal mean (pooled heads; see
     # pipeline.heads.projection); not in seed 000 (0 in the paper recipe)
-    temporal_center: float | None = None
-    epochs: int | None = None  # with the plateau schedule an upper bound: it usually stops earlier
-    batch_size: int = 64
-    optimizer: Literal["sgd", "adamw"] | None = None
-    lr: float | None = None
-    momentum: float = 0.9
-    weight_decay: float | None = None
-    schedule: Literal["plateau", "cosine"] | None = None
-    plateau_patience: int = 3  # epochs without a val-loss improvement that count as a plateau
+    temporal_center: float | None = arg(None, "Fraction of projected channels centred on each clip's temporal "
+                                        "mean, pooled heads (default: the head's recipe, `stpipe heads`).")
+    epochs: int | None = arg(None, "Maximum epochs (default: the head's recipe, `stpipe heads`).")  # plateau: an upper bound
+    batch_size: int = arg(64, "Training batch size.")
+    optimizer: Literal["sgd", "adamw"] | None = arg(None, "Optimizer (default: the head's recipe, `stpipe heads`); sgd uses --momentum.")
+    lr: float | None = arg(None, "Initial learning rate (default: the head's recipe, `stpipe heads`).")
+    momentum: float = arg(0.9, "SGD momentum.")
+    weight_decay: float | None = arg(None, "Weight decay on all parameters (default: the head's recipe, `stpipe heads`).")
+    schedule: Literal["plateau", "cosine"] | None = arg(None, "lr schedule (default: the head's recipe, `stpipe heads`).")
+    plateau_patience: int = arg(3, "Epochs without val-loss improvement = plateau.", flag="--patience")
     plateau_threshold: float = 1e-3  # relative improvement that counts
-    lr_drops: int = 2  # seed 000: reduced twice by 10x, then the next plateau stops training
-    standardize: bool | None = None  # per-channel standardisation with training-split stats (pipeline.training.stats); recipe
-    val_split: str = "val"
-    seed: int = 0
+    lr_drops: int = arg(2, "10x lr reductions before a plateau stops training.")
+    standardize: bool | None = arg(None, "Per-channel standardisation (training-split stats) (default: the head's recipe, `stpipe heads`).")  # pipeline.training.stats
+    val_split: str = arg("val", "Split used for validation.")
+    seed: int = arg(0, "Random seed.")
     # where the recipe fields not given come from: "head" = the head's recipe (pipeline.heads.recipes,
     # `stpipe heads`); "paper" = seed 000's SGD (recipes.PAPER). Not identity: the resolved values are
-    recipe: Literal["head", "paper"] = "head"
+    recipe: Literal["head", "paper"] = arg("head", "Defaults for unset lr/wd/epochs/proj-dim/dropout/temporal-center/"
+                                           "optimizer/schedule: head = its recipe, paper = seed 000's SGD.")
     # choose lr, epochs, temporal_center, dropout and proj_dim on an inner split of the training split,
     # starting from the resolved values (pipeline.training.select); the run keeps what it searched
-    select: bool = False
+    select: bool = arg(False, "Choose lr/epochs/temporal-center/dropout/proj-dim on an inner split of the training "
+                       "split (around the recipe), then train the choice on all of it (README.md, 'Recipes chosen "
+                       "on your own data').", negatable=False)
     # how it runs (free to change when resuming)
-    device: str = "auto"
+    device: str = arg("auto", DEVICE)
     # mixed precision: bf16 autocast on CUDA, and on CPUs with native bf16 (AVX512-BF16/AMX; ignored
     # with a note elsewhere). Off by default: on an H200 the light heads ran slower under autocast
     # than in fp32 (mlp 78k vs 119k samples/s, trn_multiscale 24k vs 30k, lstm 61k vs 71k at batch
     # 256; benchmarks/README.md, GPU section); on a Zen 4 CPU spatial heads train 1.2-1.6x faster, but
     # mtconv's loss went NaN in its first bf16 epoch there (a diverged run stops with an error)
-    amp: bool = False
-    memory_budget_gb: float = 0.0  # features above this stream from Zarr; 0 = half the free RAM (GPU memory on CUDA)
+    amp: bool = arg(False, "bf16 autocast on CUDA or a CPU with native bf16 (off: slower for light heads on GPU).")
+    memory_budget_gb: float = arg(0.0, "Features above this stream from Zarr (0 = half the free RAM, or GPU memory "
+                                      "on CUDA).")
     # leave out videos with a damaged chunk (checked before training), with a note; by default a
     # damaged chunk stops the run in one line naming the video and array (`stpipe verify`)
-    skip_damaged: bool = False
+    skip_damaged: bool = arg(False, SKIP_DAMAGED, negatable=False)
     eval_batch_size: int = 256
-    resume: bool = False
-    overwrite: bool = False
+    resume: bool = arg(False, "Continue the run in -o (re-running the same command does too).", negatable=False)
+    overwrite: bool = arg(False, "Replace a run with a different config in -o.", negatable=False)
 
     identity_fields = (
         "head", "head_options", "segments", "modality", "fusion", "proj_dim", "dropout", "temporal_center",
@@ -85,6 +91,8 @@ class TrainHeadConfig:
     )
 
     def __post_init__(self) -> None:
+        from pipeline.heads.recipes import RECIPE_FIELDS, resolve_recipe  # imports the heads (torch)
+
         recipe = resolve_recipe(self.recipe, self.head)
         given = tuple(name for name in RECIPE_FIELDS if getattr(self, name) is not None)
         for name in RECIPE_FIELDS:
@@ -132,6 +140,8 @@ class TrainHeadConfig:
     @staticmethod
     def saved_values(data: Mapping[str, Any]) -> dict[str, Any]:
         """Saved values (config.yaml, a last.pt identity) with the recipe fields they predate (PAPER)."""
+        from pipeline.heads.recipes import PAPER, RECIPE_FIELDS
+
         return {**{name: getattr(PAPER, name) for name in RECIPE_FIELDS if name not in data}, **data}
 
     @property
