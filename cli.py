@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import sys
-from pathlib import Path
 
 import click
 
@@ -116,6 +115,11 @@ class _Renderer:
             self._close(task)
 
 
+def _echo_lines(lines) -> None:
+    for line in lines:
+        click.echo(line)
+
+
 @contextlib.contextmanager
 def _rendered():
     """A renderer for one command's run, its bars closed however the run ends."""
@@ -191,6 +195,8 @@ def config_params(cls: type, names=None) -> list[click.Parameter]:
             kw["callback"] = _json_option
         elif hint in (int, float):
             kw["type"] = hint
+        elif meta["repeat"]:
+            kw.update(multiple=True, default=())
         params.append(click.Option([d for d in (meta["short"], flag) if d] + [f.name], **kw))
     return params
 
@@ -236,36 +242,8 @@ def manifest_group() -> None:
     """Build and check manifests: the table of videos (video_id, path, label, split[, start, end][, group])."""
 
 
-def _echo_written(manifest, output) -> None:
-    from manifests import classes_path
-
-    counts = {split: sum(c.values()) for split, c in manifest.counts().items()}
-    splits = ", ".join(f"{split} {n}" for split, n in counts.items() if n)
-    click.echo(
-        f"wrote {len(manifest)} entries ({splits}), {len(manifest.classes)} classes -> {output} "
-        f"(+ {classes_path(output).name})"
-    )
-
-
-@manifest_group.command("convert")
-@click.argument("format_name", metavar="FORMAT")
-@click.option("-a", "--annotations", multiple=True, required=True, type=click.Path(path_type=Path),
-              help="Official annotation file, or a folder holding them under their official names (repeatable).")
-@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False, path_type=Path),
-              help="Manifest to write (.csv or .jsonl); the class list goes beside it as <stem>.classes.txt.")
-@click.option("--fold", type=int, help="ucf101, hmdb51: official split number (default 1).")
-@click.option("--path-template", help="Where each video lives under the root, e.g. '{id}' or '{class}/{stem}'.")
-@click.option("--class-order", type=click.Choice(["sorted", "file"]),
-              help="jester: class index by sorted name (TRN/TSM, default) or labels-file order (mmaction2).")
-@click.option("--underscore-dirs", is_flag=True, help="kinetics: class folders with '_' for spaces.")
-@click.option("--trim", is_flag=True, help="kinetics: keep time_start/time_end as start/end (full-length videos).")
-@click.option("--split", help="folder: split of a tree without split folders (default train).")
-@click.option("--group-folders", is_flag=True,
-              help="folder: <class>/<group>/<video>; the sub-folder names each video's group (its source).")
-@click.option("--classes", "classes_file", type=click.Path(dir_okay=False, path_type=Path),
-              help="Use this class list (one name per line) instead of the dataset's.")
-def manifest_convert(format_name, annotations, output, fold, path_template, class_order, underscore_dirs, trim,
-                     split, group_folders, classes_file):
+@manifest_group.command("convert", cls=ConfigCommand, configs=[("stages.manifest:ConvertConfig", None)])
+def manifest_convert(**options):
     """Convert official annotation files of FORMAT to a manifest.
 
     FORMAT is one of jester, ssv2, ucf101, hmdb51, kinetics, folder. Examples:
@@ -276,71 +254,33 @@ def manifest_convert(format_name, annotations, output, fold, path_template, clas
 
       stpipe manifest convert kinetics -a kinetics-400_train.csv -a kinetics-400_val.csv -o k400.csv
     """
-    from manifests import convert, read_class_list, write_manifest
+    from pipeline.config import build_config
+    from stages import manifest
 
-    given = dict(fold=fold, path_template=path_template, class_order=class_order, split=split,
-                 underscore_dirs=underscore_dirs or None, trim=trim or None, group_folders=group_folders or None)
-    manifest = convert(format_name, annotations, **{k: v for k, v in given.items() if v is not None})
-    if classes_file is not None:
-        manifest = manifest.with_classes(read_class_list(classes_file))
-    write_manifest(manifest, output)
-    _echo_written(manifest, output)
+    _echo_lines(manifest.convert(build_config(manifest.ConvertConfig, None, options)))
 
 
-@manifest_group.command("from-folder")
-@click.argument("directory", type=click.Path(file_okay=False, path_type=Path))
-@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False, path_type=Path),
-              help="Manifest to write (.csv or .jsonl).")
-@click.option("--split", default="train", show_default=True,
-              help="Split of every entry when DIRECTORY has no train/val/test folders.")
-@click.option("--group-folders", is_flag=True,
-              help="DIRECTORY/<class>/<group>/<video>: the sub-folder names each video's group (its source).")
-def manifest_from_folder(directory, output, split, group_folders):
+@manifest_group.command("from-folder", cls=ConfigCommand, configs=[("stages.manifest:FromFolderConfig", None)])
+def manifest_from_folder(**options):
     """Manifest of a DIRECTORY/<class>/<video> (or DIRECTORY/<split>/<class>/<video>) tree.
 
     A video is a video file or a folder of frame images. Paths are written relative to the
     manifest's folder, so the manifest works without --root.
     """
-    from manifests import convert, write_manifest
+    from pipeline.config import build_config
+    from stages import manifest
 
-    manifest = convert("folder", [directory], split=split, group_folders=group_folders).rebased(output.absolute().parent)
-    write_manifest(manifest, output)
-    _echo_written(manifest, output)
+    _echo_lines(manifest.from_folder(build_config(manifest.FromFolderConfig, None, options)))
 
 
-@manifest_group.command("check")
-@click.argument("manifest_file", metavar="MANIFEST", type=click.Path(dir_okay=False, path_type=Path))
-@click.option("--root", type=click.Path(file_okay=False, path_type=Path),
-              help="Folder that relative paths start from (default: the manifest's folder).")
-@click.option("--exists", "check_exists", is_flag=True, help="Also require every video file / frame folder to exist.")
-@click.option("--classes", "classes_file", type=click.Path(dir_okay=False, path_type=Path),
-              help="Class list to use when the manifest has no <stem>.classes.txt beside it.")
-def manifest_check(manifest_file, root, check_exists, classes_file):
+@manifest_group.command("check", cls=ConfigCommand, configs=[("stages.manifest:CheckConfig", None)])
+def manifest_check(**options):
     """Validate MANIFEST and print how many videos each split and class has (and groups, and any group
     that train shares with val or test: a leak)."""
-    from manifests import SPLITS, read_manifest
+    from pipeline.config import build_config
+    from stages import manifest
 
-    manifest = read_manifest(manifest_file, root=root, classes=classes_file, check_exists=check_exists)
-    counts = manifest.counts()
-    names = [*manifest.classes, *([None] if any(counts[s][None] for s in SPLITS) else [])]
-    width = max([len("class"), len("(no label)"), *(len(n) for n in manifest.classes)])
-    click.echo(f"{manifest_file}: {len(manifest)} entries, {len(manifest.classes)} classes, "
-               f"sha256 {manifest.sha256()[:16]}" + (", all paths exist" if check_exists else ""))
-    click.echo(f"{'class':<{width}}  " + "  ".join(f"{s:>6}" for s in SPLITS))
-    for name in names:
-        row = "  ".join(f"{counts[s][name]:>6}" for s in SPLITS)
-        click.echo(f"{name if name is not None else '(no label)':<{width}}  {row}")
-    click.echo(f"{'total':<{width}}  " + "  ".join(f"{sum(counts[s].values()):>6}" for s in SPLITS))
-    if any(e.group is not None for e in manifest.entries):
-        from pipeline.splits import leak_note, shared_groups
-
-        groups, splits = [e.group or "" for e in manifest.entries], [e.split for e in manifest.entries]
-        per_split = {s: len({g for g, sp in zip(groups, splits) if sp == s and g}) for s in SPLITS}
-        click.echo(f"{'groups':<{width}}  " + "  ".join(f"{per_split[s]:>6}" for s in SPLITS))
-        for other in ("val", "test"):
-            shared = shared_groups(groups, splits, "train", other)
-            if shared:
-                click.echo(f"leak: {leak_note(shared, 'train', other)}")
+    _echo_lines(manifest.check(build_config(manifest.CheckConfig, None, options)))
 
 
 # ---- flow ----
@@ -349,36 +289,18 @@ def manifest_check(manifest_file, root, check_exists, classes_file):
 @cli.command("flows")
 def flows_cmd():
     """List the optical-flow methods (for --flow-method and flow-viz --method)."""
-    from pipeline.listings import flows_listing
+    from stages import listings
 
-    for meta in flows_listing():
-        preset = meta.get("preset")
-        detail = ", ".join(f"{k}={v}" for k, v in preset.items()) if preset else f"backend {meta.get('backend')}"
-        extra = f" (needs the '{meta['extra']}' extra)" if meta.get("extra") else ""
-        click.echo(f"{meta['name']:14s} {detail}{extra}")
+    _echo_lines(listings.flows())
 
 
-@cli.command("flow-viz")
-@click.argument("video", type=click.Path(path_type=Path))
-@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False, path_type=Path), help="PNG to write.")
-@click.option("--frames", "num_frames", type=int, default=4, show_default=True,
-              help="Frames to show; flow is drawn between consecutive ones.")
-@click.option("--start", type=float, help="Start time in seconds (default: the first frame).")
-@click.option("--method", default="tvl1", show_default=True, help="Flow method (see `stpipe flows`).")
-@click.option("--short-side", type=int, default=256, show_default=True, help="Resize so the shorter side is this.")
-@click.option("--device", help="auto, cpu, cuda or cuda:N.")
-def flow_viz_cmd(video, output, num_frames, start, method, short_side, device):
+@config_command("flow-viz", "stages.flow_viz:FlowVizConfig", yaml=False)
+def flow_viz_cmd(**options):
     """Write a PNG of VIDEO's frames next to their colour-coded optical flow (Middlebury wheel)."""
-    from PIL import Image
+    from pipeline.config import build_config
+    from stages import flow_viz
 
-    from pipeline.flow.viz import video_flow_sheet
-
-    sheet, facts = video_flow_sheet(video, frames=num_frames, method=method, short_side=short_side, start=start,
-                                    device=device)
-    output.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(sheet).save(output)
-    click.echo(f"wrote {output}: {facts['frames']} frames {facts['width']}x{facts['height']}, {facts['method']} flow "
-               f"in {facts['seconds']:.1f} s, max {facts['max_flow']:.1f} px, mean {facts['mean_flow']:.2f} px")
+    click.echo(flow_viz.run(build_config(flow_viz.FlowVizConfig, None, options)))
 
 
 # ---- stage one: extract, inspect ----
@@ -417,72 +339,22 @@ def backbones_cmd(name):
     tower; pip install 'stpipe-video[clip]'), and plug-ins (entry points `stpipe.backbones`).
       stpipe backbones timm:vit_base_patch16_clip_224.openai
     """
-    if name:
-        from pipeline.backbones.describe import describe_backbone
+    from stages import listings
 
-        for line in describe_backbone(name).lines():
-            click.echo(line)
-        return
-    from pipeline.listings import backbones_listing, weight_cached
-
-    listing = backbones_listing()
-    click.echo(f"{'name':<20} {'kind':<6} {'default weights':<34} cached  other weights")
-    for row in listing["rows"]:
-        if not row["weights"]:
-            own = row["source"] == "stpipe" and row["origin"] == "builtin"
-            what = "(own init; tests)" if own else f"({row['origin']})"
-            click.echo(f"{row['name']:<20} {row['kind']:<6} {what:<34} -")
-            continue
-        (default, default_file), *others = row["weights"]
-        cached = "yes" if weight_cached(listing, default_file) else "no"
-        marked = ", ".join(m + ("*" if weight_cached(listing, f) else "") for m, f in others)
-        click.echo(f"{row['name']:<20} {row['kind']:<6} {default:<34} {cached:<7} {marked}")
-    click.echo("* = weight file present in the torch cache ($TORCH_HOME/hub/checkpoints)")
-    for prefix, summary, version in listing["families"]:
-        click.echo(f"{prefix + ':NAME':<20} {summary}{'' if version else ' [not installed]'}")
-    for plugin, why in listing["plugin_errors"].items():
-        click.echo(f"plug-in {plugin} failed to load: {why}")
+    _echo_lines(listings.backbones(name))
 
 
-@cli.command("inspect")
-@click.argument("store")
-@click.option("--storage-options", help="JSON object passed to fsspec for the store URL.")
+@config_command("inspect", "stages.inspect:InspectConfig", yaml=False)
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-def inspect_cmd(store, storage_options, as_json):
+def inspect_cmd(as_json, **options):
     """Summarise a feature store: counts, shapes, dtypes, bytes, config, failures."""
     import json
 
-    from pipeline.store import FeatureStore, summarize
+    from pipeline.config import build_config
+    from stages import inspect
 
-    summary = summarize(FeatureStore.open(store, storage_options=_json_option(storage_options, "--storage-options")))
-    if as_json:
-        click.echo(json.dumps(summary, indent=2, default=str))
-        return
-    meta = summary["meta"]
-    backbone = meta.get("backbone") or {}
-    click.echo(f"store     {summary['url']}  (created {meta.get('created')}, stpipe format {meta.get('version')})")
-    click.echo(f"videos    {summary['complete']} complete, {summary['incomplete']} incomplete, "
-               f"{summary['failed']} failed; by split: {summary['splits']}")
-    groups = summary["groups"]
-    if groups["count"]:
-        leaks = "; ".join(f"leak: {split} shares {len(shared)} with train ({', '.join(shared[:3])}"
-                          f"{' ...' if len(shared) > 3 else ''})" for split, shared in groups["leaks"].items())
-        click.echo(f"groups    {groups['count']}" + (f"; {leaks}" if leaks else "; splits group-disjoint"))
-    click.echo(f"backbone  {backbone.get('name')} weights={backbone.get('weights')} features={backbone.get('features')}")
-    flow = meta.get("flow")
-    click.echo(f"flow      {flow['method'] + ' bound=' + str(flow['bound']) + ' ' + flow['quantisation'] if flow else 'none'}")
-    click.echo(f"classes   {len(meta.get('classes', []))}")
-    if meta.get("origin"):
-        click.echo(f"origin    {meta['origin']}")
-    for name, info in summary["arrays"].items():
-        click.echo(f"array     {name}: {info['dtype']} dims={info['dims']} e.g. {info['shape_example']}")
-    if summary.get("bytes"):
-        click.echo(f"bytes     {summary['bytes']}")
-    packs = summary.get("pack") or {}
-    click.echo("pack      " + (", ".join(f"{name} {state}" for name, state in packs.items()) or "none")
-               + ("  (run `stpipe pack` for stage two's fast reads)" if set(packs.values()) != {"fresh"} else ""))
-    for f in summary["failures"]:
-        click.echo(f"failed    {f['video_id']}: {f['error']} (attempts: {f['attempts']})")
+    summary = inspect.run(build_config(inspect.InspectConfig, None, options))
+    _echo_lines([json.dumps(summary, indent=2, default=str)] if as_json else inspect.lines(summary))
 
 
 # ---- interop: export, import ----
@@ -605,26 +477,8 @@ def demo_data_cmd(config_file, **options):
 # ---- heads ----
 
 
-def _feature_shape(ctx, param, value: str) -> tuple[int, ...]:
-    try:
-        shape = tuple(int(v) for v in value.lower().split("x"))
-    except ValueError:
-        shape = ()
-    if len(shape) not in (1, 3) or min(shape) < 1:
-        raise click.BadParameter(f"expected D (pooled) or CxHxW (spatial), e.g. 1280 or 1280x7x7; got {value!r}")
-    return shape
-
-
-@cli.command("heads")
-@click.option("--classes", "num_classes", type=click.IntRange(min=1), default=27, show_default=True,
-              help="Number of classes.")
-@click.option("--segments", "num_segments", type=click.IntRange(min=1), default=8, show_default=True,
-              help="Segments (T) per clip.")
-@click.option("--feature-shape", default="1280", show_default=True, callback=_feature_shape,
-              help="Backbone features per segment: D (pooled) or CxHxW (spatial maps).")
-@click.option("--proj-dim", type=click.IntRange(min=1), default=256, show_default=True,
-              help="Width after the input projection (seed 000 uses 256).")
-def heads_cmd(num_classes, num_segments, feature_shape, proj_dim):
+@config_command("heads", "stages.listings:HeadsConfig", yaml=False)
+def heads_cmd(**options):
     """List the temporal heads with parameters and multiply-adds per clip.
 
     Projection (dropout + Linear / 1x1 conv to --proj-dim) and head body are counted apart; MACs
@@ -632,30 +486,10 @@ def heads_cmd(num_classes, num_segments, feature_shape, proj_dim):
 
       stpipe heads --classes 27 --segments 8 --feature-shape 1024x7x7
     """
-    from pipeline.listings import heads_listing
+    from pipeline.config import build_config
+    from stages import listings
 
-    listing = heads_listing(num_classes=num_classes, num_segments=num_segments, feature_shape=feature_shape,
-                            proj_dim=proj_dim)
-    shape = "x".join(map(str, feature_shape))
-    click.echo(f"classes {num_classes}, segments {num_segments}, features {shape} per segment, "
-               f"projection to {proj_dim}; MACs per clip")
-    header = ("head", "input", "proj params", "proj MACs", "head params", "head MACs", "default recipe", "note")
-    table = [header]
-    for r in listing["rows"]:
-        if r["applicable"]:
-            table.append((r["name"], r["input_kind"], f"{r['projection_params']:,}",
-                          f"{r['projection_macs'] / 1e6:,.2f}M", f"{r['head_params']:,}",
-                          f"{r['head_macs'] / 1e6:,.2f}M", r["recipe"], r["note"]))
-        else:
-            table.append((r["name"], r["input_kind"], "-", "-", "-", "-", r["recipe"], f"n/a: {r['note']}"))
-    widths = [max(len(row[i]) for row in table) for i in range(len(header) - 1)]
-    for row in table:
-        cells = [c.ljust(w) if i < 2 or i == 6 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths))]
-        click.echo("  ".join(cells + [row[-1]]).rstrip())
-    click.echo("default recipe: AdamW, half-cosine lr, what train-head/ablate/demo use for settings not given "
-               "(chosen by a recorded sweep, benchmarks/README.md); --recipe paper = seed 000's SGD recipe")
-    for plugin, why in listing["plugin_errors"].items():
-        click.echo(f"plug-in {plugin} failed to load: {why}")
+    _echo_lines(listings.heads(build_config(listings.HeadsConfig, None, options)))
 
 
 # ---- stage two: train-head, evaluate, stats ----

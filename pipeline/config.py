@@ -33,11 +33,13 @@ SKIP_DAMAGED = "Leave out videos with a damaged chunk (checked first), with a no
 
 def arg(default: Any = dataclasses.MISSING, help: str = "", *, flag: str = "", short: str = "",
         factory: Callable[[], Any] | None = None, negatable: bool = True, positional: bool = False,
-        required: bool = False) -> Any:
+        required: bool = False, repeat: bool = False) -> Any:
     """A config field that is also a command-line option. flag: its long flag (default `--field-name`);
     short: e.g. "-o"; negatable: a bool shows as `--x/--no-x` (else a plain flag that sets True);
-    positional: an argument (a tuple field takes any number); required: click asks for it."""
-    meta = dict(help=help, flag=flag, short=short, negatable=negatable, positional=positional, required=required)
+    positional: an argument (a tuple field takes any number); required: click asks for it; repeat: a
+    tuple field's flag is given once per value (else it takes comma-separated values)."""
+    meta = dict(help=help, flag=flag, short=short, negatable=negatable, positional=positional, required=required,
+                repeat=repeat)
     if factory is not None:
         return dataclasses.field(default_factory=factory, metadata=meta)
     return dataclasses.field(default=default, metadata=meta)
