@@ -1,5 +1,6 @@
 """`stpipe stats STORE`: per-channel mean/std of a split's features (read as stage two reads them),
-cached in the store for stage two."""
+cached in the store for stage two. It writes into the store, so it holds the store's lease (no
+extract or import writes meanwhile)."""
 
 from __future__ import annotations
 
@@ -26,14 +27,21 @@ class StatsConfig:
 
 def run(cfg: StatsConfig) -> list[str]:
     """Compute and cache the stats of each stream; one summary line per stream."""
+    from pipeline.errors import full_disk_as_error
+    from pipeline.store import FeatureStore
+    from pipeline.store_lease import StoreLease
+
+    with full_disk_as_error(cfg.store), StoreLease(cfg.store, storage_options=cfg.storage_options or None):
+        return _compute(cfg, FeatureStore.open(cfg.store, mode="r+", storage_options=cfg.storage_options or None))
+
+
+def _compute(cfg: StatsConfig, opened) -> list[str]:
     import torch
 
-    from pipeline.store import FeatureStore
     from pipeline.training.config import MODALITY_STREAMS, STREAM_ARRAYS
     from pipeline.training.data import load_split, memory_budget_bytes, select_videos
     from pipeline.training.stats import compute_stats, save_to_store
 
-    opened = FeatureStore.open(cfg.store, mode="r+", storage_options=cfg.storage_options or None)
     budget = memory_budget_bytes(0, torch.device("cpu"))
     _, keys, _, _ = select_videos(opened, cfg.split)
     lines = []
