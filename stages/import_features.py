@@ -19,7 +19,8 @@ from pipeline.store_urls import store_errors
 
 @dataclass(frozen=True)
 class ImportConfig:
-    source: str = arg("", positional=True)  # an .h5 export, or a folder of <video_id>.npy ("" = the manifest's paths are .npy files)
+    # an .h5 export, or a folder of <video_id>.npy ("" = the manifest's paths are .npy files)
+    source: str = arg("", positional=True)
     output: str = arg("", "Store path or URL to build (file://, memory://, s3://...).", short="-o", required=True)
     manifest: str = arg("", ".npy imports: manifest with labels and splits (its paths may be the .npy files).", short="-m")
     root: str = arg("", "Folder the manifest's relative paths start from (default: its folder).")

@@ -21,7 +21,9 @@ from pipeline.store_verify import Damage, check_units, repair, store_units
 class VerifyConfig:
     store: str = arg("", positional=True, required=True)
     storage_options: dict[str, Any] = arg(help=STORAGE_OPTIONS, factory=dict)
-    repair: bool = arg(False, "Mark the damaged videos for redo (re-running the extract or import command that made STORE redoes exactly them) and drop a damaged pack or index (rebuilt from the videos).", negatable=False)
+    repair: bool = arg(False, "Mark the damaged videos for redo (re-running the extract or import command that made "
+                              "STORE redoes exactly them) and drop a damaged pack or index (rebuilt from the videos).",
+                       negatable=False)
     threads: int = arg(0, "Arrays read at once (0 = 8 on a local disk, 32 on an object store).")
 
     def __post_init__(self) -> None:

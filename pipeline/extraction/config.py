@@ -36,8 +36,8 @@ class ExtractConfig:
     flow_features: bool = arg(False, "Also cache flow-stream backbone features (a backbone on stacked flow).")
     flow_stack: int = 5
     backbone_checkpoint: str = arg("", "Fine-tuned backbone.pt from `stpipe finetune` (replaces --weights).")
-    # autocast the backbones (CUDA; bf16 also on CPUs with AVX512-BF16/AMX); "" = float32. Stored features stay float16
-    amp: Literal["", "bf16", "fp16"] = arg("", "Autocast the backbone (CUDA; bf16 also on CPUs with AVX512-BF16/AMX; default float32). Features are stored as float16 either way.")
+    amp: Literal["", "bf16", "fp16"] = arg("", "Autocast the backbone (CUDA; bf16 also on CPUs with AVX512-BF16/AMX; "
+                                               "default float32). Features are stored as float16 either way.")
     # how it runs (free to change between resumed runs)
     # frames per backbone forward, across videos; 0 = 64 on CUDA, 8 on CPU (on CPU mobilenet_v2 runs
     # as fast at 8 as at 32, bf16 faster, and the forward's activations take 130 MB instead of
@@ -58,16 +58,19 @@ class ExtractConfig:
     decode_threads: int = arg(2, "Decoder threads where threads are used.")
     # torch threads of each compute process (its backbone forward on a CPU); 0 = the CPUs it may use,
     # fewer while decoder processes share them and that measures faster (pipeline/extraction/threads.py)
-    compute_threads: int = arg(0, "torch threads of each compute process (0 = its CPUs, fewer while decoder processes share them and that measures faster).")
+    compute_threads: int = arg(0, "torch threads of each compute process (0 = its CPUs, fewer while decoder "
+                                  "processes share them and that measures faster).")
     # where frames are decoded (pipeline/decoding/gpu.py): cpu = the decoders above; nvdec = on the
     # CUDA compute device (JPEG frame folders with nvJPEG, video files with NVDEC through PyNvVideoCodec,
     # the `nvdec` extra; what it cannot decode falls back to the CPU per video); auto = nvdec where the
     # compute device is CUDA and the library is importable, else cpu. The choice is printed
     decoder: Literal["auto", "cpu", "nvdec"] = arg(
-        "auto", "Decode on the CPU, or on the CUDA device (nvJPEG for JPEG frame folders, NVDEC for video files: pip install 'stpipe-video[nvdec]'); auto = nvdec where possible.")
+        "auto", "Decode on the CPU, or on the CUDA device (nvJPEG for JPEG frame folders, NVDEC for video files: "
+                "pip install 'stpipe-video[nvdec]'); auto = nvdec where possible.")
     # a decoder process that sends nothing for this many seconds while it holds a video is killed
     # and the video recorded as failed (a hung decoder); generous: a chunk of CPU TV-L1 takes seconds
-    decode_timeout: float = arg(300.0, "Seconds a decoder may go silent on one video before it is killed and the video failed.")
+    decode_timeout: float = arg(300.0, "Seconds a decoder may go silent on one video before it is killed and the "
+                                       "video failed.")
     chunk_frames: int = 64  # decoded frames per chunk (bounds memory on long videos)
     device: str = arg("auto", DEVICE)
     max_retries: int = arg(1, "Retries per video for transient errors.")

@@ -26,7 +26,8 @@ STREAM_ARRAYS = {"rgb": "rgb", "flow": "flow_feat"}
 
 @dataclass(frozen=True)
 class TrainHeadConfig:
-    store: str = arg("", "Feature store path or URL (from `stpipe extract`).", short="-s")  # not identity: a run checks the store's classes, feature shapes and config hash instead
+    # not identity: a run checks the store's classes, feature shapes and config hash instead
+    store: str = arg("", "Feature store path or URL (from `stpipe extract`).", short="-s")
     storage_options: dict[str, Any] = arg(help=STORAGE_OPTIONS, factory=dict)
     out: str = arg("", "Run directory, e.g. runs/NAME.", short="-o")
     # what is trained (identity: a run dir holding a different value is refused)
@@ -55,7 +56,8 @@ class TrainHeadConfig:
     plateau_patience: int = arg(3, "Epochs without val-loss improvement = plateau.", flag="--patience")
     plateau_threshold: float = 1e-3  # relative improvement that counts
     lr_drops: int = arg(2, "10x lr reductions before a plateau stops training.")
-    standardize: bool | None = arg(None, "Per-channel standardisation (training-split stats) (default: the head's recipe, `stpipe heads`).")  # pipeline.training.stats
+    standardize: bool | None = arg(None, "Per-channel standardisation with training-split stats (default: the "
+                                         "head's recipe, `stpipe heads`).")  # pipeline.training.stats
     val_split: str = arg("val", "Split used for validation.")
     seed: int = arg(0, "Random seed.")
     # where the recipe fields not given come from: "head" = the head's recipe (pipeline.heads.recipes,
