@@ -39,9 +39,10 @@ def heads(cfg: HeadsConfig) -> list[str]:
     """The head table: parameters and multiply-adds per clip, projection and body apart, default recipe."""
     from pipeline.listings import heads_listing
 
-    listing = heads_listing(num_classes=cfg.num_classes, num_segments=cfg.num_segments,
-                            feature_shape=cfg.shape(), proj_dim=cfg.proj_dim)
-    lines = [f"classes {cfg.num_classes}, segments {cfg.num_segments}, features {cfg.feature_shape.lower()} per "
+    shape = cfg.shape()
+    listing = heads_listing(num_classes=cfg.num_classes, num_segments=cfg.num_segments, feature_shape=shape,
+                            proj_dim=cfg.proj_dim)
+    lines = [f"classes {cfg.num_classes}, segments {cfg.num_segments}, features {'x'.join(map(str, shape))} per "
              f"segment, projection to {cfg.proj_dim}; MACs per clip"]
     header = ("head", "input", "proj params", "proj MACs", "head params", "head MACs", "default recipe", "note")
     table = [header]
