@@ -2,7 +2,10 @@
 
 Each stage (and each component with tunable parameters, e.g. TV-L1) has one frozen dataclass.
 `build_config` merges defaults <- YAML file <- overrides, rejects unknown keys by name, coerces
-types from the annotations, and `save_config` writes the result next to every output.
+types from the annotations, and `save_config` writes the result next to every output. A field
+declared with `arg(default, "help")` is also a command-line option: cli.py makes the option from
+the field (flag, type, help, and the default shown from the dataclass), so a field means the same
+from the API, the CLI and YAML.
 """
 
 from __future__ import annotations
@@ -11,7 +14,7 @@ import dataclasses
 import re
 import types
 import typing
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -20,6 +23,26 @@ import yaml
 from pipeline.errors import ConfigError
 
 C = TypeVar("C")
+
+# help of fields that several configs share
+DEVICE = "auto, cpu, cuda or cuda:N."
+RAY_ADDRESS = "auto or HOST:PORT to join a Ray cluster (default: embedded local Ray)."
+STORAGE_OPTIONS = "JSON object passed to fsspec for the store URL."
+SKIP_DAMAGED = "Leave out videos with a damaged chunk (checked first), with a note; by default one stops the run."
+
+
+def arg(default: Any = dataclasses.MISSING, help: str = "", *, flag: str = "", short: str = "",
+        factory: Callable[[], Any] | None = None, negatable: bool = True, positional: bool = False,
+        required: bool = False, repeat: bool = False) -> Any:
+    """A config field that is also a command-line option. flag: its long flag (default `--field-name`);
+    short: e.g. "-o"; negatable: a bool shows as `--x/--no-x` (else a plain flag that sets True);
+    positional: an argument (a tuple field takes any number); required: click asks for it; repeat: a
+    tuple field's flag is given once per value (else it takes comma-separated values)."""
+    meta = dict(help=help, flag=flag, short=short, negatable=negatable, positional=positional, required=required,
+                repeat=repeat)
+    if factory is not None:
+        return dataclasses.field(default_factory=factory, metadata=meta)
+    return dataclasses.field(default=default, metadata=meta)
 
 
 def config_to_dict(cfg: Any) -> dict[str, Any]:

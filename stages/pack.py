@@ -8,9 +8,10 @@ why: `pipeline/store_pack.py`.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
+from pipeline.config import STORAGE_OPTIONS, arg
 from pipeline.errors import ConfigError, full_disk_as_error
 from pipeline.store import FeatureStore
 from pipeline.store_lease import StoreLease
@@ -19,9 +20,9 @@ from pipeline.store_pack import write_pack
 
 @dataclass(frozen=True)
 class PackConfig:
-    store: str = ""
-    storage_options: dict[str, Any] = field(default_factory=dict)
-    force: bool = False  # rebuild even when the pack matches the index
+    store: str = arg("", positional=True, required=True)
+    storage_options: dict[str, Any] = arg(help=STORAGE_OPTIONS, factory=dict)
+    force: bool = arg(False, "Rebuild even when the pack matches the store's index.", negatable=False)
 
     def __post_init__(self) -> None:
         if not self.store:

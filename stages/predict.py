@@ -11,32 +11,27 @@ from __future__ import annotations
 
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
-
-from pipeline.config import from_dict
-from pipeline.cpus import apply_threads
+from pipeline.config import DEVICE, STORAGE_OPTIONS, arg, from_dict
 from pipeline.errors import ConfigError, StoreError
-from pipeline.extraction import ExtractConfig, Extractor, VideoJob
-from pipeline.extraction.models import load_models
-from pipeline.store import FeatureStore
-from pipeline.training.data import load_split
-from pipeline.training.loop import make_source, num_views, predict
-from pipeline.training.trained import TrainedRun
+
+if TYPE_CHECKING:
+    from pipeline.extraction import ExtractConfig
+    from pipeline.store import FeatureStore
 
 
 @dataclass(frozen=True)
 class PredictConfig:
-    run: str = ""
-    videos: tuple[str, ...] = ()
-    checkpoint: str = "checkpoint.pt"
-    store: str = ""  # store whose extract config makes the features (default: the run's)
-    storage_options: dict[str, Any] = field(default_factory=dict)
-    device: str = "auto"
-    top_k: int = 5
+    run: str = arg("", "Run directory from `stpipe train-head`.", required=True)
+    videos: tuple[str, ...] = arg((), positional=True)
+    checkpoint: str = arg("checkpoint.pt", "checkpoint.pt (best) or last.pt.")
+    store: str = arg("", "Store whose extract config makes the features (default: the run's).", short="-s")
+    storage_options: dict[str, Any] = arg(help=STORAGE_OPTIONS, factory=dict)
+    device: str = arg("auto", DEVICE)
+    top_k: int = arg(5, "Classes to show per video.")
 
     def __post_init__(self) -> None:
         if not self.run:
@@ -69,6 +64,8 @@ class PredictResult:
 
 def extract_config_of(store: FeatureStore, *, output: str, device: str) -> ExtractConfig:
     """The ExtractConfig that made `store` (its recorded content fields), writing to `output`."""
+    from pipeline.extraction.config import ExtractConfig
+
     content = store.meta.get("content") or store.meta.get("config") or {}
     if "backbone" not in content:
         raise StoreError(f"{store.url}: records no extract config (imported features?); predict cannot remake them")
@@ -78,6 +75,15 @@ def extract_config_of(store: FeatureStore, *, output: str, device: str) -> Extra
 
 
 def run(cfg: PredictConfig) -> PredictResult:
+    # here, not at the top: the CLI reads PredictConfig's fields without importing torch
+    from pipeline.cpus import apply_threads
+    from pipeline.extraction import Extractor, VideoJob
+    from pipeline.extraction.models import load_models
+    from pipeline.store import FeatureStore
+    from pipeline.training.data import load_split
+    from pipeline.training.loop import make_source, num_views, predict
+    from pipeline.training.trained import TrainedRun
+
     started = time.perf_counter()
     apply_threads()
     trained = TrainedRun.open(cfg.run, cfg.checkpoint)
@@ -95,7 +101,7 @@ def run(cfg: PredictConfig) -> PredictResult:
             stats = extractor.process(jobs)
         store.write_index()
         errors = {f.video_id: f.error for f in stats.failures}
-        scores: dict[str, torch.Tensor] = {}
+        scores = {}
         if len(errors) < len(ids):
             trained.check(store, split="predict", url=str(source_store.url), own_classes=True)
             split = load_split(store, "predict", streams=trained.config.streams, pooled=trained.pooled, labelled=False)

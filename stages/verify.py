@@ -9,6 +9,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from pipeline.config import STORAGE_OPTIONS, arg
 from pipeline.errors import ConfigError, full_disk_as_error
 from pipeline.progress import Advanced, Finished, Progress, Started, emitter
 from pipeline.store import FeatureStore
@@ -18,10 +19,12 @@ from pipeline.store_verify import Damage, check_units, repair, store_units
 
 @dataclass(frozen=True)
 class VerifyConfig:
-    store: str = ""
-    storage_options: dict[str, Any] = field(default_factory=dict)
-    repair: bool = False  # mark damaged videos for redo, drop a damaged pack or index
-    threads: int = 0  # chunks read at once; 0 = 8 on a local disk, 32 on an object store
+    store: str = arg("", positional=True, required=True)
+    storage_options: dict[str, Any] = arg(help=STORAGE_OPTIONS, factory=dict)
+    repair: bool = arg(False, "Mark the damaged videos for redo (re-running the extract or import command that made "
+                              "STORE redoes exactly them) and drop a damaged pack or index (rebuilt from the videos).",
+                       negatable=False)
+    threads: int = arg(0, "Arrays read at once (0 = 8 on a local disk, 32 on an object store).")
 
     def __post_init__(self) -> None:
         if not self.store:

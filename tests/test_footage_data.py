@@ -98,7 +98,7 @@ def test_no_usable_footage_is_one_clear_error(tmp_path):
         generate(FootageConfig(sources=(str(tmp_path / "missing"),), out=str(tmp_path / "out")))
 
 
-def test_cli_demo_data_from(tmp_path):
+def test_cli_demo_data_from(tmp_path, stpipe):
     _moving_video(tmp_path / "clip.mp4")
     out = tmp_path / "set"
     result = CliRunner().invoke(cli, ["demo-data", "--from", str(tmp_path / "clip.mp4"), "-o", str(out),
@@ -106,8 +106,8 @@ def test_cli_demo_data_from(tmp_path):
     assert result.exit_code == 0, result.output
     assert "wrote 16 clips cut from 1 videos" in result.output
     assert (out / "footage-data.yaml").is_file()
-    bad = CliRunner().invoke(cli, ["demo-data", "--train-clips", "2", "-o", str(tmp_path / "x")])
-    assert bad.exit_code != 0 and "--from" in bad.output
+    code, _, err = stpipe(["demo-data", "--train-clips", "2", "-o", tmp_path / "x"])
+    assert code == 2 and err.strip() == "stpipe: error: --train-clips, --val-clips and --val-sources need --from"
 
 
 @pytest.mark.assets

@@ -10,8 +10,17 @@ The Ray executor lives in `pipeline.distributed` (the only module that imports R
 `stages.ablate` ties these together.
 """
 
-from pipeline.ablation.config import AblateConfig
-from pipeline.ablation.grid import Grid, Skipped, Trial, expand_grid
-from pipeline.ablation.runner import Outcome, Progress
+# names resolved on first use: the CLI reads AblateConfig's fields without importing torch
+_MODULES = {"AblateConfig": "config", "Grid": "grid", "Skipped": "grid", "Trial": "grid", "expand_grid": "grid",
+            "Outcome": "runner", "Progress": "runner"}
+
+
+def __getattr__(name: str):
+    if name not in _MODULES:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    import importlib
+
+    return getattr(importlib.import_module(f"{__name__}.{_MODULES[name]}"), name)
+
 
 __all__ = ["AblateConfig", "Grid", "Outcome", "Progress", "Skipped", "Trial", "expand_grid"]

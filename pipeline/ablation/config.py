@@ -7,6 +7,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from pipeline.config import RAY_ADDRESS, SKIP_DAMAGED, STORAGE_OPTIONS, arg
 from pipeline.errors import ConfigError
 from pipeline.training.config import MODALITY_STREAMS, TrainHeadConfig
 
@@ -17,34 +18,35 @@ TRIAL_FIELDS = ("store", "storage_options", "out", "head", "segments", "modality
 
 @dataclass(frozen=True)
 class AblateConfig:
-    store: str = ""
-    storage_options: dict[str, Any] = field(default_factory=dict)
-    out: str = ""
+    store: str = arg("", "Feature store path or URL (from `stpipe extract`).", short="-s")
+    storage_options: dict[str, Any] = arg(help=STORAGE_OPTIONS, factory=dict)
+    out: str = arg("", "Ablation folder (trial run dirs, results.csv, summary.md, plot).", short="-o")
     # the grid
-    heads: tuple[str, ...] = ("all",)  # "all" = every head the store's features allow
-    segments: tuple[int, ...] = (8,)
-    modalities: tuple[str, ...] = ("rgb",)
-    seeds: tuple[int, ...] = (0, 1, 2)
+    heads: tuple[str, ...] = arg(("all",), "all (every head the store's features allow) or a comma-separated list.")
+    segments: tuple[int, ...] = arg((8,), "Comma-separated segment counts, e.g. 8,16.")
+    modalities: tuple[str, ...] = arg(("rgb",), "Comma-separated: rgb, flow, rgb+flow.", flag="--modality")
+    seeds: tuple[int, ...] = arg((0, 1, 2), "Comma-separated seeds.")
     # what every trial shares: TrainHeadConfig fields (epochs, lr, batch_size, optimizer, fusion, ...);
     # fields left out come from each head's recipe (pipeline.heads.recipes)
-    train: dict[str, Any] = field(default_factory=dict)
+    train: dict[str, Any] = arg(help='JSON object of further train-head settings, e.g. \'{"patience": 2}\'.', factory=dict,
+                                flag="--train-options")
     # hyper-parameter axes swept for every head and setting: {TrainHeadConfig field: values}, e.g.
     # {"lr": [1e-3, 3e-3], "weight_decay": [0.01, 0.1]}; they override `train` and the recipes
     grid: dict[str, tuple] = field(default_factory=dict)
     # how it runs (free to change between resumed runs)
-    executor: Literal["ray", "local"] = "ray"
-    ray_address: str = ""  # "" = embedded local Ray; auto or HOST:PORT joins a cluster
-    cpus_per_trial: float = 1.0
-    gpus_per_trial: float | None = None  # None: 0.25 when the cluster has GPUs (4 small heads per GPU), else 0
-    max_concurrent: int = 0  # 0 = as many trials as the cluster's resources fit
-    max_retries: int = 1  # a crashed trial is retried this many times, then reported failed
-    device: str = "auto"  # local executor; Ray trials use the GPU they were given, else the CPU
-    memory_budget_gb: float = 4.0  # shared features above this stream from Zarr in every trial
-    skip_damaged: bool = False  # leave out videos with a damaged chunk, with a note (else one-line error)
+    executor: Literal["ray", "local"] = arg("ray", "ray (embedded or cluster) or local.")
+    ray_address: str = arg("", RAY_ADDRESS)
+    cpus_per_trial: float = arg(1.0, "CPUs per trial (also its torch threads).")
+    gpus_per_trial: float | None = arg(None, "GPUs per trial, fractions share a GPU (default 0.25 with GPUs, else 0).")
+    max_concurrent: int = arg(0, "Trials at once (0 = as many as resources fit).")
+    max_retries: int = arg(1, "Retries of a crashed trial before it is reported failed.")
+    device: str = arg("auto", "local executor: auto, cpu, cuda or cuda:N (Ray trials use the GPU they were given).")
+    memory_budget_gb: float = arg(4.0, "Shared features above this stream from Zarr.")
+    skip_damaged: bool = arg(False, SKIP_DAMAGED, negatable=False)
     # each trial's curves.png / confusion.png: ~0.9 s of a 2 s light-head trial on one CPU core
     # (metrics.json/jsonl hold the same numbers; summary.md and the ablation plot are always written)
-    trial_plots: bool = True
-    overwrite: bool = False  # re-run every trial from scratch (deletes only train-head run files)
+    trial_plots: bool = arg(True, "Each trial's curves.png and confusion.png (~0.9 s of CPU per trial).")
+    overwrite: bool = arg(False, "Re-run every trial (replaces their train-head run files).", negatable=False)
 
     def __post_init__(self) -> None:
         if not self.store:

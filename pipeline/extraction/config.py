@@ -3,77 +3,83 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
 
+from pipeline.config import DEVICE, RAY_ADDRESS, STORAGE_OPTIONS, arg
 from pipeline.errors import ConfigError
 
 
 @dataclass(frozen=True)
 class ExtractConfig:
-    manifest: str = ""
-    root: str = ""  # video paths are relative to this (default: the manifest's folder)
-    output: str = ""  # store path or fsspec URL
-    storage_options: dict[str, Any] = field(default_factory=dict)
+    manifest: str = arg("", "Manifest (.csv or .jsonl).", short="-m")
+    root: str = arg("", "Folder the manifest's video paths are relative to (default: its folder).")
+    output: str = arg("", "Store path or URL (file://, memory://, s3://...).", short="-o")
+    storage_options: dict[str, Any] = arg(help=STORAGE_OPTIONS, factory=dict)
     # what is cached (content: changing any of these makes a different store)
-    backbone: str = "mobilenet_v2"
-    weights: str = "DEFAULT"  # DEFAULT, an enum member name, none, or a local file
-    features: Literal["pooled", "spatial"] = "pooled"
-    views: str = "center"  # center, flip, multi3, multi5, multi10
-    frames: Literal["all", "step", "fps", "uniform"] = "all"
-    frame_step: int = 1
-    frame_fps: float = 0.0
-    frame_num: int = 0
-    max_frames: int = 0  # cap per video (0 = none)
+    backbone: str = arg("mobilenet_v2", "Backbone name (see `stpipe backbones`).")
+    weights: str = arg("DEFAULT", "DEFAULT, an enum member name, none, or a local .pth file.")
+    features: Literal["pooled", "spatial"] = arg("pooled", "Global-pooled vectors or spatial maps.")
+    views: str = arg("center", "center, flip, multi3, multi5 or multi10.")
+    frames: Literal["all", "step", "fps", "uniform"] = arg("all", "Frame selection.")
+    frame_step: int = arg(1, "With --frames step: keep every k-th frame.")
+    frame_fps: float = arg(0.0, "With --frames fps: resample to this rate.")
+    frame_num: int = arg(0, "With --frames uniform: this many frames.")
+    max_frames: int = arg(0, "Cap per video (0 = none).")
     folder_fps: float = 12.0  # frame rate assumed for frame folders
-    flow: bool = False
-    flow_method: str = "tvl1"
-    flow_short_side: int = 256
+    flow: bool = arg(False, "Also compute and store TV-L1 optical flow.")
+    flow_method: str = arg("tvl1", "Flow method (see `stpipe flows`).")
+    flow_short_side: int = arg(256, "Shorter side of frames for flow.")
     flow_bound: float = 20.0
     flow_dtype: Literal["uint8", "float16"] = "uint8"
-    flow_features: bool = False  # also run a flow-stream backbone on stacked flow
+    flow_features: bool = arg(False, "Also cache flow-stream backbone features (a backbone on stacked flow).")
     flow_stack: int = 5
-    backbone_checkpoint: str = ""  # fine-tuned backbone weights (stage three) replacing `weights`
-    # autocast the backbones (CUDA; bf16 also on CPUs with AVX512-BF16/AMX); "" = float32. Stored features stay float16
-    amp: Literal["", "bf16", "fp16"] = ""
+    backbone_checkpoint: str = arg("", "Fine-tuned backbone.pt from `stpipe finetune` (replaces --weights).")
+    amp: Literal["", "bf16", "fp16"] = arg("", "Autocast the backbone (CUDA; bf16 also on CPUs with AVX512-BF16/AMX; "
+                                               "default float32). Features are stored as float16 either way.")
     # how it runs (free to change between resumed runs)
     # frames per backbone forward, across videos; 0 = 64 on CUDA, 8 on CPU (on CPU mobilenet_v2 runs
     # as fast at 8 as at 32, and the forward's activations take under a third of the memory:
     # benchmarks/README.md, "Stage one's decode path")
-    batch_size: int = 0
+    batch_size: int = arg(0, "Frames per backbone forward (0 = 64 on CUDA, 8 on CPU).")
     # frame pairs per TV-L1 call; 0 = 64 on CUDA (a chunk's pairs in one call: the Triton solver runs
     # ~1.5x faster at 128 than at 32, benchmarks/README.md), 16 on CPU (batching barely matters there)
     flow_batch: int = 0
     # TV-L1 kernels on CPU: compiled (minutes once per machine, faster per pair), eager, or auto =
     # whichever finishes this run sooner (pipeline/flow/compile_policy.py); GPUs always compile;
     # STPIPE_FLOW_COMPILE=0/1 overrides
-    flow_compile: Literal["auto", "on", "off"] = "auto"
+    flow_compile: Literal["auto", "on", "off"] = arg(
+        "auto", "torch.compile the TV-L1 kernels: auto = when the run is large enough to pay for it.")
     # decoder processes per compute process (shared-memory ring, pipeline/decoding/pool.py); 0 = one per
     # core the worker owns, or `decode_threads` threads where those are cheaper (one core, one video,
     # flow on a GPU); the choice is printed
-    decode_procs: int = 0
-    decode_threads: int = 2
+    decode_procs: int = arg(0, "Decoder processes per worker (0 = one per core it owns; threads on one core).")
+    decode_threads: int = arg(2, "Decoder threads where threads are used.")
     # torch threads of each compute process (its backbone forward on a CPU); 0 = the CPUs it may use,
     # fewer while decoder processes share them and that measures faster (pipeline/extraction/threads.py)
-    compute_threads: int = 0
+    compute_threads: int = arg(0, "torch threads of each compute process (0 = its CPUs, fewer while decoder "
+                                  "processes share them and that measures faster).")
     # where frames are decoded (pipeline/decoding/gpu.py): cpu = the decoders above; nvdec = on the
     # CUDA compute device (JPEG frame folders with nvJPEG, video files with NVDEC through PyNvVideoCodec,
     # the `nvdec` extra; what it cannot decode falls back to the CPU per video); auto = nvdec where the
     # compute device is CUDA and the library is importable, else cpu. The choice is printed
-    decoder: Literal["auto", "cpu", "nvdec"] = "auto"
+    decoder: Literal["auto", "cpu", "nvdec"] = arg(
+        "auto", "Decode on the CPU, or on the CUDA device (nvJPEG for JPEG frame folders, NVDEC for video files: "
+                "pip install 'stpipe-video[nvdec]'); auto = nvdec where possible.")
     # a decoder process that sends nothing for this many seconds while it holds a video is killed
     # and the video recorded as failed (a hung decoder); generous: a chunk of CPU TV-L1 takes seconds
-    decode_timeout: float = 300.0
+    decode_timeout: float = arg(300.0, "Seconds a decoder may go silent on one video before it is killed and the "
+                                       "video failed.")
     chunk_frames: int = 64  # decoded frames per chunk (bounds memory on long videos)
-    device: str = "auto"
-    max_retries: int = 1
-    overwrite: bool = False
-    executor: Literal["ray", "local"] = "ray"
-    ray_address: str = ""  # "" = embedded local Ray; auto or HOST:PORT joins a cluster
-    workers: int = 0  # Ray actors (0 = one per GPU, or 1 on CPU-only machines)
-    gpus_per_worker: float = 0.0
-    cpus_per_task: float = 1.0
+    device: str = arg("auto", DEVICE)
+    max_retries: int = arg(1, "Retries per video for transient errors.")
+    overwrite: bool = arg(False, "Replace a store made by another config.", negatable=False)
+    executor: Literal["ray", "local"] = arg("ray", "ray (embedded or cluster) or local (in-process).")
+    ray_address: str = arg("", RAY_ADDRESS)
+    workers: int = arg(0, "Ray workers (0 = one per GPU, or 1 on CPU-only machines).")
+    gpus_per_worker: float = arg(0.0, "GPUs per Ray worker (fractions allowed).")
+    cpus_per_task: float = arg(1.0, "CPUs per Ray decode/flow task.")
     # per Ray call at most (2 calls in flight per worker): short videos go many to a call so the
     # per-call drain is paid rarely; bounds pending work and what a lost worker's calls redo
     videos_in_flight: int = 32

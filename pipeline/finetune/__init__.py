@@ -14,11 +14,20 @@ late fusion, partial BN, exports), `st_resnet` (motion residuals, eq. 5 temporal
 `loop` (training, evaluation, checkpoints, resume).
 """
 
-from pipeline.finetune.config import FinetuneConfig
-from pipeline.finetune.loop import Dist, evaluate, train_worker
-from pipeline.finetune.model import FinetuneModel, build_finetune_model, fuse
-from pipeline.finetune.source import Setup, VideoRef, prepare
-from pipeline.finetune.st_resnet import STResNetTrunks, TemporalConv, collapse_to_2d
+# names resolved on first use: the CLI reads FinetuneConfig's fields without importing torch
+_MODULES = {"FinetuneConfig": "config", "Dist": "loop", "evaluate": "loop", "train_worker": "loop",
+            "FinetuneModel": "model", "build_finetune_model": "model", "fuse": "model", "Setup": "source",
+            "VideoRef": "source", "prepare": "source", "STResNetTrunks": "st_resnet", "TemporalConv": "st_resnet",
+            "collapse_to_2d": "st_resnet"}
+
+
+def __getattr__(name: str):
+    if name not in _MODULES:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    import importlib
+
+    return getattr(importlib.import_module(f"{__name__}.{_MODULES[name]}"), name)
+
 
 __all__ = [
     "Dist",

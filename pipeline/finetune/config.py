@@ -19,61 +19,68 @@ standardisation moved mobilenet_v2 too far per step; the train loss never fell b
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from typing import Any, Literal
 
+from pipeline.config import RAY_ADDRESS, STORAGE_OPTIONS, arg
 from pipeline.errors import ConfigError
 
 
 @dataclass(frozen=True)
 class FinetuneConfig:
-    run: str = ""  # a train-head run dir: its store, head checkpoint and segments are the starting point
-    manifest: str = ""  # the videos (must hold every video of the store's train and val splits)
-    root: str = ""  # video paths are relative to this (default: the manifest's folder)
-    out: str = ""
-    storage_options: dict[str, Any] = field(default_factory=dict)
+    run: str = arg("", "train-head run directory to start from (its store, head and segments).")
+    manifest: str = arg("", "Manifest of the videos (must hold every video of the store's train/val splits).", short="-m")
+    root: str = arg("", "Folder the manifest's video paths are relative to (default: its folder).")
+    out: str = arg("", "Run directory, e.g. runs/NAME-ft.", short="-o")
+    storage_options: dict[str, Any] = arg(help=STORAGE_OPTIONS, factory=dict)
     # what is trained (identity: a run dir holding a different value is refused)
-    modality: Literal["", "rgb", "flow", "rgb+flow"] = ""  # "" = the head run's streams
-    fusion: Literal["late", "st-resnet"] = "late"
-    st_stages: tuple[int, ...] = (2, 3, 4, 5)  # st-resnet: ResNet stages conv2_x..conv5_x that get it
+    modality: Literal["", "rgb", "flow", "rgb+flow"] = arg(
+        "", "Streams to train (default: the head run's; a new stream gets a new head).")
+    fusion: Literal["late", "st-resnet"] = arg(
+        "late", "late: streams apart, scores averaged; st-resnet: motion->appearance residuals + temporal filters.")
+    st_stages: tuple[int, ...] = arg((2, 3, 4, 5), "st-resnet: ResNet stages (conv2_x..conv5_x) that get it.")
     temporal_kernel: int = 3  # st-resnet: T' of the 1x1xT' temporal filters (eq. 5)
-    segments: int = 0  # 0 = the head run's
+    segments: int = arg(0, "Segments per video (0 = the head run's).")
     flow_stack: int = 5  # motion stream input when the store has no flow-stream backbone (else its L)
-    epochs: int = 30  # upper bound; the plateau schedule usually stops earlier
-    batch_size: int = 32  # videos per optimizer step, over all workers and accumulation steps
-    optimizer: Literal["sgd", "adamw"] = "sgd"
-    lr: float = 1e-4
-    backbone_lr_mult: float = 1.0
+    epochs: int = arg(30, "Maximum epochs (the plateau schedule stops earlier).")
+    batch_size: int = arg(32, "Videos per optimizer step over all workers.")
+    optimizer: Literal["sgd", "adamw"] = arg("sgd", "Optimizer (sgd with --momentum).")
+    lr: float = arg(1e-4, "Learning rate of the head (TSN used 0.001 with a fresh head).")
+    backbone_lr_mult: float = arg(1.0, "Backbone lr = lr x this.")
     momentum: float = 0.9
-    weight_decay: float = 5e-4
-    schedule: Literal["plateau", "cosine"] = "plateau"
+    weight_decay: float = arg(5e-4, "Weight decay.")
+    schedule: Literal["plateau", "cosine"] = arg("plateau", "lr schedule.")
     plateau_patience: int = 3
     plateau_threshold: float = 1e-3
     lr_drops: int = 2
     # frozen: every BN layer of the backbones keeps its statistics and affine; partial: all but the first
     # (TSN); train: all BN layers train
-    batch_norm: Literal["frozen", "partial", "train"] = "frozen"
-    clip_grad: float = 20.0  # clip the gradient's total norm at this before each step; 0 = off
-    flip: bool = False
+    batch_norm: Literal["frozen", "partial", "train"] = arg(
+        "frozen", "Backbone BN layers: frozen (the head was trained on features made with their statistics), "
+        "partial (all but the first frozen, as in TSN) or train.")
+    clip_grad: float = arg(20.0, "Clip the gradient's total norm at this (TSN's scripts; 0 = off).")
+    flip: bool = arg(False, "Random horizontal flips (they change Jester's labels).")
     scales: tuple[float, ...] = (1.0, 0.875, 0.75, 0.66)
     max_distort: int = 1
     val_split: str = ""  # "" = the head run's
-    seed: int = 0
+    seed: int = arg(0, "Random seed.")
     # how it runs (free to change when resuming)
-    device: str = "auto"
-    amp: bool = True  # mixed precision, CUDA only
-    executor: Literal["auto", "local", "ray"] = "auto"  # auto: Ray Train when workers > 1 or a GPU/cluster is asked for
-    workers: int = 1
-    gpus_per_worker: float = 0.0
-    cpus_per_worker: float = 1.0
-    ray_address: str = ""
+    device: str = arg("auto", "auto, cpu, cuda or cuda:N (in-process runs).")
+    amp: bool = arg(True, "Mixed-precision autocast (CUDA only).")
+    executor: Literal["auto", "local", "ray"] = arg(
+        "auto", "auto: Ray Train when --workers > 1, GPUs or --ray-address are given.")
+    workers: int = arg(1, "Data-parallel workers; more than 1 runs on Ray Train.")
+    gpus_per_worker: float = arg(0.0, "GPUs per Ray Train worker (0: CPU, gloo).")
+    cpus_per_worker: float = arg(1.0, "CPUs per Ray Train worker.")
+    ray_address: str = arg("", RAY_ADDRESS)
     max_failures: int = 0  # Ray Train restarts after a lost worker (each resumes from last.pt)
-    loader_workers: int = 2  # decoding processes per training worker (0 = in the training process)
-    micro_batch: int = 0  # videos per forward/backward on a worker, gradients accumulating; 0 = what memory allows
+    loader_workers: int = arg(2, "Decoding processes per worker (0 = in-process).")
+    micro_batch: int = arg(0, "Videos per forward/backward, gradients accumulating to --batch-size (0 = measured, "
+                           "what memory allows).")
     eval_batch_size: int = 16
-    checkpoint_every: int = 0  # also write last.pt every this many steps (0 = at epoch ends only)
-    resume: bool = False
-    overwrite: bool = False
+    checkpoint_every: int = arg(0, "Also write last.pt every this many steps (0 = at epoch ends only).")
+    resume: bool = arg(False, "Continue the run in -o (re-running the same command does too).", negatable=False)
+    overwrite: bool = arg(False, "Replace a run with a different config in -o.", negatable=False)
 
     identity_fields = (
         "run", "modality", "fusion", "st_stages", "temporal_kernel", "segments", "flow_stack", "epochs", "batch_size",
