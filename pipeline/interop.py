@@ -15,7 +15,7 @@ HDF5 layout written by `export_hdf5` (and read back by `import_hdf5`):
                             its name as an HDF5 dimension label ("view", "time", "channel", ...);
                             attrs: stpipe=<the array's attrs as JSON> (e.g. the flow bound)
 
-Imports build a store with the extract layout (`pipeline/store.py`), so stage two reads it like an
+Imports build a store with the extract layout (`pipeline/store/feature_store.py`), so stage two reads it like an
 extracted one; the root provenance records where it came from (`origin`). Imports resume: videos
 already complete in the output store are skipped.
 """
@@ -36,7 +36,7 @@ from pipeline.cpus import usable_cpus
 from pipeline.errors import StoreError
 from pipeline.processes import can_spawn, run_parts
 from pipeline.store import Failure, FeatureStore, config_hash, video_key
-from pipeline.store_pack import (
+from pipeline.store.pack import (
     PACKED_ARRAYS,
     PackPlan,
     PackSlice,
@@ -46,7 +46,7 @@ from pipeline.store_pack import (
     packed_order,
     write_pack,
 )
-from pipeline.store_writes import WritePool, write_threads
+from pipeline.store.writer import WritePool, write_threads
 
 HDF5_FORMAT = "stpipe-hdf5"
 HDF5_VERSION = 1
@@ -150,7 +150,7 @@ def import_hdf5(path: str | Path, url: str, *, storage_options: dict[str, Any] |
 
     One pass: videos are read and written in pack order (the file's /index gives it), each checked
     against the first as it is read; an import into an empty store builds the packs from the arrays
-    in hand (`pipeline.store_pack.PackSlice`) instead of reading them back. Above
+    in hand (`pipeline.store.pack.PackSlice`) instead of reading them back. Above
     VIDEOS_PER_PROCESS videos a process per usable CPU takes a contiguous part of that order.
     """
     import h5py

@@ -36,7 +36,7 @@ from pipeline.errors import ConfigError, full_disk_as_error
 from pipeline.progress import Advanced, Finished, Note, Started, emitter, note_sink
 from pipeline.progress import Progress as Events
 from pipeline.store import FeatureStore
-from pipeline.store_urls import absolute, relative
+from pipeline.store.urls import absolute, relative
 from pipeline.training.events import loop_callback
 from pipeline.training.session import run_head
 from pipeline.training.tensorboard_events import epoch_curves

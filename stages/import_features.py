@@ -13,7 +13,7 @@ from typing import Any
 from pipeline.errors import ConfigError, full_disk_as_error
 from pipeline.interop import InteropResult, import_hdf5, import_npy
 from pipeline.progress import Progress, count_units
-from pipeline.store_urls import store_errors
+from pipeline.store.urls import store_errors
 
 
 @dataclass(frozen=True)

@@ -38,7 +38,7 @@ STREAMS = ("stdout", "stderr", "__stdout__", "__stderr__")
 STAGE_COMPOSITION = frozenset({("stages.demo", "stages.extract"), ("stages.demo", "stages.ablate")})
 # a generator run by hand (`python -m pipeline.flow.median_codegen`), not library code
 PRINT_ALLOWED = frozenset({"pipeline.flow.median_codegen"})
-# circles allowed for now (none: the store circle was broken by moving keys and codecs into store_io)
+# circles allowed for now (none)
 KNOWN_CYCLES: frozenset[frozenset[str]] = frozenset()
 
 

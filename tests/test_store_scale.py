@@ -15,8 +15,8 @@ import zarr
 from cli import main
 from pipeline import cpus
 from pipeline.store import FeatureStore, video_key
-from pipeline.store_io import StoreIO, checksummed, feature_compressor
-from pipeline.store_pack import open_pack, pack_is_fresh, write_pack
+from pipeline.store.io import StoreIO, checksummed, feature_compressor
+from pipeline.store.pack import open_pack, pack_is_fresh, write_pack
 from pipeline.training.data import load_split
 
 PROVENANCE = {"config_hash": "h", "classes": ["a", "b", "c"], "config": {}}

@@ -188,8 +188,8 @@ def test_s3_failures_are_one_line_and_fast(demo, s3_endpoint, tmp_path, capsys):
 def test_s3_videos_written_in_flight_then_read_from_the_pack(s3_endpoint, tmp_path):
     """Many videos in flight (WritePool), the resume scan, the index and the pack on an object store;
     stage two reads the pack and gets what the per-video groups hold."""
-    from pipeline.store_pack import open_pack, write_pack
-    from pipeline.store_writes import WritePool, write_threads
+    from pipeline.store.pack import open_pack, write_pack
+    from pipeline.store.writer import WritePool, write_threads
     from pipeline.training.data import load_split
 
     options = {"key": KEY, "secret": SECRET, "endpoint_url": s3_endpoint}

@@ -30,7 +30,7 @@ from pipeline.extraction.records import Event, Stats, VideoJob
 from pipeline.extraction.threads import ThreadGovernor
 from pipeline.extraction.writer import TimeBuffer, VideoOutput, Writer
 from pipeline.store import Failure, FeatureStore
-from pipeline.store_writes import write_threads
+from pipeline.store.writer import write_threads
 from pipeline.views import num_views
 
 __all__ = ["Event", "Extractor", "Stats", "VideoJob", "describe"]

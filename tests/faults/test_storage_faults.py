@@ -281,7 +281,7 @@ def test_a_store_without_checksums_reads_and_verifies_by_decoding(launcher, tmp_
     """Stores written before checksums: read as before; verify decodes their chunks instead."""
     import zarr
 
-    from pipeline.store_io import feature_compressor
+    from pipeline.store.io import feature_compressor
 
     store = tmp_path / "old.zarr"
     make_store(str(store), per_class={"train": 2, "val": 1})

@@ -16,7 +16,7 @@
                              complete=true (written last)
 
 `key` is a reversible, filesystem-safe encoding of the video id (see `video_key`), so no id can
-escape the store. Every array's chunks end in a crc32c (`store_io.checksummed`; `stpipe verify`). Works on any fsspec URL (`file://`, `memory://`, `s3://...`) and local paths.
+escape the store. Every array's chunks end in a crc32c (`io.checksummed`; `stpipe verify`). Works on any fsspec URL (`file://`, `memory://`, `s3://...`) and local paths.
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ import numpy as np
 from pipeline.errors import StoreError
 from pipeline.faults import fault_point
 from pipeline.splits import index_leak
-from pipeline.store_io import (  # noqa: F401 - video_key, key_to_id: the store's names for them
+from pipeline.store.io import (
     CHUNK_SEPARATOR,
     META,
     StoreIO,
@@ -44,13 +44,12 @@ from pipeline.store_io import (  # noqa: F401 - video_key, key_to_id: the store'
     checksummed,
     chunk_key,
     encode_chunk,
-    feature_compressor,
     group_document,
     jsonable,
     key_to_id,
     video_key,
 )
-from pipeline.store_urls import explain, is_local, local_path, resolve_url
+from pipeline.store.urls import explain, is_local, local_path, resolve_url
 
 FORMAT_VERSION = 1
 CHUNK_BYTES = 8 * 2**20  # ~8 MiB: a typical video is one chunk per view, one or two reads
@@ -616,7 +615,7 @@ def _group_summary(index: Mapping[str, np.ndarray]) -> dict[str, Any]:
 
 def _pack_states(store: FeatureStore) -> dict[str, str]:
     """{array: "fresh" | "stale"} of the packs present (stale: videos were added since; `stpipe pack`)."""
-    from pipeline.store_pack import PACKED_ARRAYS, fingerprint, open_pack, packed_order
+    from pipeline.store.pack import PACKED_ARRAYS, fingerprint, open_pack, packed_order
 
     keys, _ = packed_order(store.index())
     states = {}
