@@ -74,7 +74,8 @@ def child(args) -> dict:
         block = rng.standard_normal((64, args.frames, args.dim)).astype(np.float16)
         WritePool = None
         if has(args.code, "store/writer"):  # this checkout: several videos in flight on object stores, as import does
-            from pipeline.store.writer import WritePool, write_threads
+            from pipeline.store.writer import Writer as WritePool
+            from pipeline.store.writer import write_threads
         elif has(args.code, "store_writes"):  # checkouts before the store package
             from pipeline.store_writes import WritePool, write_threads
         t = time.perf_counter()

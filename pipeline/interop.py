@@ -46,7 +46,7 @@ from pipeline.store.pack import (
     packed_order,
     write_pack,
 )
-from pipeline.store.writer import WritePool, write_threads
+from pipeline.store.writer import Writer, write_threads
 
 HDF5_FORMAT = "stpipe-hdf5"
 HDF5_VERSION = 1
@@ -247,7 +247,7 @@ def _import_part(job: _ImportPart, report: Callable[[list[str]], None]) -> _Part
             report(batch[:])
             batch.clear()
 
-    with h5py.File(path, "r") as h5, WritePool(write_threads(store), on_done=written) as pool:
+    with h5py.File(path, "r") as h5, Writer(write_threads(store), on_done=written, in_flight=2) as pool:
         for row in range(job.first, job.stop):
             key = job.order[row]
             attrs, arrays = _h5_video(path, h5, key, skip=job.done)
@@ -419,7 +419,7 @@ def import_npy(manifest_path: str | Path, url: str, *, features_dir: str | Path 
         if progress is not None:
             progress(video_id)
 
-    with WritePool(write_threads(store), on_done=written) as pool:
+    with Writer(write_threads(store), on_done=written, in_flight=2) as pool:
         for entry in manifest.entries:
             if entry.video_id in done:
                 result.skipped += 1
@@ -460,7 +460,7 @@ def _npy_video(store: FeatureStore, result: InteropResult, manifest, entry, file
 
 
 def _write_video(store: FeatureStore, video_id: str, attrs: dict[str, Any], arrays: list, finish: dict[str, Any]) -> str:
-    """One video's writes, in order, by one writer (a `WritePool` task)."""
+    """One video's writes, in order, by one writer (a `Writer` task)."""
     writer = store.begin_video(video_id, attrs, announce=False)  # every array is in hand: one group write, last
     for name, values, dims, array_attrs in arrays:
         writer.write(name, values, dims=dims, time_axis=dims.index("time"), attrs=array_attrs)

@@ -1,59 +1,95 @@
-"""Several videos written at once, each by one thread from its first write to its last.
+"""The one writer of extract and import: store writes off the caller's thread, each video's in order.
 
 On an object store every document is a request with a round trip (~5-50 ms); one video after
 another, a writer waits on those round trips and falls behind the device (a GPU extracting 5,000
-frames/s needs ~140 Jester videos/s). `WritePool` keeps up to `threads` videos in flight. Each
-video's writes stay in one task, in order (begin, arrays, finish with `complete` last), so every
-group still has exactly one writer and the kill -9 guarantees of RELIABILITY.md hold unchanged. On
-a local disk writes are a few file creations each and run inline (threads only contend there).
+frames/s needs ~140 Jester videos/s). So `Writer` has lanes, one thread each: every write of one
+video carries its id as `key` and goes to the same lane, in submission order, so each video group
+still has exactly one writer and `complete` is still its last write (the kill -9 guarantees of
+RELIABILITY.md hold unchanged); different videos write in parallel. A write without a key (one
+that holds a whole video, as import's) goes to the next lane. On a local disk a write is a few file
+creations and one lane is enough (threads would only contend there).
 """
 
 from __future__ import annotations
 
+import contextlib
+import itertools
+import threading
+import zlib
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 REMOTE_THREADS = 16
+_SKIPPED = object()
 
 
 def write_threads(store) -> int:
     return 1 if store.io.local else REMOTE_THREADS
 
 
-class WritePool:
-    """`submit(fn, *args)` runs `fn` (one video's writes) on a pool; `done` callbacks and errors
-    surface on the submitting thread, in completion order, as later submits and `close` drain."""
+class Writer:
+    """`submit(fn, *args, key=video_id)` queues one write; a write's error (a full disk, a lost bucket)
+    is raised in the caller by a later `submit`, `check` or `close`, and nothing queued behind it runs.
 
-    def __init__(self, threads: int, on_done: Callable[[Any], None] | None = None):
-        self.threads = max(1, threads)
-        self.on_done = on_done or (lambda result: None)
-        self._pool = ThreadPoolExecutor(self.threads, thread_name_prefix="stpipe-store-writer") if self.threads > 1 else None
-        self._pending: deque[Future] = deque()
+    `on_done` receives each write's result on the caller's thread; with `in_flight`, `submit` waits
+    for the oldest write while more than that many per lane are queued (writes that hold a whole video)."""
 
-    def submit(self, fn: Callable[..., Any], *args: Any) -> None:
-        if self._pool is None:
-            self.on_done(fn(*args))
-            return
-        self._pending.append(self._pool.submit(fn, *args))
-        while len(self._pending) >= 2 * self.threads or (self._pending and self._pending[0].done()):
-            self.on_done(self._pending.popleft().result())  # re-raises a writer's error here
+    def __init__(self, lanes: int = 1, *, on_done: Callable[[Any], None] | None = None, in_flight: int = 0) -> None:
+        self._lanes = [ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"stpipe-writer-{i}")
+                       for i in range(max(1, lanes))]
+        self._next_lane = itertools.cycle(self._lanes)
+        self._on_done = on_done
+        self._in_flight = in_flight * len(self._lanes)
+        self._futures: deque[Future] = deque()
+        self._failed = threading.Event()
+
+    def submit(self, fn: Callable[..., Any], *args: Any, key: str | None = None, **kwargs: Any) -> None:
+        lane = next(self._next_lane) if key is None else self._lanes[zlib.crc32(key.encode()) % len(self._lanes)]
+        self._futures.append(lane.submit(self._guarded, fn, args, kwargs))
+        self.check()
+        while self._in_flight and len(self._futures) > self._in_flight:
+            self._settle()
+
+    def _guarded(self, fn, args, kwargs) -> Any:
+        # after a failed write (a full disk) nothing queued behind it runs: above all not the `finish`
+        # that would mark a video complete whose chunk was never written
+        if self._failed.is_set():
+            return _SKIPPED
+        try:
+            return fn(*args, **kwargs)
+        except BaseException:
+            self._failed.set()
+            raise
+
+    def _settle(self) -> None:
+        result = self._futures[0].result()  # the oldest write's error is raised here (and again by `close`)
+        self._futures.popleft()
+        if self._on_done is not None and result is not _SKIPPED:
+            self._on_done(result)
+
+    def check(self) -> None:
+        """Deliver the writes finished so far, oldest first; the first error is raised."""
+        while self._futures and self._futures[0].done():
+            self._settle()
 
     def close(self) -> None:
+        """Wait for every write; the first error is raised."""
         try:
-            while self._pending:
-                self.on_done(self._pending.popleft().result())
+            while self._futures:
+                self._settle()
         finally:
-            if self._pool is not None:
-                self._pool.shutdown(wait=True, cancel_futures=True)
+            for lane in self._lanes:
+                lane.shutdown(wait=True)
 
-    def __enter__(self) -> WritePool:
+    def __enter__(self) -> Writer:
         return self
 
-    def __exit__(self, *exc) -> None:
-        if exc[0] is not None:  # an error: wait for the writes in flight, drop the rest, keep the error
-            for future in self._pending:
-                future.cancel()
-            self._pending.clear()
-        self.close()
+    def __exit__(self, kind, *_) -> None:
+        if kind is None:
+            self.close()
+            return
+        self._failed.set()  # the caller's error: writes not started yet are dropped, that error is kept
+        with contextlib.suppress(Exception):
+            self.close()

@@ -159,7 +159,7 @@ def test_finetune_on_a_full_disk_stops_in_one_line_and_resumes(launcher, manifes
 
 def test_nothing_queued_behind_a_failed_write_runs():
     """A torn chunk removed frees room: the video's `finish` queued behind it must not then mark it complete."""
-    from pipeline.extraction.writer import Writer
+    from pipeline.store.writer import Writer
 
     ran = []
 
