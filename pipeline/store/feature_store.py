@@ -94,7 +94,7 @@ class FeatureStore:
         except FileNotFoundError:
             raise StoreError(f"{url}: no feature store here") from None
         except Exception as exc:  # noqa: BLE001 - fsspec/zarr raise many types
-            raise StoreError(f"{url}: cannot open store ({_reason(exc)})") from None
+            raise StoreError(f"{url}: cannot open store ({explain(exc)})") from None
         if "stpipe" not in group.attrs:
             raise StoreError(f"{url}: not an stpipe feature store (no 'stpipe' attrs)")
         return cls(group, url, opts)
@@ -120,7 +120,7 @@ class FeatureStore:
         except (FileNotFoundError, KeyError, ValueError):
             existing = None
         except Exception as exc:  # noqa: BLE001
-            raise StoreError(f"{url}: cannot open store ({_reason(exc)})") from None
+            raise StoreError(f"{url}: cannot open store ({explain(exc)})") from None
         if existing is not None and not overwrite:
             meta = existing.attrs.get("stpipe")
             if meta is None:
@@ -140,7 +140,7 @@ class FeatureStore:
             group = zarr.open_group(store=target, mode="w" if overwrite else "a", storage_options=opts,
                                     attributes={"stpipe": jsonable(meta)})
         except Exception as exc:  # noqa: BLE001
-            raise StoreError(f"{url}: cannot create store ({_reason(exc)})") from None
+            raise StoreError(f"{url}: cannot create store ({explain(exc)})") from None
         group.attrs["stpipe"] = jsonable(meta)  # an existing, empty group ignores `attributes`
         group.require_group("videos")
         group.require_group("failures")
@@ -157,9 +157,6 @@ class FeatureStore:
         return list(self.meta.get("classes", []))
 
     # ---- videos -----------------------------------------------------------------------------
-
-    def video_keys(self) -> list[str]:
-        return sorted(self.root["videos"].group_keys()) if "videos" in self.root else []
 
     def video_group(self, video_id: str):
         return self.root["videos"][video_key(video_id)]
@@ -275,7 +272,7 @@ class FeatureStore:
         columns = _columns(rows)
         failed = [jsonable(f.__dict__) for f in failures]
         old = self._stored_index()
-        if old is not None and _same_columns(old[0], columns) and _plain(old[1].get("failures", [])) == _plain(failed):
+        if old is not None and _same_columns(old[0], columns) and jsonable(old[1].get("failures", [])) == failed:
             if not old[1].get("complete"):
                 self.root["index"].attrs["complete"] = True
             self._index = columns
@@ -529,10 +526,6 @@ def _same_columns(a: Mapping[str, np.ndarray], b: Mapping[str, np.ndarray]) -> b
     return all(a[name].tolist() == b[name].tolist() for name in INDEX_COLUMNS)
 
 
-def _plain(value: Any) -> Any:
-    return json.loads(json.dumps(value))
-
-
 def config_hash(content: Mapping[str, Any]) -> str:
     return hashlib.sha256(json.dumps(jsonable(content), sort_keys=True).encode()).hexdigest()[:16]
 
@@ -573,10 +566,6 @@ def _check_preprocessing(url: str, meta: Mapping[str, Any], provenance: Mapping[
                 f"({changes}); use another output or --overwrite"
             )
 
-
-
-def _reason(exc: BaseException) -> str:
-    return explain(exc)
 
 
 def summarize(store: FeatureStore) -> dict[str, Any]:
