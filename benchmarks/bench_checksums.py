@@ -46,8 +46,8 @@ def main() -> None:
     import zarr
 
     from pipeline.store import FeatureStore
-    from pipeline.store_io import _codec, checksummed, crc32c, encode_chunk, read_arrays
-    from pipeline.store_pack import open_pack
+    from pipeline.store.io import _codec, checksummed, crc32c, encode_chunk, read_arrays
+    from pipeline.store.pack import open_pack
 
     load = " ".join(Path("/proc/loadavg").read_text().split()[:3])
     store = FeatureStore.open(args.store)

@@ -1,6 +1,6 @@
 """A flaky object store: what retries cost. `stpipe import` of N videos into s3:// (moto on loopback)
 through tests/faults/object_store.py's FaultProxy, fault-free and at a seeded fault rate, for each
-retry setting: stpipe's (store_urls.RUN_OPTIONS), botocore's default (legacy, 5 attempts), adaptive.
+retry setting: stpipe's (pipeline.store.urls.RUN_OPTIONS), botocore's default (legacy, 5 attempts), adaptive.
 Then stage two's read of the train split through the same faults.
 
 Reports per run: seconds, requests that reached the proxy, faults injected (each one is a retried
@@ -29,7 +29,7 @@ sys.path[:0] = [str(HERE), str(HERE / "tests"), str(HERE / "tests" / "faults")]
 from object_store import KEY, SECRET, FaultProxy, make_bucket, moto_server  # noqa: E402
 
 from pipeline.store import FeatureStore  # noqa: E402
-from pipeline.store_urls import RUN_OPTIONS  # noqa: E402
+from pipeline.store.urls import RUN_OPTIONS  # noqa: E402
 from pipeline.training.data import load_split  # noqa: E402
 from stages.import_features import ImportConfig, run  # noqa: E402
 

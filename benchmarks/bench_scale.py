@@ -73,7 +73,10 @@ def child(args) -> dict:
         rng = np.random.default_rng(0)
         block = rng.standard_normal((64, args.frames, args.dim)).astype(np.float16)
         WritePool = None
-        if has(args.code, "store_writes"):  # this checkout: several videos in flight on object stores, as import does
+        if has(args.code, "store/writer"):  # this checkout: several videos in flight on object stores, as import does
+            from pipeline.store.writer import Writer as WritePool
+            from pipeline.store.writer import write_threads
+        elif has(args.code, "store_writes"):  # checkouts before the store package
             from pipeline.store_writes import WritePool, write_threads
         t = time.perf_counter()
         store.complete_ids()  # as import and extract do first (the resume scan of an empty store)
@@ -98,9 +101,12 @@ def child(args) -> dict:
             t = time.perf_counter()
             store.write_index()
             out["index_seconds"] = time.perf_counter() - t
-            if has(args.code, "store_pack"):
+            write_pack = None
+            if has(args.code, "store/pack"):
+                from pipeline.store.pack import write_pack
+            elif has(args.code, "store_pack"):  # checkouts before the store package
                 from pipeline.store_pack import write_pack
-
+            if write_pack is not None:
                 t = time.perf_counter()
                 write_pack(store)
                 out["pack_seconds"] = time.perf_counter() - t

@@ -15,7 +15,7 @@ HDF5 layout written by `export_hdf5` (and read back by `import_hdf5`):
                             its name as an HDF5 dimension label ("view", "time", "channel", ...);
                             attrs: stpipe=<the array's attrs as JSON> (e.g. the flow bound)
 
-Imports build a store with the extract layout (`pipeline/store.py`), so stage two reads it like an
+Imports build a store with the extract layout (`pipeline/store/feature_store.py`), so stage two reads it like an
 extracted one; the root provenance records where it came from (`origin`). Imports resume: videos
 already complete in the output store are skipped.
 """
@@ -35,8 +35,9 @@ import numpy as np
 from pipeline.cpus import usable_cpus
 from pipeline.errors import StoreError
 from pipeline.processes import can_spawn, run_parts
-from pipeline.store import Failure, FeatureStore, config_hash, index_row, video_key
-from pipeline.store_pack import (
+from pipeline.store import Failure, FeatureStore, config_hash, video_key
+from pipeline.store.feature_store import index_row
+from pipeline.store.pack import (
     PACKED_ARRAYS,
     PackPlan,
     PackSlice,
@@ -46,7 +47,7 @@ from pipeline.store_pack import (
     packed_order,
     write_pack,
 )
-from pipeline.store_writes import WritePool, write_threads
+from pipeline.store.writer import Writer, write_threads
 
 HDF5_FORMAT = "stpipe-hdf5"
 HDF5_VERSION = 1
@@ -150,7 +151,7 @@ def import_hdf5(path: str | Path, url: str, *, storage_options: dict[str, Any] |
 
     One pass: videos are read and written in pack order (the file's /index gives it), each checked
     against the first as it is read; an import into an empty store builds the packs from the arrays
-    in hand (`pipeline.store_pack.PackSlice`) instead of reading them back. Above
+    in hand (`pipeline.store.pack.PackSlice`) instead of reading them back. Above
     VIDEOS_PER_PROCESS videos a process per usable CPU takes a contiguous part of that order.
     """
     import h5py
@@ -250,7 +251,7 @@ def _import_part(job: _ImportPart, report: Callable[[list[str]], None]) -> _Part
             report(batch[:])
             batch.clear()
 
-    with h5py.File(path, "r") as h5, WritePool(write_threads(store), on_done=written) as pool:
+    with h5py.File(path, "r") as h5, Writer(write_threads(store), on_done=written, in_flight=2) as pool:
         for row in range(job.first, job.stop):
             key = job.order[row]
             attrs, arrays = _h5_video(path, h5, key, skip=job.done)
@@ -461,7 +462,7 @@ def import_npy(manifest_path: str | Path, url: str, *, features_dir: str | Path 
         if progress is not None:
             progress(video_id)
 
-    with WritePool(write_threads(store), on_done=written) as pool:
+    with Writer(write_threads(store), on_done=written, in_flight=2) as pool:
         for entry in manifest.entries:
             if entry.video_id in done:
                 result.skipped += 1
@@ -502,7 +503,7 @@ def _npy_video(store: FeatureStore, result: InteropResult, manifest, entry, file
 
 
 def _write_video(store: FeatureStore, video_id: str, attrs: dict[str, Any], arrays: list, finish: dict[str, Any]) -> str:
-    """One video's writes, in order, by one writer (a `WritePool` task)."""
+    """One video's writes, in order, by one writer (a `Writer` task)."""
     writer = store.begin_video(video_id, attrs, announce=False)  # every array is in hand: one group write, last
     for name, values, dims, array_attrs in arrays:
         writer.write(name, values, dims=dims, time_axis=dims.index("time"), attrs=array_attrs)

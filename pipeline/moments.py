@@ -1,6 +1,6 @@
 """Per-channel moments of feature arrays (the statistics stage two standardises with), in float64.
 
-Shared by the pack (`pipeline.store_pack`, which keeps each split's statistics as it is built) and
+Shared by the pack (`pipeline.store.pack`, which keeps each split's statistics as it is built) and
 stage two's statistics (`pipeline.training.stats`).
 """
 

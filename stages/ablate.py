@@ -37,7 +37,7 @@ from pipeline.heads.recipes import RECIPE_FIELDS
 from pipeline.progress import Advanced, Finished, Note, Started, emitter, note_sink
 from pipeline.progress import Progress as Events
 from pipeline.store import FeatureStore
-from pipeline.store_urls import absolute, relative
+from pipeline.store.urls import absolute, relative
 from pipeline.training.events import loop_callback
 from pipeline.training.identity import differences
 from pipeline.training.session import run_head

@@ -23,9 +23,9 @@ from pipeline.extraction.models import (
 from pipeline.extraction.records import Event
 from pipeline.progress import Advanced, Finished, Note, Progress, Started, emitter, note_sink
 from pipeline.store import Failure, FeatureStore, config_hash
-from pipeline.store_lease import StoreLease
-from pipeline.store_pack import write_pack
-from pipeline.store_urls import store_errors
+from pipeline.store.lease import StoreLease
+from pipeline.store.pack import write_pack
+from pipeline.store.urls import store_errors
 
 if TYPE_CHECKING:
     from pipeline.flow.compile_policy import CompileChoice
@@ -124,7 +124,7 @@ def store_content(cfg: ExtractConfig) -> dict:
     before paths were made absolute recorded the relative spelling; where that names the same file from
     here, it is kept, so resuming such a store is not taken for a new config."""
     from pipeline.errors import StoreError
-    from pipeline.store_urls import absolute
+    from pipeline.store.urls import absolute
 
     content = cfg.content()
     files = [name for name in ("weights", "backbone_checkpoint") if content[name] and is_weights_file(content[name])]
@@ -164,7 +164,7 @@ def run(cfg: ExtractConfig, progress: Progress | None = None,
     # a Ray driver runs no model: it describes them (store provenance) and plans the flow compile from
     # metadata; each worker loads its own
     models = load_meta_models(cfg) if cfg.executor == "ray" else load_models(cfg)
-    # one writing run per store (pipeline/store_lease.py); taken before --overwrite may delete anything
+    # one writing run per store (pipeline/store/lease.py); taken before --overwrite may delete anything
     # a 403 or a lost bucket mid-run: one line (outermost: the lease's release meets it too)
     with store_errors(shown), full_disk_as_error(shown), StoreLease(cfg.output, cfg.storage_options) as lease:
         work = plan(cfg, models)

@@ -14,7 +14,7 @@ from pipeline.config import STORAGE_OPTIONS, arg
 from pipeline.errors import ConfigError, full_disk_as_error
 from pipeline.interop import InteropResult, import_hdf5, import_npy
 from pipeline.progress import Progress, count_units
-from pipeline.store_urls import store_errors
+from pipeline.store.urls import store_errors
 
 
 @dataclass(frozen=True)

@@ -2,7 +2,7 @@
 
 Extract and import rebuild it at their end when the complete set changed; `stpipe pack` does it for
 stores written before the pack existed, or after a run that was stopped before its end. Layout and
-why: `pipeline/store_pack.py`.
+why: `pipeline/store/pack.py`.
 """
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ from typing import Any
 from pipeline.config import STORAGE_OPTIONS, arg
 from pipeline.errors import ConfigError, full_disk_as_error
 from pipeline.store import FeatureStore
-from pipeline.store_lease import StoreLease
-from pipeline.store_pack import write_pack
+from pipeline.store.lease import StoreLease
+from pipeline.store.pack import write_pack
 
 
 @dataclass(frozen=True)

@@ -29,7 +29,7 @@ def run(cfg: StatsConfig) -> list[str]:
     """Compute and cache the stats of each stream; one summary line per stream."""
     from pipeline.errors import full_disk_as_error
     from pipeline.store import FeatureStore
-    from pipeline.store_lease import StoreLease
+    from pipeline.store.lease import StoreLease
 
     with full_disk_as_error(cfg.store), StoreLease(cfg.store, storage_options=cfg.storage_options or None):
         return _compute(cfg, FeatureStore.open(cfg.store, mode="r+", storage_options=cfg.storage_options or None))

@@ -1,6 +1,6 @@
 """`stpipe verify STORE`: read every chunk of a store back, list the damaged videos; `--repair` marks
 them for redo (re-running the extract or import command that made the store redoes exactly them) and
-drops a damaged pack or index (rebuilt from the groups). How chunks are checked: `pipeline/store_verify.py`.
+drops a damaged pack or index (rebuilt from the groups). How chunks are checked: `pipeline/store/verify.py`.
 """
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ from pipeline.config import STORAGE_OPTIONS, arg
 from pipeline.errors import ConfigError, full_disk_as_error
 from pipeline.progress import Advanced, Finished, Progress, Started, emitter
 from pipeline.store import FeatureStore
-from pipeline.store_lease import StoreLease
-from pipeline.store_verify import Damage, check_units, repair, store_units
+from pipeline.store.lease import StoreLease
+from pipeline.store.verify import Damage, check_units, repair, store_units
 
 
 @dataclass(frozen=True)

@@ -101,7 +101,7 @@ def synthetic_store(url: str) -> FeatureStore:
 
 
 def test_import_builds_the_pack_as_it_writes_equal_to_a_rebuild(tmp_path, capsys, monkeypatch):
-    import pipeline.store_pack as store_pack
+    import pipeline.store.pack as store_pack
 
     source = make_store(str(tmp_path / "src.zarr"), flow_features=True, views=2, failed=["train/class_0/001"])
     h5_path, url = tmp_path / "s.h5", str(tmp_path / "s.zarr")
@@ -124,8 +124,8 @@ def test_import_builds_the_pack_as_it_writes_equal_to_a_rebuild(tmp_path, capsys
 
 def test_import_in_parts_on_processes_equals_one_process(tmp_path, capsys, monkeypatch):
     import pipeline.interop as interop
-    import pipeline.store_pack as store_pack
-    from pipeline.store_pack import open_pack
+    import pipeline.store.pack as store_pack
+    from pipeline.store.pack import open_pack
 
     source = make_store(str(tmp_path / "src.zarr"), flow_features=True, views=2, lengths=(3, 9))
     h5_path = tmp_path / "s.h5"
@@ -223,7 +223,7 @@ def test_hdf5_bad_inputs(extracted, tmp_path, capsys):
     assert "videos/moving_left_001/rgb" in line and "(7,)" in line and "(64,)" in line
     # checked as each video is read (a pass of its own cost ~0.25 ms a video): the videos before the
     # first that differs stay written, all of one width; no pack is marked complete
-    from pipeline.store_pack import open_pack
+    from pipeline.store.pack import open_pack
 
     partial = FeatureStore.open(str(tmp_path / "m.zarr"))
     done = partial.complete_ids()

@@ -14,7 +14,7 @@ from pipeline.errors import StoreError
 from pipeline.extraction import ExtractConfig
 from pipeline.extraction.config import is_weights_file
 from pipeline.store import FeatureStore, config_hash
-from pipeline.store_urls import absolute
+from pipeline.store.urls import absolute
 from stages import extract
 
 

@@ -15,8 +15,8 @@ import zarr
 from cli import main
 from pipeline import cpus
 from pipeline.store import FeatureStore, video_key
-from pipeline.store_io import StoreIO, checksummed, feature_compressor
-from pipeline.store_pack import open_pack, pack_is_fresh, write_pack
+from pipeline.store.io import StoreIO, checksummed, feature_compressor
+from pipeline.store.pack import open_pack, pack_is_fresh, write_pack
 from pipeline.training.data import load_split
 
 PROVENANCE = {"config_hash": "h", "classes": ["a", "b", "c"], "config": {}}
@@ -263,6 +263,37 @@ def test_a_store_in_the_earlier_format_opens_resumes_and_packs(tmp_path):
     train = load_split(FeatureStore.open(str(path)), "train")
     rows = [written[k] if k != "v0007" else _video(7) for k in train.keys]
     assert np.array_equal(train.streams["rgb"].frames, np.concatenate(rows, axis=1))
+
+
+def test_the_writer_keeps_each_videos_writes_in_order_in_parallel_lanes():
+    """Extract's many writes per video (keyed) and import's one write per video (no key) share one
+    writer: a video's writes run in order, every result comes back on the caller's thread."""
+    import threading
+    import time
+
+    from pipeline.store.writer import Writer
+
+    steps: dict[str, list[int]] = {}
+    threads, results, caller = set(), [], threading.get_ident()
+
+    def write(video, step):
+        time.sleep(0.002 * ((step + ord(video[0])) % 3))
+        steps.setdefault(video, []).append(step)
+        threads.add(threading.get_ident())
+        return video, step
+
+    def done(result):
+        assert threading.get_ident() == caller
+        results.append(result)
+
+    with Writer(4, on_done=done, in_flight=2) as writer:
+        for step in range(4):
+            for video in "abcdefgh":
+                writer.submit(write, video, step, key=video)
+        writer.submit(write, "whole", 0)
+    assert steps == {**{video: [0, 1, 2, 3] for video in "abcdefgh"}, "whole": [0]}
+    assert sorted(results) == sorted((video, step) for video, done_steps in steps.items() for step in done_steps)
+    assert len(threads) > 1 and caller not in threads
 
 
 def test_failures_are_one_write_and_cleared(tmp_path):

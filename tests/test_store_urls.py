@@ -186,10 +186,10 @@ def test_s3_failures_are_one_line_and_fast(demo, s3_endpoint, tmp_path, capsys):
 
 
 def test_s3_videos_written_in_flight_then_read_from_the_pack(s3_endpoint, tmp_path):
-    """Many videos in flight (WritePool), the resume scan, the index and the pack on an object store;
+    """Many videos in flight (the store's `Writer`), the resume scan, the index and the pack on an object store;
     stage two reads the pack and gets what the per-video groups hold."""
-    from pipeline.store_pack import open_pack, write_pack
-    from pipeline.store_writes import WritePool, write_threads
+    from pipeline.store.pack import open_pack, write_pack
+    from pipeline.store.writer import Writer, write_threads
     from pipeline.training.data import load_split
 
     options = {"key": KEY, "secret": SECRET, "endpoint_url": s3_endpoint}
@@ -204,7 +204,7 @@ def test_s3_videos_written_in_flight_then_read_from_the_pack(s3_endpoint, tmp_pa
         writer.write("rgb", videos[video_id], dims=("view", "time", "channel"), time_axis=1)
         writer.finish(num_frames=videos[video_id].shape[1])
 
-    with WritePool(write_threads(store)) as pool:
+    with Writer(write_threads(store)) as pool:
         for video_id in videos:
             pool.submit(write, video_id)
     reopened = FeatureStore.open(url, mode="r+", storage_options=options)

@@ -335,7 +335,7 @@ def test_stats_equal_numpy_in_memory_and_streamed(store, spatial_url):
 def packed(store_url, tmp_path):
     import shutil
 
-    from pipeline.store_pack import write_pack
+    from pipeline.store.pack import write_pack
 
     url = str(tmp_path / "packed.zarr")
     shutil.copytree(store_url, url)
@@ -344,7 +344,7 @@ def packed(store_url, tmp_path):
 
 
 def test_the_pack_keeps_each_splits_stats_and_a_rebuild_drops_them(packed):
-    from pipeline.store_pack import open_pack, write_pack
+    from pipeline.store.pack import open_pack, write_pack
     from pipeline.training.stats import cached_stats
 
     store = FeatureStore.open(packed, mode="r+")

@@ -133,7 +133,7 @@ class ExtractConfig:
     def with_absolute_paths(self) -> ExtractConfig:
         """Manifest, video root, store, weights file and checkpoint as absolute paths (URLs and the
         named weights unchanged): Ray workers resolve paths in their own working directory."""
-        from pipeline.store_urls import absolute
+        from pipeline.store.urls import absolute
 
         weights = absolute(self.weights) if is_weights_file(self.weights) else self.weights
         return replace(self, manifest=absolute(self.manifest), root=absolute(self.root), output=absolute(self.output),

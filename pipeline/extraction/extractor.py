@@ -24,13 +24,13 @@ from pipeline.cpus import apply_threads
 from pipeline.decoding.core import Ended, Failed, Frames, Started
 from pipeline.extraction import decoders
 from pipeline.extraction.batching import Batcher
+from pipeline.extraction.buffers import TimeBuffer, VideoOutput
 from pipeline.extraction.config import ExtractConfig
 from pipeline.extraction.flow_features import FlowFeatures
 from pipeline.extraction.records import Event, Stats, VideoJob
 from pipeline.extraction.threads import ThreadGovernor
-from pipeline.extraction.writer import TimeBuffer, VideoOutput, Writer
 from pipeline.store import Failure, FeatureStore
-from pipeline.store_writes import write_threads
+from pipeline.store.writer import Writer, write_threads
 from pipeline.views import num_views
 
 __all__ = ["Event", "Extractor", "Stats", "VideoJob"]

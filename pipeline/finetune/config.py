@@ -147,7 +147,7 @@ class FinetuneConfig:
     def with_absolute_paths(self) -> FinetuneConfig:
         """Head run, manifest, video root and run dir as absolute paths: Ray Train workers run in a
         trial folder of their own, not in this working directory."""
-        from pipeline.store_urls import absolute
+        from pipeline.store.urls import absolute
 
         return replace(self, run=absolute(self.run), manifest=absolute(self.manifest), root=absolute(self.root),
                        out=absolute(self.out))

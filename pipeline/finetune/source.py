@@ -28,7 +28,7 @@ from pipeline.finetune.config import FinetuneConfig
 from pipeline.heads import HEADS
 from pipeline.splits import index_leak, leak_note
 from pipeline.store import FeatureStore
-from pipeline.store_urls import absolute
+from pipeline.store.urls import absolute
 from pipeline.training.config import MODALITY_STREAMS
 from pipeline.training.data import select_videos
 from pipeline.training.trained import TrainedRun

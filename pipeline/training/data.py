@@ -20,8 +20,8 @@ import numpy as np
 
 from pipeline.errors import StoreError
 from pipeline.store import FeatureStore
-from pipeline.store_io import damage_reason, damaged, is_damage
-from pipeline.store_pack import open_pack
+from pipeline.store.io import damage_reason, damaged, is_damage
+from pipeline.store.pack import open_pack
 from pipeline.training.config import STREAM_ARRAYS
 
 log = logging.getLogger(__name__)
@@ -188,7 +188,7 @@ def load_split(
 def _without_damaged(store: FeatureStore, split: str, video_ids: np.ndarray, keys: np.ndarray, labels: np.ndarray,
                      notes: list[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The videos whose feature arrays (every stream's, so all streams keep the same videos) are whole."""
-    from pipeline.store_verify import damaged_keys
+    from pipeline.store.verify import damaged_keys
 
     bad = damaged_keys(store, keys, STREAM_ARRAYS.values())
     if not bad:
@@ -205,7 +205,7 @@ def _without_damaged(store: FeatureStore, split: str, video_ids: np.ndarray, key
 
 def _from_pack(store: FeatureStore, split: str, keys: np.ndarray, streams: Sequence[str], pooled: bool,
                memory_budget_bytes: float | None) -> dict[str, StreamData] | None:
-    """Each stream's frames read from the store's pack in a few large requests (`pipeline.store_pack`);
+    """Each stream's frames read from the store's pack in a few large requests (`pipeline.store.pack`);
     None when a pack is missing or does not hold every video, the head wants maps, or the split is
     over the memory budget (streamed from the per-video groups)."""
     if not pooled:

@@ -6,7 +6,7 @@ in the same pass; a split streamed for being over the budget is summed video by 
 same reader. Every frame (and every view and map position) weighs the same; sums are float64.
 
 Where they are kept, so that later runs, ablations and evaluations read them in milliseconds:
-- the pack (`pipeline.store_pack`) stores each split's statistics of the vectors it holds when it is
+- the pack (`pipeline.store.pack`) stores each split's statistics of the vectors it holds when it is
   built, so a rebuild drops them with it;
 - otherwise the store's `stats` group (when it is writable) and the run directory's `stats.json`.
 Each entry carries a fingerprint of its split's video keys: a changed split is never served stale
@@ -25,7 +25,7 @@ import numpy as np
 from pipeline.errors import StoreError
 from pipeline.moments import Moments, split_fingerprint
 from pipeline.store import FeatureStore
-from pipeline.store_pack import open_pack
+from pipeline.store.pack import open_pack
 from pipeline.training.data import READ_THREADS, SplitData, read_array
 
 STATS_GROUP = "stats"

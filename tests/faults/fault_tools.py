@@ -191,7 +191,7 @@ def assert_identical_store(reference: Path, path: Path) -> dict[str, int]:
     meta_a.pop("created"), meta_b.pop("created")
     assert meta_a == meta_b
     # the pack: complete, of exactly the complete videos, equal to the reference's
-    from pipeline.store_pack import open_pack, pack_is_fresh
+    from pipeline.store.pack import open_pack, pack_is_fresh
 
     pa, pb = open_pack(a, "rgb"), open_pack(b, "rgb")
     assert pb is not None and pack_is_fresh(b, "rgb")

@@ -1,6 +1,6 @@
 """Two writers on one store: the second is refused with one line naming the first; never corruption.
 
-`stpipe extract` holds a lease (`<store>/lease/zarr.json`, pipeline/store_lease.py) for its whole
+`stpipe extract` holds a lease (`<store>/lease/zarr.json`, pipeline/store/lease.py) for its whole
 run. Rounds of two processes released at the same instant on one store: one extracts, the other
 is refused (or, had it come after the first finished, finds nothing to do); the store always
 equals an uninterrupted run's. Then the lease rules one by one, in-process.
@@ -20,7 +20,7 @@ from fault_tools import assert_identical_store, debris
 
 from pipeline.errors import StoreError
 from pipeline.extraction import ExtractConfig
-from pipeline.store_lease import StoreLease
+from pipeline.store.lease import StoreLease
 from stages import extract
 
 ROUNDS = 4

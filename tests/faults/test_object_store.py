@@ -20,7 +20,7 @@ from object_store import KEY, SECRET, FaultProxy, make_bucket, moto_server
 
 from cli import main
 from pipeline.store import FeatureStore
-from pipeline.store_urls import resolve_url
+from pipeline.store.urls import resolve_url
 
 VIDEOS = 60
 # the rate and more (slow: every fault costs a backoff of ~0.5 s, and the index and pack

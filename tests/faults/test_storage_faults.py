@@ -159,7 +159,7 @@ def test_finetune_on_a_full_disk_stops_in_one_line_and_resumes(launcher, manifes
 
 def test_nothing_queued_behind_a_failed_write_runs():
     """A torn chunk removed frees room: the video's `finish` queued behind it must not then mark it complete."""
-    from pipeline.extraction.writer import Writer
+    from pipeline.store.writer import Writer
 
     ran = []
 
@@ -281,7 +281,7 @@ def test_a_store_without_checksums_reads_and_verifies_by_decoding(launcher, tmp_
     """Stores written before checksums: read as before; verify decodes their chunks instead."""
     import zarr
 
-    from pipeline.store_io import feature_compressor
+    from pipeline.store.io import feature_compressor
 
     store = tmp_path / "old.zarr"
     make_store(str(store), per_class={"train": 2, "val": 1})

@@ -29,7 +29,7 @@ import numpy as np
 from pipeline.errors import StoreError
 from pipeline.faults import fault_point
 from pipeline.moments import Moments, split_fingerprint
-from pipeline.store_io import META, checksummed, read_arrays
+from pipeline.store.io import META, checksummed, read_arrays
 
 PACK_GROUP = "pack"
 PACK_CHUNK_BYTES = 32 * 2**20

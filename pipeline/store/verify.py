@@ -1,6 +1,6 @@
 """Damaged data: every chunk of a store read back and checked (`stpipe verify`), and the repair.
 
-A chunk of an array written with `store_io.checksummed` codecs ends in a crc32c of the rest, so
+A chunk of an array written with `io.checksummed` codecs ends in a crc32c of the rest, so
 checking it needs no decompression; stores written before checksums are checked by decoding their
 blosc chunks (damage that still decodes goes unseen there). Checked: each complete video's arrays,
 and every array outside `videos/` (the pack, the index, cached statistics).
@@ -20,7 +20,16 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from pipeline.store_io import META, chunk_damage, chunk_key, chunk_separator, group_document
+from pipeline.store.io import (
+    META,
+    chunk_damage,
+    chunk_key,
+    chunk_separator,
+    group_document,
+    key_to_id,
+    video_key,
+)
+from pipeline.store.pack import write_pack
 
 READ_BYTES = 256 * 2**20  # chunk bytes read at once per array (a pack chunk is 32 MiB)
 OUTSIDE_VIDEOS = ("videos", "failures", "lease")  # top-level names that are not derived arrays
@@ -85,8 +94,6 @@ def check_array(io, rel: str, doc: dict | None, video_id: str = "") -> Checked:
 def check_video(io, key: str, *, names: Iterable[str] | None = None, complete_only: bool = True) -> Checked:
     """Check a video's arrays (`names`, default all it has); a group not marked complete is skipped
     (a re-run redoes it anyway) unless `complete_only` is false."""
-    from pipeline.store import key_to_id
-
     rel = f"videos/{key}"
     (_, group), = io.read_json([f"{rel}/{META}"])
     if group is None and not io.read_bytes([f"{rel}/{META}"]):
@@ -153,8 +160,6 @@ def damaged_keys(store, keys: Iterable[str], names: Iterable[str], *, threads: i
 def repair(store, damage: list[Damage]) -> dict[str, int]:
     """Mark the damaged videos for redo and delete the damaged derived groups (module docstring);
     the caller holds the store's lease. Returns {"videos": n, "derived": n}."""
-    from pipeline.store import video_key
-
     io = store.io
     by_video: dict[str, list[Damage]] = {}
     for d in damage:
@@ -180,7 +185,5 @@ def repair(store, damage: list[Damage]) -> dict[str, int]:
         store._index = None
         store.write_index()
     if any(rel.startswith("pack/") for rel in derived):
-        from pipeline.store_pack import write_pack
-
         write_pack(store)  # from the groups (a complete set changed since is rebuilt by the next extract anyway)
     return {"videos": len(by_video), "derived": len(derived)}

@@ -16,7 +16,7 @@
                              complete=true (written last)
 
 `key` is a reversible, filesystem-safe encoding of the video id (see `video_key`), so no id can
-escape the store. Every array's chunks end in a crc32c (`store_io.checksummed`; `stpipe verify`). Works on any fsspec URL (`file://`, `memory://`, `s3://...`) and local paths.
+escape the store. Every array's chunks end in a crc32c (`io.checksummed`; `stpipe verify`). Works on any fsspec URL (`file://`, `memory://`, `s3://...`) and local paths.
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ import numpy as np
 from pipeline.errors import StoreError
 from pipeline.faults import fault_point
 from pipeline.splits import index_leak
-from pipeline.store_io import (  # noqa: F401 - video_key, key_to_id: the store's names for them
+from pipeline.store.io import (
     CHUNK_SEPARATOR,
     META,
     StoreIO,
@@ -44,13 +44,12 @@ from pipeline.store_io import (  # noqa: F401 - video_key, key_to_id: the store'
     checksummed,
     chunk_key,
     encode_chunk,
-    feature_compressor,
     group_document,
     jsonable,
     key_to_id,
     video_key,
 )
-from pipeline.store_urls import explain, is_local, local_path, resolve_url
+from pipeline.store.urls import explain, is_local, local_path, resolve_url
 
 FORMAT_VERSION = 1
 CHUNK_BYTES = 8 * 2**20  # ~8 MiB: a typical video is one chunk per view, one or two reads
@@ -95,7 +94,7 @@ class FeatureStore:
         except FileNotFoundError:
             raise StoreError(f"{url}: no feature store here") from None
         except Exception as exc:  # noqa: BLE001 - fsspec/zarr raise many types
-            raise StoreError(f"{url}: cannot open store ({_reason(exc)})") from None
+            raise StoreError(f"{url}: cannot open store ({explain(exc)})") from None
         if "stpipe" not in group.attrs:
             raise StoreError(f"{url}: not an stpipe feature store (no 'stpipe' attrs)")
         return cls(group, url, opts)
@@ -121,7 +120,7 @@ class FeatureStore:
         except (FileNotFoundError, KeyError, ValueError):
             existing = None
         except Exception as exc:  # noqa: BLE001
-            raise StoreError(f"{url}: cannot open store ({_reason(exc)})") from None
+            raise StoreError(f"{url}: cannot open store ({explain(exc)})") from None
         if existing is not None and not overwrite:
             meta = existing.attrs.get("stpipe")
             if meta is None:
@@ -141,7 +140,7 @@ class FeatureStore:
             group = zarr.open_group(store=target, mode="w" if overwrite else "a", storage_options=opts,
                                     attributes={"stpipe": jsonable(meta)})
         except Exception as exc:  # noqa: BLE001
-            raise StoreError(f"{url}: cannot create store ({_reason(exc)})") from None
+            raise StoreError(f"{url}: cannot create store ({explain(exc)})") from None
         group.attrs["stpipe"] = jsonable(meta)  # an existing, empty group ignores `attributes`
         group.require_group("videos")
         group.require_group("failures")
@@ -158,9 +157,6 @@ class FeatureStore:
         return list(self.meta.get("classes", []))
 
     # ---- videos -----------------------------------------------------------------------------
-
-    def video_keys(self) -> list[str]:
-        return sorted(self.root["videos"].group_keys()) if "videos" in self.root else []
 
     def video_group(self, video_id: str):
         return self.root["videos"][video_key(video_id)]
@@ -277,7 +273,7 @@ class FeatureStore:
         columns = _columns(rows)
         failed = [jsonable(f.__dict__) for f in failures]
         old = self._stored_index()
-        if old is not None and _same_columns(old[0], columns) and _plain(old[1].get("failures", [])) == _plain(failed):
+        if old is not None and _same_columns(old[0], columns) and jsonable(old[1].get("failures", [])) == failed:
             if not old[1].get("complete"):
                 self.root["index"].attrs["complete"] = True
             self._index = columns
@@ -539,10 +535,6 @@ def _same_columns(a: Mapping[str, np.ndarray], b: Mapping[str, np.ndarray]) -> b
     return all(a[name].tolist() == b[name].tolist() for name in INDEX_COLUMNS)
 
 
-def _plain(value: Any) -> Any:
-    return json.loads(json.dumps(value))
-
-
 def config_hash(content: Mapping[str, Any]) -> str:
     return hashlib.sha256(json.dumps(jsonable(content), sort_keys=True).encode()).hexdigest()[:16]
 
@@ -585,10 +577,6 @@ def _check_preprocessing(url: str, meta: Mapping[str, Any], provenance: Mapping[
 
 
 
-def _reason(exc: BaseException) -> str:
-    return explain(exc)
-
-
 def summarize(store: FeatureStore) -> dict[str, Any]:
     """Counts, shapes, dtypes and bytes for `stpipe inspect`."""
     index = store.index()
@@ -625,7 +613,7 @@ def _group_summary(index: Mapping[str, np.ndarray]) -> dict[str, Any]:
 
 def _pack_states(store: FeatureStore) -> dict[str, str]:
     """{array: "fresh" | "stale"} of the packs present (stale: videos were added since; `stpipe pack`)."""
-    from pipeline.store_pack import PACKED_ARRAYS, fingerprint, open_pack, packed_order
+    from pipeline.store.pack import PACKED_ARRAYS, fingerprint, open_pack, packed_order
 
     keys, _ = packed_order(store.index())
     states = {}

@@ -13,7 +13,7 @@ by the same numcodecs Blosc codec zarr's `BloscCodec` wraps, followed by the crc
 stores with one PUT each (object stores write whole objects). Reads of many small documents (the
 resume scan) go out concurrently on object stores (`cat` of a batch). On object stores an error that
 is left after the filesystem's retries (a 403, a deleted bucket, an outage past the retry budget;
-store_urls.RUN_OPTIONS) is raised as one StoreError line, never read as a missing object: a missing
+urls.RUN_OPTIONS) is raised as one StoreError line, never read as a missing object: a missing
 chunk would read as zeros.
 """
 
@@ -34,7 +34,7 @@ from typing import Any
 import numpy as np
 
 from pipeline.errors import DamagedDataError, StoreError
-from pipeline.store_urls import explain, is_local, local_path
+from pipeline.store.urls import explain, is_local, local_path
 
 META = "zarr.json"
 _SAFE = re.compile(r"[A-Za-z0-9_-]")

@@ -1,6 +1,6 @@
-"""The writer: compression and Zarr writes off the compute thread, each video's strictly in order.
+"""A video's feature arrays on their way to the store, a whole time-chunk at a time.
 
-Everything that touches the store goes through `Writer.submit` (a video's `begin_video`, its
+Everything that touches the store goes through the store's `Writer` (a video's `begin_video`, its
 arrays' chunks, `finish`, failure records), so a video's writes happen in the order they were
 made and the compute thread never waits on storage. Feature arrays are written a whole time-chunk
 at a time as they fill (`TimeBuffer`), so memory stays bounded however long a video is.
@@ -8,67 +8,12 @@ at a time as they fill (`TimeBuffer`), so memory stays bounded however long a vi
 
 from __future__ import annotations
 
-import threading
-import zlib
-from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
 
 from pipeline.faults import fault_point
 from pipeline.store import time_chunk
-
-MAX_QUEUED = 256  # futures kept before finished ones are checked (and their errors raised)
-
-
-class Writer:
-    """Writer threads ("lanes"); `check` raises a write's error (a full disk, a lost bucket) in the caller.
-
-    Every write of one video carries its id as `key` and goes to the same lane, in submission order,
-    so each video group still has one writer and `complete` is still its last write; different videos
-    write in parallel on an object store, where each write is a round trip (`write_threads`: one lane
-    on a local disk, where threads would only contend)."""
-
-    def __init__(self, lanes: int = 1) -> None:
-        self._lanes = [ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"stpipe-writer-{i}")
-                       for i in range(max(1, lanes))]
-        self._futures: list[Future] = []
-        self._failed = threading.Event()
-
-    def submit(self, fn, *args, key: str = "", **kwargs) -> None:
-        lane = self._lanes[zlib.crc32(key.encode()) % len(self._lanes)]
-        self._futures.append(lane.submit(self._guarded, fn, args, kwargs))
-        if len(self._futures) > MAX_QUEUED * len(self._lanes):
-            self.check()
-
-    def _guarded(self, fn, args, kwargs) -> Any:
-        # after a failed write (a full disk) nothing queued behind it runs: above all not the `finish`
-        # that would mark a video complete whose chunk was never written
-        if self._failed.is_set():
-            return None
-        try:
-            return fn(*args, **kwargs)
-        except BaseException:
-            self._failed.set()
-            raise
-
-    def check(self) -> None:
-        keep = []
-        for future in self._futures:
-            if future.done():
-                future.result()
-            else:
-                keep.append(future)
-        self._futures = keep
-
-    def close(self) -> None:
-        """Wait for every write; the first error is raised."""
-        try:
-            for future in self._futures:
-                future.result()
-        finally:
-            for lane in self._lanes:
-                lane.shutdown(wait=True)
 
 
 class VideoOutput:

@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.errors import StoreError
-from pipeline.store_urls import is_local, local_path, resolve_url
+from pipeline.store.urls import is_local, local_path, resolve_url
 
 LEASE_KEY = "lease/zarr.json"
 HEARTBEAT = 30.0  # seconds between renewals
