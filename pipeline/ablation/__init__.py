@@ -12,6 +12,6 @@ The Ray executor lives in `pipeline.distributed` (the only module that imports R
 
 from pipeline.ablation.config import AblateConfig
 from pipeline.ablation.grid import Grid, Skipped, Trial, expand_grid
-from pipeline.ablation.runner import Outcome, Progress
+from pipeline.ablation.runner import Outcome, TrialUpdate
 
-__all__ = ["AblateConfig", "Grid", "Outcome", "Progress", "Skipped", "Trial", "expand_grid"]
+__all__ = ["AblateConfig", "Grid", "Outcome", "Skipped", "Trial", "TrialUpdate", "expand_grid"]
