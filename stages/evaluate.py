@@ -16,6 +16,7 @@ from typing import Any
 from pipeline.cpus import apply_threads
 from pipeline.device import amp_on, pick_device
 from pipeline.errors import ConfigError
+from pipeline.progress import Progress
 from pipeline.store import FeatureStore
 from pipeline.training.data import memory_budget_bytes
 from pipeline.training.features import load_features
@@ -67,7 +68,8 @@ class EvaluateResult:
     outputs: list[Path] = field(default_factory=list)  # `out` and the files beside it
 
 
-def run(cfg: EvaluateConfig) -> EvaluateResult:
+def run(cfg: EvaluateConfig, progress: Progress | None = None) -> EvaluateResult:
+    """`progress`: loading the split (pipeline.progress)."""
     apply_threads()
     run_dir = Path(cfg.run)
     train_cfg = read_run_config(run_dir)
@@ -82,7 +84,7 @@ def run(cfg: EvaluateConfig) -> EvaluateResult:
     split = load_features(store, uses=[use], splits=(cfg.split,), signatures={use: signature},
                           memory_budget_bytes=memory_budget_bytes(train_cfg.memory_budget_gb, device),
                           storage_options=cfg.storage_options or train_cfg.storage_options,
-                          skip_damaged=cfg.skip_damaged).split(cfg.split, *use)
+                          skip_damaged=cfg.skip_damaged, progress=progress).split(cfg.split, *use)
     model = build_model(checkpoint["spec"]).to(device)
     model.load_state_dict(checkpoint["model"])
     stats = {s: (v["mean"].numpy(), v["std"].numpy()) for s, v in checkpoint.get("stats", {}).items()}
