@@ -75,9 +75,3 @@ def count_units(progress: Progress | None, task: str, unit: str) -> Callable[[An
     emit = emitter(progress)
     emit(Started(task, unit=unit))
     return lambda item=None: emit(Advanced(task, item=item))
-
-
-def note_sink(progress: Progress | None, source: str = "note") -> Callable[[str], None]:
-    """A `note(message)` function for code that reports plain lines, as Note events."""
-    emit = emitter(progress)
-    return lambda message: emit(Note(message, source))
