@@ -57,7 +57,7 @@ class _Renderer:
 
         if isinstance(event, Started):
             self._close(event.task)
-            self.tasks[event.task] = {"start": event, "bar": None, "amounts": {}}
+            self.tasks[event.task] = {"start": event, "bar": None, "amounts": {}, "detail": event.detail}
             if event.total is not None:  # unknown totals wait for the first unit: an early error stays one line
                 self._bar(event.task)
         elif isinstance(event, Advanced):
@@ -86,17 +86,18 @@ class _Renderer:
         from pipeline.progress import Started
 
         state = self.tasks.get(event.task) or self.tasks.setdefault(
-            event.task, {"start": Started(event.task), "bar": None, "amounts": {}})
+            event.task, {"start": Started(event.task), "bar": None, "amounts": {}, "detail": ""})
         bar = state["bar"] if state["bar"] is not None else self._bar(event.task)
         if event.message:
             self._line(event.message)
         bar.update(event.done - bar.n if event.done is not None else event.n)
         for name, value in event.amounts.items():
             state["amounts"][name] = state["amounts"].get(name, 0) + value
-        if state["amounts"] or event.detail:
+        state["detail"] = event.detail or state["detail"]  # a task's detail stays until one replaces it
+        if state["amounts"] or state["detail"]:
             elapsed = max(bar.format_dict["elapsed"], 1e-9)
             rates = [f"{total / elapsed:.1f} {name}/s" for name, total in state["amounts"].items()]
-            bar.set_postfix_str(", ".join(rates + ([event.detail] if event.detail else [])), refresh=False)
+            bar.set_postfix_str(", ".join(rates + ([state["detail"]] if state["detail"] else [])), refresh=False)
 
     def _line(self, text: str, *, err: bool = True) -> None:
         from tqdm import tqdm
@@ -455,25 +456,13 @@ def inspect_cmd(store, storage_options, as_json):
 @click.option("--storage-options", help="JSON object passed to fsspec for the store URL.")
 def pack_cmd(store, force, storage_options):
     """(Re)build STORE's pack: its pooled features back to back, read by stage two in a few requests."""
-    from tqdm import tqdm
-
     from pipeline.config import build_config
     from stages import pack
 
     cfg = build_config(pack.PackConfig, None, dict(store=store, force=force or None,
                                                    storage_options=_json_option(storage_options, "--storage-options")))
-    bars = {}
-
-    def progress(name, done, total):
-        bar = bars.get(name) or bars.setdefault(name, tqdm(total=total, unit="video", desc=f"pack {name}",
-                                                           dynamic_ncols=True, leave=False))
-        bar.update(done - bar.n)
-
-    try:
-        outcome = pack.run(cfg, progress=progress)
-    finally:
-        for bar in bars.values():
-            bar.close()
+    with _rendered() as show:
+        outcome = pack.run(cfg, progress=show)
     words = {"written": "written", "fresh": "already up to date", "absent": "not in the store"}
     click.echo("; ".join(f"{name}: {words[state]}" for name, state in outcome.items()))
 
@@ -602,7 +591,8 @@ def demo_data_cmd(out, sources, videos_per_class, train_clips, val_clips, val_so
         overrides = dict(out=out, sources=list(sources), train_clips=train_clips, val_clips=val_clips,
                          val_sources=val_sources, frames=frames, size=size, seed=seed)
         cfg = build_config(FootageConfig, config_file, overrides)
-        footage = cut(cfg, note=lambda message: click.echo(f"demo-data: {message}", err=True))
+        with _rendered() as show:
+            footage = cut(cfg, progress=show)
         click.echo(f"wrote {footage.num_videos} clips cut from {len(footage.sources)} videos and {footage.manifest}")
         return
     if train_clips is not None or val_clips is not None or val_sources is not None:
@@ -766,7 +756,8 @@ def evaluate_cmd(run_dir, split, store, checkpoint, device, batch_size, skip_dam
         run=run_dir, split=split, store=store, checkpoint=checkpoint, device=device, batch_size=batch_size,
         skip_damaged=skip_damaged, out=out, top_k=top_k,
         storage_options=_json_option(storage_options, "--storage-options")))
-    result = evaluate.run(cfg)
+    with _rendered() as show:
+        result = evaluate.run(cfg, progress=show)
     if as_json:
         click.echo(json.dumps(result.__dict__, default=str))
         return
@@ -801,7 +792,8 @@ def stats_cmd(store, split, modality, pooled, storage_options):
     for stream in MODALITY_STREAMS[modality]:
         array = opened.root[f"videos/{keys[0]}/{STREAM_ARRAYS[stream]}"]
         pooled = pooled or array.ndim == 3  # a store of vectors: their stats are what every head sees
-        part = load_split(opened, split, streams=(stream,), pooled=pooled, memory_budget_bytes=budget)
+        with _rendered() as show:
+            part = load_split(opened, split, streams=(stream,), pooled=pooled, memory_budget_bytes=budget, progress=show)
         stats = compute_stats(opened, part, stream, pooled=pooled)
         save_to_store(opened, stats)
         mean, std = stats.mean, stats.std
