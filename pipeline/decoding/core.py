@@ -13,7 +13,7 @@ Errors propagate as exceptions; the caller (a decoder thread or process) turns t
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
@@ -300,4 +300,3 @@ def default_processes() -> int:
         return os.cpu_count() or 1
 
 
-NoteFn = Callable[[str], None]
