@@ -793,7 +793,8 @@ def stats_cmd(store, split, modality, pooled, storage_options):
         array = opened.root[f"videos/{keys[0]}/{STREAM_ARRAYS[stream]}"]
         pooled = pooled or array.ndim == 3  # a store of vectors: their stats are what every head sees
         with _rendered() as show:
-            part = load_split(opened, split, streams=(stream,), pooled=pooled, memory_budget_bytes=budget, progress=show)
+            part = load_split(opened, split, streams=(stream,), pooled=pooled, memory_budget_bytes=budget,
+                              progress=show)
         stats = compute_stats(opened, part, stream, pooled=pooled)
         save_to_store(opened, stats)
         mean, std = stats.mean, stats.std

@@ -129,10 +129,10 @@ def _run(cfg: AblateConfig, progress: Progress | None) -> AblateResult:
         emit(Note(f"features loaded once for every trial in {load_seconds:.1f} s ({shared_bytes / 2**20:.0f} MiB)"))
         fn = functools.partial(train_trial, cfg=cfg)
 
-        def record_progress(event) -> None:
-            if isinstance(event, Advanced) and isinstance(event.item, TrialUpdate) and event.item.kind == "start":
+        def record_progress(event: Advanced) -> None:
+            if event.item.kind == "start":
                 by_trial[event.item.trial].status = "running"
-            emit(event)
+            emit(replace(event, message=_trial_line(event.item)))
 
         context = _executor(cfg, fn, shared)
         del shared  # on Ray the object store holds the one copy; the driver keeps none
@@ -167,6 +167,19 @@ def _announce(grid: Grid, finished: int, emit: Progress) -> None:
         where = f" at {skip.setting[0]} seg. {skip.setting[1]}" if skip.setting else ""
         emit(Note(f"  left out: {skip.head}{where}: {skip.reason}", source=""))
     emit(Started("ablate", total=len(grid.trials), done=finished, unit="trial"))
+
+
+def _trial_line(u: TrialUpdate) -> str:
+    grid = f" {u.trial.grid_label}" if u.trial.params else ""
+    name = f"{u.trial.head} {u.trial.segments} seg. {u.trial.modality}{grid} seed {u.trial.seed}"
+    if u.kind == "done":
+        m = u.outcome.metrics
+        line = f"  done    {name}: top-1 {m['val_top1']:.1%} ({m['epochs']} epochs, {u.outcome.seconds:.1f} s)"
+        collapsed = [n for n in m.get("notes", []) if m.get("collapsed") and n.startswith("collapsed")]
+        return line + "".join(f"\n    {n}" for n in collapsed)  # under the trial's line, as the summary marks it
+    if u.kind in ("retry", "failed"):
+        return f"  {u.kind:7s} {name} (attempt {u.attempt}): {u.outcome.error}"
+    return ""
 
 
 def _paths(out: Path) -> dict[str, Path]:

@@ -99,11 +99,13 @@ def run_trials(trials: list[Trial], executor: Executor, *, max_retries: int = 1,
                ) -> Iterator[tuple[Trial, Outcome, int]]:
     """Yield (trial, final outcome, attempts) as trials finish; a failed attempt is retried up to
     `max_retries` times (ahead of untried trials) before its failure is final. `progress` gets an
-    Advanced event of `task` per change, a unit per finished trial, a line per ending or retry."""
+    Advanced event of `task` per change (its TrialUpdate the `item`), a unit per finished trial."""
     emit = emitter(progress)
 
     def update(*args, **kw) -> None:
-        emit(_advanced(task, TrialUpdate(*args, **kw)))
+        u = TrialUpdate(*args, **kw)
+        emit(Advanced(task, n=int(u.kind in ("done", "failed")), detail=f"{u.running} running, {u.failed} failed",
+                      item=u))
 
     total = total if total is not None else len(trials)
     queue: deque[Trial] = deque(trials)
@@ -131,18 +133,3 @@ def run_trials(trials: list[Trial], executor: Executor, *, max_retries: int = 1,
         update("done" if outcome.ok else "failed", trial, total, already_done + done, running, failed, outcome,
                attempts[trial])
         yield trial, outcome, attempts[trial]
-
-
-def _advanced(task: str, u: TrialUpdate) -> Advanced:
-    grid = f" {u.trial.grid_label}" if u.trial.params else ""
-    name = f"{u.trial.head} {u.trial.segments} seg. {u.trial.modality}{grid} seed {u.trial.seed}"
-    message = ""
-    if u.kind == "done":
-        m = u.outcome.metrics
-        message = f"  done    {name}: top-1 {m['val_top1']:.1%} ({m['epochs']} epochs, {u.outcome.seconds:.1f} s)"
-        if m.get("collapsed"):  # said under the trial's line, as the summary marks it
-            message += "".join(f"\n    {n}" for n in m.get("notes", []) if n.startswith("collapsed"))
-    elif u.kind in ("retry", "failed"):
-        message = f"  {u.kind:7s} {name} (attempt {u.attempt}): {u.outcome.error}"
-    return Advanced(task, n=int(u.kind in ("done", "failed")), detail=f"{u.running} running, {u.failed} failed",
-                    message=message, item=u)

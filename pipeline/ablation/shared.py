@@ -39,6 +39,6 @@ def load_shared(store: FeatureStore, grid: Grid, *, val_split: str = "val", stan
     """Read what the grid's trials need, once."""
     uses = [(MODALITY_STREAMS[t.modality], is_pooled(t.head)) for t in grid.trials]
     found = load_features(store, uses=uses, splits=("train", val_split), memory_budget_bytes=memory_budget_bytes,
-                          storage_options=storage_options, standardize=standardize, stats_dir=stats_dir, progress=progress,
-                          skip_damaged=skip_damaged)
+                          storage_options=storage_options, standardize=standardize, stats_dir=stats_dir,
+                          progress=progress, skip_damaged=skip_damaged)
     return SharedFeatures(**found.__dict__)

@@ -223,8 +223,8 @@ def train_worker(setup: Setup, *, run_dir: str | Path, dist: Dist | None = None,
                 save_checkpoint(best_payload(setup, model, epoch=epoch, val=val), run_dir / "checkpoint.pt")
             save_last()
             write_jsonl(run_dir / "metrics.jsonl", state["history"])
-        emit(Finished(task, summary=epoch_line(record, state["stopped"], f"{record['frames_per_second']:.1f} frames/s"),
-                      item=record))
+        line = epoch_line(record, state["stopped"], f"{record['frames_per_second']:.1f} frames/s")
+        emit(Finished(task, summary=line, item=record))
         if report is not None:
             report(record)
     return state

@@ -237,8 +237,8 @@ def train(cfg: TrainHeadConfig, data: TrainData, *, run_dir: str | Path | None =
                                  "segments": cfg.segments, "stats": stats_tensors, **extra}, run_dir / "checkpoint.pt")
             _save_last(run_dir / "last.pt", cfg, state, model, optimizer, schedule, scaler, generator)
             write_jsonl(run_dir / "metrics.jsonl", state["history"])
-        emit(Finished(task, summary=epoch_line(record, state["stopped"], f"{record['samples_per_second']:.0f} samples/s"),
-                      item=record))
+        line = epoch_line(record, state["stopped"], f"{record['samples_per_second']:.0f} samples/s")
+        emit(Finished(task, summary=line, item=record))
 
     if run_dir is not None:
         write_jsonl(run_dir / "metrics.jsonl", state["history"])  # also after a kill between last.pt and it
