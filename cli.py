@@ -56,7 +56,7 @@ class _Renderer:
 
         if isinstance(event, Started):
             self._close(event.task)
-            self.tasks[event.task] = {"start": event, "bar": None, "amounts": {}}
+            self.tasks[event.task] = {"start": event, "bar": None, "amounts": {}, "detail": event.detail}
             if event.total is not None:  # unknown totals wait for the first unit: an early error stays one line
                 self._bar(event.task)
         elif isinstance(event, Advanced):
@@ -85,17 +85,18 @@ class _Renderer:
         from pipeline.progress import Started
 
         state = self.tasks.get(event.task) or self.tasks.setdefault(
-            event.task, {"start": Started(event.task), "bar": None, "amounts": {}})
+            event.task, {"start": Started(event.task), "bar": None, "amounts": {}, "detail": ""})
         bar = state["bar"] if state["bar"] is not None else self._bar(event.task)
         if event.message:
             self._line(event.message)
         bar.update(event.done - bar.n if event.done is not None else event.n)
         for name, value in event.amounts.items():
             state["amounts"][name] = state["amounts"].get(name, 0) + value
-        if state["amounts"] or event.detail:
+        state["detail"] = event.detail or state["detail"]  # a task's detail stays until one replaces it
+        if state["amounts"] or state["detail"]:
             elapsed = max(bar.format_dict["elapsed"], 1e-9)
             rates = [f"{total / elapsed:.1f} {name}/s" for name, total in state["amounts"].items()]
-            bar.set_postfix_str(", ".join(rates + ([event.detail] if event.detail else [])), refresh=False)
+            bar.set_postfix_str(", ".join(rates + ([state["detail"]] if state["detail"] else [])), refresh=False)
 
     def _line(self, text: str, *, err: bool = True) -> None:
         from tqdm import tqdm
@@ -362,25 +363,9 @@ def inspect_cmd(summary, as_json):
     _echo_lines([json.dumps(summary, indent=2, default=str)] if as_json else inspect.lines(summary))
 
 
-@config_command("pack", "stages.pack:PackConfig", yaml=False)
-def pack_cmd(cfg):
+@config_command("pack", "stages.pack:PackConfig", run="stages.pack:run", yaml=False)
+def pack_cmd(outcome):
     """(Re)build STORE's pack: its pooled features back to back, read by stage two in a few requests."""
-    from tqdm import tqdm
-
-    from stages import pack
-
-    bars = {}
-
-    def progress(name, done, total):
-        bar = bars.get(name) or bars.setdefault(name, tqdm(total=total, unit="video", desc=f"pack {name}",
-                                                           dynamic_ncols=True, leave=False))
-        bar.update(done - bar.n)
-
-    try:
-        outcome = pack.run(cfg, progress=progress)
-    finally:
-        for bar in bars.values():
-            bar.close()
     words = {"written": "written", "fresh": "already up to date", "absent": "not in the store"}
     click.echo("; ".join(f"{name}: {words[state]}" for name, state in outcome.items()))
 
@@ -474,7 +459,8 @@ def evaluate_cmd(cfg, as_json):
 
     from stages import evaluate
 
-    result = evaluate.run(cfg)
+    with _rendered() as show:
+        result = evaluate.run(cfg, progress=show)
     if as_json:
         return click.echo(json.dumps(result.__dict__, default=str))
     for note in result.notes:

@@ -183,10 +183,10 @@ def run(cfg: AblateConfig, *, num_cpus: int | None = None, progress=None):
     seconds: dict = {}
 
     def keep(event):
-        p = getattr(event, "item", None)  # a trial's runner record (pipeline.progress.Advanced)
+        p = getattr(event, "item", None)  # a trial's TrialUpdate (pipeline.progress.Advanced)
         if p is None or not hasattr(p, "trial"):
             return
-        if p.event == "done":
+        if p.kind == "done":
             p.outcome.metrics["_seconds"] = p.outcome.seconds
         if progress is not None:
             progress(p)

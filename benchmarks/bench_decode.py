@@ -136,6 +136,7 @@ def null_backbone():
 def extract_null(manifest: Path, out: Path, kind: str, workers: int, threads: int = 0) -> tuple[float, list[str]]:
     from pipeline.extraction import ExtractConfig, Extractor
     from pipeline.extraction.models import Models
+    from pipeline.progress import Note
     from stages import extract
 
     backbone, device = null_backbone()
@@ -146,7 +147,8 @@ def extract_null(manifest: Path, out: Path, kind: str, workers: int, threads: in
     work = extract.plan(cfg, Models(device, backbone, None, None))
     notes = []
     extractor = Extractor(cfg, work.store, device=device, backbone=backbone,
-                          cores=None if kind == "processes" else 1, note=notes.append)
+                          cores=None if kind == "processes" else 1,
+                          progress=lambda event: isinstance(event, Note) and notes.append(event.message))
     try:
         # the first video starts the decoders (processes import PyAV and numpy: ~0.3 s, paid once per
         # worker, as in pool_decode); the rest is timed

@@ -212,6 +212,7 @@ def subset(split, count: int):
 
 def ours_end_to_end(name: str, data, steps: int):
     """`loop.train`, one epoch of `steps` batches, clocked from its epoch start to its last step."""
+    from pipeline.progress import Advanced, Started
     from pipeline.training.config import TrainHeadConfig
     from pipeline.training.loop import TrainData, train
 
@@ -223,14 +224,14 @@ def ours_end_to_end(name: str, data, steps: int):
     def run():
         clocks = {}
 
-        def callback(event, **info):
-            if event == "epoch_start":
+        def progress(event):
+            if isinstance(event, Started):
                 clocks["start"] = (time.perf_counter(), cpu_seconds())
-            elif event == "batch":
+            elif isinstance(event, Advanced):
                 clocks["end"] = (time.perf_counter(), cpu_seconds())
-                clocks["samples"] = clocks.get("samples", 0) + info["size"]
+                clocks["samples"] = clocks.get("samples", 0) + event.amounts["samples"]
 
-        train(cfg, small, callback=callback)
+        train(cfg, small, progress=progress)
         (w0, c0), (w1, c1) = clocks["start"], clocks["end"]
         return clocks["samples"] / (w1 - w0), clocks["samples"] / (c1 - c0)
 

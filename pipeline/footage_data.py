@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -42,6 +41,7 @@ from manifests import Manifest, VideoEntry, classes_path, write_manifest
 from pipeline.config import arg
 from pipeline.demo_data import write_mp4
 from pipeline.errors import ConfigError, VideoError
+from pipeline.progress import Note, Progress, emitter
 from pipeline.splits import held_out
 
 CLASSES = (
@@ -125,10 +125,14 @@ def find_sources(entries: tuple[str, ...]) -> list[Path]:
     return files
 
 
-def generate(cfg: FootageConfig, note: Callable[[str], None] | None = None) -> FootageData:
+def generate(cfg: FootageConfig, progress: Progress | None = None) -> FootageData:
     """Write `out/videos/*.mp4`, `out/manifest.csv`, `out/manifest.classes.txt` and `out/footage-data.yaml`
-    (the config that made them)."""
-    note = note or (lambda message: None)
+    (the config that made them); `progress` gets a "demo-data" Note per source used or skipped."""
+    emit = emitter(progress)
+
+    def note(message: str) -> None:
+        emit(Note(message, source="demo-data"))
+
     out = Path(cfg.out)
     (out / "videos").mkdir(parents=True, exist_ok=True)
     entries: list[VideoEntry] = []

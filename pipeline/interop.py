@@ -35,6 +35,7 @@ import numpy as np
 from pipeline.cpus import usable_cpus
 from pipeline.errors import StoreError
 from pipeline.processes import can_spawn, run_parts
+from pipeline.progress import Progress, count_units
 from pipeline.store import Failure, FeatureStore, config_hash, video_key
 from pipeline.store.feature_store import index_row
 from pipeline.store.pack import (
@@ -56,8 +57,6 @@ INDEX_COLUMNS = ("video_id", "key", "label", "split", "num_frames", "status")
 FLOAT16_MAX = float(np.finfo(np.float16).max)
 H5_CHUNK_BYTES = 4 * 2**20
 
-Progress = Callable[[str], None]  # called with each video id once it is written (or failed)
-
 
 @dataclass
 class InteropResult:
@@ -78,9 +77,11 @@ def export_hdf5(store: FeatureStore, path: str | Path, *, arrays: Iterable[str] 
     """Write the store's complete videos to `path` (written to `path.partial`, renamed at the end).
 
     `arrays` limits which arrays are written (default all); `compression` is the gzip level (0 = none).
+    `progress`: the "export" task, a unit per video written (its id the `item`).
     """
     import h5py
 
+    advance = count_units(progress, "export", "video")
     path = Path(path)
     if "://" in str(path):
         raise StoreError(f"{path}: export writes a local .h5 file; give a path")
@@ -106,8 +107,7 @@ def export_hdf5(store: FeatureStore, path: str | Path, *, arrays: Iterable[str] 
                     if not wanted or name in wanted:
                         _write_dataset(group, name, array, compression)
                 exported.append(video_id)
-                if progress is not None:
-                    progress(video_id)
+                advance(video_id)
             written = set(exported)
             keep = np.array([s == "failed" or v in written for v, s in zip(index["video_id"].tolist(),
                                                                            index["status"].tolist())], dtype=bool)
@@ -153,6 +153,7 @@ def import_hdf5(path: str | Path, url: str, *, storage_options: dict[str, Any] |
     against the first as it is read; an import into an empty store builds the packs from the arrays
     in hand (`pipeline.store.pack.PackSlice`) instead of reading them back. Above
     VIDEOS_PER_PROCESS videos a process per usable CPU takes a contiguous part of that order.
+    `progress`: the "import" task, a unit per video stored (its id the `item`).
     """
     import h5py
 
@@ -184,10 +185,12 @@ def import_hdf5(path: str | Path, url: str, *, storage_options: dict[str, Any] |
             for i in range(parts)]
     result = InteropResult(str(path), url, len(order), 0, 0, 0)
 
+    advance = count_units(progress, "import", "video")
+
     def written(video_ids: list[str]) -> None:
         result.done += len(video_ids)
-        for video_id in video_ids if progress is not None else ():
-            progress(video_id)
+        for video_id in video_ids:
+            advance(video_id)
 
     outcomes = [_import_part(jobs[0], written)] if parts == 1 else run_parts(_import_part, jobs, written)
     result.skipped = sum(o.skipped for o in outcomes)
@@ -406,7 +409,8 @@ def import_npy(manifest_path: str | Path, url: str, *, features_dir: str | Path 
     Files are `features_dir / name_template.format(video_id=...)`, or the manifest's own paths when
     no folder is given; `flow_dir` adds flow-stream features (`flow_feat`) named the same way.
     Labels and splits come from the manifest. Every present file is checked (shape, dtype) before
-    anything is written; a manifest entry without a file is recorded as a failure.
+    anything is written; a manifest entry without a file is recorded as a failure. `progress`: the
+    "import" task, a unit per video stored or failed (its id the `item`).
     """
     from manifests.table import read_manifest
 
@@ -456,11 +460,11 @@ def import_npy(manifest_path: str | Path, url: str, *, features_dir: str | Path 
     done = store.complete_ids()
     store.invalidate_index()  # renewed at the end; a kill in between leaves no index that hides videos
     result = InteropResult(str(origin), url, len(manifest), 0, 0, 0)
+    advance = count_units(progress, "import", "video")
 
     def written(video_id: str) -> None:
         result.done += 1
-        if progress is not None:
-            progress(video_id)
+        advance(video_id)
 
     with Writer(write_threads(store), on_done=written, in_flight=2) as pool:
         for entry in manifest.entries:
@@ -474,8 +478,7 @@ def import_npy(manifest_path: str | Path, url: str, *, features_dir: str | Path 
                 if job is not None:
                     pool.submit(_write_video, store, *job)
                     continue
-            if progress is not None:
-                progress(entry.video_id)
+            advance(entry.video_id)
     store.write_index()
     write_pack(store)
     result.failures = store.failures()

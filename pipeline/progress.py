@@ -6,6 +6,10 @@ never prints. A counted piece of work (a task: "extract", "epoch 3/20", "ablate"
 The counts (units done, their total, what was done before a resume) and the named amounts per unit
 (frames, samples) are what a renderer needs for a bar with rate and ETA; the text fields are already
 written for a person. A renderer should ignore event types it does not know, so stages can add some.
+
+These are the only progress shapes: every stage, loop and runner takes a `progress` callback and
+hands it on to the parts it calls (a Ray worker sends its events back as they are). Domain records
+(a video's job, a trial's update, an epoch's metrics) are not events: they ride as `item`.
 """
 
 from __future__ import annotations
@@ -75,9 +79,3 @@ def count_units(progress: Progress | None, task: str, unit: str) -> Callable[[An
     emit = emitter(progress)
     emit(Started(task, unit=unit))
     return lambda item=None: emit(Advanced(task, item=item))
-
-
-def note_sink(progress: Progress | None, source: str = "note") -> Callable[[str], None]:
-    """A `note(message)` function for code that reports plain lines, as Note events."""
-    emit = emitter(progress)
-    return lambda message: emit(Note(message, source))

@@ -7,7 +7,7 @@ when trials failed, failures.json. The store is read once; trials share the feat
 the object store, zero-copy). Re-running resumes: finished trials are read back, unfinished ones
 continue from their last epoch, failed ones are tried again. Progress goes to `progress(event)` as
 pipeline.progress events: the grid (Notes), then the "ablate" task, one unit per finished trial (the
-Advanced event's `item` is the runner's Progress record of the trial).
+Advanced event's `item` is the runner's TrialUpdate of the trial).
 """
 
 from __future__ import annotations
@@ -29,16 +29,14 @@ from pipeline.ablation.results import (
     write_failures,
     write_results,
 )
-from pipeline.ablation.runner import LocalExecutor, Progress, run_trials
+from pipeline.ablation.runner import LocalExecutor, TrialUpdate, run_trials
 from pipeline.ablation.shared import SharedFeatures, is_pooled, load_shared
 from pipeline.config import config_to_dict, from_dict, read_yaml, save_config
 from pipeline.errors import ConfigError, full_disk_as_error
 from pipeline.heads.recipes import RECIPE_FIELDS
-from pipeline.progress import Advanced, Finished, Note, Started, emitter, note_sink
-from pipeline.progress import Progress as Events
+from pipeline.progress import Advanced, Finished, Note, Progress, Started, emitter
 from pipeline.store import FeatureStore
 from pipeline.store.urls import absolute, relative
-from pipeline.training.events import loop_callback
 from pipeline.training.identity import differences
 from pipeline.training.session import run_head
 from pipeline.training.tensorboard_events import epoch_curves
@@ -71,8 +69,7 @@ def train_trial(trial: Trial, shared: SharedFeatures, *, device: str, cfg: Ablat
     if not trial_cfg.resolved().standardize:  # stats are loaded when any trial standardises (recipes do; `paper` does not)
         data.stats = {}
     with epoch_curves(trial_cfg.out, None) as progress:  # TensorBoard event files, when it is installed
-        callback = loop_callback(progress) if progress is not None else None
-        result = run_head(trial_cfg, callback=callback, data=data, signature=shared.signature(trial),
+        result = run_head(trial_cfg, progress=progress, data=data, signature=shared.signature(trial),
                           plots=cfg.trial_plots)
     return dict(result.metrics)
 
@@ -87,16 +84,15 @@ def trial_dir(cfg: AblateConfig, trial: Trial) -> Path:
     return Path(absolute(cfg.out)) / "trials" / trial.name
 
 
-def run(cfg: AblateConfig, progress: Events | None = None) -> AblateResult:
+def run(cfg: AblateConfig, progress: Progress | None = None) -> AblateResult:
     """Run (or resume) the ablation."""
     with full_disk_as_error(cfg.out):
         return _run(cfg, progress)
 
 
-def _run(cfg: AblateConfig, progress: Events | None) -> AblateResult:
+def _run(cfg: AblateConfig, progress: Progress | None) -> AblateResult:
     started = time.perf_counter()
     emit = emitter(progress)
-    note = note_sink(progress)
     out = Path(cfg.out)  # as the user wrote it, for messages
     # once, on the driver: trials run in Ray workers whose working directory is not this one
     cfg = replace(cfg, store=absolute(cfg.store), out=absolute(cfg.out))
@@ -117,8 +113,8 @@ def _run(cfg: AblateConfig, progress: Events | None) -> AblateResult:
     paths = _paths(out)
     again = [name for name in read_failures(paths["failures"]) if name in {t.name for t in todo}]
     if again:
-        note(f"trying again {len(again)} trial(s) that failed in the last run: {', '.join(again[:5])}"
-             + (" ..." if len(again) > 5 else ""))
+        emit(Note(f"trying again {len(again)} trial(s) that failed in the last run: {', '.join(again[:5])}"
+                  + (" ..." if len(again) > 5 else "")))
     write_results(paths["results"], records)
     load_seconds, shared_bytes = 0.0, 0
     if todo:
@@ -127,15 +123,15 @@ def _run(cfg: AblateConfig, progress: Events | None) -> AblateResult:
         shared = load_shared(store, todo_grid, val_split=cfg.train.get("val_split", "val"),
                              standardize=any(_trial_config(cfg, t).resolved().standardize for t in todo),
                              memory_budget_bytes=cfg.memory_budget_gb * 2**30, stats_dir=str(out),
-                             storage_options=cfg.storage_options, note=note, skip_damaged=cfg.skip_damaged)
+                             storage_options=cfg.storage_options, progress=progress, skip_damaged=cfg.skip_damaged)
         load_seconds, shared_bytes = time.perf_counter() - loading, shared.nbytes
-        note(f"features loaded once for every trial in {load_seconds:.1f} s ({shared_bytes / 2**20:.0f} MiB)")
+        emit(Note(f"features loaded once for every trial in {load_seconds:.1f} s ({shared_bytes / 2**20:.0f} MiB)"))
         fn = functools.partial(train_trial, cfg=cfg)
 
-        def record_progress(p: Progress) -> None:
-            if p.event == "start":
-                by_trial[p.trial].status = "running"
-            emit(_trial_event(p))
+        def record_progress(event: Advanced) -> None:
+            if event.item.kind == "start":
+                by_trial[event.item.trial].status = "running"
+            emit(replace(event, message=_trial_line(event.item)))
 
         context = _executor(cfg, fn, shared)
         del shared  # on Ray the object store holds the one copy; the driver keeps none
@@ -163,7 +159,7 @@ def _run(cfg: AblateConfig, progress: Events | None) -> AblateResult:
                         seconds=time.perf_counter() - started, load_seconds=load_seconds, shared_bytes=shared_bytes)
 
 
-def _announce(grid: Grid, finished: int, emit: Events) -> None:
+def _announce(grid: Grid, finished: int, emit: Progress) -> None:
     emit(Note(f"ablate: {len(grid.heads)} heads x {len(grid.settings)} settings -> {len(grid.trials)} trials"
               + (f" ({finished} finished earlier, not repeated)" if finished else ""), source=""))
     for skip in grid.skipped:
@@ -172,19 +168,17 @@ def _announce(grid: Grid, finished: int, emit: Events) -> None:
     emit(Started("ablate", total=len(grid.trials), done=finished, unit="trial"))
 
 
-def _trial_event(p: Progress) -> Advanced:
-    grid = f" {p.trial.grid_label}" if p.trial.params else ""
-    name = f"{p.trial.head} {p.trial.segments} seg. {p.trial.modality}{grid} seed {p.trial.seed}"
-    message = ""
-    if p.event == "done":
-        m = p.outcome.metrics
-        message = f"  done    {name}: top-1 {m['val_top1']:.1%} ({m['epochs']} epochs, {p.outcome.seconds:.1f} s)"
-        if m.get("collapsed"):  # said under the trial's line, as the summary marks it
-            message += "".join(f"\n    {n}" for n in m.get("notes", []) if n.startswith("collapsed"))
-    elif p.event in ("retry", "failed"):
-        message = f"  {p.event:7s} {name} (attempt {p.attempt}): {p.outcome.error}"
-    return Advanced("ablate", n=int(p.event in ("done", "failed")), detail=f"{p.running} running, {p.failed} failed",
-                    message=message, item=p)
+def _trial_line(u: TrialUpdate) -> str:
+    grid = f" {u.trial.grid_label}" if u.trial.params else ""
+    name = f"{u.trial.head} {u.trial.segments} seg. {u.trial.modality}{grid} seed {u.trial.seed}"
+    if u.kind == "done":
+        m = u.outcome.metrics
+        line = f"  done    {name}: top-1 {m['val_top1']:.1%} ({m['epochs']} epochs, {u.outcome.seconds:.1f} s)"
+        collapsed = [n for n in m.get("notes", []) if m.get("collapsed") and n.startswith("collapsed")]
+        return line + "".join(f"\n    {n}" for n in collapsed)  # under the trial's line, as the summary marks it
+    if u.kind in ("retry", "failed"):
+        return f"  {u.kind:7s} {name} (attempt {u.attempt}): {u.outcome.error}"
+    return ""
 
 
 def _paths(out: Path) -> dict[str, Path]:

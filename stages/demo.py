@@ -32,7 +32,7 @@ from pipeline.config import arg, config_to_dict, read_yaml, save_config
 from pipeline.demo_data import DemoDataConfig, generate
 from pipeline.errors import ConfigError
 from pipeline.extraction import ExtractConfig
-from pipeline.progress import Progress, note_sink
+from pipeline.progress import Note, Progress, emitter
 
 DATA_FIELDS = ("videos_per_class", "frames", "size", "seed")
 
@@ -166,25 +166,25 @@ def run(cfg: DemoConfig, *, progress: Progress | None = None) -> DemoResult:
     """The demo's own lines are Notes from "demo"; extract's and ablate's events pass through."""
     from stages import ablate, extract
 
-    note = note_sink(progress, source="demo")
+    emit = emitter(progress)
     started = time.perf_counter()
     out = Path(cfg.out)
     _check_saved(cfg, out)
     weights, weights_note = _store_weights(out) or resolve_weights(cfg.backbone, cfg.weights)
-    note(f"backbone {cfg.backbone}: {weights_note}")
+    emit(Note(f"backbone {cfg.backbone}: {weights_note}", source="demo"))
     steps = {}
     manifest = out / "data" / "manifest.csv"
     if not manifest.is_file():
         data = generate(DemoDataConfig(out=str(out / "data"), videos_per_class=cfg.videos_per_class,
                                        frames=cfg.frames, size=cfg.size, seed=cfg.seed))
-        note(f"demo data: {data.num_videos} videos ({data.glyphs}) -> {data.manifest}")
+        emit(Note(f"demo data: {data.num_videos} videos ({data.glyphs}) -> {data.manifest}", source="demo"))
     steps["data"] = time.perf_counter() - started
     with _session(cfg):  # one embedded Ray for both stages
         mark = time.perf_counter()
         extracted = extract.run(extract_config(cfg, manifest, weights), progress=progress)
         steps["extract"] = time.perf_counter() - mark
         if extracted.failed:
-            note(f"extract: {extracted.failed} video(s) failed; the ablation uses the others")
+            emit(Note(f"extract: {extracted.failed} video(s) failed; the ablation uses the others", source="demo"))
         mark = time.perf_counter()
         result = ablate.run(ablate_config(cfg), progress=progress)
         steps["ablate"] = time.perf_counter() - mark

@@ -10,7 +10,7 @@ from pipeline.demo_data import DemoDataConfig, generate
 from pipeline.errors import ConfigError
 from pipeline.footage_data import FootageConfig
 from pipeline.footage_data import generate as cut
-from pipeline.progress import Progress, note_sink
+from pipeline.progress import Progress
 
 SYNTHETIC_ONLY = ("videos_per_class", "digits")
 FOOTAGE_ONLY = ("train_clips", "val_clips", "val_sources")
@@ -32,7 +32,7 @@ def config(file: str | None, options: dict[str, Any]) -> DemoDataConfig | Footag
 def run(cfg: DemoDataConfig | FootageConfig, progress: Progress | None = None) -> str:
     """Write the set; a one-line summary of what was written."""
     if isinstance(cfg, FootageConfig):
-        footage = cut(cfg, note=note_sink(progress, "demo-data"))
+        footage = cut(cfg, progress=progress)
         return f"wrote {footage.num_videos} clips cut from {len(footage.sources)} videos and {footage.manifest}"
     result = generate(cfg)
     return f"wrote {result.num_videos} videos ({result.glyphs}) and {result.manifest}"

@@ -15,6 +15,7 @@ from typing import Any
 
 from pipeline.config import DEVICE, SKIP_DAMAGED, STORAGE_OPTIONS, arg
 from pipeline.errors import ConfigError
+from pipeline.progress import Progress
 
 
 @dataclass(frozen=True)
@@ -61,7 +62,8 @@ class EvaluateResult:
     outputs: list[Path] = field(default_factory=list)  # `out` and the files beside it
 
 
-def run(cfg: EvaluateConfig) -> EvaluateResult:
+def run(cfg: EvaluateConfig, progress: Progress | None = None) -> EvaluateResult:
+    """`progress`: loading the split (pipeline.progress)."""
     # here, not at the top: the CLI reads EvaluateConfig's fields without importing torch
     from pipeline.cpus import apply_threads
     from pipeline.device import amp_on, pick_device
@@ -84,7 +86,7 @@ def run(cfg: EvaluateConfig) -> EvaluateResult:
     split = load_features(store, uses=[use], splits=(cfg.split,), signatures={use: signature},
                           memory_budget_bytes=memory_budget_bytes(train_cfg.memory_budget_gb, device),
                           storage_options=cfg.storage_options or train_cfg.storage_options,
-                          skip_damaged=cfg.skip_damaged).split(cfg.split, *use)
+                          skip_damaged=cfg.skip_damaged, progress=progress).split(cfg.split, *use)
     source = make_source(split, device=device, num_segments=trained.segments, stats=trained.stats(),
                          max_batch=cfg.batch_size)
     logits, labels = predict(trained.model(device), source, views=num_views(split), batch_size=cfg.batch_size,

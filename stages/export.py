@@ -8,7 +8,7 @@ from typing import Any
 from pipeline.config import STORAGE_OPTIONS, arg
 from pipeline.errors import ConfigError
 from pipeline.interop import InteropResult, export_hdf5
-from pipeline.progress import Progress, count_units
+from pipeline.progress import Progress
 from pipeline.store import FeatureStore
 
 
@@ -33,4 +33,4 @@ def run(cfg: ExportConfig, progress: Progress | None = None) -> InteropResult:
     store = FeatureStore.open(cfg.store, storage_options=cfg.storage_options)
     arrays = [name.strip() for name in cfg.arrays.split(",") if name.strip()]
     return export_hdf5(store, cfg.output, arrays=arrays, overwrite=cfg.overwrite, compression=cfg.compression,
-                       progress=count_units(progress, "export", "video"))
+                       progress=progress)

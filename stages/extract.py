@@ -20,8 +20,8 @@ from pipeline.extraction.models import (
     models_provenance,
     warm_flow_compile,
 )
-from pipeline.extraction.records import Event
-from pipeline.progress import Advanced, Finished, Note, Progress, Started, emitter, note_sink
+from pipeline.extraction.records import TASK
+from pipeline.progress import Finished, Note, Progress, Started, emitter
 from pipeline.store import Failure, FeatureStore, config_hash
 from pipeline.store.lease import StoreLease
 from pipeline.store.pack import write_pack
@@ -147,7 +147,6 @@ def run(cfg: ExtractConfig, progress: Progress | None = None,
     `plan.flow_compile`, the TV-L1 compile decision); `progress` gets pipeline.progress events: status
     lines (Note), then the "extract" task, one unit per video (with its frames)."""
     emit = emitter(progress)
-    note = note_sink(progress, source="")
     shown = cfg.output  # the store as the user wrote it, for messages
     # once, on the driver: every executor and the store's record see the same absolute paths
     cfg = cfg.with_absolute_paths()
@@ -180,24 +179,24 @@ def run(cfg: ExtractConfig, progress: Progress | None = None,
             cfg = replace(cfg, flow_compile="on" if flow_method.compile else "off")  # what the workers build
         if on_plan is not None:
             on_plan(work)
-        video_done = _video_events(work, emit, shown)
+        _announce(work, emit, shown)
         if cfg.executor == "ray":
             from pipeline.distributed import run_extraction
 
-            stats = run_extraction(cfg, work.jobs, progress=video_done, note=note)
+            stats = run_extraction(cfg, work.jobs, progress=emit)
         else:
             # the generic solver's inductor kernels; CUDA's Triton solver JIT-compiles in seconds
             if cfg.flow_compile == "on" and work.jobs and getattr(flow_method, "engine", "") == "torch":
-                warm_flow_compile(flow_method, note)
+                warm_flow_compile(flow_method, emit)
             from pipeline.extraction.extractor import Extractor  # torch: only when there is work
 
             extractor = Extractor(cfg, work.store, device=device, backbone=backbone, flow_method=flow_method,
-                                  flow_backbone=flow_backbone, note=note)
+                                  flow_backbone=flow_backbone, progress=emit)
             try:
-                stats = extractor.process(work.jobs, progress=video_done)
+                stats = extractor.process(work.jobs)
             finally:
                 extractor.close()
-        emit(Finished("extract"))
+        emit(Finished(TASK))
         lease.check()
         work.store.write_index()
         write_pack(work.store)  # stage two's copy; kept when the complete set did not change
@@ -213,9 +212,9 @@ def run(cfg: ExtractConfig, progress: Progress | None = None,
     )
 
 
-def _video_events(work: Plan, emit: Progress, shown: str) -> Callable[[Event], None]:
-    """Announce the run (resumed videos, the TV-L1 compile decision, the "extract" task) and return the
-    extractor's per-video callback as "extract" progress."""
+def _announce(work: Plan, emit: Progress, shown: str) -> None:
+    """Say what the run does (resumed videos, the TV-L1 compile decision) and start the "extract" task,
+    whose units the extractor reports, one per video."""
     skipped = work.total - len(work.jobs)
     if skipped:
         emit(Note(f"resuming: {skipped}/{work.total} videos already complete in {shown}", source=""))
@@ -223,11 +222,4 @@ def _video_events(work: Plan, emit: Progress, shown: str) -> Callable[[Event], N
     if work.flow_compile is not None:
         emit(Note(work.flow_compile.describe(), source=""))
         flow = f"flow {work.flow_compile.mode}"
-    emit(Started("extract", total=len(work.jobs), unit="video", detail=flow))
-
-    def video_done(event: Event) -> None:
-        failed = f"failed: {event.video_id}" if event.kind == "failed" else ""
-        emit(Advanced("extract", amounts={"frames": event.frames}, detail=", ".join(p for p in (flow, failed) if p),
-                      message=f"{failed}: {event.error}" if failed else "", item=event))
-
-    return video_done
+    emit(Started(TASK, total=len(work.jobs), unit="video", detail=flow))

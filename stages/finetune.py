@@ -25,7 +25,6 @@ from pipeline.finetune.loop import Dist, train_worker
 from pipeline.finetune.model import build_finetune_model
 from pipeline.finetune.source import Setup, prepare
 from pipeline.progress import Progress
-from pipeline.training.events import finetune_throughput, loop_callback
 from pipeline.training.model import load_checkpoint, torch_bytes
 from pipeline.training.reports import plot_confusion, plot_curves
 from pipeline.training.runs import resume_same_config, saved_run
@@ -59,16 +58,15 @@ def _run(cfg: FinetuneConfig, progress: Progress | None) -> FinetuneResult:
     run_dir.mkdir(parents=True, exist_ok=True)
     save_config(cfg, run_dir / "config.yaml")
     with epoch_curves(run_dir, progress) as progress:  # TensorBoard event files, when it is installed
-        callback = loop_callback(progress, throughput=finetune_throughput)
         if cfg.use_ray:
             from pipeline.distributed import run_finetune
 
             build_finetune_model(setup)  # a network that cannot be built fails here in one line, not in N workers
-            run_finetune(setup, run_dir=run_dir, callback=callback)
+            run_finetune(setup, run_dir=run_dir, progress=progress)
         else:
             if cfg.workers > 1:
                 raise ConfigError("--workers > 1 needs Ray Train; drop --executor local")
-            train_worker(setup, run_dir=run_dir, dist=Dist(device=pick_device(cfg.device)), callback=callback)
+            train_worker(setup, run_dir=run_dir, dist=Dist(device=pick_device(cfg.device)), progress=progress)
     return replace(finish(setup, run_dir, resumed=resumed), run_dir=shown)
 
 

@@ -13,7 +13,7 @@ from typing import Any
 from pipeline.config import STORAGE_OPTIONS, arg
 from pipeline.errors import ConfigError, full_disk_as_error
 from pipeline.interop import InteropResult, import_hdf5, import_npy
-from pipeline.progress import Progress, count_units
+from pipeline.progress import Progress
 from pipeline.store.urls import store_errors
 
 
@@ -56,7 +56,7 @@ class ImportConfig:
 def run(cfg: ImportConfig, progress: Progress | None = None) -> InteropResult:
     """`progress`: the "import" task, one unit per video stored (pipeline.progress)."""
     options = dict(storage_options=cfg.storage_options, overwrite=cfg.overwrite,
-                   progress=count_units(progress, "import", "video"))
+                   progress=progress)
     with store_errors(cfg.output), full_disk_as_error(cfg.output):  # a 403, a lost bucket, a full disk: one line
         if cfg.is_hdf5:
             return import_hdf5(cfg.source, cfg.output, **options)

@@ -7,12 +7,12 @@ why: `pipeline/store/pack.py`.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from pipeline.config import STORAGE_OPTIONS, arg
 from pipeline.errors import ConfigError, full_disk_as_error
+from pipeline.progress import Progress
 from pipeline.store import FeatureStore
 from pipeline.store.lease import StoreLease
 from pipeline.store.pack import write_pack
@@ -29,8 +29,9 @@ class PackConfig:
             raise ConfigError("pack needs a STORE")
 
 
-def run(cfg: PackConfig, progress: Callable[[str, int, int], None] | None = None) -> dict[str, str]:
-    """{array: "written" | "fresh" | "absent"} for each feature array."""
+def run(cfg: PackConfig, progress: Progress | None = None) -> dict[str, str]:
+    """{array: "written" | "fresh" | "absent"} for each feature array; `progress`: a "pack <array>"
+    task (videos) per pack written."""
     # the lease: no extract writes meanwhile
     with full_disk_as_error(cfg.store), StoreLease(cfg.store, storage_options=cfg.storage_options or None):
         store = FeatureStore.open(cfg.store, mode="r+", storage_options=cfg.storage_options or None)

@@ -9,6 +9,7 @@ from typing import Any, Literal
 
 from pipeline.config import STORAGE_OPTIONS, arg
 from pipeline.errors import ConfigError
+from pipeline.progress import Progress
 
 
 @dataclass(frozen=True)
@@ -25,17 +26,18 @@ class StatsConfig:
             raise ConfigError("stats needs a STORE")
 
 
-def run(cfg: StatsConfig) -> list[str]:
-    """Compute and cache the stats of each stream; one summary line per stream."""
+def run(cfg: StatsConfig, progress: Progress | None = None) -> list[str]:
+    """Compute and cache the stats of each stream; one summary line per stream. `progress`: the loads."""
     from pipeline.errors import full_disk_as_error
     from pipeline.store import FeatureStore
     from pipeline.store.lease import StoreLease
 
     with full_disk_as_error(cfg.store), StoreLease(cfg.store, storage_options=cfg.storage_options or None):
-        return _compute(cfg, FeatureStore.open(cfg.store, mode="r+", storage_options=cfg.storage_options or None))
+        return _compute(cfg, FeatureStore.open(cfg.store, mode="r+", storage_options=cfg.storage_options or None),
+                        progress)
 
 
-def _compute(cfg: StatsConfig, opened) -> list[str]:
+def _compute(cfg: StatsConfig, opened, progress: Progress | None) -> list[str]:
     import torch
 
     from pipeline.training.config import MODALITY_STREAMS, STREAM_ARRAYS
@@ -48,7 +50,8 @@ def _compute(cfg: StatsConfig, opened) -> list[str]:
     for stream in MODALITY_STREAMS[cfg.modality]:
         array = opened.root[f"videos/{keys[0]}/{STREAM_ARRAYS[stream]}"]
         pooled = cfg.pooled or array.ndim == 3  # a store of vectors: their stats are what every head sees
-        part = load_split(opened, cfg.split, streams=(stream,), pooled=pooled, memory_budget_bytes=budget)
+        part = load_split(opened, cfg.split, streams=(stream,), pooled=pooled, memory_budget_bytes=budget,
+                          progress=progress)
         stats = compute_stats(opened, part, stream, pooled=pooled)
         save_to_store(opened, stats)
         mean, std = stats.mean, stats.std

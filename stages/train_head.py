@@ -14,7 +14,6 @@ from typing import Any
 from pipeline.errors import full_disk_as_error
 from pipeline.progress import Progress
 from pipeline.training.config import TrainHeadConfig
-from pipeline.training.events import loop_callback
 from pipeline.training.loop import TrainData
 from pipeline.training.session import TrainHeadResult, load_data, run_head
 from pipeline.training.tensorboard_events import epoch_curves
@@ -27,4 +26,4 @@ def run(cfg: TrainHeadConfig, *, progress: Progress | None = None, data: TrainDa
     """`data` + `signature`: features already loaded; `plots`: write curves.png and confusion.png.
     With tensorboard installed, the curves also go to event files in the run dir."""
     with full_disk_as_error(cfg.out), epoch_curves(cfg.out, progress) as progress:
-        return run_head(cfg, callback=loop_callback(progress), data=data, signature=signature, plots=plots)
+        return run_head(cfg, progress=progress, data=data, signature=signature, plots=plots)

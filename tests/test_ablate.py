@@ -11,7 +11,7 @@ import pytest
 from store_fixtures import make_store
 
 from cli import main
-from pipeline.ablation import AblateConfig, expand_grid
+from pipeline.ablation import AblateConfig, TrialUpdate, expand_grid
 from pipeline.ablation.grid import Trial
 from pipeline.ablation.report import aggregate, summary_markdown
 from pipeline.ablation.results import read_results
@@ -44,9 +44,9 @@ def spatial_url(tmp_path_factory):
 
 
 def trial_events(into: list, pick=lambda p: p):
-    """A progress callback keeping `pick(p)` (when truthy) of each trial's runner record."""
+    """A progress callback keeping `pick(p)` (when truthy) of each trial's TrialUpdate."""
     def progress(event):
-        if isinstance(event, Advanced) and event.item is not None:
+        if isinstance(event, Advanced) and isinstance(event.item, TrialUpdate):
             kept = pick(event.item)
             if kept:
                 into.append(kept)
@@ -149,7 +149,7 @@ def test_local_ablation_writes_every_output(pooled_url, tmp_path, monkeypatch):
     mlp = [r["val_top1"] * 100 for r in rows if r["head"] == "mlp"]
     assert f"{np.mean(mlp):.1f} ± {np.std(mlp, ddof=1):.1f}" in summary
     assert (tmp_path / "accuracy_vs_macs.png").read_bytes()[:4] == b"\x89PNG"
-    assert [e.event for e in events].count("done") == 4 and events[-1].done == 4 and events[-1].running == 0
+    assert [e.kind for e in events].count("done") == 4 and events[-1].done == 4 and events[-1].running == 0
 
 
 def test_rerun_resumes_without_repeating_trials(pooled_url, tmp_path, monkeypatch):
@@ -157,7 +157,7 @@ def test_rerun_resumes_without_repeating_trials(pooled_url, tmp_path, monkeypatc
     stamp = (tmp_path / "trials" / "mlp_4seg_rgb_seed0" / "metrics.json").stat().st_mtime_ns
     started = []
     grown = config(pooled_url, tmp_path, seeds=(0, 1))  # one more seed: only its trials run
-    result = ablate.run(grown, progress=trial_events(started, lambda p: p.event == "start" and p.trial.name))
+    result = ablate.run(grown, progress=trial_events(started, lambda p: p.kind == "start" and p.trial.name))
     assert started == ["mlp_4seg_rgb_seed1", "tsn_4seg_rgb_seed1"]
     assert [r.resumed for r in result.records] == [True, False, True, False]
     assert (tmp_path / "trials" / "mlp_4seg_rgb_seed0" / "metrics.json").stat().st_mtime_ns == stamp
@@ -201,7 +201,7 @@ def test_crashed_trial_is_retried_once_then_reported_failed(pooled_url, tmp_path
     rows = {r["head"]: r for r in read_results(result.results)}
     assert rows["gru"]["status"] == "failed" and rows["gru"]["val_top1"] is None  # kept, never dropped
     assert "simulated crash in gru" in rows["gru"]["error"]
-    assert [(e.event, e.trial.head) for e in events if e.event in ("retry", "failed")] == [("retry", "tsn"),
+    assert [(e.kind, e.trial.head) for e in events if e.kind in ("retry", "failed")] == [("retry", "tsn"),
                                                                                           ("retry", "gru"),
                                                                                           ("failed", "gru")]
     assert events[-1].failed == 1
@@ -211,7 +211,7 @@ def test_crashed_trial_is_retried_once_then_reported_failed(pooled_url, tmp_path
 
     monkeypatch.setattr(session, "train", real_train)  # fixed: the next run retries only the failed one
     started, notes = [], []
-    trials = trial_events(started, lambda p: p.event == "start" and p.trial.head)
+    trials = trial_events(started, lambda p: p.kind == "start" and p.trial.head)
 
     def progress(event):
         if isinstance(event, Note):

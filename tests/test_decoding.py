@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from pipeline.backbones import build_backbone
-from pipeline.decoding.core import Frames, OwnBuffers, Started, Task, decode_video, resized_size
+from pipeline.decoding.core import Frames, Opened, OwnBuffers, Task, decode_video, resized_size
 from pipeline.extraction import ExtractConfig
 from pipeline.extraction import decoders as choosing
 from pipeline.progress import Note
@@ -41,7 +41,7 @@ def test_numpy_crops_equal_the_torch_views(demo, views):
     cfg = config(demo, "unused.zarr", views=views, chunk_frames=4)
     path = str(demo / "videos" / "moving_left_000.mp4")
     records = list(decode_video(Task(path), decode_spec(cfg, backbone), OwnBuffers()))
-    assert isinstance(records[0], Started) and records[0].expected == 6
+    assert isinstance(records[0], Opened) and records[0].expected == 6
     crops = np.concatenate([r.crops for r in records if isinstance(r, Frames)], axis=1)
     pre = backbone.preprocessor
     frames = torch.from_numpy(read_frames(path, short_side=pre.resize_size[0]))
@@ -131,13 +131,13 @@ def test_a_ray_driver_builds_no_model_and_writes_the_local_provenance(demo, tmp_
               flow_compile="off")
     extract.run(config(demo, tmp_path / "local.zarr", **kw))
 
-    def worker(cfg, jobs, progress=None, note=None):  # what an actor does, in this process
+    def worker(cfg, jobs, progress=None):  # what an actor does, in this process
         models = load_models(cfg)
         store = FeatureStore.open(cfg.output, mode="r+")
         extractor = Extractor(cfg, store, device=models.device, backbone=models.backbone,
-                              flow_method=models.flow_method, flow_backbone=models.flow_backbone)
+                              flow_method=models.flow_method, flow_backbone=models.flow_backbone, progress=progress)
         try:
-            return extractor.process(jobs, progress=progress)
+            return extractor.process(jobs)
         finally:
             extractor.close()
 

@@ -68,7 +68,7 @@ def test_simulated_three_node_cluster_equals_in_process(demo, tmp_path, local_st
         result = extract.run(config(demo, tmp_path / "s.zarr", executor="ray", workers=3))
         nodes = {n["NodeID"] for n in ray.nodes() if n["Alive"]}
         warmed = warm_flow_compile_on_nodes(ray, config(demo, tmp_path / "s.zarr", flow=True, flow_method="tvl1-fastest",
-                                               flow_compile="on"), notes.append)
+                                               flow_compile="on"), lambda note: notes.append(note.message))
     finally:
         ray.shutdown()
         cluster.shutdown()

@@ -14,6 +14,7 @@ from manifests import read_manifest
 from pipeline.demo_data import write_mp4
 from pipeline.errors import ConfigError
 from pipeline.footage_data import CLASSES, FootageConfig, cut_clip, generate
+from pipeline.progress import Note
 
 ASSETS = os.environ.get("STPIPE_ASSETS")
 
@@ -78,7 +79,7 @@ def test_generate_splits_sources_in_time_and_skips_bad_files(tmp_path):
     notes = []
     cfg = FootageConfig(sources=(str(folder),), out=str(tmp_path / "out"), train_clips=2, val_clips=1, frames=6,
                         size=64)
-    data = generate(cfg, note=notes.append)
+    data = generate(cfg, progress=lambda e: isinstance(e, Note) and notes.append(e.message))
     assert data.num_videos == len(CLASSES) * 3
     assert data.sources == [str(folder / "street.mp4")]
     assert any(n.startswith("skipped broken.mp4:") for n in data.notes)
@@ -115,6 +116,7 @@ def test_cli_demo_data_from(tmp_path, stpipe):
 def test_damaged_asset_video_is_skipped(tmp_path):
     notes = []
     data = generate(FootageConfig(sources=(f"{ASSETS}/videos/Megamind_bugy.avi", f"{ASSETS}/videos/tree.avi"),
-                                  out=str(tmp_path), train_clips=1, val_clips=1), note=notes.append)
+                                  out=str(tmp_path), train_clips=1, val_clips=1),
+                    progress=lambda e: isinstance(e, Note) and notes.append(e.message))
     assert any("skipped Megamind_bugy.avi: damaged" in n for n in notes)
     assert [Path(s).name for s in data.sources] == ["tree.avi"]

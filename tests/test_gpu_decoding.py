@@ -153,10 +153,10 @@ def extract_on_device(cfg: ExtractConfig, *, video=None, jpeg=False, notes: list
     notes = [] if notes is None else notes
     models = load_models(cfg)
     work = extract.plan(cfg, models)
-    extractor = Extractor(cfg, work.store, device=models.device, backbone=models.backbone, note=notes.append)
+    extractor = Extractor(cfg, work.store, device=models.device, backbone=models.backbone, progress=notes_of(notes))
     spec = choosing.decode_spec(cfg, models.backbone)
     pool = gpu.GpuDecoders(spec, models.device, video=video, jpeg=jpeg, cpu=lambda: ThreadDecoders(spec, 2),
-                           note=notes.append)
+                           progress=notes_of(notes))
     extractor.decoders = pool
     try:
         stats = extractor.process(work.jobs)

@@ -13,6 +13,7 @@ from store_fixtures import make_store
 
 from cli import main
 from pipeline.errors import StoreError
+from pipeline.progress import Advanced
 from pipeline.store import Failure, FeatureStore, config_hash
 from stages import extract
 
@@ -135,8 +136,9 @@ def test_import_in_parts_on_processes_equals_one_process(tmp_path, capsys, monke
     monkeypatch.setattr(interop, "usable_cpus", lambda: 3.0)  # 3 parts whatever this machine has
     monkeypatch.setattr(store_pack, "PACK_CHUNK_BYTES", 2 * 16 * 2 * 40)  # 40 frames a chunk: parts write
     # whole chunks of their own and share those across their bounds
-    seen = []
-    result = interop.import_hdf5(h5_path, str(tmp_path / "three.zarr"), progress=seen.append)
+    events = []
+    result = interop.import_hdf5(h5_path, str(tmp_path / "three.zarr"), progress=events.append)
+    seen = [e.item for e in events if isinstance(e, Advanced) and e.task == "import"]
     three = FeatureStore.open(result.target)
     assert result.done == len(seen) == len(set(seen)) == 88 and sorted(seen) == sorted(one.complete_ids())
     for store in (one, three):  # the index made from the rows the parts wrote is what the groups say

@@ -11,7 +11,7 @@ import torch
 from store_fixtures import make_store
 
 from pipeline.errors import ConfigError, HeadError, RunError, StoreError
-from pipeline.progress import Finished
+from pipeline.progress import Finished, Note
 from pipeline.store import FeatureStore
 from pipeline.training.batches import MemoryFeatures, eval_plans, segment_indices, train_plans
 from pipeline.training.config import TrainHeadConfig
@@ -437,7 +437,7 @@ def test_missing_class_in_train_is_a_warning(tmp_path):
     train_split.labels, train_split.keys = train_split.labels[keep], train_split.keys[keep]
     notes = []
     train(config(url, epochs=1), TrainData(train_split, load_split(store, "val"), store.classes),
-          callback=lambda event, **info: notes.append(info.get("message", "")))
+          progress=lambda event: isinstance(event, Note) and notes.append(event.message))
     assert any("1 class(es) have no training videos" in n and "class_3" in n for n in notes)
 
 
@@ -532,7 +532,7 @@ def test_amp_on_cpu_needs_native_bf16(monkeypatch, store_url):
     assert device_mod.amp_on(cpu, False) == (False, "")
     notes = []
     train(config(store_url, epochs=1, amp=True), data,
-          callback=lambda event, **info: notes.append(info.get("message", "")) if event == "note" else None)
+          progress=lambda event: isinstance(event, Note) and notes.append(event.message))
     assert any("amp ignored" in n for n in notes)
     monkeypatch.setattr(device_mod, "cpu_has_native_bf16", lambda: True)
     assert device_mod.amp_on(cpu, True) == (True, "")

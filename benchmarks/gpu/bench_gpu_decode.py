@@ -49,6 +49,7 @@ from common import (  # noqa: E402
 )
 
 from pipeline.decoding.core import DecodeSpec, Ended, Failed, Frames, default_processes  # noqa: E402
+from pipeline.progress import Note  # noqa: E402
 from pipeline.video import FrameSelection  # noqa: E402
 
 
@@ -154,7 +155,8 @@ def main() -> None:
         try:
             gpu_pools = {t: GpuDecoders(spec, device, video=None if nvdec_trouble else NvdecSource(device),
                                         jpeg=jpeg_trouble is None, cpu=lambda: ProcessDecoders(spec, cores),
-                                        threads=t, note=notes.append) for t in threads}
+                                        threads=t, progress=lambda e: isinstance(e, Note) and notes.append(e.message))
+                         for t in threads}
             rows, results = [], []
             for kind, inputs, trouble in (("jpeg", folders, jpeg_trouble), ("video", clips, nvdec_trouble)):
                 for path in inputs:

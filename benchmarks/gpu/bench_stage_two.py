@@ -40,6 +40,7 @@ import bench_train_head as cpu_bench  # noqa: E402
 from common import PeakMemory, device_for, environment, parser, rate, synchronize, table, write_results  # noqa: E402
 
 from pipeline.device import amp_dtype  # noqa: E402
+from pipeline.progress import Advanced, Started  # noqa: E402
 from pipeline.training.batches import MemoryFeatures, train_plans  # noqa: E402
 from pipeline.training.config import TrainHeadConfig  # noqa: E402
 from pipeline.training.data import SplitData, StreamData  # noqa: E402
@@ -149,20 +150,20 @@ def ours(head: str, amp: bool, data: TrainData, args, device: torch.device) -> d
     cfg = config(head, amp, args, device, epochs=args.epochs)
     clock = {"samples": 0, "seconds": 0.0}
 
-    def callback(event, **info):
-        if event == "epoch_start":
+    def progress(event):
+        if isinstance(event, Started):
             synchronize(device)
-            clock.update(epoch=info["epoch"], left=info["batches"], start=time.perf_counter(), n=0)
-        elif event == "batch":
+            clock.update(epoch=clock.get("epoch", 0) + 1, left=event.total, start=time.perf_counter(), n=0)
+        elif isinstance(event, Advanced):
             clock["left"] -= 1
-            clock["n"] += info["size"]
+            clock["n"] += event.amounts["samples"]
             if clock["left"] == 0 and clock["epoch"] > 1:
                 synchronize(device)
                 clock["seconds"] += time.perf_counter() - clock["start"]
                 clock["samples"] += clock["n"]
 
     with PeakMemory(device) as peak:
-        train(cfg, data, callback=callback)
+        train(cfg, data, progress=progress)
     return {"samples_per_s": clock["samples"] / clock["seconds"], "peak_gib": peak.gib,
             "timed_samples": clock["samples"]}
 

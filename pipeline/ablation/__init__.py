@@ -12,7 +12,7 @@ The Ray executor lives in `pipeline.distributed` (the only module that imports R
 
 # names resolved on first use: the CLI reads AblateConfig's fields without importing torch
 _MODULES = {"AblateConfig": "config", "Grid": "grid", "Skipped": "grid", "Trial": "grid", "expand_grid": "grid",
-            "Outcome": "runner", "Progress": "runner"}
+            "Outcome": "runner", "TrialUpdate": "runner"}
 
 
 def __getattr__(name: str):
@@ -23,4 +23,4 @@ def __getattr__(name: str):
     return getattr(importlib.import_module(f"{__name__}.{_MODULES[name]}"), name)
 
 
-__all__ = ["AblateConfig", "Grid", "Outcome", "Progress", "Skipped", "Trial", "expand_grid"]
+__all__ = ["AblateConfig", "Grid", "Outcome", "Skipped", "Trial", "TrialUpdate", "expand_grid"]

@@ -18,6 +18,7 @@ from typing import Any, Protocol
 
 from pipeline.ablation.grid import Trial
 from pipeline.errors import no_space
+from pipeline.progress import Advanced, Progress, emitter
 
 TrialFn = Callable[..., dict[str, Any]]  # fn(trial, shared features, device=...) -> metrics; raises on failure
 
@@ -32,10 +33,11 @@ class Outcome:
 
 
 @dataclass(frozen=True)
-class Progress:
-    """What the CLI renders: counts after `event` ("start", "retry", "done", "failed") of `trial`."""
+class TrialUpdate:
+    """A trial's change (`kind`: "start", "retry", "done", "failed") and the grid's counts after it;
+    the `item` of the task's Advanced progress events."""
 
-    event: str
+    kind: str
     trial: Trial
     total: int
     done: int
@@ -93,11 +95,18 @@ class LocalExecutor:
 
 
 def run_trials(trials: list[Trial], executor: Executor, *, max_retries: int = 1, total: int | None = None,
-               already_done: int = 0, progress: Callable[[Progress], None] | None = None,
+               already_done: int = 0, progress: Progress | None = None, task: str = "ablate",
                ) -> Iterator[tuple[Trial, Outcome, int]]:
     """Yield (trial, final outcome, attempts) as trials finish; a failed attempt is retried up to
-    `max_retries` times (ahead of untried trials) before its failure is final."""
-    progress = progress or (lambda p: None)
+    `max_retries` times (ahead of untried trials) before its failure is final. `progress` gets an
+    Advanced event of `task` per change (its TrialUpdate the `item`), a unit per finished trial."""
+    emit = emitter(progress)
+
+    def update(*args, **kw) -> None:
+        u = TrialUpdate(*args, **kw)
+        emit(Advanced(task, n=int(u.kind in ("done", "failed")), detail=f"{u.running} running, {u.failed} failed",
+                      item=u))
+
     total = total if total is not None else len(trials)
     queue: deque[Trial] = deque(trials)
     attempts: dict[Trial, int] = {}
@@ -108,19 +117,19 @@ def run_trials(trials: list[Trial], executor: Executor, *, max_retries: int = 1,
             attempts[trial] = attempts.get(trial, 0) + 1
             executor.submit(trial)
             running += 1
-            progress(Progress("start", trial, total, already_done + done, running, failed, attempt=attempts[trial]))
+            update("start", trial, total, already_done + done, running, failed, attempt=attempts[trial])
         trial, outcome = executor.next_done()
         running -= 1
         if outcome.no_space:  # the stage names its output folder (pipeline.errors.full_disk_as_error)
             raise OSError(errno.ENOSPC, f"{trial.name}: {outcome.error}")
         if not outcome.ok and attempts[trial] <= max_retries:
             queue.appendleft(trial)
-            progress(Progress("retry", trial, total, already_done + done, running, failed, outcome, attempts[trial]))
+            update("retry", trial, total, already_done + done, running, failed, outcome, attempts[trial])
             continue
         if outcome.ok:
             done += 1
         else:
             failed += 1
-        event = "done" if outcome.ok else "failed"
-        progress(Progress(event, trial, total, already_done + done, running, failed, outcome, attempts[trial]))
+        update("done" if outcome.ok else "failed", trial, total, already_done + done, running, failed, outcome,
+               attempts[trial])
         yield trial, outcome, attempts[trial]

@@ -8,10 +8,10 @@ node, so four trials on one node hold one copy, not four.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 from pipeline.ablation.grid import Grid, Trial
+from pipeline.progress import Progress
 from pipeline.store import FeatureStore
 from pipeline.training.config import MODALITY_STREAMS
 from pipeline.training.features import Features, load_features
@@ -35,10 +35,10 @@ class SharedFeatures(Features):
 
 def load_shared(store: FeatureStore, grid: Grid, *, val_split: str = "val", standardize: bool = False,
                 memory_budget_bytes: float, stats_dir: str, storage_options: dict[str, Any] | None = None,
-                note: Callable[[str], None] | None = None, skip_damaged: bool = False) -> SharedFeatures:
+                progress: Progress | None = None, skip_damaged: bool = False) -> SharedFeatures:
     """Read what the grid's trials need, once."""
     uses = [(MODALITY_STREAMS[t.modality], is_pooled(t.head)) for t in grid.trials]
     found = load_features(store, uses=uses, splits=("train", val_split), memory_budget_bytes=memory_budget_bytes,
-                          storage_options=storage_options, standardize=standardize, stats_dir=stats_dir, note=note,
-                          skip_damaged=skip_damaged)
+                          storage_options=storage_options, standardize=standardize, stats_dir=stats_dir,
+                          progress=progress, skip_damaged=skip_damaged)
     return SharedFeatures(**found.__dict__)

@@ -1,7 +1,7 @@
 """Stage one's decoding: videos in, uint8 view crops (and TV-L1 fields) out, in typed records.
 
     core.py     one video: probe, demux, decode, frame selection, resize in FFmpeg's scaler, crops
-                (numpy), CPU flow -> `Started`, `Frames`, `Ended` / `Failed` records
+                (numpy), CPU flow -> `Opened`, `Frames`, `Ended` / `Failed` records
     pool.py     where that runs: a pool of decoder processes writing into a shared-memory ring
                 (`ProcessDecoders`), or threads of the compute process (`ThreadDecoders`)
     worker.py   the decoder process's main loop (`python -m pipeline.decoding.worker`)

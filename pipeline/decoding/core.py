@@ -5,7 +5,7 @@ frames come out of the decoder already at the size torchvision's `Resize` would 
 only per-pixel work left in Python is numpy slicing of the crops into the output buffer (views
 are uint8 `(V, n, 3, crop, crop)`; normalising waits for the device).
 
-`decode_video` yields typed records, in order: `Started` (just before the first frames), `Frames`
+`decode_video` yields typed records, in order: `Opened` (just before the first frames), `Frames`
 (a chunk: crops, source ordinals and, when flow runs here, the chunk's TV-L1 fields), then `Ended`.
 Errors propagate as exceptions; the caller (a decoder thread or process) turns them into `Failed`.
 """
@@ -84,7 +84,9 @@ def resized_size(width: int, height: int, resize: tuple[int, ...]) -> tuple[int,
 
 
 @dataclass
-class Started:
+class Opened:
+    """The video is open: its frame rate and how many frames the selection picks."""
+
     fps: float
     expected: int  # frames the selection picks
 
@@ -130,7 +132,7 @@ class Failed:
     retry: bool  # transient (worth another attempt) vs deterministic (a bad file)
 
 
-Record = Started | Frames | Ended | Failed
+Record = Opened | Frames | Ended | Failed
 
 
 def failure(exc: BaseException) -> Failed:
@@ -239,13 +241,13 @@ def decode_video(task: Task, spec: DecodeSpec, buffers: Buffers, flow: Any | Non
         if len(chunk.indices) == chunk.crops.shape[1]:
             if not started:
                 started = True
-                yield Started(info.fps, len(wanted))
+                yield Opened(info.fps, len(wanted))
             yield emit(chunk)
             chunk = None
     if chunk is not None and chunk.indices:
         if not started:
             started = True
-            yield Started(info.fps, len(wanted))
+            yield Opened(info.fps, len(wanted))
         yield emit(chunk)
     if not started:
         raise VideoError(f"{task.path}: no frames selected (check start/end and the frame selection)")

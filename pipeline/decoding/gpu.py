@@ -1,7 +1,7 @@
 """GPU decoding: JPEG frame folders with nvJPEG, video files with NVDEC; the CPU for what they cannot.
 
 `GpuDecoders` is a decoder pool like those of `pool.py` (jobs in, `(job, record)` pairs out, the
-same `Started` / `Frames` / `Ended` / `Failed` records) whose `Frames.crops` are uint8 tensors on
+same `Opened` / `Frames` / `Ended` / `Failed` records) whose `Frames.crops` are uint8 tensors on
 the compute device, so the frames never cross the PCIe bus as pixels:
 
   JPEG folders  the selected files read as bytes, decoded in batches by
@@ -34,9 +34,10 @@ from typing import Any, Protocol
 import numpy as np
 import torch
 
-from pipeline.decoding.core import DecodeSpec, Ended, Failed, Frames, Started, Task, failure, resized_size
+from pipeline.decoding.core import DecodeSpec, Ended, Failed, Frames, Opened, Task, failure, resized_size
 from pipeline.decoding.pool import DecoderThreads
 from pipeline.errors import VideoError
+from pipeline.progress import Note, Progress, emitter
 from pipeline.video import VideoInfo, folder_images, probe, selected_indices, trim_range
 from pipeline.views import VIEWS
 
@@ -212,7 +213,7 @@ def plan(task: Task, spec: DecodeSpec) -> _Plan:
 
 
 def decode_on_device(task: Task, spec: DecodeSpec, device: torch.device, video: VideoSource | None,
-                     work: _Plan | None = None) -> Iterator[Started | Frames | Ended]:
+                     work: _Plan | None = None) -> Iterator[Opened | Frames | Ended]:
     """The records `core.decode_video` makes of this video, decoded on `device` (crops as device tensors).
     Raises `Unsupported` (or the decoder's own error) when the GPU cannot decode it."""
     work = work or plan(task, spec)
@@ -236,7 +237,7 @@ def decode_on_device(task: Task, spec: DecodeSpec, device: torch.device, video: 
         for j in range(0, len(ordinals), spec.chunk_frames):
             if not started:
                 started = True
-                yield Started(info.fps, len(wanted))
+                yield Opened(info.fps, len(wanted))
             yield Frames(np.asarray(ordinals[j : j + spec.chunk_frames], dtype=np.int64),
                          crops[:, j : j + spec.chunk_frames])
     if not started:
@@ -266,14 +267,14 @@ class _Fallback:
 class GpuDecoders(DecoderThreads):
     """`threads` threads decoding on `device` (JPEG folders when `jpeg`, video files through `video`),
     handing device tensors over through a bounded queue; other videos go to `cpu()`, a CPU pool made
-    on first use. `note(line)` says each fallback, from the thread that polls."""
+    on first use. `progress` gets a Note of each fallback, from the thread that polls."""
 
     kind = "gpu"
 
     def __init__(self, spec: DecodeSpec, device, *, video: VideoSource | None, jpeg: bool,
-                 cpu: Callable[[], Any], threads: int = 2, note: Callable[[str], None] | None = None):
+                 cpu: Callable[[], Any], threads: int = 2, progress: Progress | None = None):
         self.spec, self.device, self.video, self.jpeg = spec, torch.device(device), video, jpeg
-        self.note = note or (lambda message: None)
+        self.emit = emitter(progress)
         self._make_cpu, self.cpu = cpu, None
         self.on_cpu: set[str] = set()  # paths that failed on the GPU: decoded on the CPU from now on
         self.fallbacks = 0
@@ -322,7 +323,7 @@ class GpuDecoders(DecoderThreads):
     def _cpu(self):
         if self.cpu is None:
             self.cpu = self._make_cpu()
-            self.note(f"{self.cpu.describe()}, for the videos not decoded on {self.device}")
+            self.emit(Note(f"{self.cpu.describe()}, for the videos not decoded on {self.device}", source=""))
         return self.cpu
 
     def _drain(self, timeout: float) -> list[tuple[Any, Any]]:
@@ -333,7 +334,7 @@ class GpuDecoders(DecoderThreads):
                 continue
             self.fallbacks += 1
             self.on_cpu.add(job.path)
-            self.note(f"{job.path}: decoded on the CPU ({record.reason})")
+            self.emit(Note(f"{job.path}: decoded on the CPU ({record.reason})", source=""))
             if record.after_frames:
                 records.append((job, Failed(f"GPU decoding failed after its first frames ({record.reason}); "
                                             "retried on the CPU", retry=True)))

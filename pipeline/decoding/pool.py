@@ -152,12 +152,11 @@ class ProcessDecoders:
     kind = "processes"
 
     def __init__(self, spec: DecodeSpec, processes: int, *, flow: dict | None = None, timeout: float = 300.0,
-                 slot_bytes: int = 0, slots: int = SLOTS_PER_PROCESS, note: Callable[[str], None] | None = None):
+                 slot_bytes: int = 0, slots: int = SLOTS_PER_PROCESS):
         # one FFmpeg thread per decoder: the processes already use every core, and threads of one
         # process would only contend for its core
         spec = replace(spec, ffmpeg_threads=spec.ffmpeg_threads or 1)
         self.spec, self.workers, self.timeout, self.flow = spec, max(1, processes), timeout, flow
-        self.note = note or (lambda message: None)
         self.slot_bytes = slot_bytes or default_slot_bytes(spec)
         self.slots = slots
         sweep_stale_segments()

@@ -13,7 +13,6 @@ import errno
 import math
 import time
 from collections import deque
-from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
@@ -21,7 +20,8 @@ from pipeline.distributed.errors import first_line, raised
 from pipeline.distributed.session import ray_session
 from pipeline.errors import ConfigError, WorkerStartError, no_space
 from pipeline.extraction import ExtractConfig, VideoJob
-from pipeline.extraction.records import Event, Stats
+from pipeline.extraction.records import TASK, Stats
+from pipeline.progress import Advanced, Event, Note, Progress, emitter
 from pipeline.store import Failure
 
 VIDEOS_PER_CALL = 4  # the first calls, before any frame count is known
@@ -51,16 +51,15 @@ def _worker_class(ray):
             from pipeline.extraction import Extractor
 
             # decoders: processes on the cores this actor was given (threads on one), kept across calls
-            self.notes: list[str] = []  # the decoders' choice, the compute threads: sent with the next result
+            self.events: list[Event] = []  # notes and videos done: sent with the next result
             self.extractor = Extractor(cfg, store, device=device, backbone=backbone, flow_method=flow_method,
                                        flow_backbone=flow_backbone, cores=max(1, int(cfg.cpus_per_task)),
-                                       note=self.notes.append)
+                                       progress=self.events.append)
 
-        def process(self, jobs: list[VideoJob]) -> tuple[Stats, list[Event], list[str]]:
-            events: list[Event] = []
-            stats = self.extractor.process(jobs, progress=events.append)
-            notes, self.notes[:] = list(self.notes), []
-            return stats, events, notes
+        def process(self, jobs: list[VideoJob]) -> tuple[Stats, list[Event]]:
+            stats = self.extractor.process(jobs)
+            events, self.events[:] = list(self.events), []
+            return stats, events
 
         def node(self) -> str:
             return ray.get_runtime_context().get_node_id()
@@ -68,13 +67,12 @@ def _worker_class(ray):
     return ExtractWorker
 
 
-def run_extraction(cfg: ExtractConfig, jobs: list[VideoJob],
-                   progress: Callable[[Event], None] | None = None, note: Callable[[str], None] | None = None) -> Stats:
-    """Extract `jobs` on Ray actors; returns the same Stats as `Extractor.process`."""
+def run_extraction(cfg: ExtractConfig, jobs: list[VideoJob], progress: Progress | None = None) -> Stats:
+    """Extract `jobs` on Ray actors; returns the same Stats as `Extractor.process`, and the workers'
+    progress events (their notes prefixed with the worker's name) to `progress`."""
     if cfg.output.startswith("memory://"):
         raise ConfigError("a memory:// store lives in one process; use --executor local or a shared store URL")
-    progress = progress or (lambda event: None)
-    note = note or (lambda message: None)
+    emit = emitter(progress)
     total = Stats()
     if not jobs:
         return total
@@ -88,7 +86,7 @@ def run_extraction(cfg: ExtractConfig, jobs: list[VideoJob],
         actor = _worker_class(ray).options(num_cpus=cfg.cpus_per_task, num_gpus=per_worker_gpu,
                                            max_restarts=0, max_task_retries=0)
         if cfg.flow and cfg.flow_compile == "on" and not per_worker_gpu:
-            warm_flow_compile_on_nodes(ray, cfg, note)
+            warm_flow_compile_on_nodes(ray, cfg, emit)
         queue: deque[VideoJob] = deque(jobs)
         # ref -> (worker, batch); batch None marks a readiness ping of a newly started worker
         in_flight: dict[Any, tuple[Any, list[VideoJob] | None]] = {}
@@ -129,7 +127,7 @@ def run_extraction(cfg: ExtractConfig, jobs: list[VideoJob],
                     raise WorkerStartError(f"Ray workers could not start: {raised(exc)}") from None
                 start_error = start_error or raised(exc)
                 if batch is not None:
-                    _requeue_or_fail(cfg, batch, queue, total, progress, f"worker lost: {first_line(exc)}")
+                    _requeue_or_fail(cfg, batch, queue, total, emit, f"worker lost: {first_line(exc)}")
                 if worker not in lost:  # its other in-flight call fails too: replace it once
                     lost.add(worker)
                     if spare_starts > 0:
@@ -140,7 +138,7 @@ def run_extraction(cfg: ExtractConfig, jobs: list[VideoJob],
                 if no_space(exc):  # the store's disk is full: every worker would fail alike (stages/extract.py names it)
                     raise OSError(errno.ENOSPC, first_line(exc)) from exc
                 if batch is not None:
-                    _requeue_or_fail(cfg, batch, queue, total, progress, first_line(exc))
+                    _requeue_or_fail(cfg, batch, queue, total, emit, first_line(exc))
                 submit(worker)
                 continue
             if batch is None:  # a worker is up: two calls, so the next batch waits while one runs
@@ -148,11 +146,9 @@ def run_extraction(cfg: ExtractConfig, jobs: list[VideoJob],
                 submit(worker)
                 submit(worker)
                 continue
-            stats, events, notes = result
-            for line in notes:
-                note(f"{names[worker]}: {line}")
+            stats, events = result
             for event in events:
-                progress(event)
+                emit(replace(event, message=f"{names[worker]}: {event.message}") if isinstance(event, Note) else event)
             total.done += stats.done
             total.failed += stats.failed
             total.frames += stats.frames
@@ -170,7 +166,7 @@ def run_extraction(cfg: ExtractConfig, jobs: list[VideoJob],
     return total
 
 
-def warm_flow_compile_on_nodes(ray, cfg: ExtractConfig, note: Callable[[str], None]) -> dict[str, float]:
+def warm_flow_compile_on_nodes(ray, cfg: ExtractConfig, emit: Progress) -> dict[str, float]:
     """Compile the CPU TV-L1 kernels once per node, before the workers start: they then load them
     from inductor's disk cache in seconds instead of each compiling for minutes at the same time.
     A node whose cache is already warm answers at once. Returns seconds per node id."""
@@ -179,8 +175,8 @@ def warm_flow_compile_on_nodes(ray, cfg: ExtractConfig, note: Callable[[str], No
     nodes = [n["NodeID"] for n in ray.nodes() if n.get("Alive") and n["Resources"].get("CPU", 0) >= 1]
     if not nodes:
         return {}
-    note(f"TV-L1: compiling the kernels once on each of {len(nodes)} node(s) before the workers start "
-         "(1-3 min on a cold machine, seconds with a warm inductor cache)")
+    emit(Note(f"TV-L1: compiling the kernels once on each of {len(nodes)} node(s) before the workers start "
+              "(1-3 min on a cold machine, seconds with a warm inductor cache)", source=""))
     task = ray.remote(num_cpus=1, max_retries=0)(_warm_node)
     refs = {node: task.options(scheduling_strategy=NodeAffinitySchedulingStrategy(node, soft=False)).remote(cfg)
             for node in nodes}
@@ -190,9 +186,10 @@ def warm_flow_compile_on_nodes(ray, cfg: ExtractConfig, note: Callable[[str], No
             seconds[node] = ray.get(ref, timeout=WORKER_START_TIMEOUT)
         except (ray.exceptions.RayError, ray.exceptions.GetTimeoutError) as exc:  # the workers compile themselves
             ray.cancel(ref, force=True)
-            note(f"TV-L1: warm-up on node {node[:8]} failed ({first_line(exc)}); its workers compile on first use")
+            emit(Note(f"TV-L1: warm-up on node {node[:8]} failed ({first_line(exc)}); its workers compile on first use",
+                      source=""))
     if seconds:
-        note(f"TV-L1: kernels ready in {max(seconds.values()):.0f} s")
+        emit(Note(f"TV-L1: kernels ready in {max(seconds.values()):.0f} s", source=""))
     return seconds
 
 
@@ -217,7 +214,7 @@ def videos_per_call(cfg: ExtractConfig, frames_done: int, videos_done: int, devi
     return int(min(cap, max(1, math.ceil(frames / mean_frames))))
 
 
-def _requeue_or_fail(cfg, batch, queue, total, progress, reason: str) -> None:
+def _requeue_or_fail(cfg, batch, queue, total, emit: Progress, reason: str) -> None:
     for job in batch:
         job.attempts += 1
         if job.attempts <= cfg.max_retries + 1:
@@ -225,7 +222,7 @@ def _requeue_or_fail(cfg, batch, queue, total, progress, reason: str) -> None:
         else:
             total.failed += 1
             total.failures.append(Failure(job.video_id, job.path, "ray", reason, job.attempts))
-            progress(Event("failed", job.video_id, error=reason))
+            emit(Advanced(TASK, message=f"failed: {job.video_id}: {reason}", item=total.failures[-1]))
 
 
 def _record(cfg: ExtractConfig, failure: Failure) -> None:

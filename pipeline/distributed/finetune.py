@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 from pipeline.distributed.errors import first_line
 from pipeline.distributed.session import ray_session
 from pipeline.errors import StpipeError
+from pipeline.progress import Progress, emitter
 
 # ---- stage three: fine-tuning on Ray Train ------------------------------------------------------
 # `TorchTrainer` starts `workers` processes with a torch.distributed group (gloo on CPU, NCCL on
@@ -17,8 +17,9 @@ from pipeline.errors import StpipeError
 # metrics to Ray Train. A restarted worker group (`max_failures`) resumes from last.pt.
 
 
-def run_finetune(setup, *, run_dir, callback: Callable[..., None] | None = None) -> None:
-    """Train `setup` (a `pipeline.finetune.source.Setup`) on Ray Train; blocks until done."""
+def run_finetune(setup, *, run_dir, progress: Progress | None = None) -> None:
+    """Train `setup` (a `pipeline.finetune.source.Setup`) on Ray Train; blocks until done. Rank 0's
+    progress events come to `progress` on this thread."""
     import threading
     from pathlib import Path
 
@@ -31,7 +32,7 @@ def run_finetune(setup, *, run_dir, callback: Callable[..., None] | None = None)
 
         raise MissingDependencyError(f"Ray Train cannot be imported ({first_line(exc)}); "
                                      "pip install 'ray[train]' (it needs pandas and pyarrow)") from None
-    emit = callback or (lambda event, **info: None)
+    emit = emitter(progress)
     run_dir = Path(run_dir).absolute()
     use_gpu = cfg.gpus_per_worker > 0
     resources = {"CPU": cfg.cpus_per_worker, **({"GPU": cfg.gpus_per_worker} if use_gpu else {})}
@@ -60,10 +61,10 @@ def run_finetune(setup, *, run_dir, callback: Callable[..., None] | None = None)
         thread.start()
         while thread.is_alive() or not events.empty():
             try:
-                event, info = events.get(timeout=0.2)
+                event = events.get(timeout=0.2)
             except Empty:
                 continue
-            emit(event, **info)
+            emit(event)
         thread.join()
         ray.kill(events.actor)
     if "error" in outcome:
@@ -79,15 +80,10 @@ def _finetune_loop(config: dict[str, Any]) -> None:
 
     context = ray.train.get_context()
     dist = Dist(rank=context.get_world_rank(), world=context.get_world_size(), device=ray.train.torch.get_device())
-    events = config["events"]
-
-    def callback(event: str, **info: Any) -> None:
-        events.put((event, info))
-
     def report(record: dict[str, Any]) -> None:
         ray.train.report({k: v for k, v in record.items() if isinstance(v, (int, float, str))})
 
-    train_worker(config["setup"], run_dir=config["run_dir"], dist=dist, callback=callback, report=report)
+    train_worker(config["setup"], run_dir=config["run_dir"], dist=dist, progress=config["events"].put, report=report)
 
 
 def _finetune_error(exc: BaseException) -> StpipeError:

@@ -1,6 +1,6 @@
 """Which decoders a compute process gets: processes or threads, how many, and what they make.
 
-The choice (`choose`) is printed through the run's note callback:
+The choice (`choose`) is said as a Note of the run's progress:
   - processes, one per core this worker owns (`decode_procs`, default the cores): decoding is
     mostly per-frame Python around PyAV, which holds the GIL; a process per core decodes ~4x what
     the threads of one process do on 16 cores;
@@ -15,12 +15,12 @@ the kind above for what the GPU cannot decode.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 from pipeline.decoding.core import DecodeSpec, default_processes
 from pipeline.errors import ConfigError
 from pipeline.extraction.config import ExtractConfig
+from pipeline.progress import Progress
 from pipeline.video import FrameSelection
 
 
@@ -90,8 +90,7 @@ def place(cfg: ExtractConfig, device) -> Placement:
     return Placement(True, True, f"--decoder {cfg.decoder}")
 
 
-def start(cfg: ExtractConfig, backbone, flow_method, choice: Choice, device,
-          note: Callable[[str], None] | None = None):
+def start(cfg: ExtractConfig, backbone, flow_method, choice: Choice, device, progress: Progress | None = None):
     """(the decode pool, the line that says it): GPU decoders with a CPU pool of `choice` behind them
     where `place` says so, else the CPU pool."""
     placement = place(cfg, device)
@@ -102,17 +101,16 @@ def start(cfg: ExtractConfig, backbone, flow_method, choice: Choice, device,
         video = NvdecSource(device) if placement.nvdec else None
         if video is not None or jpeg_trouble is None:
             pool = GpuDecoders(decode_spec(cfg, backbone), device, video=video, jpeg=jpeg_trouble is None,
-                               cpu=lambda: build(cfg, backbone, flow_method, choice, device, note),
-                               threads=cfg.decode_threads, note=note)
+                               cpu=lambda: build(cfg, backbone, flow_method, choice, device),
+                               threads=cfg.decode_threads, progress=progress)
             return pool, f"{pool.describe()} ({placement.why}{'; ' + jpeg_trouble if jpeg_trouble else ''})"
         placement = replace(placement, why=f"{placement.why}; {jpeg_trouble}")
-    pool = build(cfg, backbone, flow_method, choice, device, note)
+    pool = build(cfg, backbone, flow_method, choice, device)
     why = choice.why if cfg.decoder == "cpu" else f"{choice.why}; {placement.why}"
     return pool, f"{pool.describe()} ({why})"
 
 
-def build(cfg: ExtractConfig, backbone, flow_method, choice: Choice, device,
-          note: Callable[[str], None] | None = None):
+def build(cfg: ExtractConfig, backbone, flow_method, choice: Choice, device):
     """The CPU decode pool of `choice`, with flow computed in the decoders when the run has flow."""
     from pipeline.decoding.pool import ProcessDecoders, ThreadDecoders
 
@@ -123,7 +121,7 @@ def build(cfg: ExtractConfig, backbone, flow_method, choice: Choice, device,
             flow = {"name": flow_method.name, "params": dict(flow_method.params), "device": "cpu",
                     "max_batch": flow_method.max_batch, "compile": getattr(flow_method, "compile", None),
                     "batch": cfg.flow_batch_for("cpu"), "bound": cfg.flow_bound, "dtype": cfg.flow_dtype}
-        return ProcessDecoders(spec, choice.workers, flow=flow, timeout=cfg.decode_timeout, note=note)
+        return ProcessDecoders(spec, choice.workers, flow=flow, timeout=cfg.decode_timeout)
     make_flow = None
     if cfg.flow:
         def make_flow():  # each thread its own method (solvers keep buffers) and, on CUDA, its own stream

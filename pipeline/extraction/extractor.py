@@ -14,26 +14,27 @@ from __future__ import annotations
 
 import functools
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 
 from pipeline.cpus import apply_threads
-from pipeline.decoding.core import Ended, Failed, Frames, Started
+from pipeline.decoding.core import Ended, Failed, Frames, Opened
 from pipeline.extraction import decoders
 from pipeline.extraction.batching import Batcher
 from pipeline.extraction.buffers import TimeBuffer, VideoOutput
 from pipeline.extraction.config import ExtractConfig
 from pipeline.extraction.flow_features import FlowFeatures
-from pipeline.extraction.records import Event, Stats, VideoJob
+from pipeline.extraction.records import TASK, Stats, VideoJob
 from pipeline.extraction.threads import ThreadGovernor
+from pipeline.progress import Advanced, Note, Progress, emitter
 from pipeline.store import Failure, FeatureStore
 from pipeline.store.writer import Writer, write_threads
 from pipeline.views import num_views
 
-__all__ = ["Event", "Extractor", "Stats", "VideoJob"]
+__all__ = ["Extractor", "Stats", "VideoJob"]
 
 
 @dataclass
@@ -57,18 +58,19 @@ class Extractor:
     """Holds the models (and, once started, the decoders) of one worker; `process` runs any list of videos.
 
     `cores`: the cores this worker owns (default: its CPU affinity), for the decoder choice;
-    `note(line)`: where the choice is said.
+    `progress`: Notes (the decoder choice, the compute threads) and a unit of the "extract" task per
+    video (`item`: its VideoJob, or its store Failure).
     """
 
     def __init__(self, cfg: ExtractConfig, store: FeatureStore, *, device: torch.device, backbone,
                  flow_method=None, flow_backbone=None, cores: int | None = None,
-                 note: Callable[[str], None] | None = None):
+                 progress: Progress | None = None):
         self.cfg, self.store, self.device = cfg, store, device
         self.batch_size = cfg.batch_for(torch.device(device).type)
         self.backbone, self.flow_method, self.flow_backbone = backbone, flow_method, flow_backbone
         self.views = num_views(cfg.views)
         self.video_kind = backbone.kind == "video"
-        self.cores, self.note = cores, note or (lambda message: None)
+        self.cores, self.emit = cores, emitter(progress)
         self.pinned = torch.device(device).type == "cuda"
         self.in_flight = 1 if self.pinned else 0  # batches whose features are still being copied back
         self.decoders = None  # started on the first `process`, kept for the next (Ray calls)
@@ -79,11 +81,10 @@ class Extractor:
 
     # ---- public ---------------------------------------------------------------------------
 
-    def process(self, jobs: Iterable[VideoJob], progress: Callable[[Event], None] | None = None) -> Stats:
+    def process(self, jobs: Iterable[VideoJob]) -> Stats:
         started = time.perf_counter()
         jobs = list(jobs)
         self._stats = stats = Stats()
-        self._progress = progress or (lambda event: None)
         self._states: dict[str, _VideoState] = {}
         self._remaining = len(jobs)
         if not jobs:
@@ -91,7 +92,7 @@ class Extractor:
         if self.decoders is None:
             choice = decoders.choose(self.cfg, len(jobs), self.flow_method, self.cores)
             self.decoders, line = decoders.start(self.cfg, self.backbone, self.flow_method, choice, self.device,
-                                                 self.note)
+                                                 self.emit)
             self.note(line)
             if choice.kind == "processes" and not self.cfg.compute_threads and not self.video_kind:
                 self.governor = ThreadGovernor(torch.get_num_threads(), torch.set_num_threads,
@@ -138,6 +139,9 @@ class Extractor:
         if torch.get_num_threads() != self.threads_given:
             torch.set_num_threads(self.threads_given)
 
+    def note(self, line: str) -> None:
+        self.emit(Note(line, source=""))
+
     def _say_threads(self, threads: int, rates: dict[int, float]) -> None:
         measured = ", ".join(f"{rate:,.0f} frames/s on {n}" for n, rate in sorted(rates.items()))
         self.note(f"compute threads: {threads} ({measured}; the decoder processes share these cores)")
@@ -146,7 +150,7 @@ class Extractor:
 
     def _handle(self, job: VideoJob, record) -> None:
         state = self._states.get(job.video_id)
-        if isinstance(record, Started):
+        if isinstance(record, Opened):
             state = _VideoState(job, record.expected, fps=record.fps)
             self._states[job.video_id] = state
             self._begin(state)
@@ -243,7 +247,7 @@ class Extractor:
         self._remaining -= 1
         self._stats.done += 1
         self._stats.frames += n
-        self._progress(Event("done", state.job.video_id, frames=n))
+        self.emit(Advanced(TASK, amounts={"frames": n}, item=state.job))
 
     def _clip_features(self, state: _VideoState) -> None:
         frames = torch.cat(state.clips, dim=1)  # (V, T, C, H, W)
@@ -274,7 +278,7 @@ class Extractor:
         self._remaining -= 1
         self._stats.failed += 1
         self._stats.failures.append(failure)
-        self._progress(Event("failed", job.video_id, error=failed.error))
+        self.emit(Advanced(TASK, message=f"failed: {job.video_id}: {failed.error}", item=failure))
 
     def _drained(self) -> bool:
         """True when no more frames can arrive: every unfinished video is fully decoded.

@@ -7,12 +7,12 @@ Every process that extracts (the in-process executor, each Ray actor, `stpipe pr
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NamedTuple
 
 from pipeline.errors import ConfigError
 from pipeline.extraction.config import ExtractConfig
+from pipeline.progress import Note, Progress, emitter
 
 
 class Models(NamedTuple):
@@ -92,17 +92,17 @@ def checkpoint_preprocessing(cfg: ExtractConfig) -> dict:
     return {"resize_size": info["resize_size"], "crop_size": info["crop_size"]}
 
 
-def warm_flow_compile(method, note: Callable[[str], None] | None = None) -> float:
+def warm_flow_compile(method, progress: Progress | None = None) -> float:
     """Compile the CPU TV-L1 kernels in this process before any worker needs them (seconds taken);
     a warm inductor disk cache answers in seconds."""
     from pipeline.flow.compile_policy import cache_is_warm, warm_up
 
-    note = note or (lambda message: None)
+    emit = emitter(progress)
     warm = cache_is_warm(method)
-    note("TV-L1: loading the compiled kernels from inductor's disk cache" if warm else
-         "TV-L1: compiling the kernels once on this machine before extracting (1-3 min cold)")
+    emit(Note("TV-L1: loading the compiled kernels from inductor's disk cache" if warm else
+              "TV-L1: compiling the kernels once on this machine before extracting (1-3 min cold)", source=""))
     seconds = warm_up(method)
-    note(f"TV-L1: kernels ready in {seconds:.0f} s")
+    emit(Note(f"TV-L1: kernels ready in {seconds:.0f} s", source=""))
     return seconds
 
 

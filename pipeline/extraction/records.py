@@ -1,10 +1,12 @@
-"""Stage one's plain records: a video to extract, a progress event, a run's totals (no torch here)."""
+"""Stage one's plain records: a video to extract, a run's totals (no torch here)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
 from pipeline.store import Failure
+
+TASK = "extract"  # the progress task whose units are videos (pipeline.progress)
 
 
 @dataclass
@@ -18,16 +20,6 @@ class VideoJob:
     end: float | None = None
     attempts: int = 0
     group: str | None = None  # the manifest's group column (what the video shares with others)
-
-
-@dataclass
-class Event:
-    """Progress report: kind is `done` or `failed` (with `error`), `frames` decoded for the video."""
-
-    kind: str
-    video_id: str
-    frames: int = 0
-    error: str = ""
 
 
 @dataclass

@@ -39,7 +39,9 @@ from pipeline.finetune.data import ClipDataset, StepBatches, epoch_steps, eval_b
 from pipeline.finetune.model import FinetuneModel, build_finetune_model, fuse
 from pipeline.finetune.sizing import plan
 from pipeline.finetune.source import Setup
+from pipeline.progress import Advanced, Finished, Note, Progress, Started, emitter
 from pipeline.training.loop import (
+    epoch_line,
     load_last_checkpoint,
     save_last_checkpoint,
     write_jsonl,
@@ -48,7 +50,6 @@ from pipeline.training.metrics import classification_metrics
 from pipeline.training.model import CHECKPOINT_FORMAT, save_checkpoint
 from pipeline.training.schedules import OPTIMIZERS, SCHEDULES
 
-Callback = Callable[..., None]  # callback(event, **info): "note", "epoch_start", "batch", "epoch_end"
 MAX_FAILURE_NOTES = 10
 
 
@@ -75,13 +76,14 @@ class Dist:
 
 
 
-def train_worker(setup: Setup, *, run_dir: str | Path, dist: Dist | None = None, callback: Callback | None = None,
+def train_worker(setup: Setup, *, run_dir: str | Path, dist: Dist | None = None, progress: Progress | None = None,
                  report: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
-    """Train (or continue, when run_dir holds a last.pt of this config) and return the run state."""
+    """Train (or continue, when run_dir holds a last.pt of this config) and return the run state.
+    Only the lead worker reports `progress`: each epoch as a task of micro-batches, finished with its line."""
     cfg = setup.cfg
     dist = dist or Dist()
     lead = dist.rank == 0
-    emit = (callback or (lambda event, **info: None)) if lead else (lambda event, **info: None)
+    emit = emitter(progress if lead else None)
     run_dir = Path(run_dir)
     device = dist.device
     amp = cfg.amp and device.type == "cuda"
@@ -96,9 +98,9 @@ def train_worker(setup: Setup, *, run_dir: str | Path, dist: Dist | None = None,
         saved = load_last_checkpoint(run_dir / "last.pt", cfg, model, optimizer, schedule, scaler,
                                      kind="finetune-last", name="finetune last.pt")
         state = dict(saved["state"])
-        emit("note", message=f"resuming {run_dir} at epoch {state['epoch'] + 1}, step {state['step']}")
+        emit(Note(f"resuming {run_dir} at epoch {state['epoch'] + 1}, step {state['step']}"))
     for note in setup.notes:
-        emit("note", message=note)
+        emit(Note(note))
 
     pre = {s: model.backbones[s].preprocessor for s in setup.streams}
     ghost = _ghost_inputs(setup, pre, device)
@@ -106,7 +108,7 @@ def train_worker(setup: Setup, *, run_dir: str | Path, dist: Dist | None = None,
     sizing = plan(model, setup, device=device, share=math.ceil(cfg.batch_size / dist.world), dist=dist, amp=amp,
                   dtype=dtype, inputs_like=ghost)
     state["sizing"] = sizing.record()
-    emit("note", message=sizing.describe())
+    emit(Note(sizing.describe()))
     accum = sizing.accum_steps
     net = model
     if dist.world > 1:
@@ -125,7 +127,7 @@ def train_worker(setup: Setup, *, run_dir: str | Path, dist: Dist | None = None,
                        workers=cfg.loader_workers, amp=amp)
         state["start"] = _summary(val, epoch=0)
         state["best_top1"], state["best_epoch"] = val["top1"], 0
-        emit("note", message=f"start: val top-1 {val['top1']:.2%}, loss {val['loss']:.4f} (before fine-tuning)")
+        emit(Note(f"start: val top-1 {val['top1']:.2%}, loss {val['loss']:.4f} (before fine-tuning)"))
         if lead:
             save_checkpoint(best_payload(setup, model, epoch=0, val=val), run_dir / "checkpoint.pt")
             save_last()
@@ -139,7 +141,8 @@ def train_worker(setup: Setup, *, run_dir: str | Path, dist: Dist | None = None,
                             min_last=max(2, dist.world))
         first = state["step"]
         partial = state["partial"] or {"loss": 0.0, "hits": 0, "seen": 0, "failed": [], "seconds": 0.0, "cpu": 0.0}
-        emit("epoch_start", epoch=epoch, epochs=cfg.epochs, batches=len(steps) - first, accum=accum)
+        task = f"epoch {epoch}/{cfg.epochs}"
+        emit(Started(task, total=(len(steps) - first) * accum, unit="batch", transient=True))
         batches = StepBatches(steps, epoch=epoch, rank=dist.rank, world=dist.world, accum=accum, skip=first)
         model.train()
         loss_sum = torch.zeros((), device=device)
@@ -156,7 +159,7 @@ def train_worker(setup: Setup, *, run_dir: str | Path, dist: Dist | None = None,
                 failed += batch["failed"]
                 for _, reason in batch["failed"]:
                     if len(state["failures"]) + len(failed) <= MAX_FAILURE_NOTES:
-                        emit("note", message=f"skipping a video that failed: {reason}")
+                        emit(Note(f"skipping a video that failed: {reason}"))
                 sync = net.no_sync() if dist.world > 1 and a < accum - 1 else contextlib.nullcontext()
                 with sync:
                     n = len(batch["labels"])
@@ -176,7 +179,7 @@ def train_worker(setup: Setup, *, run_dir: str | Path, dist: Dist | None = None,
                         loss_sum += summed.detach()
                         hits += (fuse(per_stream).argmax(1) == labels).sum()
                     seen += n
-                emit("batch", size=n)
+                emit(Advanced(task, amounts={"samples": n}))
             if cfg.clip_grad:
                 scaler.unscale_(optimizer)
                 torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip_grad)
@@ -220,7 +223,8 @@ def train_worker(setup: Setup, *, run_dir: str | Path, dist: Dist | None = None,
                 save_checkpoint(best_payload(setup, model, epoch=epoch, val=val), run_dir / "checkpoint.pt")
             save_last()
             write_jsonl(run_dir / "metrics.jsonl", state["history"])
-        emit("epoch_end", record=record, stopped=state["stopped"])
+        line = epoch_line(record, state["stopped"], f"{record['frames_per_second']:.1f} frames/s")
+        emit(Finished(task, summary=line, item=record))
         if report is not None:
             report(record)
     return state

@@ -21,7 +21,6 @@ a second copy of them would double the store.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -29,6 +28,7 @@ import numpy as np
 from pipeline.errors import StoreError
 from pipeline.faults import fault_point
 from pipeline.moments import Moments, split_fingerprint
+from pipeline.progress import Advanced, Finished, Progress, Started, emitter
 from pipeline.store.io import META, checksummed, read_arrays
 
 PACK_GROUP = "pack"
@@ -117,11 +117,11 @@ def pack_is_fresh(store, name: str) -> bool:
 
 
 def write_pack(store, *, names: tuple[str, ...] | None = None, force: bool = False,
-               progress: Callable[[str, int, int], None] | None = None) -> dict[str, str]:
+               progress: Progress | None = None) -> dict[str, str]:
     """Build (or keep) the pack of each feature array of the store's complete videos.
 
     Returns {array: "written" | "fresh" | "absent"}. A pack whose fingerprint matches the index's
-    complete set is kept unless `force`. `progress(array, videos_done, videos)`.
+    complete set is kept unless `force`. `progress`: a "pack <array>" task (videos) per pack written.
     """
     if store.read_only:
         raise StoreError(f"{store.url}: opened read-only; cannot write its pack")
@@ -148,7 +148,7 @@ def write_pack(store, *, names: tuple[str, ...] | None = None, force: bool = Fal
 
 
 def _build(store, name: str, keys: np.ndarray, splits: np.ndarray, want: str,
-           progress: Callable[[str, int, int], None] | None) -> None:
+           progress: Progress | None) -> None:
     rels = [f"videos/{k}/{name}" for k in keys]
     shapes = []  # only the shapes are kept: 100k parsed documents would be ~300 MB
     for key, (_, doc) in zip(keys, store.io.read_json(f"{rel}/{META}" for rel in rels)):
@@ -163,11 +163,14 @@ def _build(store, name: str, keys: np.ndarray, splits: np.ndarray, want: str,
     plan = PackPlan.of(name, keys, splits, np.array([s[1] for s in shapes], dtype=np.int64), first)
     create_pack(store, plan)
     part = PackSlice(store, plan)
+    emit, task = emitter(progress), f"pack {name}"
+    emit(Started(task, total=len(rels), unit="video", transient=True))
     for i, values in enumerate(read_arrays(store, rels)):
         part.add(i, values)
-        if progress is not None and (i % 1024 == 0 or i == len(rels) - 1):
-            progress(name, i + 1, len(rels))
+        if i % 1024 == 0 or i == len(rels) - 1:
+            emit(Advanced(task, n=0, done=i + 1))
     finish_pack(store, plan, [part.close()], want)
+    emit(Finished(task))
 
 
 @dataclass

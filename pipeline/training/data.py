@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from pipeline.errors import StoreError
+from pipeline.progress import Advanced, Finished, Progress, Started, emitter
 from pipeline.store import FeatureStore
 from pipeline.store.io import damage_reason, damaged, is_damage
 from pipeline.store.pack import open_pack
@@ -136,7 +137,7 @@ def load_split(
     memory_budget_bytes: float | None = None,
     storage_options: dict[str, Any] | None = None,
     labelled: bool = True,
-    progress: Callable[[int, int], None] | None = None,
+    progress: Progress | None = None,
     skip_damaged: bool = False,
 ) -> SplitData:
     """Read a split's features into contiguous arrays (or, above the budget, only their layout).
@@ -145,7 +146,7 @@ def load_split(
     once, at load time, instead of in every batch. labelled=False keeps videos without a label (-1).
     skip_damaged: check every chunk of the split's feature arrays first and leave out the videos with
     a damaged one, with a note (else a damaged chunk stops the read in one line naming it).
-    progress(videos_done, videos) is called from this thread as arrays are opened and read.
+    progress: the "loading <split>" task (videos), reported from this thread as arrays are opened and read.
     """
     video_ids, keys, labels, notes = select_videos(store, split, labelled=labelled)
     if skip_damaged:
@@ -158,13 +159,12 @@ def load_split(
         packed = None  # a damaged pack chunk: the videos' own arrays hold the same
         notes.append(f"{store.url}: the pack is damaged ({damage_reason(str(exc))}); reading the videos' own arrays "
                      "(`stpipe verify --repair` rebuilds it)")
+    report = _Loading(progress, split, len(keys), 2 * len(streams) * len(keys))  # open every array, then read it
     if packed is not None:
-        if progress is not None:
-            progress(len(keys), len(keys))
+        report.finish()
         return SplitData(split=split, video_ids=video_ids, keys=keys, labels=labels, streams=packed,
                          store_url=store.url, storage_options=dict(storage_options or {}), notes=notes)
     videos = store.root["videos"]
-    report = _Progress(progress, len(keys), 2 * len(streams) * len(keys))  # open every array, then read it
     with ThreadPoolExecutor(READ_THREADS) as pool:
         layout, arrays = {}, {}
         for s in streams:
@@ -175,10 +175,10 @@ def load_split(
             notes.append(f"split {split!r}: {total / 2**30:.2f} GiB of features exceeds the memory budget "
                          f"({memory_budget_bytes / 2**30:.2f} GiB); streaming from Zarr with prefetch")
             arrays.clear()
-            report.finish()
         else:
             for s, data in layout.items():
                 _read_frames(arrays.pop(s), data, pool, report)
+    report.finish()
     log.info("split %s: %d videos, %.1f MiB %s", split, len(keys), total / 2**20,
              "streamed" if stream_it else "in memory")
     return SplitData(split=split, video_ids=video_ids, keys=keys, labels=labels, streams=layout,
@@ -231,25 +231,25 @@ def _from_pack(store: FeatureStore, split: str, keys: np.ndarray, streams: Seque
     return out
 
 
-class _Progress:
-    """progress(videos_done, videos) from the loading thread; opening and reading each count half."""
+class _Loading:
+    """The "loading <split>" task (videos) from the loading thread; opening and reading each count half."""
 
-    def __init__(self, callback: Callable[[int, int], None] | None, videos: int, steps: int):
-        self.callback, self.videos, self.steps, self.done = callback, videos, max(steps, 1), 0
+    def __init__(self, progress: Progress | None, split: str, videos: int, steps: int):
+        self.emit, self.task = emitter(progress), f"loading {split}"
+        self.videos, self.steps, self.done = videos, max(steps, 1), 0
+        self.emit(Started(self.task, total=videos, unit="video", transient=True))
 
     def step(self) -> None:
         self.done += 1
-        if self.callback is not None and (self.done % 256 == 0 or self.done == self.steps):
-            self.callback(self.done * self.videos // self.steps, self.videos)
+        if self.done % 256 == 0 or self.done == self.steps:
+            self.emit(Advanced(self.task, n=0, done=self.done * self.videos // self.steps))
 
     def finish(self) -> None:
-        if self.callback is not None and self.done < self.steps:
-            self.done = self.steps
-            self.callback(self.videos, self.videos)
+        self.emit(Finished(self.task))
 
 
 def _layout(store: FeatureStore, videos, keys: np.ndarray, stream: str, pooled: bool, pool,
-            report: _Progress) -> tuple[StreamData, list]:
+            report: _Loading) -> tuple[StreamData, list]:
     """The stream's per-video shapes checked and laid out back to back; also the opened arrays
     (about 2.6 kB each), so reading them does not open every array a second time."""
     name = STREAM_ARRAYS[stream]
@@ -290,7 +290,7 @@ def _layout(store: FeatureStore, videos, keys: np.ndarray, stream: str, pooled: 
     return data, arrays
 
 
-def _read_frames(arrays: list, data: StreamData, pool, report: _Progress) -> None:
+def _read_frames(arrays: list, data: StreamData, pool, report: _Loading) -> None:
     frames = np.empty((data.views, int(data.lengths.sum()), *data.frame_shape), dtype=np.float16)
 
     def read_one(i: int) -> None:

@@ -12,12 +12,13 @@ evaluate takes one split.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
 
+from pipeline.progress import Note, Progress, emitter
 from pipeline.splits import index_leak, leak_note
 from pipeline.store import FeatureStore
 from pipeline.training.data import SplitData, load_split
@@ -58,32 +59,30 @@ def load_features(store: FeatureStore, *, uses: Iterable[tuple[tuple[str, ...], 
                   memory_budget_bytes: float, storage_options: dict[str, Any] | None = None,
                   standardize: bool = False, stats_dir: str = "", signature_split: str = "train",
                   signatures: dict[tuple[tuple[str, ...], bool], dict[str, Any]] | None = None,
-                  note: Callable[[str], None] | None = None,
-                  progress: Callable[[str, int, int], None] | None = None, skip_damaged: bool = False) -> Features:
+                  progress: Progress | None = None, skip_damaged: bool = False) -> Features:
     """Read the parts that `uses` ((streams, pooled) per consumer) need for `splits`, once.
 
     Maps (spatial heads) load before pooled vectors, so the largest parts get the budget first;
-    `note(line)` says where each part lives (and when val shares groups with train: a leak),
-    `progress(split, done, total)` reports each read; `signatures` already computed by the caller are
+    `progress` gets each read as a "loading <split>" task and a Note of where each part lives (and
+    when val shares groups with train: a leak); `signatures` already computed by the caller are
     not computed again; `skip_damaged`: videos with a damaged chunk are left out with a note
     (`load_split`), so the statistics computed from the loaded train part leave them out too.
     """
-    note = note or (lambda message: None)
+    emit = emitter(progress)
     uses = list(dict.fromkeys((tuple(streams), bool(pooled)) for streams, pooled in uses))
     needed = sorted({(s, pooled) for streams, pooled in uses for s in streams}, key=lambda k: (k[1], k[0]))
     parts: dict[tuple[str, str, bool], SplitData] = {}
     budget = memory_budget_bytes
     for stream, pooled in needed:
         for split in dict.fromkeys(splits):
-            report = (lambda done, total, split=split: progress(split, done, total)) if progress else None
             part = load_split(store, split, streams=(stream,), pooled=pooled, memory_budget_bytes=max(budget, 1.0),
-                              storage_options=storage_options, progress=report, skip_damaged=skip_damaged)
+                              storage_options=storage_options, progress=progress, skip_damaged=skip_damaged)
             if not part.streamed:
                 budget -= part.nbytes
             kind = "vectors" if pooled else "maps"
             where = "streamed from Zarr (over the memory budget)" if part.streamed else "in memory"
-            note(f"{split} {stream} {kind}: {len(part)} videos, {part.nbytes / 2**20:.1f} MiB {where} "
-                 f"(memory budget {memory_budget_bytes / 2**30:.1f} GiB)")
+            emit(Note(f"{split} {stream} {kind}: {len(part)} videos, {part.nbytes / 2**20:.1f} MiB {where} "
+                      f"(memory budget {memory_budget_bytes / 2**30:.1f} GiB)"))
             parts[(split, stream, pooled)] = part
     known = dict(signatures or {})
     signatures = {use: known.get(use) or store_signature(store, use[0], pooled=use[1], split=signature_split)
@@ -97,7 +96,7 @@ def load_features(store: FeatureStore, *, uses: Iterable[tuple[tuple[str, ...], 
     val = next((s for s in splits if s != "train"), splits[0])
     shared = index_leak(store.index(), "train", val) if "train" in splits and val != "train" else []
     if shared:  # the split the user gave: said once, as a note
-        note(leak_note(shared, "train", val))
+        emit(Note(leak_note(shared, "train", val)))
     return Features(classes=store.classes, parts=parts, signatures=signatures, stats=stats, val_split=val)
 
 

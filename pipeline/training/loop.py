@@ -18,7 +18,6 @@ from __future__ import annotations
 import json
 import math
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,6 +29,7 @@ from torch import nn
 
 from pipeline.device import amp_dtype, amp_on, grad_scaler, pick_device
 from pipeline.errors import RunError
+from pipeline.progress import Advanced, Finished, Note, Progress, Started, emitter
 from pipeline.training.batches import MemoryFeatures, Standardizer, eval_plans, train_plans
 from pipeline.training.collapse import collapse_notes
 from pipeline.training.config import TrainHeadConfig
@@ -46,11 +46,6 @@ from pipeline.training.model import (
 )
 from pipeline.training.schedules import OPTIMIZERS, SCHEDULES
 from pipeline.training.streaming import ZarrFeatures, iterate_batches
-
-# callback(event, **info): "note" (message), "load" (split, done, total; from stages.train_head),
-# "epoch_start" (epoch, epochs, batches), "batch" (size), "epoch_end" (record, stopped). Plain
-# keywords, so they cross Ray as they are; stages hand out typed events (pipeline.training.events)
-Callback = Callable[..., None]
 
 
 @dataclass
@@ -135,24 +130,32 @@ def data_notes(data: TrainData) -> list[str]:
     return notes
 
 
+def epoch_line(record: dict[str, Any], stopped: str, throughput: str) -> str:
+    """One line per finished epoch, one format for train-head and finetune."""
+    return (f"epoch {record['epoch']:3d}  lr {record['lr']:.2e}  train loss {record['train_loss']:.4f}  "
+            f"val loss {record['val_loss']:.4f}  val top-1 {record['val_top1']:.2%}  top-5 {record['val_top5']:.2%}  "
+            f"{throughput}" + (f"  ({stopped})" if stopped else ""))
+
+
 # ---- the loop -----------------------------------------------------------------------------------
 
 
 def train(cfg: TrainHeadConfig, data: TrainData, *, run_dir: str | Path | None = None, resume: bool = False,
-          callback: Callback | None = None, checkpoint_extra: dict[str, Any] | None = None,
+          progress: Progress | None = None, checkpoint_extra: dict[str, Any] | None = None,
           patience: int | None = None) -> TrainResult:
     """Train on loaded data; with `run_dir`, write checkpoints and metrics.jsonl there, and with
     `resume` continue from its last.pt. `patience`: stop once val top-1 has not improved for that many
-    epochs (early stopping; `--select` scores its inner runs this way)."""
+    epochs (early stopping; `--select` scores its inner runs this way). `progress` gets each epoch as a
+    task of batches, finished with its line (`epoch_line`) and its record as `item`."""
     cfg = cfg.resolved()
-    emit = callback or (lambda event, **info: None)
+    emit = emitter(progress)
     notes = data_notes(data)
     for note in notes:
-        emit("note", message=note)
+        emit(Note(note))
     device = pick_device(cfg.device)
     amp, amp_note = amp_on(device, cfg.amp)
     if amp_note:
-        emit("note", message=amp_note)
+        emit(Note(amp_note))
     frame_shapes = {s: d.frame_shape for s, d in data.train.streams.items()}
     spec = model_spec(cfg, num_classes=len(data.classes), frame_shapes=frame_shapes)
 
@@ -174,7 +177,7 @@ def train(cfg: TrainHeadConfig, data: TrainData, *, run_dir: str | Path | None =
     run_dir = Path(run_dir) if run_dir is not None else None
     if run_dir is not None and resume and (run_dir / "last.pt").is_file():
         state = _restore(run_dir / "last.pt", cfg, model, optimizer, schedule, scaler, generator)
-        emit("note", message=f"resuming {run_dir} after epoch {state['epoch']}")
+        emit(Note(f"resuming {run_dir} after epoch {state['epoch']}"))
     extra = dict(checkpoint_extra or {})
     stats_tensors = {s: {"mean": torch.as_tensor(m), "std": torch.as_tensor(v)} for s, (m, v) in data.stats.items()}
 
@@ -184,7 +187,8 @@ def train(cfg: TrainHeadConfig, data: TrainData, *, run_dir: str | Path | None =
         schedule.start_epoch(epoch - 1)
         lr = optimizer.param_groups[0]["lr"]
         plans = train_plans(len(train_src), cfg.batch_size, cfg.segments, generator)
-        emit("epoch_start", epoch=epoch, epochs=cfg.epochs, batches=len(plans))
+        task = f"epoch {epoch}/{cfg.epochs}"
+        emit(Started(task, total=len(plans), unit="batch", transient=True))
         model.train()
         loss_sum = torch.zeros((), device=device)
         hits = torch.zeros((), device=device)
@@ -202,7 +206,7 @@ def train(cfg: TrainHeadConfig, data: TrainData, *, run_dir: str | Path | None =
                 hits += (fused.argmax(1) == y).sum()
                 loss_sum += loss.detach() * len(y)
             seen += len(y)
-            emit("batch", size=len(y))
+            emit(Advanced(task, amounts={"samples": len(y)}))
         if device.type == "cuda":
             torch.cuda.synchronize(device)  # the steps' time, not just the time to queue them
         step_seconds = time.perf_counter() - started
@@ -234,7 +238,8 @@ def train(cfg: TrainHeadConfig, data: TrainData, *, run_dir: str | Path | None =
                                  "segments": cfg.segments, "stats": stats_tensors, **extra}, run_dir / "checkpoint.pt")
             _save_last(run_dir / "last.pt", cfg, state, model, optimizer, schedule, scaler, generator)
             write_jsonl(run_dir / "metrics.jsonl", state["history"])
-        emit("epoch_end", record=record, stopped=state["stopped"])
+        line = epoch_line(record, state["stopped"], f"{record['samples_per_second']:.0f} samples/s")
+        emit(Finished(task, summary=line, item=record))
 
     if run_dir is not None:
         write_jsonl(run_dir / "metrics.jsonl", state["history"])  # also after a kill between last.pt and it
@@ -243,7 +248,7 @@ def train(cfg: TrainHeadConfig, data: TrainData, *, run_dir: str | Path | None =
     best = evaluate(model, val_src, views=views, batch_size=cfg.eval_batch_size, amp=amp)
     collapse = collapse_notes(state["history"], data.train.labels, len(data.classes), best["confusion"], data.classes)
     for note in collapse:
-        emit("note", message=note)
+        emit(Note(note))
     if hasattr(train_src, "close"):
         train_src.close()
     if hasattr(val_src, "close"):

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -32,6 +31,7 @@ import numpy as np
 from pipeline.errors import ConfigError
 from pipeline.heads import HEADS
 from pipeline.heads.recipes import CENTER
+from pipeline.progress import Note, Progress, emitter
 from pipeline.splits import held_out
 from pipeline.training.config import TrainHeadConfig
 from pipeline.training.data import SplitData
@@ -106,13 +106,13 @@ def subset(split: SplitData, index: np.ndarray, name: str) -> SplitData:
                    labels=split.labels[index].copy(), streams=streams, notes=[])
 
 
-def select(cfg: TrainHeadConfig, data: TrainData, *, note: Callable[[str], None] | None = None,
+def select(cfg: TrainHeadConfig, data: TrainData, *, progress: Progress | None = None,
            order: tuple[str, ...] = ORDER, early_stop: bool = True, groups: np.ndarray | None = None) -> Selection:
     """Greedy search (module docstring) on an inner split of `data.train` (`groups`: each training video's
     group, kept whole); `cfg` is the starting point.
     `order` and `early_stop` exist for benchmarks/bench_select.py (the search as first built: AXES, False)."""
     cfg = cfg.resolved()
-    note = note or (lambda message: None)
+    emit = emitter(progress)
     started = time.perf_counter()
     inner_train, inner_val = inner_split(data.train, seed=cfg.seed, groups=groups)
     inner = TrainData(train=inner_train, val=inner_val, classes=data.classes, stats=data.stats)
@@ -130,8 +130,8 @@ def select(cfg: TrainHeadConfig, data: TrainData, *, note: Callable[[str], None]
             points.append({**dict(zip(AXES, key)), "inner_top1": best["val_top1"], "inner_loss": best["val_loss"],
                            "best_epoch": best["epoch"], "epochs_run": result.epochs, "collapsed": result.collapsed,
                            "seconds": time.perf_counter() - tick})
-            note(f"select {len(points)}: " + ", ".join(f"{a} {v:g}" for a, v in zip(AXES, key))
-                 + f" -> inner top-1 {best['val_top1']:.1%} (epoch {best['epoch']})")
+            emit(Note(f"select {len(points)}: " + ", ".join(f"{a} {v:g}" for a, v in zip(AXES, key))
+                      + f" -> inner top-1 {best['val_top1']:.1%} (epoch {best['epoch']})"))
         return scores[key]
 
     current, current_score = base, score(base)
@@ -142,9 +142,9 @@ def select(cfg: TrainHeadConfig, data: TrainData, *, note: Callable[[str], None]
             if _better(candidate_score, current_score):  # the axis keeps its best value
                 current, current_score = candidate, candidate_score
     chosen = replace(cfg, **{a: getattr(current, a) for a in AXES})
-    note("select chose " + ", ".join(f"{a} {getattr(chosen, a):g}" for a in AXES)
-         + f" (inner top-1 {current_score[0]:.1%}; {len(points)} points on {len(inner_train)} + "
-           f"{len(inner_val)} videos)")
+    emit(Note("select chose " + ", ".join(f"{a} {getattr(chosen, a):g}" for a in AXES)
+              + f" (inner top-1 {current_score[0]:.1%}; {len(points)} points on {len(inner_train)} + "
+                f"{len(inner_val)} videos)"))
     return Selection(chosen=chosen, points=points, inner_train=len(inner_train), inner_val=len(inner_val),
                      seconds=time.perf_counter() - started, order=tuple(order), early_stop=early_stop)
 

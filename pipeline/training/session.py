@@ -1,8 +1,8 @@
 """A train-head run: `run_head(cfg) -> TrainHeadResult` (stages/train_head.py and every ablation trial).
 
 Writes the run dir: config.yaml, checkpoint.pt (best val top-1), last.pt, metrics.jsonl (per epoch),
-metrics.json (final), curves.png, confusion.png. Progress and notes go to `callback(event, **info)`
-(see `pipeline.training.loop`); this module never prints.
+metrics.json (final), curves.png, confusion.png. Progress and notes go to `progress(event)` as
+pipeline.progress events; this module never prints.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from pipeline.config import save_config
 from pipeline.cpus import apply_threads
 from pipeline.device import pick_device
 from pipeline.errors import ConfigError
+from pipeline.progress import Progress
 from pipeline.splits import groups_of
 from pipeline.store import FeatureStore
 from pipeline.training.config import TrainHeadConfig
@@ -24,7 +25,7 @@ from pipeline.training.data import memory_budget_bytes
 from pipeline.training.features import load_features
 from pipeline.training.identity import differences
 from pipeline.training.identity import identity as run_identity
-from pipeline.training.loop import Callback, TrainData, TrainResult, train
+from pipeline.training.loop import TrainData, TrainResult, train
 from pipeline.training.model import check_buildable, head_input_kind
 from pipeline.training.reports import plot_confusion, plot_curves
 from pipeline.training.runs import (
@@ -45,24 +46,21 @@ class TrainHeadResult:
 
 
 def load_data(cfg: TrainHeadConfig, store: FeatureStore, *, run_dir: str | Path | None = None,
-              callback: Callback | None = None, signature: dict[str, Any] | None = None
+              progress: Progress | None = None, signature: dict[str, Any] | None = None
               ) -> tuple[TrainData, dict[str, Any]]:
     """Store -> TrainData (train and val splits in memory or streamed, stats when asked) + signature,
     through stage two's one loader (`pipeline.training.features`)."""
-    emit = callback or (lambda event, **info: None)
     pooled = head_input_kind(cfg.head) == "pooled"
     budget = memory_budget_bytes(cfg.memory_budget_gb, pick_device(cfg.device))
     found = load_features(store, uses=[(cfg.streams, pooled)], splits=("train", cfg.val_split),
                           memory_budget_bytes=budget, storage_options=cfg.storage_options,
                           standardize=cfg.standardize, stats_dir=str(run_dir or Path(cfg.out)),
                           signatures={(cfg.streams, pooled): signature} if signature else None,
-                          skip_damaged=cfg.skip_damaged,
-                          note=lambda message: emit("note", message=message),
-                          progress=lambda split, done, total: emit("load", split=split, done=done, total=total))
+                          skip_damaged=cfg.skip_damaged, progress=progress)
     return found.train_data(cfg.streams, pooled), found.signature(cfg.streams, pooled)
 
 
-def run_head(cfg: TrainHeadConfig, *, callback: Callback | None = None, data: TrainData | None = None,
+def run_head(cfg: TrainHeadConfig, *, progress: Progress | None = None, data: TrainData | None = None,
         signature: dict[str, Any] | None = None, plots: bool = True) -> TrainHeadResult:
     """`data` + `signature`: features already loaded (an ablation shares one copy across trials);
     `plots`: write curves.png and confusion.png."""
@@ -79,14 +77,14 @@ def run_head(cfg: TrainHeadConfig, *, callback: Callback | None = None, data: Tr
     check_recorded_signature(run_dir, signature, store_url=cfg.store)  # a continued run refuses another store
     if data is None:  # a standalone run (an ablation's executor sets its trials' threads itself)
         apply_threads()
-        data, signature = load_data(cfg, store, run_dir=run_dir, callback=callback, signature=signature)
+        data, signature = load_data(cfg, store, run_dir=run_dir, progress=progress, signature=signature)
     # written once the data is in: a start that fails earlier leaves nothing that blocks a corrected re-run
     record_signature(run_dir, signature)
     save_config(cfg, run_dir / "config.yaml")
     load_seconds = time.perf_counter() - started
-    selection = _selection(cfg, data, store, run_dir, callback) if cfg.select else None
+    selection = _selection(cfg, data, store, run_dir, progress) if cfg.select else None
     result = train(selection["config"] if selection else cfg, data, run_dir=run_dir, resume=resume,
-                   callback=callback, checkpoint_extra={"store": signature})
+                   progress=progress, checkpoint_extra={"store": signature})
     metrics = {
         "val_top1": result.val["top1"], "val_top5": result.val["top5"],
         "val_mean_class_acc": result.val["mean_class_acc"], "val_loss": result.val["loss"],
@@ -111,7 +109,7 @@ def run_head(cfg: TrainHeadConfig, *, callback: Callback | None = None, data: Tr
 
 
 def _selection(cfg: TrainHeadConfig, data: TrainData, store: FeatureStore, run_dir: Path,
-               callback: Callback | None) -> dict[str, Any]:
+               progress: Progress | None) -> dict[str, Any]:
     """--select: the chosen config and the search's record, from selection.json when this run already
     searched (a re-run or resume trains what was chosen), else by searching now."""
     from pipeline.training.select import select
@@ -122,9 +120,7 @@ def _selection(cfg: TrainHeadConfig, data: TrainData, store: FeatureStore, run_d
         saved = json.loads(path.read_text())
         if not differences(saved.get("identity", {}), identity):
             return {"config": replace(cfg, **saved["chosen"]), "record": saved}
-    emit = callback or (lambda event, **info: None)
-    found = select(cfg, data, note=lambda message: emit("note", message=message),
-                   groups=groups_of(store.index(), data.train.keys))
+    found = select(cfg, data, progress=progress, groups=groups_of(store.index(), data.train.keys))
     record = {"identity": identity, **found.record()}
     tmp = path.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(record, indent=1))

@@ -4,7 +4,7 @@ run dir, so `tensorboard --logdir runs/` shows each run under its folder's name.
 
 `epoch_curves(run_dir, progress)` wraps a progress callback: it passes every event on and adds each
 finished epoch's record (a `Finished` event whose `item` is the loop's epoch record,
-pipeline.training.events) as scalars at step = epoch: train/loss, val/loss, val/top1, val/top5, lr,
+pipeline.training.loop) as scalars at step = epoch: train/loss, val/loss, val/top1, val/top5, lr,
 throughput. Without tensorboard it hands back `progress` itself. The writer (and its file) starts at
 the first finished epoch, so a re-run that trains nothing leaves no empty file.
 """

@@ -27,7 +27,7 @@ from ray_gate import (
 )
 
 from pipeline.demo_data import DemoDataConfig, generate
-from pipeline.extraction import ExtractConfig
+from pipeline.extraction import ExtractConfig, VideoJob
 from pipeline.progress import Advanced
 from stages import extract
 
@@ -83,7 +83,7 @@ def test_worker_killed_and_node_removed_mid_run(longer_demo, tmp_path, monkeypat
     injected.check()
     assert killed and not Path(f"/proc/{killed[0]}").exists()
     assert (result.done, result.failed) == (20, 0)
-    done = [e.item.video_id for e in events if e.item.kind == "done"]
+    done = [e.item.video_id for e in events if isinstance(e.item, VideoJob)]  # failures carry a store Failure
     assert len(done) == 20 and len(set(done)) == 20  # every video reported exactly once
     # each victim held one video at the gate and had one more call queued: both calls of both are lost
     assert len(set(requeued)) == 4, requeued
