@@ -7,7 +7,7 @@ why: `pipeline/store/pack.py`.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from pipeline.config import STORAGE_OPTIONS, arg
