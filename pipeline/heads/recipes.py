@@ -68,7 +68,7 @@ CENTER = 0.75
 RECIPES: dict[str, Recipe] = {
     # issue 35: centring chosen on a leave-one-source-out split of the footage set's training sources:
     # mean top-1 on the held-out source 19.6 -> 23.3 (mlp), 16.7 -> 30.4 (trn_multiscale); centring
-    # every channel (1.0) gained as much there but cost 5 points of demo flow (benchmarks/README.md, "Issue 35")
+    # every channel (1.0) gained about as much there but cost 5 points of demo flow (benchmarks/README.md, "Issue 35")
     "mlp": Recipe(proj_dim=32, temporal_center=CENTER),
     "tsn": Recipe(),
     "trn_multiscale": Recipe(proj_dim=32, temporal_center=CENTER),
