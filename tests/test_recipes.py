@@ -121,6 +121,24 @@ def test_temporal_center_reaches_the_head_spec():
                    num_classes=5, frame_shapes={"rgb": (12,)})
 
 
+@pytest.mark.parametrize("head", ["mlp", "trn_multiscale", "lstm"])
+def test_order_aware_recipes_see_how_a_clip_changes_not_only_what_it_shows(head):
+    """Issue 35: most of an order-aware head's projected channels ignore a clip's static content (what
+    an unseen source looks like); the rest keep it (flow's static part, the direction, is information)."""
+    import torch
+
+    from pipeline.training.model import build_model, model_spec
+
+    cfg = from_dict(TrainHeadConfig, {"store": "s", "head": head})
+    projection = build_model(model_spec(cfg, num_classes=5, frame_shapes={"rgb": (12,)})).projection.eval()
+    x = torch.randn(4, cfg.segments, 12, generator=torch.Generator().manual_seed(0))
+    scene = 3 * torch.randn(4, 1, 12, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        moved = (projection(x + scene) - projection(x)).abs().amax(dim=(0, 1))
+    centred = round(0.75 * cfg.proj_dim)
+    assert moved[:centred].max() < 1e-5 and moved[centred:].min() > 0
+
+
 class _Stop(Exception):
     pass
 
