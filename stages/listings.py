@@ -1,7 +1,8 @@
 """`stpipe heads`, `backbones` and `flows`: what is registered, as lines of text.
 
-The rows come from pipeline.listings, which caches them (a repeat imports no torch); these
-functions only lay them out."""
+The rows come from pipeline.listings, which ships them at these defaults and caches them (neither
+imports torch); these functions only lay them out. `python -m stages.listings` writes the shipped
+listings again (after a change to pipeline/heads, backbones or flow)."""
 
 from __future__ import annotations
 
@@ -34,14 +35,17 @@ class HeadsConfig:
                               f"got {self.feature_shape!r}")
         return shape
 
+    def listing_options(self) -> dict:
+        return dict(num_classes=self.num_classes, num_segments=self.num_segments, feature_shape=self.shape(),
+                    proj_dim=self.proj_dim)
+
 
 def heads(cfg: HeadsConfig) -> list[str]:
     """The head table: parameters and multiply-adds per clip, projection and body apart, default recipe."""
     from pipeline.listings import heads_listing
 
     shape = cfg.shape()
-    listing = heads_listing(num_classes=cfg.num_classes, num_segments=cfg.num_segments, feature_shape=shape,
-                            proj_dim=cfg.proj_dim)
+    listing = heads_listing(**cfg.listing_options())
     lines = [f"classes {cfg.num_classes}, segments {cfg.num_segments}, features {'x'.join(map(str, shape))} per "
              f"segment, projection to {cfg.proj_dim}; MACs per clip"]
     header = ("head", "input", "proj params", "proj MACs", "head params", "head MACs", "default recipe", "note")
@@ -99,3 +103,9 @@ def flows() -> list[str]:
         extra = f" (needs the '{meta['extra']}' extra)" if meta.get("extra") else ""
         lines.append(f"{meta['name']:14s} {detail}{extra}")
     return lines
+
+
+if __name__ == "__main__":
+    from pipeline.listings import write_shipped
+
+    write_shipped(HeadsConfig().listing_options())

@@ -22,15 +22,9 @@ def require(module: str, extra: str, name: str) -> ModuleType:
         ) from None
 
 
-def available(module: str) -> str | None:
-    """The installed version of an optional library, or None (without importing it)."""
-    from importlib.metadata import PackageNotFoundError, version
-
-    dist = {"timm": "timm", "open_clip": "open_clip_torch"}.get(module, module)
-    try:
-        return version(dist)
-    except PackageNotFoundError:
-        return None
+def distribution(module: str) -> str:
+    """The distribution that installs an optional library (its version says whether it is there)."""
+    return {"timm": "timm", "open_clip": "open_clip_torch"}.get(module, module)
 
 
 def similar(name: str, names: list[str]) -> str:
