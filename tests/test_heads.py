@@ -210,6 +210,19 @@ def test_soft_pool_hand_checked():
     assert big.item() == pytest.approx(1000.0)
 
 
+def test_soft_pool_matches_a_softmax_over_each_window():
+    # a (B, C, T, H, W) volume as mtconv pools it, values and gradients against the definition
+    x = (torch.randn(2, 3, 4, 7, 5, generator=torch.Generator().manual_seed(0), dtype=torch.float64) * 30).requires_grad_()
+    padded = torch.nn.functional.pad(x.reshape(-1, 7, 5), (0, 1, 0, 1), mode="replicate")
+    windows = padded.unflatten(-1, (3, 2)).unflatten(-3, (4, 2)).transpose(-3, -2).flatten(-2)
+    expected = (torch.softmax(windows, dim=-1) * windows).sum(-1).reshape(2, 3, 4, 4, 3)
+    got = soft_pool2d(x)
+    torch.testing.assert_close(got, expected)
+    grad_weights = torch.randn_like(got)
+    torch.testing.assert_close(torch.autograd.grad((got * grad_weights).sum(), x)[0],
+                               torch.autograd.grad((expected * grad_weights).sum(), x)[0])
+
+
 def test_triplet_cosine_selection_hand_checked():
     # Unit vectors at angles whose consecutive differences are 5, 40, 20, 80, 30 degrees:
     # triplet sums for inner frames 1..4 are cos5+cos40=1.762, cos40+cos20=1.706,
@@ -317,6 +330,11 @@ def test_spatial_projection_drops_whole_channel_maps_per_frame():
     assert 0 < (per_map[..., 0] == 0).float().mean() < 1
     x = torch.randn(2, 4, 16, 5, 5)
     assert torch.equal(head.projection.eval()(x), head.projection(x))  # no dropout in eval
+    cached, fed = torch.ones(2, 4, 16, 5, 5), torch.ones(2, 4, 16, 5, 5, requires_grad=True)
+    head.projection.train()(cached)  # cached features are dropped in place (a fresh copy per batch)...
+    assert set(cached.unique().tolist()) == {0.0, 2.0}
+    head.projection(fed).sum().backward()  # ...a backbone's output (fine-tuning) is left as it is
+    assert fed.eq(1).all() and fed.grad is not None
 
 
 def test_s3dg_blocks_halve_time_and_mtconv_stacks_blocks():

@@ -42,16 +42,19 @@ def soft_pool2d(x: torch.Tensor) -> torch.Tensor:
     """SoftPool with a 2x2 kernel, stride 2, over the last two dims: sum(softmax(a) * a) per window.
 
     Odd sizes are replicate-padded at the bottom/right first, so the output is ceil(H/2) x ceil(W/2).
+    Computed as avgpool(e * a) / avgpool(e) with e = exp(a - window max): the same values as a softmax
+    over each window's 4 cells, at ~0.6x its CPU time (a softmax over a last dim of 4 was ~20% of an
+    mtconv trial).
     """
-    height, width = x.shape[-2:]
+    lead, (height, width) = x.shape[:-2], x.shape[-2:]
+    x = x.reshape(-1, height, width)
     if height % 2 or width % 2:
-        lead = x.shape[:-2]
-        x = F.pad(x.reshape(-1, 1, height, width), (0, width % 2, 0, height % 2), mode="replicate")
-        x = x.reshape(*lead, *x.shape[-2:])
+        x = F.pad(x, (0, width % 2, 0, height % 2), mode="replicate")
         height, width = x.shape[-2:]
-    windows = x.unflatten(-1, (width // 2, 2)).unflatten(-3, (height // 2, 2))  # (..., h, 2, w, 2)
-    windows = windows.transpose(-3, -2).flatten(-2)  # (..., h, w, 4)
-    return (torch.softmax(windows, dim=-1) * windows).sum(dim=-1)
+    peak = F.max_pool2d(x.detach(), 2)[:, :, None, :, None]  # a shift per window: softmax ignores it
+    weight = torch.exp(x.reshape(-1, height // 2, 2, width // 2, 2) - peak).reshape_as(x)
+    pooled = F.avg_pool2d(weight * x, 2) / F.avg_pool2d(weight, 2)
+    return pooled.reshape(*lead, *pooled.shape[-2:])
 
 
 def triplet_cosine_scores(x: torch.Tensor) -> torch.Tensor:
