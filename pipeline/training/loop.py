@@ -140,10 +140,11 @@ def data_notes(data: TrainData) -> list[str]:
 
 def train(cfg: TrainHeadConfig, data: TrainData, *, run_dir: str | Path | None = None, resume: bool = False,
           callback: Callback | None = None, checkpoint_extra: dict[str, Any] | None = None,
-          patience: int | None = None) -> TrainResult:
+          patience: int | None = None, fusion_weights: dict[str, float] | None = None) -> TrainResult:
     """Train on loaded data; with `run_dir`, write checkpoints and metrics.jsonl there, and with
     `resume` continue from its last.pt. `patience`: stop once val top-1 has not improved for that many
-    epochs (early stopping; `--select` scores its inner runs this way)."""
+    epochs (early stopping; `--select` scores its inner runs this way). `fusion_weights`: a late
+    fusion's stream weights (pipeline.training.fusion; equal when not given)."""
     emit = callback or (lambda event, **info: None)
     notes = data_notes(data)
     for note in notes:
@@ -154,6 +155,8 @@ def train(cfg: TrainHeadConfig, data: TrainData, *, run_dir: str | Path | None =
         emit("note", message=amp_note)
     frame_shapes = {s: d.frame_shape for s, d in data.train.streams.items()}
     spec = model_spec(cfg, num_classes=len(data.classes), frame_shapes=frame_shapes)
+    if fusion_weights:
+        spec["weights"] = dict(fusion_weights)
 
     torch.manual_seed(cfg.seed)
     model = build_model(spec).to(device)
@@ -197,7 +200,8 @@ def train(cfg: TrainHeadConfig, data: TrainData, *, run_dir: str | Path | None =
             scaler.step(optimizer)
             scaler.update()
             with torch.no_grad():
-                fused = torch.stack([o.float() for o in per_stream.values()]).mean(0)
+                per_stream = {s: o.float() for s, o in per_stream.items()}
+                fused = model.fuse(per_stream) if spec["fusion"] == "late" else torch.stack(list(per_stream.values())).mean(0)
                 hits += (fused.argmax(1) == y).sum()
                 loss_sum += loss.detach() * len(y)
             seen += len(y)

@@ -26,6 +26,7 @@ from pipeline.training.loop import Callback, TrainData, TrainResult, train
 from pipeline.training.model import check_buildable, head_input_kind
 from pipeline.training.reports import plot_confusion, plot_curves
 from pipeline.training.runs import (
+    FUSION_FILE,
     SELECTION_FILE,
     check_recorded_signature,
     prepare_run_dir,
@@ -83,8 +84,11 @@ def run_head(cfg: TrainHeadConfig, *, callback: Callback | None = None, data: Tr
     save_config(cfg, run_dir / "config.yaml")
     load_seconds = time.perf_counter() - started
     selection = _selection(cfg, data, store, run_dir, callback) if cfg.select else None
-    result = train(selection["config"] if selection else cfg, data, run_dir=run_dir, resume=resume,
-                   callback=callback, checkpoint_extra={"store": signature})
+    trained = selection["config"] if selection else cfg
+    late = len(cfg.streams) > 1 and cfg.fusion == "late"
+    fusion = _fusion(trained, data, store, run_dir, callback) if late else None
+    result = train(trained, data, run_dir=run_dir, resume=resume, callback=callback,
+                   checkpoint_extra={"store": signature}, fusion_weights=fusion and fusion["weights"])
     metrics = {
         "val_top1": result.val["top1"], "val_top5": result.val["top5"],
         "val_mean_class_acc": result.val["mean_class_acc"], "val_loss": result.val["loss"],
@@ -98,6 +102,8 @@ def run_head(cfg: TrainHeadConfig, *, callback: Callback | None = None, data: Tr
     }
     if selection:
         metrics["select"] = selection["record"]
+    if fusion:
+        metrics["fusion"] = fusion
     (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=1))
     if plots:
         title = f"{cfg.head}, {cfg.segments} segments, {cfg.modality}"
@@ -114,20 +120,37 @@ def _selection(cfg: TrainHeadConfig, data: TrainData, store: FeatureStore, run_d
     searched (a re-run or resume trains what was chosen), else by searching now."""
     from pipeline.training.select import select
 
-    path = run_dir / SELECTION_FILE
+    emit = callback or (lambda event, **info: None)
+    record = _chosen_once(run_dir / SELECTION_FILE, cfg, lambda: select(
+        cfg, data, note=lambda message: emit("note", message=message),
+        groups=groups_of(store.index(), data.train.keys)).record())
+    return {"config": replace(cfg, **record["chosen"]), "record": record}
+
+
+def _fusion(cfg: TrainHeadConfig, data: TrainData, store: FeatureStore, run_dir: Path,
+            callback: Callback | None) -> dict[str, Any]:
+    """Late fusion's stream weights (pipeline.training.fusion), from fusion.json when this run already
+    chose them, else chosen now on the training videos."""
+    from pipeline.training.fusion import choose_weights
+
+    emit = callback or (lambda event, **info: None)
+    return _chosen_once(run_dir / FUSION_FILE, cfg, lambda: choose_weights(
+        cfg, data, groups=groups_of(store.index(), data.train.keys), note=lambda message: emit("note", message=message)))
+
+
+def _chosen_once(path: Path, cfg: TrainHeadConfig, choose) -> dict[str, Any]:
+    """What `choose()` records, kept in `path` with the config's identity: a re-run or resume of the same
+    config reads it back instead of choosing again."""
     identity = json.loads(json.dumps(config_to_dict(cfg.identity())))
     if path.is_file():
         saved = json.loads(path.read_text())
         if saved.get("identity") == identity:
-            return {"config": replace(cfg, **saved["chosen"]), "record": saved}
-    emit = callback or (lambda event, **info: None)
-    found = select(cfg, data, note=lambda message: emit("note", message=message),
-                   groups=groups_of(store.index(), data.train.keys))
-    record = {"identity": identity, **found.record()}
+            return saved
+    record = {"identity": identity, **choose()}
     tmp = path.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(record, indent=1))
     tmp.replace(path)
-    return {"config": found.chosen, "record": record}
+    return record
 
 
 def _floats(values) -> list[float | None]:
