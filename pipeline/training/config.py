@@ -34,7 +34,8 @@ class TrainHeadConfig:
     head_options: dict[str, Any] = field(default_factory=dict)  # extra keyword options of the head builder
     segments: int = 8
     modality: Literal["rgb", "flow", "rgb+flow"] = "rgb"
-    # rgb+flow: "late" = one head per stream, logits averaged (two-stream late fusion);
+    # rgb+flow: "late" = one head per stream, logits averaged with weights chosen on the training
+    # videos (two-stream late fusion, pipeline.training.fusion);
     # "joint" = one two-stream head (e.g. st_resnet with motion->appearance residuals)
     fusion: Literal["late", "joint"] = "late"
     # None = from the recipe (resolved in __post_init__, so never None on a built config)

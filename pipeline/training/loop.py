@@ -4,8 +4,9 @@ SGD (momentum 0.9, weight decay 5e-4 on all parameters) with cross-entropy; the 
 10x when the validation loss stops improving, twice, and the next plateau ends training (seed 000
 sec. 4.1). Cosine decay and AdamW are options. Multi-stream models train one loss per stream (the
 two-stream papers train each stream on its own labels; a joint softmax overfits to appearance)
-and predict with the average of the streams' non-softmaxed scores. Mixed precision on CUDA
-(bfloat16 where the GPU has it, so no GradScaler and no host sync per step; else float16).
+and predict with the average of the streams' non-softmaxed scores (late fusion: weighted,
+pipeline.training.fusion). Mixed precision on CUDA (bfloat16 where the GPU has it, so no
+GradScaler and no host sync per step; else float16).
 
 `train(cfg, data)` takes already-loaded `TrainData`, so an ablation loads a store once and trains
 many heads from it. With `run_dir` it writes last.pt every epoch (everything needed to continue,
