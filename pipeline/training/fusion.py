@@ -2,7 +2,8 @@
 
 Equal averaging let a weak stream pull a strong one down (TSN on real footage: rgb+flow 70.9 vs flow
 alone 77.0, benchmarks/README.md). `choose_weights` holds out the inner split `--select` uses (a
-seeded share of each class's training videos, whole groups at a time: select.inner_split), trains the
+seeded share of each class's training videos, whole `groups` at a time when given: select.inner_split;
+the caller decides, pipeline.training.session), trains the
 run's two heads on the rest, and scores a grid of rgb:flow weights on the held-out part from the
 per-stream logits of that one model. The grid spans flow alone to rgb alone, so a useless stream
 can be switched off; the best inner top-1 wins, ties going to the lower inner loss, then to the

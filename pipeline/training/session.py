@@ -17,7 +17,7 @@ from pipeline.config import config_to_dict, save_config
 from pipeline.cpus import apply_threads
 from pipeline.device import pick_device
 from pipeline.errors import ConfigError
-from pipeline.splits import groups_of
+from pipeline.splits import groups_of, index_leak
 from pipeline.store import FeatureStore
 from pipeline.training.config import TrainHeadConfig
 from pipeline.training.data import memory_budget_bytes
@@ -130,12 +130,19 @@ def _selection(cfg: TrainHeadConfig, data: TrainData, store: FeatureStore, run_d
 def _fusion(cfg: TrainHeadConfig, data: TrainData, store: FeatureStore, run_dir: Path,
             callback: Callback | None) -> dict[str, Any]:
     """Late fusion's stream weights (pipeline.training.fusion), from fusion.json when this run already
-    chose them, else chosen now on the training videos."""
+    chose them, else chosen now on the training videos.
+
+    The inner split is drawn as the reported split was: whole groups when val keeps train's groups out,
+    else per video. A val that shares sources with train rewards the stream that remembers them (rgb);
+    whole sources held out judge the streams on unseen ones instead, and chose flow alone where equal
+    weights had scored 15 points higher (benchmarks/README.md, issue 34.5)."""
     from pipeline.training.fusion import choose_weights
 
     emit = callback or (lambda event, **info: None)
+    index = store.index()
+    groups = None if index_leak(index, "train", cfg.val_split) else groups_of(index, data.train.keys)
     return _chosen_once(run_dir / FUSION_FILE, cfg, lambda: choose_weights(
-        cfg, data, groups=groups_of(store.index(), data.train.keys), note=lambda message: emit("note", message=message)))
+        cfg, data, groups=groups, note=lambda message: emit("note", message=message)))
 
 
 def _chosen_once(path: Path, cfg: TrainHeadConfig, choose) -> dict[str, Any]:
