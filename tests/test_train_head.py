@@ -264,6 +264,16 @@ def test_a_late_fusion_run_keeps_its_weights_and_evaluate_applies_them(store_url
     assert result.metrics["val_top1"] == pytest.approx(top1)
 
 
+@pytest.mark.parametrize("val_shares_groups", [False, True])
+def test_late_fusion_holds_out_whole_groups_only_when_val_does(tmp_path, val_shares_groups):
+    # two groups per split, each half of every class: whole groups hold out half of train, per video a quarter
+    url = str(tmp_path / "grouped.zarr")
+    make_store(url, flow_features=True, flow_dim=8, per_class={"train": 8, "val": 4},
+               group_of=lambda split, c, k: f"{'' if val_shares_groups else split}{k % 2}")
+    result = train_head.run(config(url, str(tmp_path / "run"), head="tsn", modality="rgb+flow", epochs=2))
+    assert result.metrics["fusion"]["inner_val_videos"] == (8 if val_shares_groups else 16)
+
+
 def test_spatial_head_trains_on_maps(spatial_url, tmp_path):
     result = train_head.run(config(spatial_url, str(tmp_path / "run"), head="fcn3d", epochs=1))
     assert result.metrics["macs"] > 0 and 0 <= result.metrics["val_top1"] <= 1
