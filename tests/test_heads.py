@@ -279,6 +279,11 @@ def test_late_fusion_and_rebuild_from_spec():
     x = {"rgb": torch.randn(2, 4, 12), "flow": torch.randn(2, 4, 12)}
     with torch.no_grad():
         assert torch.allclose(fusion(x), (heads["rgb"](x["rgb"]) + heads["flow"](x["flow"])) / 2)
+        weighted = LateFusion(heads, {"rgb": 1.0, "flow": 1.5}).eval()  # TSN's weights, normalised to sum 1
+        assert torch.allclose(weighted(x), (heads["rgb"](x["rgb"]) + 1.5 * heads["flow"](x["flow"])) / 2.5)
+    for bad in ({"rgb": 1.0}, {"rgb": -1.0, "flow": 2.0}, {"rgb": 0.0, "flow": 0.0}):
+        with pytest.raises(HeadError, match="weights"):
+            LateFusion(heads, bad)
     original = small_head("mtconv", ratio=0.75)
     rebuilt = build_head(**original.spec)
     rebuilt.load_state_dict(original.state_dict())

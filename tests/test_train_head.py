@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 
 import numpy as np
@@ -16,7 +17,8 @@ from pipeline.store import FeatureStore
 from pipeline.training.batches import MemoryFeatures, eval_plans, segment_indices, train_plans
 from pipeline.training.config import TrainHeadConfig
 from pipeline.training.data import load_split
-from pipeline.training.loop import TrainData, make_source, predict, train
+from pipeline.training.fusion import choose_weights
+from pipeline.training.loop import TrainData, make_source, num_views, predict, train
 from pipeline.training.model import build_model, load_checkpoint
 from pipeline.training.stats import compute_stats
 from pipeline.training.streaming import ZarrFeatures, iterate_batches
@@ -218,6 +220,58 @@ def test_two_stream_late_and_joint_fusion(store):
     assert list(joint.spec["heads"]) == ["joint"] and joint.model.streams == ("rgb", "flow")
     with pytest.raises(ConfigError, match="two-stream head"):
         train(config("x", head="mlp", modality="rgb+flow", fusion="joint"), data)
+
+
+def _decoupled_flow(split, seed=0):
+    """`split` with its flow features dealt out to other videos of it: a stream that carries no label."""
+    order = np.random.default_rng(seed).permutation(len(split))
+    flow = split.streams["flow"]
+    return dataclasses.replace(split, streams={**split.streams, "flow": dataclasses.replace(
+        flow, offsets=flow.offsets[order].copy(), lengths=flow.lengths[order].copy())})
+
+
+def test_late_fusion_weights_are_chosen_on_training_videos_only(store):
+    streams = ("rgb", "flow")
+    train_split, val = (_decoupled_flow(load_split(store, s, streams=streams)) for s in ("train", "val"))
+    cfg = config("x", head="mlp", modality="rgb+flow", epochs=6)
+    chosen = choose_weights(cfg, TrainData(train_split, val, store.classes))
+    shuffled = dataclasses.replace(val, labels=np.random.default_rng(1).permutation(val.labels))
+    assert choose_weights(cfg, TrainData(train_split, shuffled, store.classes)) == chosen
+    assert chosen["inner_train_videos"] + chosen["inner_val_videos"] == len(train_split)
+    assert chosen["weights"]["rgb"] > 0.5 > chosen["weights"]["flow"]  # the label-free stream is turned down
+    assert sum(chosen["weights"].values()) == pytest.approx(1.0) and len(chosen["grid"]) == 11
+
+
+def test_a_late_fusion_run_keeps_its_weights_and_evaluate_applies_them(store_url, tmp_path):
+    out = tmp_path / "run"
+    result = train_head.run(config(store_url, str(out), head="mlp", modality="rgb+flow", epochs=3))
+    weights = result.metrics["fusion"]["weights"]
+    assert json.loads((out / "fusion.json").read_text())["weights"] == weights
+    checkpoint = load_checkpoint(out / "checkpoint.pt")
+    model = build_model(checkpoint["spec"])
+    assert checkpoint["spec"]["weights"] == weights and model.weights == pytest.approx(weights)
+    model.load_state_dict(checkpoint["model"])
+    store = FeatureStore.open(store_url)
+    val = load_split(store, "val", streams=("rgb", "flow"))
+    source = make_source(val, device=torch.device("cpu"), num_segments=4, stats=None, max_batch=64)
+    per_stream = {}
+    for stream in ("rgb", "flow"):
+        model.set_weights({s: float(s == stream) for s in ("rgb", "flow")})
+        per_stream[stream], labels = predict(model, source, views=num_views(val), batch_size=64)
+    fused = sum(weights[s] * per_stream[s] for s in per_stream)
+    top1 = float((fused.argmax(1) == labels).float().mean())
+    assert evaluate.run(evaluate.EvaluateConfig(run=str(out), split="val")).top1 == pytest.approx(top1)
+    assert result.metrics["val_top1"] == pytest.approx(top1)
+
+
+@pytest.mark.parametrize("val_shares_groups", [False, True])
+def test_late_fusion_holds_out_whole_groups_only_when_val_does(tmp_path, val_shares_groups):
+    # two groups per split, each half of every class: whole groups hold out half of train, per video a quarter
+    url = str(tmp_path / "grouped.zarr")
+    make_store(url, flow_features=True, flow_dim=8, per_class={"train": 8, "val": 4},
+               group_of=lambda split, c, k: f"{'' if val_shares_groups else split}{k % 2}")
+    result = train_head.run(config(url, str(tmp_path / "run"), head="tsn", modality="rgb+flow", epochs=2))
+    assert result.metrics["fusion"]["inner_val_videos"] == (8 if val_shares_groups else 16)
 
 
 def test_spatial_head_trains_on_maps(spatial_url, tmp_path):

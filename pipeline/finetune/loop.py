@@ -177,7 +177,7 @@ def train_worker(setup: Setup, *, run_dir: str | Path, dist: Dist | None = None,
                 if n:
                     with torch.no_grad():
                         loss_sum += summed.detach()
-                        hits += (fuse(per_stream).argmax(1) == labels).sum()
+                        hits += (fuse(per_stream, model.fusion_weights).argmax(1) == labels).sum()
                     seen += n
                 emit(Advanced(task, amounts={"samples": n}))
             if cfg.clip_grad:
@@ -247,7 +247,7 @@ def evaluate(model: FinetuneModel, dataset: ClipDataset, *, num_classes: int, di
             continue
         inputs = {s: x.to(device, non_blocking=True) for s, x in batch["inputs"].items()}
         with torch.autocast(device_type=device.type, dtype=amp_dtype(device), enabled=amp):
-            out = fuse(model(inputs)).float()
+            out = fuse(model(inputs), model.fusion_weights).float()
         index = batch["index"].to(device)
         logits[index], got[index] = out, 1.0
     dist.all_reduce(logits)

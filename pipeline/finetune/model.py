@@ -31,8 +31,11 @@ from pipeline.training.model import build_model
 STD_FLOOR = 0.1  # standardisation divides by at least this fraction of the stream's median channel std
 
 
-def fuse(stream_logits: Mapping[str, torch.Tensor]) -> torch.Tensor:
-    """The prediction: the average of the streams' non-softmaxed scores."""
+def fuse(stream_logits: Mapping[str, torch.Tensor], weights: Mapping[str, float] | None = None) -> torch.Tensor:
+    """The prediction: the average of the streams' non-softmaxed scores, weighted by the head run's
+    late-fusion weights when it has them (`FinetuneModel.fusion_weights`)."""
+    if weights:
+        return sum(weights[s] * v.float() for s, v in stream_logits.items())
     return torch.stack([v.float() for v in stream_logits.values()]).mean(0)
 
 
@@ -112,6 +115,11 @@ class FinetuneModel(nn.Module):
 
     def forward(self, inputs: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         return self.head.stream_logits(self.features(inputs))
+
+    @property
+    def fusion_weights(self) -> dict[str, float] | None:
+        """The late fusion's stream weights the head run chose (pipeline.training.fusion); None: equal."""
+        return getattr(self.head, "weights", None)
 
     def _prepared(self, stream: str, x: torch.Tensor) -> torch.Tensor:
         return x.contiguous(memory_format=torch.channels_last) if self.backbones[stream].channels_last else x

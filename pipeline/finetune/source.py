@@ -164,6 +164,8 @@ def _head_spec(run_spec: dict[str, Any], streams: tuple[str, ...], backbones: di
         spec["heads"][stream] = dict(copy.deepcopy(template), in_dim=int(meta["feature_shape"][0]), spatial=spatial,
                                      streams=[stream])
         sources[stream] = None
+    if "weights" in run_spec and set(streams) == set(heads):  # the run's own two heads: its chosen weights
+        spec["weights"] = dict(run_spec["weights"])
     return spec, sources
 
 

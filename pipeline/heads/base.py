@@ -244,19 +244,33 @@ def build_head(
 
 
 class LateFusion(nn.ModuleDict):
-    """Average of the logits of one head per stream, e.g. {"rgb": head_a, "flow": head_b}.
+    """Weighted average of the logits of one head per stream, e.g. {"rgb": head_a, "flow": head_b}.
 
-    Two-stream papers fuse non-softmaxed scores by averaging; forward takes {stream: features}.
+    Two-stream papers fuse non-softmaxed scores by a weighted average (TSN: rgb 1, flow 1.5); forward
+    takes {stream: features}. `weights` ({stream: weight}, equal when not given) are normalised to sum 1;
+    a train-head run chooses them on its training videos (pipeline.training.fusion).
     """
 
-    def __init__(self, heads: Mapping[str, nn.Module]):
+    def __init__(self, heads: Mapping[str, nn.Module], weights: Mapping[str, float] | None = None):
         if not heads:
             raise HeadError("LateFusion needs at least one head")
         super().__init__(dict(heads))
         self.streams = tuple(heads)
+        self.set_weights(weights or dict.fromkeys(self.streams, 1.0))
+
+    def set_weights(self, weights: Mapping[str, float]) -> None:
+        total = sum(float(weights.get(s, 0.0)) for s in self.streams)
+        if set(weights) != set(self.streams) or min(weights.values()) < 0 or total <= 0:
+            raise HeadError(f"LateFusion weights must be >= 0 for streams {list(self.streams)} with a positive "
+                            f"sum; got {dict(weights)}")
+        self.weights = {s: float(weights[s]) / total for s in self.streams}
 
     def forward(self, x: Mapping[str, torch.Tensor]) -> torch.Tensor:
-        return torch.stack(list(self.stream_logits(x).values())).mean(0)
+        return self.fuse(self.stream_logits(x))
+
+    def fuse(self, logits: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        """The weighted average of per-stream logits (as `stream_logits` gives them)."""
+        return sum(self.weights[s] * logits[s] for s in self.streams)
 
     def stream_logits(self, x: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         if not isinstance(x, Mapping) or set(x) != set(self.streams):

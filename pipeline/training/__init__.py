@@ -15,6 +15,7 @@ The pieces, in the order data flows through them:
     loop.train(cfg, TrainData(train, val, classes, stats), run_dir=None) -> TrainResult
                                 a head's recipe or the paper's SGD; resumable; no store access (data comes in)
     stats.compute_stats         per-channel mean/std of a loaded split; kept by the pack, store or run dir
+    fusion.choose_weights       late fusion's rgb:flow weights, chosen on an inner split of the training videos
     metrics, reports, runs, model
                                 accuracy/confusion, plots, run-dir rules and store signatures,
                                 model specs and weights-only checkpoints

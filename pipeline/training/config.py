@@ -35,7 +35,8 @@ class TrainHeadConfig:
     head_options: dict[str, Any] = arg(help='JSON object of head options, e.g. \'{"hidden": 512}\'.', factory=dict)
     segments: int = arg(8, "Segments N sampled per video.")
     modality: Literal["rgb", "flow", "rgb+flow"] = arg("rgb", "Feature streams.")
-    # rgb+flow: "late" = one head per stream, logits averaged (two-stream late fusion);
+    # rgb+flow: "late" = one head per stream, logits averaged with weights chosen on the training
+    # videos (two-stream late fusion, pipeline.training.fusion);
     # "joint" = one two-stream head (e.g. st_resnet with motion->appearance residuals)
     fusion: Literal["late", "joint"] = arg(
         "late", "rgb+flow: late = one head per stream, logits averaged; joint = one two-stream head (st_resnet).")

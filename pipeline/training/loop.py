@@ -4,8 +4,9 @@ SGD (momentum 0.9, weight decay 5e-4 on all parameters) with cross-entropy; the 
 10x when the validation loss stops improving, twice, and the next plateau ends training (Köpüklü et al.
 sec. 4.1). Cosine decay and AdamW are options. Multi-stream models train one loss per stream (the
 two-stream papers train each stream on its own labels; a joint softmax overfits to appearance)
-and predict with the average of the streams' non-softmaxed scores. Mixed precision on CUDA
-(bfloat16 where the GPU has it, so no GradScaler and no host sync per step; else float16).
+and predict with the average of the streams' non-softmaxed scores (late fusion: weighted,
+pipeline.training.fusion). Mixed precision on CUDA (bfloat16 where the GPU has it, so no
+GradScaler and no host sync per step; else float16).
 
 `train(cfg, data)` takes already-loaded `TrainData`, so an ablation loads a store once and trains
 many heads from it. With `run_dir` it writes last.pt every epoch (everything needed to continue,
@@ -142,11 +143,12 @@ def epoch_line(record: dict[str, Any], stopped: str, throughput: str) -> str:
 
 def train(cfg: TrainHeadConfig, data: TrainData, *, run_dir: str | Path | None = None, resume: bool = False,
           progress: Progress | None = None, checkpoint_extra: dict[str, Any] | None = None,
-          patience: int | None = None) -> TrainResult:
+          patience: int | None = None, fusion_weights: dict[str, float] | None = None) -> TrainResult:
     """Train on loaded data; with `run_dir`, write checkpoints and metrics.jsonl there, and with
     `resume` continue from its last.pt. `patience`: stop once val top-1 has not improved for that many
     epochs (early stopping; `--select` scores its inner runs this way). `progress` gets each epoch as a
-    task of batches, finished with its line (`epoch_line`) and its record as `item`."""
+    task of batches, finished with its line (`epoch_line`) and its record as `item`. `fusion_weights`: a
+    late fusion's stream weights (pipeline.training.fusion; equal when not given)."""
     cfg = cfg.resolved()
     emit = emitter(progress)
     notes = data_notes(data)
@@ -158,6 +160,8 @@ def train(cfg: TrainHeadConfig, data: TrainData, *, run_dir: str | Path | None =
         emit(Note(amp_note))
     frame_shapes = {s: d.frame_shape for s, d in data.train.streams.items()}
     spec = model_spec(cfg, num_classes=len(data.classes), frame_shapes=frame_shapes)
+    if fusion_weights:
+        spec["weights"] = dict(fusion_weights)
 
     torch.manual_seed(cfg.seed)
     model = build_model(spec).to(device)
@@ -202,7 +206,8 @@ def train(cfg: TrainHeadConfig, data: TrainData, *, run_dir: str | Path | None =
             scaler.step(optimizer)
             scaler.update()
             with torch.no_grad():
-                fused = torch.stack([o.float() for o in per_stream.values()]).mean(0)
+                per_stream = {s: o.float() for s, o in per_stream.items()}
+                fused = model.fuse(per_stream) if spec["fusion"] == "late" else torch.stack(list(per_stream.values())).mean(0)
                 hits += (fused.argmax(1) == y).sum()
                 loss_sum += loss.detach() * len(y)
             seen += len(y)

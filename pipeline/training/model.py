@@ -1,7 +1,8 @@
 """What a run trains (a head, two late-fused heads, or one two-stream head) and its checkpoint files.
 
-A model is described by a plain `spec` ({"fusion": ..., "heads": {key: build_head kwargs}}) so a
-checkpoint holds only tensors and plain types and loads with `torch.load(weights_only=True)`.
+A model is described by a plain `spec` ({"fusion": ..., "heads": {key: build_head kwargs}}, for late
+fusion also the streams' "weights": pipeline.training.fusion) so a checkpoint holds only tensors and
+plain types and loads with `torch.load(weights_only=True)`.
 """
 
 from __future__ import annotations
@@ -68,7 +69,7 @@ def build_model(spec: Mapping[str, Any]) -> nn.Module:
     """A Head (single stream or joint two-stream) or a LateFusion of one head per stream."""
     heads = {key: build_head(**_build_args(args)) for key, args in spec["heads"].items()}
     if spec["fusion"] == "late":
-        return LateFusion(heads)
+        return LateFusion(heads, spec.get("weights"))  # no weights (runs before they were chosen): equal
     (head,) = heads.values()
     return head
 

@@ -23,8 +23,9 @@ from pipeline.training.identity import check_same_run, continued
 from pipeline.training.tensorboard_events import remove_event_files
 
 SELECTION_FILE = "selection.json"  # --select: what was searched and chosen (pipeline.training.select)
+FUSION_FILE = "fusion.json"  # late fusion: the streams' weights and how they were chosen (pipeline.training.fusion)
 RUN_FILES = ("config.yaml", "store.json", "checkpoint.pt", "last.pt", "metrics.jsonl", "metrics.json",
-             "curves.png", "confusion.png", "stats.json", SELECTION_FILE)
+             "curves.png", "confusion.png", "stats.json", SELECTION_FILE, FUSION_FILE)
 
 
 def store_signature(store: FeatureStore, streams: tuple[str, ...], *, pooled: bool, split: str = "train") -> dict[str, Any]:

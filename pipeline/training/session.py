@@ -18,7 +18,7 @@ from pipeline.cpus import apply_threads
 from pipeline.device import pick_device
 from pipeline.errors import ConfigError
 from pipeline.progress import Progress
-from pipeline.splits import groups_of
+from pipeline.splits import groups_of, index_leak
 from pipeline.store import FeatureStore
 from pipeline.training.config import TrainHeadConfig
 from pipeline.training.data import memory_budget_bytes
@@ -29,6 +29,7 @@ from pipeline.training.loop import TrainData, TrainResult, train
 from pipeline.training.model import check_buildable, head_input_kind
 from pipeline.training.reports import plot_confusion, plot_curves
 from pipeline.training.runs import (
+    FUSION_FILE,
     SELECTION_FILE,
     check_recorded_signature,
     prepare_run_dir,
@@ -83,8 +84,11 @@ def run_head(cfg: TrainHeadConfig, *, progress: Progress | None = None, data: Tr
     save_config(cfg, run_dir / "config.yaml")
     load_seconds = time.perf_counter() - started
     selection = _selection(cfg, data, store, run_dir, progress) if cfg.select else None
-    result = train(selection["config"] if selection else cfg, data, run_dir=run_dir, resume=resume,
-                   progress=progress, checkpoint_extra={"store": signature})
+    trained = selection["config"] if selection else cfg
+    late = len(cfg.streams) > 1 and cfg.fusion == "late"
+    fusion = _fusion(trained, data, store, run_dir, progress) if late else None
+    result = train(trained, data, run_dir=run_dir, resume=resume, progress=progress,
+                   checkpoint_extra={"store": signature}, fusion_weights=fusion and fusion["weights"])
     metrics = {
         "val_top1": result.val["top1"], "val_top5": result.val["top5"],
         "val_mean_class_acc": result.val["mean_class_acc"], "val_loss": result.val["loss"],
@@ -98,6 +102,8 @@ def run_head(cfg: TrainHeadConfig, *, progress: Progress | None = None, data: Tr
     }
     if selection:
         metrics["select"] = selection["record"]
+    if fusion:
+        metrics["fusion"] = fusion
     (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=1))
     if plots:
         title = f"{cfg.head}, {cfg.segments} segments, {cfg.modality}"
@@ -114,18 +120,40 @@ def _selection(cfg: TrainHeadConfig, data: TrainData, store: FeatureStore, run_d
     searched (a re-run or resume trains what was chosen), else by searching now."""
     from pipeline.training.select import select
 
-    path = run_dir / SELECTION_FILE
+    record = _chosen_once(run_dir / SELECTION_FILE, cfg, lambda: select(
+        cfg, data, progress=progress, groups=groups_of(store.index(), data.train.keys)).record())
+    return {"config": replace(cfg, **record["chosen"]), "record": record}
+
+
+def _fusion(cfg: TrainHeadConfig, data: TrainData, store: FeatureStore, run_dir: Path,
+            progress: Progress | None) -> dict[str, Any]:
+    """Late fusion's stream weights (pipeline.training.fusion), from fusion.json when this run already
+    chose them, else chosen now on the training videos.
+
+    The inner split is drawn as the reported split was: whole groups when val keeps train's groups out,
+    else per video. A val that shares sources with train rewards the stream that remembers them (rgb);
+    whole sources held out judge the streams on unseen ones instead, and chose flow alone where equal
+    weights had scored 15 points higher (benchmarks/README.md, issue 34.5)."""
+    from pipeline.training.fusion import choose_weights
+
+    index = store.index()
+    groups = None if index_leak(index, "train", cfg.val_split) else groups_of(index, data.train.keys)
+    return _chosen_once(run_dir / FUSION_FILE, cfg, lambda: choose_weights(cfg, data, groups=groups, progress=progress))
+
+
+def _chosen_once(path: Path, cfg: TrainHeadConfig, choose) -> dict[str, Any]:
+    """What `choose()` records, kept in `path` with the config's identity: a re-run or resume of the same
+    config reads it back instead of choosing again."""
     identity = run_identity(cfg)
     if path.is_file():
         saved = json.loads(path.read_text())
         if not differences(saved.get("identity", {}), identity):
-            return {"config": replace(cfg, **saved["chosen"]), "record": saved}
-    found = select(cfg, data, progress=progress, groups=groups_of(store.index(), data.train.keys))
-    record = {"identity": identity, **found.record()}
+            return saved
+    record = {"identity": identity, **choose()}
     tmp = path.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(record, indent=1))
     tmp.replace(path)
-    return {"config": found.chosen, "record": record}
+    return record
 
 
 def _floats(values) -> list[float | None]:
