@@ -65,7 +65,7 @@ def test_replace_means_what_a_fresh_config_with_those_arguments_means():
     assert mlp.resolved() == TrainHeadConfig(store="s", head="mlp", segments=4, epochs=3).resolved()
     assert (mlp.resolved().lr, mlp.resolved().temporal_center, mlp.resolved().proj_dim) == (
         head_recipe("mlp").lr, head_recipe("mlp").temporal_center, head_recipe("mlp").proj_dim)
-    assert lstm.resolved().lr != mlp.resolved().lr and lstm.resolved().temporal_center != mlp.resolved().temporal_center
+    assert lstm.resolved().lr != mlp.resolved().lr  # the recipes differ: mlp's values came from mlp's
     assert replace(lstm, seed=1).given == ("epochs",)
     assert replace(lstm, seed=1).identity() == {**lstm.identity(), "seed": 1}
 
