@@ -254,7 +254,7 @@ def _import_part(job: _ImportPart, report: Callable[[list[str]], None]) -> _Part
             report(batch[:])
             batch.clear()
 
-    with h5py.File(path, "r") as h5, Writer(write_threads(store), on_done=written, in_flight=2) as pool:
+    with h5py.File(path, "r") as h5, Writer(write_threads(store, inline_local=True), on_done=written, in_flight=2) as pool:
         for row in range(job.first, job.stop):
             key = job.order[row]
             attrs, arrays = _h5_video(path, h5, key, skip=job.done)
@@ -466,7 +466,7 @@ def import_npy(manifest_path: str | Path, url: str, *, features_dir: str | Path 
         result.done += 1
         advance(video_id)
 
-    with Writer(write_threads(store), on_done=written, in_flight=2) as pool:
+    with Writer(write_threads(store, inline_local=True), on_done=written, in_flight=2) as pool:
         for entry in manifest.entries:
             if entry.video_id in done:
                 result.skipped += 1

@@ -7,7 +7,8 @@ video carries its id as `key` and goes to the same lane, in submission order, so
 still has exactly one writer and `complete` is still its last write (the kill -9 guarantees of
 RELIABILITY.md hold unchanged); different videos write in parallel. A write without a key (one
 that holds a whole video, as import's) goes to the next lane. On a local disk a write is a few file
-creations and one lane is enough (threads would only contend there).
+creations and one lane is enough; an import, whose work is all Python, writes there on its own thread
+(`lanes=0`): a lane's thread would only trade the GIL with it (~44 futex calls a video).
 """
 
 from __future__ import annotations
@@ -25,8 +26,9 @@ REMOTE_THREADS = 16
 _SKIPPED = object()
 
 
-def write_threads(store) -> int:
-    return 1 if store.io.local else REMOTE_THREADS
+def write_threads(store, *, inline_local: bool = False) -> int:
+    """Lanes for `store`: object stores many; a local disk one, or none (`inline_local`: the caller's thread)."""
+    return REMOTE_THREADS if not store.io.local else 0 if inline_local else 1
 
 
 class Writer:
@@ -38,7 +40,7 @@ class Writer:
 
     def __init__(self, lanes: int = 1, *, on_done: Callable[[Any], None] | None = None, in_flight: int = 0) -> None:
         self._lanes = [ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"stpipe-writer-{i}")
-                       for i in range(max(1, lanes))]
+                       for i in range(lanes)]
         self._next_lane = itertools.cycle(self._lanes)
         self._on_done = on_done
         self._in_flight = in_flight * len(self._lanes)
@@ -46,6 +48,11 @@ class Writer:
         self._failed = threading.Event()
 
     def submit(self, fn: Callable[..., Any], *args: Any, key: str | None = None, **kwargs: Any) -> None:
+        if not self._lanes:  # lanes=0: on the caller's thread
+            result = self._guarded(fn, args, kwargs)
+            if self._on_done is not None:
+                self._on_done(result)
+            return
         lane = next(self._next_lane) if key is None else self._lanes[zlib.crc32(key.encode()) % len(self._lanes)]
         self._futures.append(lane.submit(self._guarded, fn, args, kwargs))
         self.check()
