@@ -34,7 +34,7 @@ import numpy as np
 
 from pipeline.cpus import usable_cpus
 from pipeline.errors import StoreError
-from pipeline.processes import can_spawn, run_parts
+from pipeline.processes import can_spawn, check_not_starting_a_part, run_parts
 from pipeline.progress import Progress, count_units
 from pipeline.store import Failure, FeatureStore, config_hash, video_key
 from pipeline.store.feature_store import index_row
@@ -157,6 +157,7 @@ def import_hdf5(path: str | Path, url: str, *, storage_options: dict[str, Any] |
     """
     import h5py
 
+    check_not_starting_a_part()
     path = Path(path)
     try:
         h5 = h5py.File(path, "r")

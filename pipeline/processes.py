@@ -32,6 +32,15 @@ def can_spawn() -> bool:
     return path is None or os.path.isfile(path)
 
 
+def check_not_starting_a_part() -> None:
+    """Refuse to run while a spawned part starts: the part is re-running the calling script, whose code
+    is not under `if __name__ == "__main__":` (it would redo the caller's job, e.g. overwrite its output,
+    and wait on it). That guard is Python's rule for programs that start processes."""
+    if getattr(multiprocessing.current_process(), "_inheriting", False):
+        raise errors.ConfigError('a process started for this job re-ran the calling script: put the script\'s '
+                                 'code under `if __name__ == "__main__":`')
+
+
 def run_parts(fn: Callable[[Any, Callable[[Any], None]], Any], jobs: Sequence[Any],
               report: Callable[[Any], None]) -> list[Any]:
     """fn(job, report) for every job, each in its own process; their results in the jobs' order."""
@@ -39,8 +48,12 @@ def run_parts(fn: Callable[[Any, Callable[[Any], None]], Any], jobs: Sequence[An
     messages = context.Queue()
     processes = [context.Process(target=_part, args=(fn, job, i, messages, os.getpid()), daemon=True,
                                  name=f"stpipe-part-{i}") for i, job in enumerate(jobs)]
-    for process in processes:
-        process.start()
+    for i, process in enumerate(processes):
+        try:
+            process.start()
+        except (BrokenPipeError, EOFError):  # its interpreter exited before reading its job
+            raise RuntimeError(f"part {i} of {len(jobs)} could not start; a script that calls this needs its code "
+                               'under `if __name__ == "__main__":`') from None
     results: dict[int, Any] = {}
     try:
         while len(results) < len(jobs):

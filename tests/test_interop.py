@@ -187,6 +187,26 @@ def test_hdf5_values_read_as_hdf5_reads_them_in_every_layout(tmp_path, dtype):
             assert read.dtype == values.dtype and read.tobytes() == values.tobytes(), layout
 
 
+def test_import_from_a_script_without_a_main_guard_stops_instead_of_hanging(tmp_path, capsys):
+    """Its parts re-run the script on start: refused there (before the re-run could touch the output),
+    so the caller gets an error naming the fix, not a hang."""
+    import subprocess
+    from pathlib import Path
+
+    source = make_store(str(tmp_path / "src.zarr"), lengths=(3, 5))
+    run_cli(capsys, ["export", source.url, str(tmp_path / "s.h5")])
+    script = tmp_path / "unguarded.py"
+    script.write_text(f"""import sys
+sys.path.insert(0, {str(Path(__file__).resolve().parent.parent)!r})
+import pipeline.interop as interop
+interop.VIDEOS_PER_PROCESS, interop.usable_cpus = 10, lambda: 2.0
+interop.import_hdf5({str(tmp_path / "s.h5")!r}, {str(tmp_path / "out.zarr")!r})
+""")
+    run = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300)
+    assert run.returncode != 0 and 'if __name__ == "__main__":' in run.stderr, run.stderr[-2000:]
+    assert "part 0 of 2" in run.stderr.splitlines()[-1], run.stderr[-2000:]
+
+
 def test_hdf5_round_trip_keeps_flow_attrs_hostile_ids_and_failures(tmp_path, capsys):
     source = synthetic_store(str(tmp_path / "src.zarr"))
     h5_path, back = tmp_path / "x.h5", str(tmp_path / "back.zarr")
