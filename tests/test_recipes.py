@@ -129,7 +129,7 @@ def test_order_aware_recipes_see_how_a_clip_changes_not_only_what_it_shows(head)
 
     from pipeline.training.model import build_model, model_spec
 
-    cfg = from_dict(TrainHeadConfig, {"store": "s", "head": head})
+    cfg = from_dict(TrainHeadConfig, {"store": "s", "head": head}).resolved()
     projection = build_model(model_spec(cfg, num_classes=5, frame_shapes={"rgb": (12,)})).projection.eval()
     x = torch.randn(4, cfg.segments, 12, generator=torch.Generator().manual_seed(0))
     scene = 3 * torch.randn(4, 1, 12, generator=torch.Generator().manual_seed(1))
