@@ -358,7 +358,8 @@ def _h5_values(dataset) -> np.ndarray:
     filters = tuple(plist.get_filter(i)[0] for i in range(plist.get_nfilters()))
     shuffled = filters == (h5py.h5z.FILTER_SHUFFLE, h5py.h5z.FILTER_DEFLATE)
     if (plist.get_layout() != h5py.h5d.CHUNKED or plist.get_chunk() != values.shape
-            or not (shuffled or filters == (h5py.h5z.FILTER_DEFLATE,)) or values.dtype.byteorder == ">"):
+            or not (shuffled or filters == (h5py.h5z.FILTER_DEFLATE,)) or values.dtype.byteorder == ">"
+            or values.dtype.kind not in "biuf" or values.itemsize not in (1, 2, 4, 8)):
         dataset.read(h5py.h5s.ALL, h5py.h5s.ALL, values)
         return values
     mask, data = dataset.read_direct_chunk((0,) * values.ndim)

@@ -172,7 +172,7 @@ def test_import_in_parts_on_processes_equals_one_process(tmp_path, capsys, monke
         interop.import_hdf5(h5_path, str(tmp_path / "bad.zarr"))
 
 
-@pytest.mark.parametrize("dtype", ["f2", "f4", ">f4", "u1", "i8"])
+@pytest.mark.parametrize("dtype", ["f2", "f4", ">f4", "u1", "i8", "c8"])
 def test_hdf5_values_read_as_hdf5_reads_them_in_every_layout(tmp_path, dtype):
     from pipeline.interop import _h5_values
 

@@ -86,9 +86,7 @@ RECIPES: dict[str, Recipe] = {
     # for fcn2d on the footage dev set in every seed, and dropout 0.5 and 20 epochs in most seeds on
     # the demo (its width there varied: 16-64) (benchmarks/README.md, "fcn2d and st_resnet re-chosen")
     "fcn2d": Recipe(epochs=20, temporal_center=CENTER),
-    # 6 epochs (was 10) on the demo store, seeds 0-2: rgb 88.3 vs 89.2, flow within a seed spread
-    # (benchmarks/README.md, "The demo's spatial heads"); 6 epochs cost mtconv, convlstm and s3dg 7-16 points
-    "fcn3d": Recipe(epochs=6),
+    "fcn3d": Recipe(),
     # `--select` chose lr 6.7e-3 on both dev sets (every footage seed, 2 of 3 demo seeds) and 40
     # epochs on the footage (20 on the demo); the longer one kept for the real footage, checked on
     # both (benchmarks/README.md, "fcn2d and st_resnet re-chosen")
